@@ -1,0 +1,80 @@
+"""``python -m signaling``: run the signaling server. Every flag also reads an environment variable."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import ssl
+import sys
+from typing import Optional
+
+from .server import ServerConfig, SignalingServer, advertised_urls
+
+
+def _env(name: str, default: Optional[str] = None) -> Optional[str]:
+    return os.environ.get(f"SIGNALING_{name}", default)
+
+
+def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m signaling", description="Socket.IO signaling server for WebRTC rooms.")
+    parser.add_argument("--host", default=_env("HOST", "0.0.0.0"), help="address to listen on (env SIGNALING_HOST, default 0.0.0.0)")
+    parser.add_argument("--port", type=int, default=int(_env("PORT", "8080")), help="port (env SIGNALING_PORT, default 8080)")
+    parser.add_argument("--room-size", type=int, default=int(_env("ROOM_SIZE", "2")),
+                        help="members per room; 2 is a one-to-one call, up to 4 for mesh calls (env SIGNALING_ROOM_SIZE)")
+    parser.add_argument("--allowed-origins", default=_env("ALLOWED_ORIGINS", "*"),
+                        help="comma-separated browser origins allowed to connect, '*' for any (env SIGNALING_ALLOWED_ORIGINS)")
+    parser.add_argument("--token-secret", default=_env("TOKEN_SECRET"),
+                        help="require room tokens made with this secret (env SIGNALING_TOKEN_SECRET; see python -m signaling.token)")
+    parser.add_argument("--cert", default=_env("CERT"), help="TLS certificate file (env SIGNALING_CERT)")
+    parser.add_argument("--key", default=_env("KEY"), help="TLS private key file (env SIGNALING_KEY)")
+    parser.add_argument("--log-level", default=_env("LOG_LEVEL", "info"), choices=["debug", "info", "warning", "error"],
+                        help="(env SIGNALING_LOG_LEVEL)")
+    args = parser.parse_args(argv)
+    if args.room_size < 1:
+        parser.error("--room-size must be at least 1")
+    if bool(args.cert) != bool(args.key):
+        parser.error("--cert and --key go together")
+    return args
+
+
+def origins(value: str) -> object:
+    return "*" if value.strip() == "*" else [o.strip() for o in value.split(",") if o.strip()]
+
+
+async def serve(args: argparse.Namespace) -> None:
+    context = None
+    if args.cert:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(args.cert, args.key)
+    server = SignalingServer(ServerConfig(room_size=args.room_size, allowed_origins=origins(args.allowed_origins),
+                                          token_secret=args.token_secret))
+    port = await server.start(args.host, args.port, context)
+    for url in advertised_urls(args.host, port, "https" if context else "http"):
+        logging.getLogger("signaling").info("listening: peers use --server %s", url)
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await server.stop()
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:
+        asyncio.run(serve(args))
+    except KeyboardInterrupt:
+        return 0
+    except OSError as error:
+        print(f"signaling: cannot listen on {args.host}:{args.port}: {error.strerror or error}. "
+              "Pick another --port or stop what uses it.", file=sys.stderr)
+        return 1
+    except ssl.SSLError as error:
+        print(f"signaling: cannot use --cert/--key: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

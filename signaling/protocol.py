@@ -1,0 +1,216 @@
+"""The signaling protocol as plain data: events, payloads, validation. No I/O.
+
+Both the server (``signaling.server``) and the peer (``peer.session``) import this
+module, so the rules of the wire live in one place and are tested without sockets.
+The wire format is documented for client writers in ``docs/protocol.md``.
+
+Compatibility with the classic room-relay pattern (``join`` with a bare room string,
+``message`` objects of type offer/answer/candidate, ``userInRoom`` head counts) is a
+hard rule: every addition here is something an old client may ignore.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Optional
+
+# Events a client sends.
+JOIN = "join"
+LEAVE = "leave"
+MESSAGE = "message"
+
+# Events the server sends.
+USER_IN_ROOM = "userInRoom"
+PEER_JOINED = "peer-joined"
+PEER_LEFT = "peer-left"
+ERROR = "error"
+
+# Message types relayed inside ``message``.
+OFFER = "offer"
+ANSWER = "answer"
+CANDIDATE = "candidate"
+BYE = "bye"
+MESSAGE_TYPES = (OFFER, ANSWER, CANDIDATE, BYE)
+
+MAX_SDP_BYTES = 64 * 1024
+"""An SDP offer with audio, video and a data channel is 3-6 KiB; 64 KiB leaves room for
+many candidates and simulcast while refusing payloads meant to exhaust memory."""
+MAX_CANDIDATE_BYTES = 1024
+MAX_NAME_CHARS = 64
+MAX_TOKEN_CHARS = 256
+ROOM_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
+
+
+class ProtocolError(ValueError):
+    """A payload that breaks the protocol. ``code`` is stable; ``reason`` is for people."""
+
+    def __init__(self, code: str, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+    def to_payload(self, event: str) -> dict[str, Any]:
+        """The body of an ``error`` event or a failed acknowledgement."""
+        return {"ok": False, "event": event, "code": self.code, "error": self.reason}
+
+
+# Error codes, one per thing a client can get wrong.
+BAD_PAYLOAD = "bad-payload"
+BAD_ROOM = "bad-room"
+BAD_NAME = "bad-name"
+UNKNOWN_TYPE = "unknown-type"
+TOO_LARGE = "too-large"
+NOT_JOINED = "not-joined"
+ALREADY_JOINED = "already-joined"
+ROOM_FULL = "room-full"
+BAD_TOKEN = "bad-token"
+UNKNOWN_TARGET = "unknown-target"
+
+
+@dataclass(frozen=True)
+class JoinRequest:
+    """What ``join`` asks for: a room, a display name, maybe a token."""
+
+    room: str
+    name: str = ""
+    token: Optional[str] = None
+
+    def to_payload(self) -> dict[str, Any]:
+        payload: dict[str, Any] = {"room": self.room, "name": self.name}
+        if self.token is not None:
+            payload["token"] = self.token
+        return payload
+
+
+@dataclass(frozen=True)
+class Member:
+    """A member of a room as others see it: a stable id for ``to`` and a display name."""
+
+    id: str
+    name: str
+
+    def to_payload(self) -> dict[str, str]:
+        return {"id": self.id, "name": self.name}
+
+    @classmethod
+    def from_payload(cls, payload: Any) -> "Member":
+        _require_dict(payload, "member")
+        return cls(id=_require_str(payload, "id"), name=str(payload.get("name") or ""))
+
+
+def parse_join(payload: Any) -> JoinRequest:
+    """Accept the classic bare room string or ``{room, name?, token?}``."""
+    if isinstance(payload, str):
+        return JoinRequest(room=_check_room(payload))
+    _require_dict(payload, JOIN)
+    room = _check_room(payload.get("room"))
+    name = payload.get("name", "")
+    if name is None:
+        name = ""
+    if not isinstance(name, str) or len(name) > MAX_NAME_CHARS:
+        raise ProtocolError(BAD_NAME, f"name must be a string of at most {MAX_NAME_CHARS} characters")
+    token = payload.get("token")
+    if token is not None and (not isinstance(token, str) or len(token) > MAX_TOKEN_CHARS):
+        raise ProtocolError(BAD_TOKEN, "token must be a string")
+    return JoinRequest(room=room, name=name.strip(), token=token)
+
+
+def parse_message(payload: Any) -> dict[str, Any]:
+    """Validate a ``message`` a client sent; return the part that may be relayed.
+
+    Only the fields the type defines survive (plus ``to``), so a client cannot smuggle a
+    forged ``from`` or arbitrary data through the server.
+    """
+    _require_dict(payload, MESSAGE)
+    kind = payload.get("type")
+    if kind not in MESSAGE_TYPES:
+        raise ProtocolError(
+            UNKNOWN_TYPE, f"message type must be one of {', '.join(MESSAGE_TYPES)}, not {kind!r}"[:200]
+        )
+    clean: dict[str, Any] = {"type": kind}
+    if kind in (OFFER, ANSWER):
+        clean["sdp"] = _check_sdp(payload.get("sdp"))
+    elif kind == CANDIDATE:
+        clean["candidate"] = _check_candidate(payload.get("candidate"))
+    to = payload.get("to")
+    if to is not None:
+        if not isinstance(to, str) or not to or len(to) > 64:
+            raise ProtocolError(BAD_PAYLOAD, "'to' must be a member id string")
+        clean["to"] = to
+    return clean
+
+
+def relayed(message: dict[str, Any], sender: Member) -> dict[str, Any]:
+    """The message as receivers see it: stamped with the sender's id and name."""
+    out = {key: value for key, value in message.items() if key != "to"}
+    out["from"] = sender.id
+    out["name"] = sender.name
+    return out
+
+
+def join_ack(me: Member, room: str, others: list[Member], capacity: int) -> dict[str, Any]:
+    """The acknowledgement of a successful ``join``.
+
+    ``members`` lists who was there before; by the offerer rule the joiner sends an
+    offer to each of them and they wait for it.
+    """
+    return {
+        "ok": True,
+        "id": me.id,
+        "name": me.name,
+        "room": room,
+        "members": [m.to_payload() for m in others],
+        "capacity": capacity,
+    }
+
+
+def _check_room(room: Any) -> str:
+    if not isinstance(room, str) or not ROOM_PATTERN.match(room):
+        raise ProtocolError(
+            BAD_ROOM,
+            "room name must be 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit",
+        )
+    return room
+
+
+def _check_sdp(sdp: Any) -> str:
+    if not isinstance(sdp, str) or not sdp.startswith("v=0"):
+        raise ProtocolError(BAD_PAYLOAD, "'sdp' must be an SDP string starting with 'v=0'")
+    if len(sdp.encode("utf-8", "surrogatepass")) > MAX_SDP_BYTES:
+        raise ProtocolError(TOO_LARGE, f"SDP larger than {MAX_SDP_BYTES} bytes")
+    return sdp
+
+
+def _check_candidate(candidate: Any) -> Optional[dict[str, Any]]:
+    """A trickled candidate as browsers send it, or None / empty for end of candidates."""
+    if candidate is None:
+        return None
+    _require_dict(candidate, CANDIDATE)
+    text = candidate.get("candidate", "")
+    if not isinstance(text, str):
+        raise ProtocolError(BAD_PAYLOAD, "'candidate.candidate' must be a string")
+    if len(text) > MAX_CANDIDATE_BYTES:
+        raise ProtocolError(TOO_LARGE, f"candidate larger than {MAX_CANDIDATE_BYTES} bytes")
+    mid = candidate.get("sdpMid")
+    index = candidate.get("sdpMLineIndex")
+    ufrag = candidate.get("usernameFragment")
+    if mid is not None and (not isinstance(mid, str) or len(mid) > 64):
+        raise ProtocolError(BAD_PAYLOAD, "'candidate.sdpMid' must be a string")
+    if index is not None and (isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < 1024):
+        raise ProtocolError(BAD_PAYLOAD, "'candidate.sdpMLineIndex' must be a small integer")
+    if ufrag is not None and (not isinstance(ufrag, str) or len(ufrag) > 256):
+        raise ProtocolError(BAD_PAYLOAD, "'candidate.usernameFragment' must be a string")
+    return {"candidate": text, "sdpMid": mid, "sdpMLineIndex": index, "usernameFragment": ufrag}
+
+
+def _require_dict(payload: Any, what: str) -> None:
+    if not isinstance(payload, dict):
+        raise ProtocolError(BAD_PAYLOAD, f"{what} payload must be an object")
+
+
+def _require_str(payload: dict[str, Any], key: str) -> str:
+    value = payload.get(key)
+    if not isinstance(value, str) or not value:
+        raise ProtocolError(BAD_PAYLOAD, f"'{key}' must be a non-empty string")
+    return value

@@ -1,0 +1,180 @@
+"""The Socket.IO signaling server: rooms and message relay over python-socketio on aiohttp.
+
+All protocol rules come from ``signaling.protocol`` and all membership state from
+``signaling.rooms``; this module only moves payloads between sockets.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional, Sequence, Union
+
+import ifaddr
+import socketio
+from aiohttp import web
+
+from . import protocol
+from .protocol import Member, ProtocolError
+from .rooms import Rooms
+from .token import check_token
+
+logger = logging.getLogger("signaling")
+
+WEB_ROOT = Path(__file__).parent / "web"
+
+
+@dataclass
+class ServerConfig:
+    """Everything the server can be told; ``python -m signaling`` fills it from flags and env."""
+
+    room_size: int = 2
+    allowed_origins: Union[str, Sequence[str]] = "*"
+    token_secret: Optional[str] = None
+
+
+class SignalingServer:
+    """Rooms on a python-socketio ``AsyncServer``, served by aiohttp."""
+
+    def __init__(self, config: Optional[ServerConfig] = None) -> None:
+        self.config = config or ServerConfig()
+        self.rooms = Rooms(capacity=self.config.room_size)
+        self.connections: set[str] = set()
+        self.sio = socketio.AsyncServer(
+            async_mode="aiohttp",
+            cors_allowed_origins=self.config.allowed_origins,
+            # Big enough for an SDP at protocol.MAX_SDP_BYTES, small enough to refuse floods.
+            max_http_buffer_size=4 * protocol.MAX_SDP_BYTES,
+        )
+        self.app = web.Application()
+        self.sio.attach(self.app)
+        self.app.router.add_get("/healthz", self._healthz)
+        if (WEB_ROOT / "index.html").exists():
+            self.app.router.add_get("/", self._index)
+            self.app.router.add_static("/web/", WEB_ROOT)
+        self._runner: Optional[web.AppRunner] = None
+        self.sio.on("connect", self._on_connect)
+        self.sio.on("disconnect", self._on_disconnect)
+        self.sio.on(protocol.JOIN, self._on_join)
+        self.sio.on(protocol.LEAVE, self._on_leave)
+        self.sio.on(protocol.MESSAGE, self._on_message)
+
+    async def start(self, host: str = "127.0.0.1", port: int = 8080,
+                    ssl_context: Optional[ssl.SSLContext] = None) -> int:
+        """Listen on ``host:port`` (port 0 picks a free one); return the port bound."""
+        self._runner = web.AppRunner(self.app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, host, port, ssl_context=ssl_context)
+        await site.start()
+        server = site._server  # aiohttp exposes the bound port nowhere else
+        bound = server.sockets[0].getsockname()[1] if server and server.sockets else port
+        return bound
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            for sid in list(self.connections):
+                await self.sio.disconnect(sid)
+            await self._runner.cleanup()
+            self._runner = None
+
+    # HTTP
+
+    async def _healthz(self, request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok", "rooms": len(self.rooms), "connections": len(self.connections)})
+
+    async def _index(self, request: web.Request) -> web.FileResponse:
+        return web.FileResponse(WEB_ROOT / "index.html")
+
+    # Socket.IO events
+
+    async def _on_connect(self, sid: str, environ: dict, auth: Any = None) -> None:
+        self.connections.add(sid)
+        logger.debug("connect %s", sid)
+
+    async def _on_disconnect(self, sid: str, reason: Any = None) -> None:
+        self.connections.discard(sid)
+        await self._leave(sid)
+        logger.debug("disconnect %s", sid)
+
+    async def _on_join(self, sid: str, *args: Any) -> dict[str, Any]:
+        try:
+            request = protocol.parse_join(args[0] if args else None)
+            if self.config.token_secret is not None:
+                reason = check_token(self.config.token_secret, request.room, request.token)
+                if reason is not None:
+                    raise ProtocolError(protocol.BAD_TOKEN, reason)
+            me = Member(id=sid, name=request.name or f"guest-{sid[:4]}")
+            others = self.rooms.join(request.room, me)
+        except ProtocolError as error:
+            return await self._refuse(sid, protocol.JOIN, error)
+        await self.sio.enter_room(sid, _sio_room(request.room))
+        logger.info("%s (%s) joined %s", me.name, sid, request.room)
+        await self.sio.emit(protocol.PEER_JOINED, me.to_payload(), room=_sio_room(request.room), skip_sid=sid)
+        await self._announce_count(request.room)
+        return protocol.join_ack(me, request.room, others, self.rooms.capacity)
+
+    async def _on_leave(self, sid: str, *args: Any) -> dict[str, Any]:
+        if not await self._leave(sid):
+            return await self._refuse(sid, protocol.LEAVE, ProtocolError(protocol.NOT_JOINED, "not in a room"))
+        return {"ok": True}
+
+    async def _on_message(self, sid: str, *args: Any) -> dict[str, Any]:
+        try:
+            message = protocol.parse_message(args[0] if args else None)
+            sender = self.rooms.member(sid)
+            if sender is None:
+                raise ProtocolError(protocol.NOT_JOINED, "join a room before sending messages")
+            room = self.rooms.room_of(sid)
+            target = message.get("to")
+            if target is not None and (target == sid or self.rooms.room_of(target) != room):
+                raise ProtocolError(protocol.UNKNOWN_TARGET, f"no member {target!r} in room {room!r}")
+        except ProtocolError as error:
+            return await self._refuse(sid, protocol.MESSAGE, error)
+        out = protocol.relayed(message, sender)
+        if target is not None:
+            await self.sio.emit(protocol.MESSAGE, out, to=target)
+        else:
+            await self.sio.emit(protocol.MESSAGE, out, room=_sio_room(room), skip_sid=sid)
+        return {"ok": True}
+
+    async def _leave(self, sid: str) -> bool:
+        left = self.rooms.leave(sid)
+        if left is None:
+            return False
+        room, member = left
+        await self.sio.leave_room(sid, _sio_room(room))
+        logger.info("%s (%s) left %s", member.name, sid, room)
+        await self.sio.emit(protocol.PEER_LEFT, member.to_payload(), room=_sio_room(room))
+        await self._announce_count(room)
+        return True
+
+    async def _announce_count(self, room: str) -> None:
+        """The classic ``userInRoom`` head count, sent only to the room it counts."""
+        await self.sio.emit(protocol.USER_IN_ROOM, len(self.rooms.members(room)), room=_sio_room(room))
+
+    async def _refuse(self, sid: str, event: str, error: ProtocolError) -> dict[str, Any]:
+        """Tell the sender what was wrong, both as the ack and as an ``error`` event
+        (classic clients never ask for acks)."""
+        logger.info("refused %s from %s: %s", event, sid, error.reason)
+        payload = error.to_payload(event)
+        await self.sio.emit(protocol.ERROR, payload, to=sid)
+        return payload
+
+
+def _sio_room(room: str) -> str:
+    """Socket.IO puts every sid in a room named after itself; prefixing ours (':' is not
+    allowed in room names) keeps a room called like someone's sid from reaching them."""
+    return f"room:{room}"
+
+
+def advertised_urls(host: str, port: int, scheme: str = "http") -> list[str]:
+    """The URLs other machines can use to reach a server listening on ``host``."""
+    if host not in ("0.0.0.0", "", "::"):
+        return [f"{scheme}://{host}:{port}"]
+    addresses = [
+        ip.ip for adapter in ifaddr.get_adapters() for ip in adapter.ips
+        if isinstance(ip.ip, str) and not ip.ip.startswith("127.")
+    ]
+    return [f"{scheme}://{address}:{port}" for address in addresses] or [f"{scheme}://127.0.0.1:{port}"]
