@@ -1,0 +1,280 @@
+"""One remote member of the room: its RTCPeerConnection, negotiation and data channels.
+
+A ``Call`` is driven by signaling messages put in its inbox and handled one at a time
+(python-socketio runs handlers concurrently; an answer overtaking its offer breaks aiortc).
+Media is not its business: local tracks come in from ``LocalMedia``, remote tracks leave
+through the ``track`` event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import re
+import time
+from typing import Any, Awaitable, Callable, Optional
+
+from aiortc import RTCDataChannel, RTCPeerConnection, RTCSessionDescription
+from aiortc.sdp import candidate_from_sdp
+from pyee.asyncio import AsyncIOEventEmitter
+
+from signaling import protocol
+from signaling.protocol import Member
+
+from .ice import IceSettings
+from .media.sources import LocalMedia
+
+logger = logging.getLogger(__name__)
+
+CHAT_CHANNEL = "chat"
+"""Plain UTF-8 text typed by people, as the classic browser clients send it."""
+CONTROL_CHANNEL = "control"
+"""JSON objects between our own peers: heartbeat, bye, application data."""
+
+Signal = Callable[[dict[str, Any]], Awaitable[None]]
+
+_START_OFFER = {"type": "_start-offer"}
+_FINGERPRINT = re.compile(r"^a=fingerprint:(\S+) (\S+)", re.MULTILINE)
+
+
+class Call(AsyncIOEventEmitter):
+    """The connection to one remote member.
+
+    Events: ``connected``, ``chat`` (text), ``data`` (a JSON value), ``track`` (a remote
+    MediaStreamTrack), ``closed`` (a reason), each emitted on the event loop.
+    """
+
+    def __init__(self, remote: Member, signal: Signal, ice: IceSettings, media: LocalMedia,
+                 *, heartbeat_interval: float = 1.0, dead_after: float = 3.0) -> None:
+        super().__init__()
+        self.remote = remote
+        self._signal = signal
+        self._ice = ice
+        self._media = media
+        self._heartbeat_interval = heartbeat_interval
+        self._dead_after = dead_after
+        self.pc = self._new_pc()
+        self.chat: Optional[RTCDataChannel] = None
+        self.control: Optional[RTCDataChannel] = None
+        self.connected = False
+        self.closed = False
+        self._last_seen = time.monotonic()
+        self._pending_candidates: list[Optional[dict[str, Any]]] = []
+        self._inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self._tasks = [asyncio.ensure_future(self._run())]
+
+    # What the session calls
+
+    def start_offer(self) -> None:
+        """Send an offer (the offerer rule says we are the newcomer)."""
+        self._inbox.put_nowait(_START_OFFER)
+
+    def handle(self, message: dict[str, Any]) -> None:
+        """Queue a signaling message from this member; handled in arrival order."""
+        self._inbox.put_nowait(message)
+
+    def send_chat(self, text: str) -> bool:
+        """Send a line of chat; False when the channel is not open (yet or any more)."""
+        return _send(self.chat, text)
+
+    def send_data(self, value: Any) -> bool:
+        """Send a JSON value to a peer of ours (not to classic clients, which lack the channel)."""
+        return _send(self.control, json.dumps({"type": "data", "data": value}))
+
+    @property
+    def verification_code(self) -> Optional[str]:
+        """A short code from both DTLS fingerprints. Both sides compute the same one unless
+        someone in between replaced the certificates (which the signaling server could)."""
+        local, remote = self.pc.localDescription, self.pc.remoteDescription
+        if local is None or remote is None:
+            return None
+        prints = sorted(m.group(2).upper() for sdp in (local.sdp, remote.sdp) for m in [_FINGERPRINT.search(sdp)] if m)
+        if len(prints) != 2:
+            return None
+        number = int.from_bytes(hashlib.sha256("|".join(prints).encode()).digest()[:4], "big") % 1_000_000
+        return f"{number // 1000:03d} {number % 1000:03d}"
+
+    async def close(self, reason: str = "hung up", notify: bool = True) -> None:
+        """Hang up. ``notify`` sends ``bye`` on the control channel first, so the other
+        side knows at once rather than after aiortc's 30 s consent timeout."""
+        if self.closed:
+            return
+        self.closed = True
+        if notify:
+            _send(self.control, json.dumps({"type": "bye"}))
+            await asyncio.sleep(0.05)  # let the bye leave before the transport goes
+        for task in self._tasks:
+            if task is not asyncio.current_task():
+                task.cancel()
+        await self.pc.close()
+        logger.info("call with %s closed: %s", self.remote.name, reason)
+        self.emit("closed", reason)
+
+    # Negotiation
+
+    async def _run(self) -> None:
+        while True:
+            message = await self._inbox.get()
+            try:
+                await self._dispatch(message)
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:  # a bad SDP or candidate must not end the call
+                logger.warning("ignored a bad %s from %s: %s", message.get("type"), self.remote.name, error or type(error).__name__)
+
+    async def _dispatch(self, message: dict[str, Any]) -> None:
+        kind = message.get("type")
+        if kind == _START_OFFER["type"]:
+            await self._offer()
+        elif kind == protocol.OFFER:
+            await self._answer(message["sdp"])
+        elif kind == protocol.ANSWER:
+            if self.pc.signalingState != "have-local-offer":
+                logger.debug("answer from %s with no offer pending: ignored", self.remote.name)
+                return
+            await self.pc.setRemoteDescription(RTCSessionDescription(message["sdp"], "answer"))
+            await self._flush_candidates()
+        elif kind == protocol.CANDIDATE:
+            self._pending_candidates.append(message.get("candidate"))
+            if self.pc.remoteDescription is not None:
+                await self._flush_candidates()
+        elif kind == protocol.BYE:
+            await self.close("left", notify=False)
+
+    async def _offer(self) -> None:
+        pc = self.pc
+        self._use_channels(pc.createDataChannel(CHAT_CHANNEL), pc.createDataChannel(CONTROL_CHANNEL))
+        kinds = set()
+        for track in self._media.subscribe():
+            pc.addTrack(track)
+            kinds.add(track.kind)
+        for kind in ("audio", "video"):
+            if kind not in kinds:
+                pc.addTransceiver(kind, direction="recvonly")
+        await pc.setLocalDescription(await pc.createOffer())
+        # aiortc gathers every candidate during setLocalDescription: they travel in the SDP.
+        await self._signal({"type": protocol.OFFER, "sdp": pc.localDescription.sdp, "to": self.remote.id})
+
+    async def _answer(self, sdp: str) -> None:
+        if self.pc.signalingState == "have-local-offer":
+            # Glare: aiortc cannot roll back, so a fresh connection answers instead.
+            logger.info("offers crossed with %s: answering theirs on a fresh connection", self.remote.name)
+            old, self.pc = self.pc, self._new_pc()
+            self.chat = self.control = None
+            await old.close()
+        pc = self.pc
+        await pc.setRemoteDescription(RTCSessionDescription(sdp, "offer"))
+        offered = {t.kind for t in pc.getTransceivers()}
+        for track in self._media.subscribe():
+            if track.kind in offered and not any(s.track for s in pc.getSenders() if s.track and s.track.kind == track.kind):
+                pc.addTrack(track)
+        await self._flush_candidates()
+        await pc.setLocalDescription(await pc.createAnswer())
+        await self._signal({"type": protocol.ANSWER, "sdp": pc.localDescription.sdp, "to": self.remote.id})
+
+    async def _flush_candidates(self) -> None:
+        """Add trickled candidates that arrived before the remote description could take them."""
+        pending, self._pending_candidates = self._pending_candidates, []
+        for candidate in pending:
+            await self.pc.addIceCandidate(_parse_candidate(candidate))
+
+    # The connection and its channels
+
+    def _new_pc(self) -> RTCPeerConnection:
+        pc = RTCPeerConnection(self._ice.configuration())
+
+        @pc.on("connectionstatechange")
+        async def on_state() -> None:
+            if pc is not self.pc:
+                return
+            logger.debug("connection with %s: %s", self.remote.name, pc.connectionState)
+            if pc.connectionState == "connected" and not self.connected:
+                self.connected = True
+                self._last_seen = time.monotonic()
+                self.emit("connected")
+            elif pc.connectionState in ("failed", "closed"):
+                await self.close(f"connection {pc.connectionState}", notify=False)
+
+        @pc.on("datachannel")
+        def on_datachannel(channel: RTCDataChannel) -> None:
+            if pc is not self.pc:
+                return
+            if channel.label == CHAT_CHANNEL:
+                self._use_channels(channel, self.control)
+            elif channel.label == CONTROL_CHANNEL:
+                self._use_channels(self.chat, channel)
+
+        @pc.on("track")
+        def on_track(track: Any) -> None:
+            if pc is self.pc:
+                self.emit("track", track)
+
+        return pc
+
+    def _use_channels(self, chat: Optional[RTCDataChannel], control: Optional[RTCDataChannel]) -> None:
+        if chat is not None and chat is not self.chat:
+            self.chat = chat
+            chat.on("message", self._on_chat)
+        if control is not None and control is not self.control:
+            self.control = control
+            control.on("message", self._on_control)
+            if control.readyState == "open":
+                self._start_heartbeat()
+            else:
+                control.on("open", self._start_heartbeat)
+
+    def _on_chat(self, message: Any) -> None:
+        self._last_seen = time.monotonic()
+        if isinstance(message, bytes):
+            message = message.decode("utf-8", "replace")
+        self.emit("chat", message)
+
+    def _on_control(self, message: Any) -> None:
+        self._last_seen = time.monotonic()
+        try:
+            value = json.loads(message)
+            kind = value["type"]
+        except (ValueError, TypeError, KeyError):
+            logger.debug("unreadable control message from %s", self.remote.name)
+            return
+        if kind == "ping":
+            _send(self.control, json.dumps({"type": "pong"}))
+        elif kind == "bye":
+            self._tasks.append(asyncio.ensure_future(self.close("left", notify=False)))
+        elif kind == "data":
+            self.emit("data", value.get("data"))
+
+    def _start_heartbeat(self) -> None:
+        self._last_seen = time.monotonic()
+        self._tasks.append(asyncio.ensure_future(self._heartbeat()))
+
+    async def _heartbeat(self) -> None:
+        """Ping over the control channel; silence for ``dead_after`` seconds means the peer
+        is gone (killed, cable pulled), long before aiortc's 30 s consent timeout."""
+        while not self.closed:
+            _send(self.control, json.dumps({"type": "ping"}))
+            await asyncio.sleep(self._heartbeat_interval / 2)
+            if time.monotonic() - self._last_seen > self._dead_after:
+                await self.close(f"no answer for {self._dead_after:g} s", notify=False)
+                return
+            await asyncio.sleep(self._heartbeat_interval / 2)
+
+
+def _send(channel: Optional[RTCDataChannel], text: str) -> bool:
+    if channel is None or channel.readyState != "open":
+        return False
+    channel.send(text)
+    return True
+
+
+def _parse_candidate(candidate: Optional[dict[str, Any]]) -> Any:
+    """A browser's trickled candidate as aiortc wants it; None ends the candidates."""
+    if not candidate or not candidate.get("candidate"):
+        return None
+    text = candidate["candidate"]
+    parsed = candidate_from_sdp(text.split(":", 1)[1] if text.startswith("candidate:") else text)
+    parsed.sdpMid = candidate.get("sdpMid")
+    parsed.sdpMLineIndex = candidate.get("sdpMLineIndex")
+    return parsed

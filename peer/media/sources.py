@@ -1,0 +1,145 @@
+"""Local media sources: a camera, a file, FFmpeg's synthetic ``testsrc``, or nothing.
+
+Every source is an aiortc ``MediaPlayer`` (PyAV reads on its own thread), shared between
+calls through a ``MediaRelay`` so that each connection gets every frame.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import os
+import sys
+from dataclasses import dataclass, field
+from typing import Optional
+
+import av
+from aiortc import MediaStreamTrack
+from aiortc.contrib.media import MediaPlayer, MediaRelay
+
+from ..errors import MediaError
+
+logger = logging.getLogger(__name__)
+
+CAMERA = "camera"
+TESTSRC = "testsrc"
+NONE = "none"
+
+
+@dataclass(frozen=True)
+class PlayerSpec:
+    """How to open one source with PyAV: ``av.open(file, format=..., options=...)``."""
+
+    file: str
+    format: Optional[str] = None
+    options: dict = field(default_factory=dict)
+    loop: bool = False
+    what: str = ""
+
+
+def camera_spec(device: Optional[str], size: str, fps: int) -> PlayerSpec:
+    """The platform's camera through PyAV, or a named device on it."""
+    options = {"framerate": str(fps), "video_size": size}
+    if sys.platform.startswith("linux"):
+        path = device or "/dev/video0"
+        return PlayerSpec(path, "v4l2", options, what=f"camera {path}")
+    if sys.platform == "darwin":
+        return PlayerSpec(f"{device or 'default'}:none", "avfoundation", options, what=f"camera {device or 'default'}")
+    return PlayerSpec(f"video={device or 'Integrated Camera'}", "dshow", options, what=f"camera {device or ''}".strip())
+
+
+def video_spec(video: str, size: str, fps: int) -> Optional[PlayerSpec]:
+    """Turn the ``--video`` value into what PyAV opens; None means no video."""
+    if video == NONE:
+        return None
+    if video == CAMERA:
+        return camera_spec(None, size, fps)
+    if video == TESTSRC:
+        return PlayerSpec(f"testsrc=size={size}:rate={fps}", "lavfi", what="testsrc")
+    if video.startswith("lavfi:"):
+        return PlayerSpec(video[len("lavfi:"):], "lavfi", what=video)
+    if video.startswith("/dev/video") or video.startswith("video="):
+        return camera_spec(video.removeprefix("video="), size, fps)
+    if os.path.isfile(video):
+        return PlayerSpec(video, loop=True, what=f"file {video}")
+    if sys.platform in ("darwin", "win32"):
+        return camera_spec(video, size, fps)
+    raise MediaError(f"no such camera or file: {video}. Give a device path, a media file, 'testsrc' or 'none'.")
+
+
+def audio_spec(audio: str) -> Optional[PlayerSpec]:
+    """Turn the ``--audio`` value into what PyAV opens: ``none``, ``sine``, a file, or ``lavfi:GRAPH``."""
+    if audio == NONE:
+        return None
+    if audio == "sine":
+        return PlayerSpec("sine=frequency=440:sample_rate=48000", "lavfi", what="sine")
+    if audio.startswith("lavfi:"):
+        return PlayerSpec(audio[len("lavfi:"):], "lavfi", what=audio)
+    if os.path.isfile(audio):
+        return PlayerSpec(audio, loop=True, what=f"file {audio}")
+    raise MediaError(f"no such audio file: {audio}. Give a media file, 'sine' or 'none'.")
+
+
+def open_player(spec: PlayerSpec) -> MediaPlayer:
+    """Open a player, turning PyAV's errors into one line a person can act on."""
+    try:
+        return MediaPlayer(spec.file, format=spec.format, options=spec.options or None, loop=spec.loop)
+    except av.error.FileNotFoundError:
+        hint = " Plug one in, or use --video testsrc." if spec.what.startswith("camera") else ""
+        raise MediaError(f"no {spec.what} found.{hint}") from None
+    except av.error.OSError as error:
+        if error.errno == errno.EBUSY:
+            raise MediaError(f"the {spec.what} is in use by another program: close it and try again.") from None
+        if error.errno in (errno.EACCES, errno.EPERM):
+            raise MediaError(f"no permission to open the {spec.what}: add yourself to the 'video' group.") from None
+        raise MediaError(f"cannot open the {spec.what}: {error.strerror or error}.") from None
+    except av.error.FFmpegError as error:
+        raise MediaError(f"cannot open the {spec.what}: {error}.") from None
+
+
+class LocalMedia:
+    """The local tracks of a session, relayed so every call gets its own subscription."""
+
+    def __init__(self, video: Optional[MediaStreamTrack] = None, audio: Optional[MediaStreamTrack] = None,
+                 players: Optional[list[MediaPlayer]] = None) -> None:
+        self.video = video
+        self.audio = audio
+        self._players = players or []
+        self._relay = MediaRelay()
+
+    @classmethod
+    async def open(cls, video: str = NONE, audio: str = NONE, size: str = "640x480", fps: int = 30) -> "LocalMedia":
+        """Open the sources off the event loop (a camera can take a second to open)."""
+        loop = asyncio.get_running_loop()
+        players: list[MediaPlayer] = []
+        try:
+            for spec in (video_spec(video, size, fps), audio_spec(audio)):
+                if spec is not None:
+                    players.append(await loop.run_in_executor(None, open_player, spec))
+        except BaseException:
+            for player in players:
+                _stop_player(player)
+            raise
+        video_track = next((p.video for p in players if p.video is not None), None)
+        audio_track = next((p.audio for p in players if p.audio is not None), None)
+        if video != NONE and video_track is None:
+            raise MediaError(f"{video} has no video stream.")
+        return cls(video_track, audio_track, players)
+
+    def subscribe(self) -> list[MediaStreamTrack]:
+        """Fresh tracks for one connection (a track sent to two connections must be relayed)."""
+        return [self._relay.subscribe(t) for t in (self.audio, self.video) if t is not None]
+
+    def stop(self) -> None:
+        for player in self._players:
+            _stop_player(player)
+        for track in (self.audio, self.video):
+            if track is not None and not self._players:
+                track.stop()
+
+
+def _stop_player(player: MediaPlayer) -> None:
+    for track in (player.audio, player.video):
+        if track is not None:
+            track.stop()
