@@ -61,6 +61,7 @@ class Call(AsyncIOEventEmitter):
         self.connected = False
         self.closed = False
         self._last_seen = time.monotonic()
+        self._chat_backlog: list[str] = []
         self._pending_candidates: list[Optional[dict[str, Any]]] = []
         self._inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self._tasks = [asyncio.ensure_future(self._run())]
@@ -76,8 +77,13 @@ class Call(AsyncIOEventEmitter):
         self._inbox.put_nowait(message)
 
     def send_chat(self, text: str) -> bool:
-        """Send a line of chat; False when the channel is not open (yet or any more)."""
-        return _send(self.chat, text)
+        """Send a line of chat; lines sent before the channel opens wait for it.
+        False once the call is over."""
+        if self.closed:
+            return False
+        if not _send(self.chat, text):
+            self._chat_backlog.append(text)
+        return True
 
     def send_data(self, value: Any) -> bool:
         """Send a JSON value to a peer of ours (not to classic clients, which lack the channel)."""
@@ -217,6 +223,10 @@ class Call(AsyncIOEventEmitter):
         if chat is not None and chat is not self.chat:
             self.chat = chat
             chat.on("message", self._on_chat)
+            if chat.readyState == "open":
+                self._flush_chat()
+            else:
+                chat.on("open", self._flush_chat)
         if control is not None and control is not self.control:
             self.control = control
             control.on("message", self._on_control)
@@ -224,6 +234,11 @@ class Call(AsyncIOEventEmitter):
                 self._start_heartbeat()
             else:
                 control.on("open", self._start_heartbeat)
+
+    def _flush_chat(self) -> None:
+        backlog, self._chat_backlog = self._chat_backlog, []
+        for text in backlog:
+            _send(self.chat, text)
 
     def _on_chat(self, message: Any) -> None:
         self._last_seen = time.monotonic()

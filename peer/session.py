@@ -53,8 +53,10 @@ class Session(AsyncIOEventEmitter):
         self.me: Optional[Member] = None
         self.members: dict[str, Member] = {}
         self.calls: dict[str, Call] = {}
+        self._leaving = False
         self._call_options = {"heartbeat_interval": heartbeat_interval, "dead_after": dead_after}
-        self._sio = socketio.AsyncClient(reconnection=True, reconnection_delay=0.5, reconnection_delay_max=5)
+        self._sio = socketio.AsyncClient(reconnection=True, reconnection_delay=0.5, reconnection_delay_max=5,
+                                         handle_sigint=False)  # Ctrl-C is the application's to handle
         self._sio.on(protocol.PEER_JOINED, self._on_peer_joined)
         self._sio.on(protocol.PEER_LEFT, self._on_peer_left)
         self._sio.on(protocol.MESSAGE, self._on_message)
@@ -67,6 +69,7 @@ class Session(AsyncIOEventEmitter):
         try:
             await self._sio.connect(self.server, transports=["websocket"], wait_timeout=CONNECT_TIMEOUT)
         except (socketio.exceptions.ConnectionError, ValueError) as error:
+            await self._sio.eio.disconnect()  # closes the HTTP session a failed connect leaves open
             raise SignalingUnreachable(
                 f"cannot reach the signaling server at {self.server} ({_first_line(error)}). "
                 "Check the address, or start one with: python -m signaling"
@@ -92,13 +95,14 @@ class Session(AsyncIOEventEmitter):
 
     async def leave(self) -> None:
         """Hang up every call, leave the room and close the signaling connection."""
+        self._leaving = True
         await asyncio.gather(*(self._hang_up(call) for call in list(self.calls.values())))
         if self._sio.connected:
             try:
                 await self._sio.call(protocol.LEAVE, {}, timeout=2)
             except (socketio.exceptions.TimeoutError, socketio.exceptions.BadNamespaceError):
                 pass
-            await self._sio.disconnect()
+        await self._sio.shutdown()
         self.media.stop()
 
     async def __aenter__(self) -> "Session":
@@ -106,7 +110,7 @@ class Session(AsyncIOEventEmitter):
         try:
             await self.join()
         except BaseException:
-            await self._sio.disconnect()
+            await self._sio.shutdown()
             raise
         return self
 
@@ -152,8 +156,9 @@ class Session(AsyncIOEventEmitter):
         logger.debug("server error: %s", payload)
 
     async def _on_disconnect(self, *args: Any) -> None:
-        logger.info("signaling connection lost")
-        self.emit("disconnected")
+        if not self._leaving:
+            logger.info("signaling connection lost")
+            self.emit("disconnected")
 
     # Calls
 

@@ -1,0 +1,125 @@
+"""The remote video on screen: the parent's side of ``window_process.py``.
+
+Frames go to the window process over a pipe; while a write is in flight, newer frames
+replace older ones, so a slow window drops pictures instead of building delay.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Optional
+
+import av
+
+from ..errors import DisplayError
+
+logger = logging.getLogger(__name__)
+
+PROCESS = Path(__file__).with_name("window_process.py")
+READY_TIMEOUT = 20.0
+
+
+def check_display() -> None:
+    """Fail early and clearly where OpenCV's imshow would abort the process."""
+    if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        raise DisplayError("no display (DISPLAY is not set): run with --no-window, or start it from a desktop session.")
+
+
+class Window:
+    """A window showing one tile per remote video, or a waiting picture when there is none."""
+
+    def __init__(self) -> None:
+        self._process: Optional[asyncio.subprocess.Process] = None
+        self._latest: dict[str, tuple[str, av.VideoFrame]] = {}
+        self._controls: list[dict] = []
+        self._wake = asyncio.Event()
+        self.quit = asyncio.Event()
+        """Set when the user pressed q or Esc, closed the window, or the window died."""
+        self._tasks: list[asyncio.Task] = []
+
+    async def open(self, title: str, waiting: str) -> None:
+        check_display()
+        self._process = await asyncio.create_subprocess_exec(
+            sys.executable, str(PROCESS), stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        self.set_title(title)
+        self.set_waiting(waiting)
+        self._tasks.append(asyncio.ensure_future(self._write_loop()))
+        try:
+            line = await asyncio.wait_for(self._process.stdout.readline(), READY_TIMEOUT)
+        except asyncio.TimeoutError:
+            line = b""
+        if line.strip() != b"ready":
+            await self.close()
+            detail = (await self._process.stderr.read()).decode(errors="replace").strip().splitlines()
+            where = os.environ.get("DISPLAY", "")
+            raise DisplayError(f"could not open a window on display {where!r}"
+                               f"{' (' + detail[-1][:120] + ')' if detail else ''}: run with --no-window.")
+        self._tasks.append(asyncio.ensure_future(self._read_loop()))
+
+    def set_title(self, text: str) -> None:
+        self._control({"op": "title", "text": text})
+
+    def set_waiting(self, text: str) -> None:
+        self._control({"op": "waiting", "text": text})
+
+    def set_status(self, text: str) -> None:
+        self._control({"op": "status", "text": text})
+
+    def show(self, key: str, name: str, frame: av.VideoFrame) -> None:
+        """Show ``frame`` in the tile ``key``; only the newest frame per tile is kept."""
+        self._latest[key] = (name, frame)
+        self._wake.set()
+
+    def remove(self, key: str) -> None:
+        self._latest.pop(key, None)
+        self._control({"op": "remove", "id": key})
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        process = self._process
+        if process is None or process.returncode is not None:
+            return
+        try:
+            process.stdin.close()
+            await asyncio.wait_for(process.wait(), 3)
+        except (asyncio.TimeoutError, ConnectionError):
+            process.kill()
+            await process.wait()
+
+    def _control(self, message: dict) -> None:
+        self._controls.append(message)
+        self._wake.set()
+
+    async def _write_loop(self) -> None:
+        try:
+            while True:
+                await self._wake.wait()
+                self._wake.clear()
+                controls, self._controls = self._controls, []
+                latest, self._latest = self._latest, {}
+                for message in controls:
+                    self._process.stdin.write(json.dumps(message).encode() + b"\n")
+                for key, (name, frame) in latest.items():
+                    picture = frame.to_ndarray(format="bgr24")
+                    header = {"op": "frame", "id": key, "name": name, "w": picture.shape[1],
+                              "h": picture.shape[0], "size": picture.nbytes}
+                    self._process.stdin.write(json.dumps(header).encode() + b"\n" + picture.tobytes())
+                await self._process.stdin.drain()
+        except (ConnectionError, BrokenPipeError):
+            self.quit.set()
+
+    async def _read_loop(self) -> None:
+        while True:
+            line = await self._process.stdout.readline()
+            if not line or line.strip() == b"quit":
+                if not line:
+                    logger.info("the window process ended")
+                self.quit.set()
+                return

@@ -1,0 +1,158 @@
+"""The OpenCV window, in a process of its own: ``python window_process.py`` (run by path).
+
+Why a process: OpenCV's GUI wants the main thread, an ``imshow`` without a display aborts
+the whole process, and importing PyAV before cv2 makes the first ``imshow`` hang (their
+wheels bundle different libxcb files). Here only cv2 and numpy are imported, the parent's
+event loop is never stalled by GUI calls, and a crash is reported instead of shared.
+
+Input on stdin, one JSON header line per message, followed by ``size`` raw bytes for frames:
+  {"op": "title", "text": str}              window title
+  {"op": "waiting", "text": str}            picture shown while there is no remote video
+  {"op": "status", "text": str}             a line drawn at the bottom (verification code)
+  {"op": "frame", "id": str, "name": str, "w": int, "h": int, "size": int} + BGR bytes
+  {"op": "remove", "id": str}               drop a tile
+Output on stdout, one word per line: ``ready`` once the window shows, ``quit`` when the
+user pressed q or Esc or closed the window.
+"""
+
+import cv2  # first, before anything that could load another libxcb  # noqa: I001
+
+import json
+import math
+import sys
+import threading
+
+import numpy as np
+
+WINDOW = "peer"
+CANVAS = (480, 640)
+KEYS_QUIT = (ord("q"), ord("Q"), 27)
+
+
+class State:
+    """What the window shows, written by the reader thread, read by the GUI loop."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.tiles: dict = {}
+        self.names: dict = {}
+        self.title = "peer"
+        self.waiting = "waiting for someone to join"
+        self.status = ""
+        self.version = 0
+        self.eof = False
+
+    def apply(self, header: dict, payload: bytes) -> None:
+        op = header.get("op")
+        with self.lock:
+            if op == "frame":
+                frame = np.frombuffer(payload, np.uint8).reshape(header["h"], header["w"], 3)
+                self.tiles[header["id"]] = frame
+                self.names[header["id"]] = header.get("name", "")
+            elif op == "remove":
+                self.tiles.pop(header.get("id"), None)
+            elif op in ("title", "waiting", "status"):
+                setattr(self, op, header.get("text", ""))
+            self.version += 1
+
+
+def read_input(state: State) -> None:
+    stream = sys.stdin.buffer
+    while True:
+        line = stream.readline()
+        if not line:
+            break
+        header = json.loads(line)
+        size = int(header.get("size", 0))
+        payload = stream.read(size) if size else b""
+        if len(payload) < size:
+            break
+        state.apply(header, payload)
+    with state.lock:
+        state.eof = True
+
+
+def put_text(image: np.ndarray, text: str, origin: tuple, scale: float = 0.7) -> None:
+    cv2.putText(image, text, origin, cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 4, cv2.LINE_AA)
+    cv2.putText(image, text, origin, cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA)
+
+
+def waiting_picture(text: str) -> np.ndarray:
+    image = np.full((*CANVAS, 3), (60, 40, 30), np.uint8)
+    words, lines, line = text.split(), [], ""
+    for word in words:
+        if len(line) + len(word) > 30 and line:
+            lines.append(line)
+            line = ""
+        line = f"{line} {word}".strip()
+    lines.append(line)
+    for i, text_line in enumerate(lines):
+        put_text(image, text_line, (40, 200 + 40 * i), 0.9)
+    return image
+
+
+def tiled(tiles: dict, names: dict) -> np.ndarray:
+    """One remote: its picture as it comes. More: a grid, each tile labelled with its name."""
+    if len(tiles) == 1:
+        (key, frame), = tiles.items()
+        image = frame.copy()
+        put_text(image, names.get(key, ""), (10, 25))
+        return image
+    columns = math.ceil(math.sqrt(len(tiles)))
+    rows = math.ceil(len(tiles) / columns)
+    cell_h, cell_w = CANVAS[0] // 2 if rows > 1 else CANVAS[0], CANVAS[1] // columns
+    image = np.zeros((cell_h * rows, cell_w * columns, 3), np.uint8)
+    for index, key in enumerate(sorted(tiles, key=lambda k: names.get(k, k))):
+        row, column = divmod(index, columns)
+        cell = cv2.resize(tiles[key], (cell_w, cell_h))
+        put_text(cell, names.get(key, ""), (8, 22), 0.6)
+        image[row * cell_h:(row + 1) * cell_h, column * cell_w:(column + 1) * cell_w] = cell
+    return image
+
+
+def compose(state: State) -> tuple:
+    with state.lock:
+        tiles, names = dict(state.tiles), dict(state.names)
+        title, waiting, status = state.title, state.waiting, state.status
+    image = tiled(tiles, names) if tiles else waiting_picture(waiting)
+    if status:
+        put_text(image, status, (10, image.shape[0] - 12), 0.6)
+    return image, title
+
+
+def say(word: str) -> None:
+    sys.stdout.write(word + "\n")
+    sys.stdout.flush()
+
+
+def main() -> int:
+    state = State()
+    threading.Thread(target=read_input, args=(state,), daemon=True).start()
+    cv2.namedWindow(WINDOW, cv2.WINDOW_AUTOSIZE)
+    shown_version, shown_title = -1, None
+    ready = False
+    while True:
+        with state.lock:
+            version, eof = state.version, state.eof
+        if eof:
+            break
+        if version != shown_version or not ready:
+            image, title = compose(state)
+            cv2.imshow(WINDOW, image)
+            if title != shown_title:
+                cv2.setWindowTitle(WINDOW, title)
+                shown_title = title
+            shown_version = version
+        key = cv2.waitKey(15) & 0xFF
+        if not ready:
+            ready = True
+            say("ready")
+        if key in KEYS_QUIT or cv2.getWindowProperty(WINDOW, cv2.WND_PROP_VISIBLE) < 1:
+            say("quit")
+            break
+    cv2.destroyAllWindows()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

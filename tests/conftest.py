@@ -1,0 +1,183 @@
+"""Real processes on 127.0.0.1: a signaling server, peers, an X server. Nothing is mocked."""
+
+import cv2  # noqa: F401  -- before av: see FIELD-NOTES on OpenCV's import-order hang
+
+import os
+import queue
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+from typing import Optional
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+LOCAL = "127.0.0.1"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((LOCAL, 0))
+        return sock.getsockname()[1]
+
+
+def require(program: str) -> str:
+    """A test that needs ``program`` fails in CI when it is missing, and skips elsewhere."""
+    path = shutil.which(program)
+    if path is None:
+        message = f"{program} is not installed (.ci/run installs it)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+class Process:
+    """A child process whose output lines are collected on a thread and can be awaited."""
+
+    def __init__(self, args: list[str], env: Optional[dict] = None, name: str = "") -> None:
+        self.name = name or args[2]
+        self.args = args
+        self.lines: list[str] = []
+        self._new = queue.Queue()
+        self.proc = subprocess.Popen(
+            args, cwd=ROOT, env=env or child_env(), stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            line = line.rstrip("\n")
+            self.lines.append(line)
+            self._new.put(line)
+        self._new.put(None)
+
+    def expect(self, pattern: str, timeout: float = 20) -> re.Match:
+        """Wait for an output line matching ``pattern`` (seen before or arriving)."""
+        regex = re.compile(pattern)
+        for line in list(self.lines):
+            if (match := regex.search(line)):
+                return match
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                line = self._new.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                break
+            if line is None:
+                time.sleep(0.05)
+                if self.proc.poll() is not None:
+                    break
+                continue
+            if (match := regex.search(line)):
+                return match
+        raise AssertionError(f"{self.name}: no line matching {pattern!r} within {timeout} s; output:\n" + self.output)
+
+    @property
+    def output(self) -> str:
+        return "\n".join(self.lines)
+
+    def send(self, line: str) -> None:
+        self.proc.stdin.write(line + "\n")
+        self.proc.stdin.flush()
+
+    def end_input(self) -> None:
+        self.proc.stdin.close()
+
+    def wait(self, timeout: float = 15) -> int:
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"{self.name} did not exit within {timeout} s; output:\n{self.output}")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def child_env(**extra: str) -> dict:
+    env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONPATH=str(ROOT))
+    env.update(extra)
+    return env
+
+
+class Server(Process):
+    def __init__(self, *flags: str, env: Optional[dict] = None, port: Optional[int] = None) -> None:
+        self.port = port or free_port()
+        self.url = f"http://{LOCAL}:{self.port}"
+        super().__init__([sys.executable, "-m", "signaling", "--host", LOCAL, "--port", str(self.port), *flags],
+                         env=env, name="signaling")
+        wait_healthy(self.url)
+
+
+def wait_healthy(url: str, timeout: float = 15) -> dict:
+    import json
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/healthz", timeout=1) as response:
+                return json.load(response)
+        except OSError:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no server answered at {url}")
+            time.sleep(0.1)
+
+
+@pytest.fixture
+def server():
+    started = Server()
+    yield started
+    started.stop()
+
+
+@pytest.fixture
+def processes():
+    """Start peers with ``processes.peer(...)``; all are stopped at the end of the test."""
+    started: list[Process] = []
+
+    class Starter:
+        def peer(self, *flags: str, name: str, env: Optional[dict] = None) -> Process:
+            process = Process([sys.executable, "-m", "peer", "--name", name, *flags], env=env, name=name)
+            started.append(process)
+            return process
+
+        def add(self, process: Process) -> Process:
+            started.append(process)
+            return process
+
+    yield Starter()
+    for process in started:
+        process.stop()
+
+
+@pytest.fixture
+def xvfb():
+    """A virtual X display: its name (":N") for DISPLAY."""
+    binary = require("Xvfb")
+    for number in range(91, 120):
+        if not Path(f"/tmp/.X11-unix/X{number}").exists() and not Path(f"/tmp/.X{number}-lock").exists():
+            break
+    display = f":{number}"
+    proc = subprocess.Popen([binary, display, "-screen", "0", "1280x800x24", "-nolisten", "tcp"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while not Path(f"/tmp/.X11-unix/X{number}").exists():
+        if time.monotonic() > deadline or proc.poll() is not None:
+            proc.kill()
+            pytest.fail(f"Xvfb did not start on {display}")
+        time.sleep(0.05)
+    yield display
+    proc.terminate()
+    proc.wait(5)

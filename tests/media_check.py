@@ -1,0 +1,34 @@
+"""Check that pictures are FFmpeg's testsrc, not just that some frames arrived."""
+
+import cv2  # noqa: F401  -- before av
+
+import itertools
+from functools import lru_cache
+
+import av
+import numpy as np
+
+
+def _small(picture: np.ndarray) -> np.ndarray:
+    return cv2.resize(picture, (32, 24), interpolation=cv2.INTER_AREA).astype(float).ravel()
+
+
+@lru_cache(maxsize=4)
+def _testsrc(size: str) -> list:
+    source = av.open(f"testsrc=size={size}:rate=30", format="lavfi")
+    frames = [_small(f.to_ndarray(format="rgb24")) for f in itertools.islice(source.decode(video=0), 600)]
+    source.close()
+    return frames
+
+
+def likeness_to_testsrc(picture: np.ndarray, size: str = "640x480") -> float:
+    """Best correlation of an RGB picture with any of the first 20 s of testsrc (1.0 = same)."""
+    small = _small(picture)
+    if small.std() == 0:
+        return 0.0
+    return max(float(np.corrcoef(small, ref)[0, 1]) for ref in _testsrc(size))
+
+
+def recorded_frames(path: str) -> list:
+    with av.open(path) as container:
+        return [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
