@@ -73,7 +73,12 @@ def read_input(state: State) -> None:
 
 
 def put_text(image: np.ndarray, text: str, origin: tuple, scale: float = 0.7) -> None:
-    cv2.putText(image, text, origin, cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 4, cv2.LINE_AA)
+    """White text on a dark box, readable on any picture."""
+    if not text:
+        return
+    (width, height), baseline = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
+    x, y = origin
+    cv2.rectangle(image, (x - 4, y - height - 4), (x + width + 4, y + baseline + 2), (0, 0, 0), cv2.FILLED)
     cv2.putText(image, text, origin, cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA)
 
 
@@ -87,7 +92,7 @@ def waiting_picture(text: str) -> np.ndarray:
         line = f"{line} {word}".strip()
     lines.append(line)
     for i, text_line in enumerate(lines):
-        put_text(image, text_line, (40, 200 + 40 * i), 0.9)
+        cv2.putText(image, text_line, (40, 200 + 40 * i), cv2.FONT_HERSHEY_SIMPLEX, 0.9, (255, 255, 255), 1, cv2.LINE_AA)
     return image
 
 
@@ -128,7 +133,7 @@ def say(word: str) -> None:
 def main() -> int:
     state = State()
     threading.Thread(target=read_input, args=(state,), daemon=True).start()
-    cv2.namedWindow(WINDOW, cv2.WINDOW_AUTOSIZE)
+    cv2.namedWindow(WINDOW, cv2.WINDOW_AUTOSIZE | cv2.WINDOW_GUI_NORMAL)
     shown_version, shown_title = -1, None
     ready = False
     while True:

@@ -1,0 +1,69 @@
+"""The OpenCV window under Xvfb, checked by screenshots as a person would look at it."""
+
+import re
+import subprocess
+import time
+
+import numpy as np
+from PIL import ImageGrab
+
+from conftest import LOCAL, child_env, require
+from media_check import likeness_to_testsrc
+
+WAITING_BGR = (60, 40, 30)  # window_process.waiting_picture's background
+
+
+def window_geometry(display: str, title_pattern: str, timeout: float = 15) -> tuple:
+    """(x, y, width, height) of the top-level window whose title matches, read with xwininfo."""
+    xwininfo = require("xwininfo")
+    deadline = time.monotonic() + timeout
+    tree = ""
+    while time.monotonic() < deadline:
+        tree = subprocess.run([xwininfo, "-root", "-tree", "-display", display],
+                              capture_output=True, text=True).stdout
+        for line in tree.splitlines():
+            match = re.search(r'"([^"]*)".*?(\d+)x(\d+)\+-?\d+\+-?\d+\s+\+(-?\d+)\+(-?\d+)', line)
+            if match and re.search(title_pattern, match.group(1)):
+                width, height, x, y = map(int, match.group(2, 3, 4, 5))
+                return x, y, width, height
+        time.sleep(0.2)
+    raise AssertionError(f"no window titled {title_pattern!r} on {display}:\n{tree}")
+
+
+def screenshot(display: str, box: tuple) -> np.ndarray:
+    x, y, width, height = box
+    return np.asarray(ImageGrab.grab(xdisplay=display).convert("RGB"))[y:y + height, x:x + width]
+
+
+def test_window_shows_waiting_then_remote_video_and_q_leaves(server, processes, xvfb):
+    xdotool = require("xdotool")
+    env = child_env(DISPLAY=xvfb)
+    flags = ["--room", "demo", "--server", server.url, "--video", "testsrc", "--ice-host", LOCAL]
+    alice = processes.peer(*flags, name="alice", env=env)
+    alice.expect("waiting for someone to join room demo")
+
+    box = window_geometry(xvfb, r"room demo - waiting")
+    picture = screenshot(xvfb, box)
+    waiting_rgb = np.array(WAITING_BGR[::-1])
+    share = (np.abs(picture.astype(int) - waiting_rgb).sum(axis=2) < 10).mean()
+    assert share > 0.8, f"waiting picture not on screen ({share:.0%} of the window has its colour)"
+
+    bob = processes.peer(*flags, "--no-window", name="bob")
+    alice.expect("connected to bob")
+    box = window_geometry(xvfb, r"room demo - bob")
+    best = 0.0
+    deadline = time.monotonic() + 10
+    while best < 0.95 and time.monotonic() < deadline:
+        best = max(best, likeness_to_testsrc(screenshot(xvfb, box)))
+        time.sleep(0.3)
+    assert best > 0.95, f"the window does not show bob's testsrc picture (likeness {best:.2f})"
+
+    window_id = subprocess.run([xdotool, "search", "--name", "room demo"], env=env,
+                               capture_output=True, text=True).stdout.split()[0]
+    subprocess.run([xdotool, "windowfocus", "--sync", window_id], env=env, check=True)
+    started = time.monotonic()
+    subprocess.run([xdotool, "key", "q"], env=env, check=True)
+    assert alice.wait() == 0
+    bob.expect("call with alice ended", timeout=2)
+    assert time.monotonic() - started < 3
+    assert "Traceback" not in alice.output + bob.output
