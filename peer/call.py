@@ -14,6 +14,7 @@ import json
 import logging
 import re
 import time
+from pathlib import Path
 from typing import Any, Awaitable, Callable, Optional
 
 from aiortc import RTCDataChannel, RTCPeerConnection, RTCSessionDescription
@@ -23,8 +24,10 @@ from pyee.asyncio import AsyncIOEventEmitter
 from signaling import protocol
 from signaling.protocol import Member
 
+from .errors import TransferError
 from .ice import IceSettings
 from .media.sources import LocalMedia
+from .transfer import FileReceiver, FileSender, Progress
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +35,8 @@ CHAT_CHANNEL = "chat"
 """Plain UTF-8 text typed by people, as the classic browser clients send it."""
 CONTROL_CHANNEL = "control"
 """JSON objects between our own peers: heartbeat, bye, application data."""
+FILES_CHANNEL = "files"
+"""File transfers (see ``peer.transfer``)."""
 
 Signal = Callable[[dict[str, Any]], Awaitable[None]]
 
@@ -47,7 +52,8 @@ class Call(AsyncIOEventEmitter):
     """
 
     def __init__(self, remote: Member, signal: Signal, ice: IceSettings, media: LocalMedia,
-                 *, heartbeat_interval: float = 1.0, dead_after: float = 3.0) -> None:
+                 *, heartbeat_interval: float = 1.0, dead_after: float = 3.0,
+                 downloads: Optional[Path] = None) -> None:
         super().__init__()
         self.remote = remote
         self._signal = signal
@@ -58,6 +64,10 @@ class Call(AsyncIOEventEmitter):
         self.pc = self._new_pc()
         self.chat: Optional[RTCDataChannel] = None
         self.control: Optional[RTCDataChannel] = None
+        self.downloads: Optional[Path] = downloads
+        """Where received files go; None refuses them."""
+        self._sender: Optional[FileSender] = None
+        self._receiver: Optional[FileReceiver] = None
         self.connected = False
         self.closed = False
         self._last_seen = time.monotonic()
@@ -89,6 +99,12 @@ class Call(AsyncIOEventEmitter):
         """Send a JSON value to a peer of ours (not to classic clients, which lack the channel)."""
         return _send(self.control, json.dumps({"type": "data", "data": value}))
 
+    async def send_file(self, path: Path, progress: Optional[Progress] = None) -> str:
+        """Send a file; return its sha256 once the other side has checked and saved it."""
+        if self._sender is None or self._sender.channel.readyState != "open":
+            raise TransferError(f"cannot send {path.name}: no file channel to {self.remote.name} (not connected, or not one of our peers)")
+        return await self._sender.send(path, progress)
+
     @property
     def verification_code(self) -> Optional[str]:
         """A short code from both DTLS fingerprints. Both sides compute the same one unless
@@ -114,6 +130,8 @@ class Call(AsyncIOEventEmitter):
         for task in self._tasks:
             if task is not asyncio.current_task():
                 task.cancel()
+        if self._receiver is not None:
+            self._receiver.shutdown(f"{self.remote.name} left during the transfer")
         await self.pc.close()
         logger.info("call with %s closed: %s", self.remote.name, reason)
         self.emit("closed", reason)
@@ -151,7 +169,8 @@ class Call(AsyncIOEventEmitter):
 
     async def _offer(self) -> None:
         pc = self.pc
-        self._use_channels(pc.createDataChannel(CHAT_CHANNEL), pc.createDataChannel(CONTROL_CHANNEL))
+        for label in (CHAT_CHANNEL, CONTROL_CHANNEL, FILES_CHANNEL):
+            self._adopt(pc.createDataChannel(label))
         kinds = set()
         for track in self._media.subscribe():
             pc.addTrack(track)
@@ -205,12 +224,8 @@ class Call(AsyncIOEventEmitter):
 
         @pc.on("datachannel")
         def on_datachannel(channel: RTCDataChannel) -> None:
-            if pc is not self.pc:
-                return
-            if channel.label == CHAT_CHANNEL:
-                self._use_channels(channel, self.control)
-            elif channel.label == CONTROL_CHANNEL:
-                self._use_channels(self.chat, channel)
+            if pc is self.pc:
+                self._adopt(channel)
 
         @pc.on("track")
         def on_track(track: Any) -> None:
@@ -219,21 +234,46 @@ class Call(AsyncIOEventEmitter):
 
         return pc
 
-    def _use_channels(self, chat: Optional[RTCDataChannel], control: Optional[RTCDataChannel]) -> None:
-        if chat is not None and chat is not self.chat:
-            self.chat = chat
-            chat.on("message", self._on_chat)
-            if chat.readyState == "open":
-                self._flush_chat()
-            else:
-                chat.on("open", self._flush_chat)
-        if control is not None and control is not self.control:
-            self.control = control
-            control.on("message", self._on_control)
-            if control.readyState == "open":
-                self._start_heartbeat()
-            else:
-                control.on("open", self._start_heartbeat)
+    def _adopt(self, channel: RTCDataChannel) -> None:
+        """Take a data channel into use by its label (ours, or the remote's on answering)."""
+        if channel.label == CHAT_CHANNEL:
+            self.chat = channel
+            channel.on("message", self._on_chat)
+            channel.on("close", self._on_chat_closed)
+            _when_open(channel, self._flush_chat)
+        elif channel.label == CONTROL_CHANNEL:
+            self.control = channel
+            channel.on("message", self._on_control)
+            _when_open(channel, self._start_heartbeat)
+        elif channel.label == FILES_CHANNEL:
+            self._sender = FileSender(channel)
+            if self.downloads is not None:
+                self._receiver = FileReceiver(
+                    self.downloads, lambda reply: _send(channel, json.dumps(reply)),
+                    lambda name, done, size: self.emit("file-progress", name, done, size),
+                    lambda path, sha256: self.emit("file", path, sha256),
+                    lambda name, reason: self.emit("file-failed", name, reason))
+            channel.on("message", self._on_files)
+
+    def _on_files(self, message: Any) -> None:
+        self._last_seen = time.monotonic()
+        if isinstance(message, str):
+            try:
+                header = json.loads(message)
+            except ValueError:
+                return
+            if header.get("type") in ("received", "failed"):
+                self._sender.on_reply(header)
+                return
+        if self._receiver is not None:
+            self._receiver.on_message(message)
+        elif isinstance(message, str) and '"start"' in message:
+            _send(self._sender.channel, json.dumps({"type": "failed", "reason": "not accepting files"}))
+
+    def _on_chat_closed(self) -> None:
+        """Classic clients have no heartbeat: the chat channel closing is how they hang up."""
+        if not self.closed and self.control is None:
+            self._tasks.append(asyncio.ensure_future(self.close("left", notify=False)))
 
     def _flush_chat(self) -> None:
         backlog, self._chat_backlog = self._chat_backlog, []
@@ -275,6 +315,13 @@ class Call(AsyncIOEventEmitter):
                 await self.close(f"no answer for {self._dead_after:g} s", notify=False)
                 return
             await asyncio.sleep(self._heartbeat_interval / 2)
+
+
+def _when_open(channel: RTCDataChannel, callback: Callable[[], None]) -> None:
+    if channel.readyState == "open":
+        callback()
+    else:
+        channel.once("open", callback)
 
 
 def _send(channel: Optional[RTCDataChannel], text: str) -> bool:

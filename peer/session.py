@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Optional
+from pathlib import Path
+from typing import Any, Callable, Optional
 
 import socketio
 from pyee.asyncio import AsyncIOEventEmitter
@@ -17,7 +18,7 @@ from signaling import protocol
 from signaling.protocol import JoinRequest, Member
 
 from .call import Call
-from .errors import JoinRefused, SignalingUnreachable
+from .errors import JoinRefused, SignalingUnreachable, TransferError
 from .ice import IceSettings
 from .media.sources import LocalMedia
 
@@ -39,12 +40,15 @@ class Session(AsyncIOEventEmitter):
     Events: ``joined`` (the member list), ``peer-joined`` / ``peer-left`` (Member),
     ``connected`` (Call), ``chat`` (Member, text), ``data`` (Member, value),
     ``track`` (Member, MediaStreamTrack), ``call-closed`` (Member, reason),
+    ``file-progress`` (Member, name, done, size), ``file`` (Member, path, sha256),
+    ``file-failed`` (Member, name, reason),
     ``disconnected`` (signaling lost; calls go on).
     """
 
     def __init__(self, room: str, server: str, name: str = "", *, token: Optional[str] = None,
                  media: Optional[LocalMedia] = None, ice: Optional[IceSettings] = None,
-                 heartbeat_interval: float = 1.0, dead_after: float = 3.0) -> None:
+                 heartbeat_interval: float = 1.0, dead_after: float = 3.0,
+                 downloads: Optional[Path] = None) -> None:
         super().__init__()
         self.request = JoinRequest(room=room, name=name, token=token)
         self.server = server
@@ -54,7 +58,8 @@ class Session(AsyncIOEventEmitter):
         self.members: dict[str, Member] = {}
         self.calls: dict[str, Call] = {}
         self._leaving = False
-        self._call_options = {"heartbeat_interval": heartbeat_interval, "dead_after": dead_after}
+        self._call_options = {"heartbeat_interval": heartbeat_interval, "dead_after": dead_after,
+                              "downloads": Path(downloads) if downloads is not None else None}
         self._sio = socketio.AsyncClient(reconnection=True, reconnection_delay=0.5, reconnection_delay_max=5,
                                          handle_sigint=False)  # Ctrl-C is the application's to handle
         self._sio.on(protocol.PEER_JOINED, self._on_peer_joined)
@@ -117,6 +122,21 @@ class Session(AsyncIOEventEmitter):
     async def __aexit__(self, *exc: Any) -> None:
         await self.leave()
 
+    async def send_file(self, path: Path, to: Optional[str] = None,
+                        progress: Optional[Callable[[Member, int, int], None]] = None) -> str:
+        """Send a file to one member (``to``, a member id) or to everyone connected, one
+        after another; return its sha256 once every receiver has checked it."""
+        calls = [self.calls[to]] if to is not None and to in self.calls else list(self.calls.values())
+        if to is not None and to not in self.calls:
+            raise TransferError(f"cannot send {Path(path).name}: nobody with id {to} is connected")
+        if not calls:
+            raise TransferError(f"cannot send {Path(path).name}: nobody is connected")
+        sha256 = ""
+        for call in calls:
+            report = (lambda done, size, m=call.remote: progress(m, done, size)) if progress else None
+            sha256 = await call.send_file(Path(path), report)
+        return sha256
+
     def send_chat(self, text: str) -> int:
         """Send a line of chat to everyone connected; return how many it reached."""
         return sum(call.send_chat(text) for call in self.calls.values())
@@ -169,6 +189,9 @@ class Session(AsyncIOEventEmitter):
         call.on("chat", lambda text: self.emit("chat", member, text))
         call.on("data", lambda value: self.emit("data", member, value))
         call.on("track", lambda track: self.emit("track", member, track))
+        call.on("file-progress", lambda name, done, size: self.emit("file-progress", member, name, done, size))
+        call.on("file", lambda path, sha256: self.emit("file", member, path, sha256))
+        call.on("file-failed", lambda name, reason: self.emit("file-failed", member, name, reason))
 
         @call.on("closed")
         def on_closed(reason: str) -> None:
