@@ -1,0 +1,16 @@
+"""The native Python WebRTC peer: join a room, call everyone in it, exchange media, chat and files.
+
+``python -m peer --room demo`` is the terminal front end; ``peer.join()`` is the API for bots
+and test scripts (see docs/api.md).
+"""
+
+from .api import (CallEnded, ChatMessage, Connected, DataMessage, Event, FileFailed, FileProgress, FileReceived,
+                  Member, PeerJoined, PeerLeft, Room, TrackReceived, join)
+from .errors import DisplayError, JoinRefused, MediaError, PeerError, SignalingUnreachable, TransferError
+from .media.frames import FrameSource
+
+__all__ = [
+    "join", "Room", "FrameSource", "Member", "Event", "PeerJoined", "PeerLeft", "Connected", "CallEnded",
+    "ChatMessage", "DataMessage", "FileReceived", "FileFailed", "FileProgress", "TrackReceived",
+    "PeerError", "SignalingUnreachable", "JoinRefused", "MediaError", "DisplayError", "TransferError",
+]

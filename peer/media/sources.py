@@ -7,12 +7,13 @@ calls through a ``MediaRelay`` so that each connection gets every frame.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import errno
 import logging
 import os
 import sys
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Optional, Union
 
 import av
 from aiortc import MediaStreamTrack
@@ -109,22 +110,31 @@ class LocalMedia:
         self._relay = MediaRelay()
 
     @classmethod
-    async def open(cls, video: str = NONE, audio: str = NONE, size: str = "640x480", fps: int = 30) -> "LocalMedia":
-        """Open the sources off the event loop (a camera can take a second to open)."""
+    async def open(cls, video: Union[str, MediaStreamTrack] = NONE, audio: Union[str, MediaStreamTrack] = NONE,
+                   size: str = "640x480", fps: int = 30) -> "LocalMedia":
+        """Open the sources named by ``video``/``audio`` (or take the tracks given) off the
+        event loop, since a camera can take a second to open."""
         loop = asyncio.get_running_loop()
+        specs = [video_spec(video, size, fps) if isinstance(video, str) else None,
+                 audio_spec(audio) if isinstance(audio, str) else None]
         players: list[MediaPlayer] = []
         try:
-            for spec in (video_spec(video, size, fps), audio_spec(audio)):
-                if spec is not None:
-                    players.append(await loop.run_in_executor(None, open_player, spec))
+            with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="media-open") as opener:
+                for spec in specs:
+                    if spec is not None:
+                        players.append(await loop.run_in_executor(opener, open_player, spec))
         except BaseException:
             for player in players:
                 _stop_player(player)
             raise
         video_track = next((p.video for p in players if p.video is not None), None)
         audio_track = next((p.audio for p in players if p.audio is not None), None)
-        if video != NONE and video_track is None:
+        if isinstance(video, MediaStreamTrack):
+            video_track = video
+        elif video != NONE and video_track is None:
             raise MediaError(f"{video} has no video stream.")
+        if isinstance(audio, MediaStreamTrack):
+            audio_track = audio
         return cls(video_track, audio_track, players)
 
     def subscribe(self) -> list[MediaStreamTrack]:
@@ -135,7 +145,7 @@ class LocalMedia:
         for player in self._players:
             _stop_player(player)
         for track in (self.audio, self.video):
-            if track is not None and not self._players:
+            if track is not None:
                 track.stop()
 
 

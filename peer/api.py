@@ -1,0 +1,381 @@
+"""The API for scripted test peers and headless bots.
+
+    import peer
+
+    async with peer.join("demo", server="http://localhost:8080", video="testsrc") as room:
+        someone = await room.wait_for_peer()
+        room.send_text(f"hello {someone.name}")
+        async for picture in room.frames(someone):      # newest frame, BGR numpy array
+            ...
+
+Everything a session starts (connections, tasks, threads, sockets) ends when the ``async with``
+block does, also on an error or a cancellation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, AsyncIterator, Callable, Optional, Sequence, Union
+
+import numpy as np
+from aiortc import MediaStreamTrack
+from aiortc.contrib.media import MediaRelay
+from aiortc.mediastreams import MediaStreamError
+
+from signaling.protocol import Member
+
+from .call import Call
+from .ice import IceSettings
+from .media.sources import NONE, LocalMedia
+from .session import Session
+
+__all__ = [
+    "Room", "join", "Member", "PeerJoined", "PeerLeft", "Connected", "CallEnded", "ChatMessage",
+    "DataMessage", "FileReceived", "FileFailed", "FileProgress", "TrackReceived", "Event",
+]
+
+
+@dataclass(frozen=True)
+class PeerJoined:
+    member: Member
+
+
+@dataclass(frozen=True)
+class PeerLeft:
+    member: Member
+
+
+@dataclass(frozen=True)
+class Connected:
+    member: Member
+    verification_code: Optional[str]
+
+
+@dataclass(frozen=True)
+class CallEnded:
+    member: Member
+    reason: str
+
+
+@dataclass(frozen=True)
+class ChatMessage:
+    sender: Member
+    text: str
+
+
+@dataclass(frozen=True)
+class DataMessage:
+    """A JSON value sent with ``send_json``."""
+
+    sender: Member
+    value: Any
+
+
+@dataclass(frozen=True)
+class FileReceived:
+    sender: Member
+    path: Path
+    sha256: str
+
+
+@dataclass(frozen=True)
+class FileFailed:
+    sender: Member
+    name: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class FileProgress:
+    sender: Member
+    name: str
+    done: int
+    size: int
+
+
+@dataclass(frozen=True)
+class TrackReceived:
+    sender: Member
+    kind: str
+
+
+Event = Union[PeerJoined, PeerLeft, Connected, CallEnded, ChatMessage, DataMessage,
+              FileReceived, FileFailed, FileProgress, TrackReceived]
+
+
+class _RemoteMedia:
+    """One remote track: always drained (aiortc queues frames forever otherwise), counted,
+    and relayed to whoever iterates over it."""
+
+    def __init__(self, member: Member, track: MediaStreamTrack) -> None:
+        self.member = member
+        self.track = track
+        self.relay = MediaRelay()
+        self.count = 0
+        self.arrived = asyncio.Condition()
+        self.ended = False
+        self.task = asyncio.ensure_future(self._drain(self.relay.subscribe(track, buffered=False)))
+
+    async def _drain(self, proxy: MediaStreamTrack) -> None:
+        try:
+            while True:
+                await proxy.recv()
+                self.count += 1
+                async with self.arrived:
+                    self.arrived.notify_all()
+        except MediaStreamError:
+            pass
+        finally:
+            self.ended = True
+            async with self.arrived:
+                self.arrived.notify_all()
+
+
+class Room:
+    """Membership of a room with calls to everyone else in it; see ``join()``."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self._subscribers: list[asyncio.Queue] = []
+        self._history: list[Event] = []
+        self._remote: dict[tuple[str, str], _RemoteMedia] = {}
+        self._media_changed = asyncio.Condition()
+        session.on("peer-joined", lambda m: self._publish(PeerJoined(m)))
+        session.on("peer-left", lambda m: self._publish(PeerLeft(m)))
+        session.on("connected", lambda call: self._publish(Connected(call.remote, call.verification_code)))
+        session.on("call-closed", self._on_call_closed)
+        session.on("chat", lambda m, text: self._publish(ChatMessage(m, text)))
+        session.on("data", lambda m, value: self._publish(DataMessage(m, value)))
+        session.on("file", lambda m, path, sha: self._publish(FileReceived(m, Path(path), sha)))
+        session.on("file-failed", lambda m, name, reason: self._publish(FileFailed(m, name, reason)))
+        session.on("file-progress", lambda m, name, done, size: self._publish(FileProgress(m, name, done, size)))
+        session.on("track", self._on_track)
+
+    # Lifetime
+
+    async def __aenter__(self) -> "Room":
+        try:
+            await self.session.__aenter__()
+        except BaseException:
+            self.session.media.stop()
+            raise
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Leave the room and stop everything this room started."""
+        try:
+            await asyncio.shield(self.session.leave())
+        finally:
+            for remote in self._remote.values():
+                remote.task.cancel()
+            await asyncio.gather(*(r.task for r in self._remote.values()), return_exceptions=True)
+            for queue in self._subscribers:
+                queue.put_nowait(None)
+
+    # Who is here
+
+    @property
+    def me(self) -> Optional[Member]:
+        return self.session.me
+
+    @property
+    def members(self) -> list[Member]:
+        """The others in the room (connected or not yet)."""
+        return list(self.session.members.values())
+
+    @property
+    def connected(self) -> list[Member]:
+        return [call.remote for call in self.session.calls.values() if call.connected]
+
+    def verification_code(self, member: Optional[Member] = None) -> Optional[str]:
+        """The code both sides of a call show; equal codes mean no one is in the middle."""
+        call = self._call(member)
+        return call.verification_code if call else None
+
+    # Sending
+
+    def send_text(self, text: str) -> int:
+        """Chat to everyone connected; return how many calls it went to."""
+        return self.session.send_chat(text)
+
+    def send_json(self, value: Any) -> int:
+        """Send a JSON value to every connected peer of ours (``DataMessage`` there)."""
+        return sum(call.send_data(value) for call in self.session.calls.values())
+
+    async def send_file(self, path: Union[str, Path], to: Optional[Member] = None,
+                        progress: Optional[Callable[[Member, int, int], None]] = None) -> str:
+        """Send a file (to one member, or everyone connected); return its sha256 once checked
+        by the receiver. Raises TransferError when a receiver leaves half-way."""
+        return await self.session.send_file(Path(path), to.id if to else None, progress)
+
+    # Receiving
+
+    async def events(self, history: bool = True) -> AsyncIterator[Event]:
+        """Every event of the room, in order (with ``history``, also those before this call)."""
+        queue: asyncio.Queue = asyncio.Queue()
+        if history:
+            for event in self._history:
+                queue.put_nowait(event)
+        self._subscribers.append(queue)
+        try:
+            while (event := await queue.get()) is not None:
+                yield event
+        finally:
+            self._subscribers.remove(queue)
+
+    async def frames(self, member: Optional[Member] = None, *, latest: bool = True,
+                     kind: str = "video") -> AsyncIterator[np.ndarray]:
+        """Remote frames as numpy arrays: video as BGR (height x width x 3), audio as the
+        samples PyAV gives (channels x samples, or interleaved). With ``latest`` the newest
+        frame only, stale ones dropped; without it every frame, for recording."""
+        remote = await self._remote_media(member, kind)
+        proxy = remote.relay.subscribe(remote.track, buffered=not latest)
+        try:
+            while True:
+                frame = await proxy.recv()
+                yield frame.to_ndarray(format="bgr24") if kind == "video" else frame.to_ndarray()
+        except MediaStreamError:
+            return
+        finally:
+            proxy.stop()
+
+    # Waiting, for tests
+
+    async def wait_for_peer(self, timeout: float = 15) -> Member:
+        """Until someone is connected (returns them); names what it waited for on timeout."""
+        return await self._wait(lambda: self.connected[0] if self.connected else None, timeout,
+                                f"a connected peer in room {self.session.request.room!r}")
+
+    async def wait_for_frames(self, count: int, member: Optional[Member] = None, timeout: float = 15,
+                              kind: str = "video") -> int:
+        """Until ``count`` frames have arrived from ``member`` (or anyone); returns the count."""
+        deadline = time.monotonic() + timeout
+        what = f"{count} {kind} frames from {member.name if member else 'anyone'}"
+        remote = await self._with_deadline(self._remote_media(member, kind), deadline, what)
+
+        async def enough() -> int:
+            async with remote.arrived:
+                await remote.arrived.wait_for(lambda: remote.count >= count or remote.ended)
+            if remote.count < count:
+                raise ConnectionError(f"the track ended after {remote.count} of {what}")
+            return remote.count
+
+        try:
+            return await self._with_deadline(enough(), deadline, what)
+        except TimeoutError:
+            raise TimeoutError(f"timed out waiting for {what} (got {remote.count})") from None
+
+    async def wait_for_message(self, predicate: Optional[Callable[[Any], bool]] = None,
+                               timeout: float = 15) -> Union[ChatMessage, DataMessage]:
+        """Until a chat or JSON message arrives that ``predicate`` accepts (text or value)."""
+        async def first() -> Union[ChatMessage, DataMessage]:
+            async for event in self.events(history=False):
+                if isinstance(event, (ChatMessage, DataMessage)):
+                    content = event.text if isinstance(event, ChatMessage) else event.value
+                    if predicate is None or predicate(content):
+                        return event
+            raise ConnectionError("the room closed")
+        return await self._with_deadline(first(), time.monotonic() + timeout, "a matching message")
+
+    async def wait_for(self, event_type: type, predicate: Optional[Callable[[Any], bool]] = None,
+                       timeout: float = 15, history: bool = True) -> Any:
+        """Until an event of ``event_type`` (that ``predicate`` accepts) happens."""
+        async def first() -> Any:
+            async for event in self.events(history=history):
+                if isinstance(event, event_type) and (predicate is None or predicate(event)):
+                    return event
+            raise ConnectionError("the room closed")
+        return await self._with_deadline(first(), time.monotonic() + timeout, f"a {event_type.__name__} event")
+
+    # Internals
+
+    def _publish(self, event: Event) -> None:
+        self._history.append(event)
+        del self._history[:-1000]
+        for queue in self._subscribers:
+            queue.put_nowait(event)
+
+    async def _on_track(self, member: Member, track: MediaStreamTrack) -> None:
+        old = self._remote.get((member.id, track.kind))
+        if old is not None:
+            old.task.cancel()
+        self._remote[(member.id, track.kind)] = _RemoteMedia(member, track)
+        async with self._media_changed:
+            self._media_changed.notify_all()
+        self._publish(TrackReceived(member, track.kind))
+
+    def _on_call_closed(self, member: Member, reason: str) -> None:
+        self._publish(CallEnded(member, reason))
+
+    async def _remote_media(self, member: Optional[Member], kind: str) -> _RemoteMedia:
+        def find() -> Optional[_RemoteMedia]:
+            for (member_id, track_kind), remote in self._remote.items():
+                if track_kind == kind and (member is None or member.id == member_id) and not remote.ended:
+                    return remote
+            return None
+        async with self._media_changed:
+            await self._media_changed.wait_for(find)
+        return find()
+
+    def _call(self, member: Optional[Member]) -> Optional[Call]:
+        if member is not None:
+            return self.session.calls.get(member.id)
+        return next(iter(self.session.calls.values()), None)
+
+    async def _wait(self, probe: Callable[[], Any], timeout: float, what: str) -> Any:
+        async def poll() -> Any:
+            while (value := probe()) is None:
+                await asyncio.sleep(0.05)
+            return value
+        return await self._with_deadline(poll(), time.monotonic() + timeout, what)
+
+    @staticmethod
+    async def _with_deadline(awaitable: Any, deadline: float, what: str) -> Any:
+        try:
+            return await asyncio.wait_for(awaitable, max(0.0, deadline - time.monotonic()))
+        except asyncio.TimeoutError:
+            raise TimeoutError(f"timed out waiting for {what}") from None
+
+
+class _Joining:
+    """What ``join()`` returns: awaitable once, or used with ``async with``."""
+
+    def __init__(self, make: Callable[[], Any]) -> None:
+        self._make = make
+        self._room: Optional[Room] = None
+
+    async def __aenter__(self) -> Room:
+        self._room = Room(await self._make())
+        return await self._room.__aenter__()
+
+    async def __aexit__(self, *exc: Any) -> None:
+        if self._room is not None:
+            await self._room.__aexit__(*exc)
+
+
+def join(room: str, *, server: str = "http://localhost:8080", name: str = "bot", token: Optional[str] = None,
+         video: Union[str, MediaStreamTrack] = NONE, audio: Union[str, MediaStreamTrack] = NONE,
+         video_size: str = "640x480", fps: int = 30, ice_hosts: Sequence[str] = (),
+         stun: Sequence[str] = (), turn: Sequence[str] = (), turn_user: Optional[str] = None,
+         turn_password: Optional[str] = None, downloads: Optional[Union[str, Path]] = None) -> _Joining:
+    """Join ``room``: ``async with peer.join("demo", ...) as room``.
+
+    ``video``/``audio`` take the CLI's source names (``testsrc``, ``camera``, a file, a device,
+    ``none``) or a track such as ``FrameSource`` for frames you make. ``ice_hosts`` is the
+    CLI's ``--ice-host``. Received files are saved in ``downloads`` (refused without it).
+    Raises SignalingUnreachable, JoinRefused or MediaError with a message for people.
+    """
+    ice = IceSettings(host_addresses=tuple(ice_hosts), stun=tuple(stun), turn=tuple(turn),
+                      turn_user=turn_user, turn_password=turn_password)
+
+    async def make() -> Session:
+        media = await LocalMedia.open(video, audio, video_size, fps)
+        return Session(room, server, name, token=token, media=media, ice=ice, downloads=downloads)
+
+    return _Joining(make)
