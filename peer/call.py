@@ -40,6 +40,7 @@ FILES_CHANNEL = "files"
 
 Signal = Callable[[dict[str, Any]], Awaitable[None]]
 
+FILES_OPEN_TIMEOUT = 10.0
 _START_OFFER = {"type": "_start-offer"}
 _FINGERPRINT = re.compile(r"^a=fingerprint:(\S+) (\S+)", re.MULTILINE)
 
@@ -68,6 +69,7 @@ class Call(AsyncIOEventEmitter):
         """Where received files go; None refuses them."""
         self._sender: Optional[FileSender] = None
         self._receiver: Optional[FileReceiver] = None
+        self._files_open = asyncio.Event()
         self.connected = False
         self.closed = False
         self._last_seen = time.monotonic()
@@ -101,6 +103,10 @@ class Call(AsyncIOEventEmitter):
 
     async def send_file(self, path: Path, progress: Optional[Progress] = None) -> str:
         """Send a file; return its sha256 once the other side has checked and saved it."""
+        try:
+            await asyncio.wait_for(self._files_open.wait(), FILES_OPEN_TIMEOUT)
+        except asyncio.TimeoutError:
+            pass
         if self._sender is None or self._sender.channel.readyState != "open":
             raise TransferError(f"cannot send {path.name}: no file channel to {self.remote.name} (not connected, or not one of our peers)")
         return await self._sender.send(path, progress)
@@ -247,6 +253,7 @@ class Call(AsyncIOEventEmitter):
             _when_open(channel, self._start_heartbeat)
         elif channel.label == FILES_CHANNEL:
             self._sender = FileSender(channel)
+            _when_open(channel, self._files_open.set)
             if self.downloads is not None:
                 self._receiver = FileReceiver(
                     self.downloads, lambda reply: _send(channel, json.dumps(reply)),

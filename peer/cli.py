@@ -16,7 +16,7 @@ import socket
 import sys
 import threading
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 from aiortc import MediaStreamTrack
 from aiortc.contrib.media import MediaRelay
@@ -27,7 +27,7 @@ from signaling.protocol import MAX_NAME_CHARS, Member
 from signaling.server import advertised_urls
 
 from .call import Call
-from .errors import PeerError, SignalingUnreachable
+from .errors import PeerError, SignalingUnreachable, TransferError
 from .ice import IceSettings
 from .media.recorder import Recorder
 from .media.sources import LocalMedia
@@ -54,6 +54,10 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     parser.add_argument("--audio", default="none", help="none (default), sine, a media file, or lavfi:GRAPH")
     parser.add_argument("--no-window", action="store_true", help="show no window; remote media is still received")
     parser.add_argument("--record", metavar="PATH", help="write the remote media to PATH (.mp4, .webm or .mkv)")
+    parser.add_argument("--send", action="append", default=[], metavar="FILE",
+                        help="send FILE to everyone who connects (repeatable)")
+    parser.add_argument("--downloads", default="downloads", metavar="DIR",
+                        help="where files others send are saved (default ./downloads)")
     parser.add_argument("--ice-host", action="append", default=[], metavar="ADDRESS",
                         help="local address ICE may use (repeatable); 127.0.0.1 keeps a call on this machine")
     parser.add_argument("--stun", action="append", default=[], metavar="URL", help="STUN server, e.g. stun:stun.example.org:3478")
@@ -66,6 +70,9 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
         parser.error("--record needs a .mp4, .webm or .mkv file name")
     if not _is_size(args.video_size):
         parser.error("--video-size must look like 640x480")
+    for path in args.send:
+        if not Path(path).is_file():
+            parser.error(f"--send {path}: no such file")
     return args
 
 
@@ -105,8 +112,10 @@ class Terminal:
 class CallView:
     """What a person sees and hears of the session: printed lines, the window, the recording."""
 
-    def __init__(self, session: Session, window: Optional[Window], record: Optional[str]) -> None:
+    def __init__(self, session: Session, window: Optional[Window], record: Optional[str],
+                 send: Sequence[str] = ()) -> None:
         self.session = session
+        self.send = [Path(path) for path in send]
         self.window = window
         self.record = Path(record) if record else None
         self.recorders: dict[str, Recorder] = {}
@@ -114,12 +123,16 @@ class CallView:
         self._relays: dict[str, MediaRelay] = {}
         self._tasks: set[asyncio.Task] = set()
         self._finishing: list[asyncio.Task] = []
+        self._last_progress: dict[str, float] = {}
         session.on("peer-joined", lambda m: say(f"{m.name} joined"))
         session.on("peer-left", self._on_left)
         session.on("connected", self._on_connected)
         session.on("chat", lambda m, text: say(f"[{m.name}] {text}"))
         session.on("track", self._on_track)
         session.on("call-closed", self._on_call_closed)
+        session.on("file-progress", lambda m, name, done, size: self._progress(f"receiving {name} from {m.name}", done, size))
+        session.on("file", lambda m, path, sha: say(f"received {Path(path).name} from {m.name}: saved to {path} (sha256 {sha[:16]}…)"))
+        session.on("file-failed", lambda m, name, reason: say(f"could not receive {name} from {m.name}: {reason}"))
         session.on("disconnected", lambda: say("lost the signaling server; reconnecting (calls in progress go on)"))
 
     @property
@@ -149,6 +162,29 @@ class CallView:
         recorder = self.recorders.get(call.remote.id)
         if recorder is not None:
             recorder.start()
+        if self.send:
+            self._spawn(self._send_files(call))
+
+    async def _send_files(self, call: Call) -> None:
+        for path in self.send:
+            try:
+                sha256 = await call.send_file(path, lambda done, size: self._progress(
+                    f"sending {path.name} to {call.remote.name}", done, size))
+            except TransferError as error:
+                say(f"could not send {path.name} to {call.remote.name}: {error}")
+                return
+            say(f"sent {path.name} to {call.remote.name} (sha256 {sha256[:16]}…)")
+
+    def _progress(self, what: str, done: int, size: int) -> None:
+        """A progress bar on a terminal; a line per quarter elsewhere (logs, pipes)."""
+        fraction = done / size if size else 1.0
+        bar = "#" * int(fraction * 20)
+        line = f"{what}: [{bar:<20}] {fraction:4.0%} {done / 1e6:.1f}/{size / 1e6:.1f} MB"
+        if sys.stdout.isatty():
+            print("\r" + line, end="\n" if done >= size else "", flush=True)
+        elif int(fraction * 4) != int(self._last_progress.get(what, -1) * 4):
+            say(line)
+        self._last_progress[what] = fraction
 
     def _on_track(self, member: Member, track: MediaStreamTrack) -> None:
         relay = self._relays.setdefault(member.id, MediaRelay())
@@ -221,7 +257,7 @@ async def _drain(track: MediaStreamTrack) -> None:
 async def open_session(args: argparse.Namespace, media: LocalMedia, ice: IceSettings) -> tuple[Session, Optional[SignalingServer]]:
     """Connect to the server; with no --server and nothing at the default, host one here."""
     def session(url: str) -> Session:
-        return Session(args.room, url, args.name, token=args.token, media=media, ice=ice)
+        return Session(args.room, url, args.name, token=args.token, media=media, ice=ice, downloads=Path(args.downloads))
 
     if args.server is not None:
         chosen = session(args.server)
@@ -266,7 +302,7 @@ async def run(args: argparse.Namespace) -> int:
             window = Window()
             await window.open(f"room {args.room} - waiting", f"waiting for someone to join room {args.room}")
         session, server = await open_session(args, media, ice)
-        view = CallView(session, window, args.record)
+        view = CallView(session, window, args.record, args.send)
         try:
             await session.join()
         except BaseException:
