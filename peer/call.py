@@ -4,6 +4,11 @@ A ``Call`` is driven by signaling messages put in its inbox and handled one at a
 (python-socketio runs handlers concurrently; an answer overtaking its offer breaks aiortc).
 Media is not its business: local tracks come in from ``LocalMedia``, remote tracks leave
 through the ``track`` event.
+
+aiortc cannot roll back an offer or restart ICE, so every recovery here is a fresh
+``RTCPeerConnection``: on glare (an offer arriving while ours is pending) it answers on a
+new one; when the path dies while the member is still in the room it offers on a new one,
+a bounded number of times.
 """
 
 from __future__ import annotations
@@ -38,45 +43,53 @@ CONTROL_CHANNEL = "control"
 FILES_CHANNEL = "files"
 """File transfers (see ``peer.transfer``)."""
 
+CONNECT_TIMEOUT = 10.0
+"""A negotiation not connected by then is tried again on a fresh connection."""
+MAX_TRIES = 3
+FILES_OPEN_TIMEOUT = 10.0
+
 Signal = Callable[[dict[str, Any]], Awaitable[None]]
 
-FILES_OPEN_TIMEOUT = 10.0
 _START_OFFER = {"type": "_start-offer"}
 _FINGERPRINT = re.compile(r"^a=fingerprint:(\S+) (\S+)", re.MULTILINE)
+_CANDIDATE = re.compile(r"^a=(candidate:.+?)\r?$", re.MULTILINE)
+_MID = re.compile(r"^a=mid:(\S+)", re.MULTILINE)
+_UFRAG = re.compile(r"^a=ice-ufrag:(\S+)", re.MULTILINE)
 
 
 class Call(AsyncIOEventEmitter):
     """The connection to one remote member.
 
     Events: ``connected``, ``chat`` (text), ``data`` (a JSON value), ``track`` (a remote
-    MediaStreamTrack), ``closed`` (a reason), each emitted on the event loop.
+    MediaStreamTrack), ``moved`` (the member's new id after it rejoined), ``retrying``
+    (reason, try number), file events (see ``Session``), and ``closed`` (reason).
     """
 
     def __init__(self, remote: Member, signal: Signal, ice: IceSettings, media: LocalMedia,
-                 *, heartbeat_interval: float = 1.0, dead_after: float = 3.0,
-                 downloads: Optional[Path] = None) -> None:
+                 *, heartbeat_interval: float = 0.5, dead_after: float = 2.0,
+                 downloads: Optional[Path] = None, still_there: Callable[[], bool] = lambda: False,
+                 initiator: Callable[[], bool] = lambda: True, trickle: bool = False) -> None:
         super().__init__()
         self.remote = remote
+        self.downloads = downloads
+        """Where received files go; None refuses them."""
         self._signal = signal
         self._ice = ice
         self._media = media
         self._heartbeat_interval = heartbeat_interval
         self._dead_after = dead_after
-        self.pc = self._new_pc()
-        self.chat: Optional[RTCDataChannel] = None
-        self.control: Optional[RTCDataChannel] = None
-        self.downloads: Optional[Path] = downloads
-        """Where received files go; None refuses them."""
-        self._sender: Optional[FileSender] = None
-        self._receiver: Optional[FileReceiver] = None
-        self._files_open = asyncio.Event()
+        self._still_there = still_there
+        self._initiator = initiator
+        self._trickle = trickle
         self.connected = False
         self.closed = False
-        self._last_seen = time.monotonic()
+        self._tries = 0
+        self._receiver: Optional[FileReceiver] = None
         self._chat_backlog: list[str] = []
         self._pending_candidates: list[Optional[dict[str, Any]]] = []
         self._inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-        self._tasks = [asyncio.ensure_future(self._run())]
+        self._tasks: list[asyncio.Future] = [asyncio.ensure_future(self._run())]
+        self.pc = self._new_pc()
 
     # What the session calls
 
@@ -99,7 +112,12 @@ class Call(AsyncIOEventEmitter):
 
     def send_data(self, value: Any) -> bool:
         """Send a JSON value to a peer of ours (not to classic clients, which lack the channel)."""
-        return _send(self.control, json.dumps({"type": "data", "data": value}))
+        return self._peer_is_ours and _send(self.control, json.dumps({"type": "data", "data": value}))
+
+    def announce_id(self, member_id: str) -> None:
+        """Tell the other side our new signaling id after we rejoined, so it keeps this call."""
+        if self._peer_is_ours:
+            _send(self.control, json.dumps({"type": "moved", "id": member_id}))
 
     async def send_file(self, path: Path, progress: Optional[Progress] = None) -> str:
         """Send a file; return its sha256 once the other side has checked and saved it."""
@@ -108,8 +126,15 @@ class Call(AsyncIOEventEmitter):
         except asyncio.TimeoutError:
             pass
         if self._sender is None or self._sender.channel.readyState != "open":
-            raise TransferError(f"cannot send {path.name}: no file channel to {self.remote.name} (not connected, or not one of our peers)")
+            raise TransferError(f"cannot send {path.name}: no file channel to {self.remote.name} "
+                                "(not connected, or not one of our peers)")
         return await self._sender.send(path, progress)
+
+    @property
+    def alive(self) -> bool:
+        """Connected and heard from recently: worth keeping through a signaling outage."""
+        return self.connected and not self.closed and self._peer_is_ours and \
+            time.monotonic() - self._last_seen < self._dead_after
 
     @property
     def verification_code(self) -> Optional[str]:
@@ -130,8 +155,7 @@ class Call(AsyncIOEventEmitter):
         if self.closed:
             return
         self.closed = True
-        if notify:
-            _send(self.control, json.dumps({"type": "bye"}))
+        if notify and self._peer_is_ours and _send(self.control, json.dumps({"type": "bye"})):
             await asyncio.sleep(0.05)  # let the bye leave before the transport goes
         for task in self._tasks:
             if task is not asyncio.current_task():
@@ -152,7 +176,8 @@ class Call(AsyncIOEventEmitter):
             except asyncio.CancelledError:
                 raise
             except Exception as error:  # a bad SDP or candidate must not end the call
-                logger.warning("ignored a bad %s from %s: %s", message.get("type"), self.remote.name, error or type(error).__name__)
+                logger.warning("ignored a bad %s from %s: %s", message.get("type"), self.remote.name,
+                               error or type(error).__name__)
 
     async def _dispatch(self, message: dict[str, Any]) -> None:
         kind = message.get("type")
@@ -174,8 +199,11 @@ class Call(AsyncIOEventEmitter):
             await self.close("left", notify=False)
 
     async def _offer(self) -> None:
+        if self.pc.signalingState != "stable" or self.pc.remoteDescription is not None:
+            await self._fresh_pc()
         pc = self.pc
-        for label in (CHAT_CHANNEL, CONTROL_CHANNEL, FILES_CHANNEL):
+        # chat last: a tutorial's ``ondatachannel = e => chat = e.channel`` keeps the last one
+        for label in (CONTROL_CHANNEL, FILES_CHANNEL, CHAT_CHANNEL):
             self._adopt(pc.createDataChannel(label))
         kinds = set()
         for track in self._media.subscribe():
@@ -187,23 +215,35 @@ class Call(AsyncIOEventEmitter):
         await pc.setLocalDescription(await pc.createOffer())
         # aiortc gathers every candidate during setLocalDescription: they travel in the SDP.
         await self._signal({"type": protocol.OFFER, "sdp": pc.localDescription.sdp, "to": self.remote.id})
+        await self._trickle_candidates()
+        self._watch(pc)
 
     async def _answer(self, sdp: str) -> None:
-        if self.pc.signalingState == "have-local-offer":
-            # Glare: aiortc cannot roll back, so a fresh connection answers instead.
-            logger.info("offers crossed with %s: answering theirs on a fresh connection", self.remote.name)
-            old, self.pc = self.pc, self._new_pc()
-            self.chat = self.control = None
-            await old.close()
+        if self.pc.signalingState != "stable" or self.pc.remoteDescription is not None:
+            # Glare (our offer is pending) or a new offer from a restarted peer: aiortc can
+            # neither roll back nor restart ICE, so a fresh connection answers.
+            logger.info("new offer from %s: answering on a fresh connection", self.remote.name)
+            await self._fresh_pc()
         pc = self.pc
         await pc.setRemoteDescription(RTCSessionDescription(sdp, "offer"))
         offered = {t.kind for t in pc.getTransceivers()}
+        sending = {s.track.kind for s in pc.getSenders() if s.track is not None}
         for track in self._media.subscribe():
-            if track.kind in offered and not any(s.track for s in pc.getSenders() if s.track and s.track.kind == track.kind):
+            if track.kind in offered and track.kind not in sending:
                 pc.addTrack(track)
+                sending.add(track.kind)
         await self._flush_candidates()
         await pc.setLocalDescription(await pc.createAnswer())
         await self._signal({"type": protocol.ANSWER, "sdp": pc.localDescription.sdp, "to": self.remote.id})
+        await self._trickle_candidates()
+        self._watch(pc)
+
+    async def _fresh_pc(self) -> None:
+        old, self.pc = self.pc, self._new_pc()
+        self._pending_candidates = []  # they belonged to the old connection's remote
+        if self._receiver is not None:
+            self._receiver.abort("the connection was renewed")
+        await old.close()
 
     async def _flush_candidates(self) -> None:
         """Add trickled candidates that arrived before the remote description could take them."""
@@ -211,10 +251,63 @@ class Call(AsyncIOEventEmitter):
         for candidate in pending:
             await self.pc.addIceCandidate(_parse_candidate(candidate))
 
+    async def _trickle_candidates(self) -> None:
+        """Classic clients expect candidates as messages: send ours too (they are in the SDP
+        already), then an empty one for the end."""
+        if not self._trickle:
+            return
+        sdp = self.pc.localDescription.sdp
+        mid = _MID.search(sdp)
+        ufrag = _UFRAG.search(sdp)
+        base = {"sdpMid": mid.group(1) if mid else "0", "sdpMLineIndex": 0,
+                "usernameFragment": ufrag.group(1) if ufrag else None}
+        first_section = sdp.split("\r\nm=")[1] if "\r\nm=" in sdp else sdp
+        for line in _CANDIDATE.findall(first_section):
+            await self._signal({"type": protocol.CANDIDATE, "candidate": {"candidate": line, **base}})
+        await self._signal({"type": protocol.CANDIDATE, "candidate": {"candidate": "", **base}})
+
+    # Staying connected
+
+    def _watch(self, pc: RTCPeerConnection) -> None:
+        """Give this negotiation CONNECT_TIMEOUT seconds to connect."""
+        async def watchdog() -> None:
+            await asyncio.sleep(CONNECT_TIMEOUT)
+            if pc is self.pc and not self.connected:
+                await self._lost(f"not connected after {CONNECT_TIMEOUT:g} s")
+        self._spawn(watchdog())
+
+    async def _lost(self, reason: str) -> None:
+        """The path is gone. While the member is still in the room, build a new connection
+        (the initiator offers, the other side waits for it); otherwise hang up."""
+        if self.closed:
+            return
+        if not self._still_there() or self._tries >= MAX_TRIES:
+            tried = f" after {self._tries} new tries" if self._tries else ""
+            await self.close(f"{reason}{tried}", notify=False)
+            return
+        self._tries += 1
+        self.connected = False
+        self.emit("retrying", reason, self._tries)
+        if self._initiator():
+            self._inbox.put_nowait(_START_OFFER)
+        else:
+            self._watch(self.pc)  # the offer should come; if it does not, this side retries too
+
+    def _heard(self) -> None:
+        self._last_seen = time.monotonic()
+
     # The connection and its channels
 
     def _new_pc(self) -> RTCPeerConnection:
         pc = RTCPeerConnection(self._ice.configuration())
+        self.chat: Optional[RTCDataChannel] = None
+        self.control: Optional[RTCDataChannel] = None
+        self._sender: Optional[FileSender] = None
+        self._files_open = asyncio.Event()
+        self._last_seen = time.monotonic()
+        self._peer_is_ours = False
+        """Whether the other side speaks our control channel. Until it does (it could be a
+        classic client that took the channel for chat), nothing is sent there."""
 
         @pc.on("connectionstatechange")
         async def on_state() -> None:
@@ -223,14 +316,17 @@ class Call(AsyncIOEventEmitter):
             logger.debug("connection with %s: %s", self.remote.name, pc.connectionState)
             if pc.connectionState == "connected" and not self.connected:
                 self.connected = True
-                self._last_seen = time.monotonic()
+                self._tries = 0
+                self._heard()
                 self.emit("connected")
             elif pc.connectionState in ("failed", "closed"):
-                await self.close(f"connection {pc.connectionState}", notify=False)
+                await self._lost(f"connection {pc.connectionState}")
 
         @pc.on("datachannel")
         def on_datachannel(channel: RTCDataChannel) -> None:
             if pc is self.pc:
+                if channel.label == CONTROL_CHANNEL:
+                    self._peer_is_ours = True  # only our peers open a control channel
                 self._adopt(channel)
 
         @pc.on("track")
@@ -245,25 +341,59 @@ class Call(AsyncIOEventEmitter):
         if channel.label == CHAT_CHANNEL:
             self.chat = channel
             channel.on("message", self._on_chat)
-            channel.on("close", self._on_chat_closed)
+            channel.on("close", lambda: self._on_chat_closed(channel))
             _when_open(channel, self._flush_chat)
         elif channel.label == CONTROL_CHANNEL:
             self.control = channel
             channel.on("message", self._on_control)
-            _when_open(channel, self._start_heartbeat)
+            _when_open(channel, lambda: self._spawn(self._heartbeat(channel)))
         elif channel.label == FILES_CHANNEL:
             self._sender = FileSender(channel)
-            _when_open(channel, self._files_open.set)
-            if self.downloads is not None:
+            if self.downloads is not None and self._receiver is None:
                 self._receiver = FileReceiver(
-                    self.downloads, lambda reply: _send(channel, json.dumps(reply)),
+                    self.downloads, lambda reply: _send(self._sender.channel if self._sender else None, json.dumps(reply)),
                     lambda name, done, size: self.emit("file-progress", name, done, size),
                     lambda path, sha256: self.emit("file", path, sha256),
                     lambda name, reason: self.emit("file-failed", name, reason))
             channel.on("message", self._on_files)
+            _when_open(channel, self._files_open.set)
+
+    def _flush_chat(self) -> None:
+        backlog, self._chat_backlog = self._chat_backlog, []
+        for text in backlog:
+            _send(self.chat, text)
+
+    def _on_chat(self, message: Any) -> None:
+        self._heard()
+        if isinstance(message, bytes):
+            message = message.decode("utf-8", "replace")
+        self.emit("chat", message)
+
+    def _on_chat_closed(self, channel: RTCDataChannel) -> None:
+        """Classic clients have no heartbeat: the chat channel closing is how they hang up."""
+        if channel is self.chat and not self._peer_is_ours and not self.closed:
+            self._spawn(self.close("left", notify=False))
+
+    def _on_control(self, message: Any) -> None:
+        self._heard()
+        self._peer_is_ours = True
+        try:
+            value = json.loads(message)
+            kind = value["type"]
+        except (ValueError, TypeError, KeyError):
+            logger.debug("unreadable control message from %s", self.remote.name)
+            return
+        if kind == "ping":
+            _send(self.control, json.dumps({"type": "pong"}))
+        elif kind == "bye":
+            self._spawn(self.close("left", notify=False))
+        elif kind == "data":
+            self.emit("data", value.get("data"))
+        elif kind == "moved" and isinstance(value.get("id"), str):
+            self.emit("moved", value["id"])
 
     def _on_files(self, message: Any) -> None:
-        self._last_seen = time.monotonic()
+        self._heard()
         if isinstance(message, str):
             try:
                 header = json.loads(message)
@@ -277,54 +407,24 @@ class Call(AsyncIOEventEmitter):
         elif isinstance(message, str) and '"start"' in message:
             _send(self._sender.channel, json.dumps({"type": "failed", "reason": "not accepting files"}))
 
-    def _on_chat_closed(self) -> None:
-        """Classic clients have no heartbeat: the chat channel closing is how they hang up."""
-        if not self.closed and self.control is None:
-            self._tasks.append(asyncio.ensure_future(self.close("left", notify=False)))
-
-    def _flush_chat(self) -> None:
-        backlog, self._chat_backlog = self._chat_backlog, []
-        for text in backlog:
-            _send(self.chat, text)
-
-    def _on_chat(self, message: Any) -> None:
-        self._last_seen = time.monotonic()
-        if isinstance(message, bytes):
-            message = message.decode("utf-8", "replace")
-        self.emit("chat", message)
-
-    def _on_control(self, message: Any) -> None:
-        self._last_seen = time.monotonic()
-        try:
-            value = json.loads(message)
-            kind = value["type"]
-        except (ValueError, TypeError, KeyError):
-            logger.debug("unreadable control message from %s", self.remote.name)
-            return
-        if kind == "ping":
-            _send(self.control, json.dumps({"type": "pong"}))
-        elif kind == "bye":
-            self._tasks.append(asyncio.ensure_future(self.close("left", notify=False)))
-        elif kind == "data":
-            self.emit("data", value.get("data"))
-
-    def _start_heartbeat(self) -> None:
-        self._last_seen = time.monotonic()
-        self._tasks.append(asyncio.ensure_future(self._heartbeat()))
-
-    async def _heartbeat(self) -> None:
+    async def _heartbeat(self, channel: RTCDataChannel) -> None:
         """Ping over the control channel; silence for ``dead_after`` seconds means the peer
         is gone (killed, cable pulled), long before aiortc's 30 s consent timeout."""
-        while not self.closed:
-            _send(self.control, json.dumps({"type": "ping"}))
-            await asyncio.sleep(self._heartbeat_interval / 2)
-            if time.monotonic() - self._last_seen > self._dead_after:
-                await self.close(f"no answer for {self._dead_after:g} s", notify=False)
+        self._heard()
+        while not self.closed and channel is self.control:
+            if self._peer_is_ours:
+                _send(channel, json.dumps({"type": "ping"}))
+            await asyncio.sleep(self._heartbeat_interval)
+            if self._peer_is_ours and channel is self.control and time.monotonic() - self._last_seen > self._dead_after:
+                await self._lost(f"no answer for {self._dead_after:g} s")
                 return
-            await asyncio.sleep(self._heartbeat_interval / 2)
+
+    def _spawn(self, coroutine: Awaitable[Any]) -> None:
+        self._tasks = [t for t in self._tasks if not t.done()]
+        self._tasks.append(asyncio.ensure_future(coroutine))
 
 
-def _when_open(channel: RTCDataChannel, callback: Callable[[], None]) -> None:
+def _when_open(channel: RTCDataChannel, callback: Callable[[], Any]) -> None:
     if channel.readyState == "open":
         callback()
     else:

@@ -26,7 +26,7 @@ from signaling import SignalingServer
 from signaling.protocol import MAX_NAME_CHARS, Member
 from signaling.server import advertised_urls
 
-from .call import Call
+from .call import MAX_TRIES, Call
 from .errors import PeerError, SignalingUnreachable, TransferError
 from .ice import IceSettings
 from .media.recorder import Recorder
@@ -133,6 +133,9 @@ class CallView:
         session.on("file-progress", lambda m, name, done, size: self._progress(f"receiving {name} from {m.name}", done, size))
         session.on("file", lambda m, path, sha: say(f"received {Path(path).name} from {m.name}: saved to {path} (sha256 {sha[:16]}…)"))
         session.on("file-failed", lambda m, name, reason: say(f"could not receive {name} from {m.name}: {reason}"))
+        session.on("retrying", lambda m, reason, tries: say(
+            f"connection to {m.name} lost ({reason}); calling again (try {tries} of {MAX_TRIES})"))
+        session.on("rejoined", lambda: say(f"back in room {self.room}"))
         session.on("disconnected", lambda: say("lost the signaling server; reconnecting (calls in progress go on)"))
 
     @property

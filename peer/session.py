@@ -2,6 +2,11 @@
 
 The session follows presence: a newcomer offers to everyone its join acknowledgement
 lists (the offerer rule of docs/protocol.md); members already there wait for its offer.
+
+It also copes with what the real world does to a room: the signaling connection drops
+(python-socketio reconnects, the session joins again and keeps the calls whose media
+still flows), and servers that speak only the classic room-relay pattern (no
+acknowledgements, no presence, no ``from``), where it behaves like a classic client.
 """
 
 from __future__ import annotations
@@ -26,6 +31,11 @@ logger = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT = 5.0
 ACK_TIMEOUT = 10.0
+CLASSIC_ACK_TIMEOUT = 3.0
+"""Our server acknowledges ``join`` at once; a server silent this long speaks only the classic pattern."""
+REMAP_GRACE = 2.0
+"""After a rejoin, how long to wait for live calls to announce their members' new ids."""
+CLASSIC_PEER = Member(id="classic-peer", name="peer")
 
 _REFUSALS = {
     protocol.ROOM_FULL: "{reason}. Pick another room with --room.",
@@ -39,15 +49,15 @@ class Session(AsyncIOEventEmitter):
 
     Events: ``joined`` (the member list), ``peer-joined`` / ``peer-left`` (Member),
     ``connected`` (Call), ``chat`` (Member, text), ``data`` (Member, value),
-    ``track`` (Member, MediaStreamTrack), ``call-closed`` (Member, reason),
-    ``file-progress`` (Member, name, done, size), ``file`` (Member, path, sha256),
-    ``file-failed`` (Member, name, reason),
-    ``disconnected`` (signaling lost; calls go on).
+    ``track`` (Member, MediaStreamTrack), ``retrying`` (Member, reason, try),
+    ``call-closed`` (Member, reason), ``file-progress`` (Member, name, done, size),
+    ``file`` (Member, path, sha256), ``file-failed`` (Member, name, reason),
+    ``disconnected`` (signaling lost; calls go on), ``rejoined``.
     """
 
     def __init__(self, room: str, server: str, name: str = "", *, token: Optional[str] = None,
                  media: Optional[LocalMedia] = None, ice: Optional[IceSettings] = None,
-                 heartbeat_interval: float = 1.0, dead_after: float = 3.0,
+                 heartbeat_interval: float = 0.5, dead_after: float = 2.0,
                  downloads: Optional[Path] = None) -> None:
         super().__init__()
         self.request = JoinRequest(room=room, name=name, token=token)
@@ -57,16 +67,20 @@ class Session(AsyncIOEventEmitter):
         self.me: Optional[Member] = None
         self.members: dict[str, Member] = {}
         self.calls: dict[str, Call] = {}
+        self.classic = False
+        """True against a server that speaks only the classic room-relay pattern."""
         self._leaving = False
         self._call_options = {"heartbeat_interval": heartbeat_interval, "dead_after": dead_after,
                               "downloads": Path(downloads) if downloads is not None else None}
         self._sio = socketio.AsyncClient(reconnection=True, reconnection_delay=0.5, reconnection_delay_max=5,
                                          handle_sigint=False)  # Ctrl-C is the application's to handle
+        self._sio.on("connect", self._on_connect)
+        self._sio.on("disconnect", self._on_disconnect)
         self._sio.on(protocol.PEER_JOINED, self._on_peer_joined)
         self._sio.on(protocol.PEER_LEFT, self._on_peer_left)
         self._sio.on(protocol.MESSAGE, self._on_message)
         self._sio.on(protocol.ERROR, self._on_error)
-        self._sio.on("disconnect", self._on_disconnect)
+        self._tasks: set[asyncio.Task] = set()
 
     async def connect(self) -> None:
         """Open the signaling connection; SignalingUnreachable when nothing answers."""
@@ -83,17 +97,14 @@ class Session(AsyncIOEventEmitter):
     async def join(self) -> list[Member]:
         """Join the room and offer to everyone already there; return who that is."""
         try:
-            ack = await self._sio.call(protocol.JOIN, self.request.to_payload(), timeout=ACK_TIMEOUT)
+            ack = await self._sio.call(protocol.JOIN, self.request.to_payload(), timeout=CLASSIC_ACK_TIMEOUT)
         except socketio.exceptions.TimeoutError:
-            raise SignalingUnreachable(f"the signaling server at {self.server} did not answer join") from None
-        if not isinstance(ack, dict) or not ack.get("ok"):
-            code = ack.get("code", "") if isinstance(ack, dict) else ""
-            reason = ack.get("error", "join refused") if isinstance(ack, dict) else "join refused"
-            raise JoinRefused(_REFUSALS.get(code, "the server refused to join: {reason}.").format(reason=reason), code)
+            return await self._join_classic()
+        self._check_ack(ack)
         self.me = Member(id=ack["id"], name=ack.get("name", self.request.name))
         others = [Member.from_payload(m) for m in ack.get("members", [])]
+        self.members = {m.id: m for m in others}
         for member in others:
-            self.members[member.id] = member
             self._new_call(member).start_offer()
         self.emit("joined", others)
         return others
@@ -101,8 +112,10 @@ class Session(AsyncIOEventEmitter):
     async def leave(self) -> None:
         """Hang up every call, leave the room and close the signaling connection."""
         self._leaving = True
+        for task in self._tasks:
+            task.cancel()
         await asyncio.gather(*(self._hang_up(call) for call in list(self.calls.values())))
-        if self._sio.connected:
+        if self._sio.connected and not self.classic:
             try:
                 await self._sio.call(protocol.LEAVE, {}, timeout=2)
             except (socketio.exceptions.TimeoutError, socketio.exceptions.BadNamespaceError):
@@ -122,13 +135,17 @@ class Session(AsyncIOEventEmitter):
     async def __aexit__(self, *exc: Any) -> None:
         await self.leave()
 
+    def send_chat(self, text: str) -> int:
+        """Send a line of chat to everyone in a call; return how many calls it went to."""
+        return sum(call.send_chat(text) for call in self.calls.values())
+
     async def send_file(self, path: Path, to: Optional[str] = None,
                         progress: Optional[Callable[[Member, int, int], None]] = None) -> str:
         """Send a file to one member (``to``, a member id) or to everyone connected, one
         after another; return its sha256 once every receiver has checked it."""
-        calls = [self.calls[to]] if to is not None and to in self.calls else list(self.calls.values())
         if to is not None and to not in self.calls:
             raise TransferError(f"cannot send {Path(path).name}: nobody with id {to} is connected")
+        calls = [self.calls[to]] if to is not None else list(self.calls.values())
         if not calls:
             raise TransferError(f"cannot send {Path(path).name}: nobody is connected")
         sha256 = ""
@@ -137,16 +154,62 @@ class Session(AsyncIOEventEmitter):
             sha256 = await call.send_file(Path(path), report)
         return sha256
 
-    def send_chat(self, text: str) -> int:
-        """Send a line of chat to everyone connected; return how many it reached."""
-        return sum(call.send_chat(text) for call in self.calls.values())
+    # Joining
+
+    def _check_ack(self, ack: Any) -> None:
+        if isinstance(ack, dict) and ack.get("ok"):
+            return
+        code = ack.get("code", "") if isinstance(ack, dict) else ""
+        reason = ack.get("error", "join refused") if isinstance(ack, dict) else "join refused"
+        raise JoinRefused(_REFUSALS.get(code, "the server refused to join: {reason}.").format(reason=reason), code)
+
+    async def _join_classic(self) -> list[Member]:
+        """A classic server: bare-string join, and offer at once like a classic client (the
+        offer is lost in an empty room; the next member's offer then reaches us)."""
+        logger.info("the server did not acknowledge join: speaking the classic room-relay pattern")
+        self.classic = True
+        await self._sio.emit(protocol.JOIN, self.request.room)
+        self.me = Member(id="me", name=self.request.name)
+        self._new_call(CLASSIC_PEER).start_offer()
+        self.emit("joined", [])
+        return []
+
+    async def _on_connect(self) -> None:
+        if self.me is not None and not self._leaving:
+            self._spawn(self._rejoin())
+
+    async def _rejoin(self) -> None:
+        """Back after a signaling outage: join again, keep the calls whose media still
+        flows (their members announce their new ids over the call), call the others."""
+        if self.classic:
+            await self._sio.emit(protocol.JOIN, self.request.room)
+            return
+        try:
+            ack = await self._sio.call(protocol.JOIN, self.request.to_payload(), timeout=ACK_TIMEOUT)
+            self._check_ack(ack)
+        except (socketio.exceptions.TimeoutError, JoinRefused) as error:
+            logger.warning("could not join room %s again: %s", self.request.room, error)
+            return
+        self.me = Member(id=ack["id"], name=ack.get("name", self.request.name))
+        for call in self.calls.values():
+            call.announce_id(self.me.id)
+        others = [Member.from_payload(m) for m in ack.get("members", [])]
+        self.members.update({m.id: m for m in others})
+        self.emit("rejoined")
+        unknown = [m for m in others if m.id not in self.calls]
+        if unknown and any(call.alive for call in self.calls.values()):
+            await asyncio.sleep(REMAP_GRACE)
+        for member in others:
+            if member.id not in self.calls:
+                self._new_call(member).start_offer()
 
     # Signaling events
 
     async def _on_peer_joined(self, payload: Any) -> None:
         member = Member.from_payload(payload)
         self.members[member.id] = member
-        self.emit("peer-joined", member)
+        if member.id not in self.calls:
+            self.emit("peer-joined", member)
 
     async def _on_peer_left(self, payload: Any) -> None:
         member = Member.from_payload(payload)
@@ -154,21 +217,28 @@ class Session(AsyncIOEventEmitter):
             return
         self.members.pop(member.id, None)
         call = self.calls.get(member.id)
+        if call is not None and call.alive:
+            # Maybe only its signaling connection dropped: the heartbeat decides, and
+            # ``peer-left`` follows the call's end if the member does not come back.
+            logger.info("%s left the room but its media still flows; waiting for the heartbeat", member.name)
+            return
         if call is not None:
             await call.close("left", notify=False)
         self.emit("peer-left", member)
 
     async def _on_message(self, payload: Any) -> None:
-        if not isinstance(payload, dict) or not isinstance(payload.get("from"), str):
-            logger.debug("message without a sender ignored")
+        if not isinstance(payload, dict):
             return
-        sender = payload["from"]
+        sender = payload.get("from")
+        if self.classic or not isinstance(sender, str):
+            sender = CLASSIC_PEER.id
         call = self.calls.get(sender)
         if call is None:
             if payload.get("type") != protocol.OFFER:
                 logger.debug("%s from %s with no call: ignored", payload.get("type"), sender)
                 return
-            member = self.members.setdefault(sender, Member(sender, str(payload.get("name") or sender)))
+            name = str(payload.get("name") or CLASSIC_PEER.name)
+            member = self.members.setdefault(sender, Member(sender, name))
             call = self._new_call(member)
         call.handle(payload)
 
@@ -183,23 +253,40 @@ class Session(AsyncIOEventEmitter):
     # Calls
 
     def _new_call(self, member: Member) -> Call:
-        call = Call(member, self._signal, self.ice, self.media, **self._call_options)
+        call = Call(member, self._signal, self.ice, self.media, trickle=self.classic,
+                    still_there=lambda: call.remote.id in self.members or self.classic,
+                    initiator=lambda: self.classic or (self.me is not None and self.me.id < call.remote.id),
+                    **self._call_options)
         self.calls[member.id] = call
         call.on("connected", lambda: self.emit("connected", call))
-        call.on("chat", lambda text: self.emit("chat", member, text))
-        call.on("data", lambda value: self.emit("data", member, value))
-        call.on("track", lambda track: self.emit("track", member, track))
-        call.on("file-progress", lambda name, done, size: self.emit("file-progress", member, name, done, size))
-        call.on("file", lambda path, sha256: self.emit("file", member, path, sha256))
-        call.on("file-failed", lambda name, reason: self.emit("file-failed", member, name, reason))
+        call.on("chat", lambda text: self.emit("chat", call.remote, text))
+        call.on("data", lambda value: self.emit("data", call.remote, value))
+        call.on("track", lambda track: self.emit("track", call.remote, track))
+        call.on("retrying", lambda reason, tries: self.emit("retrying", call.remote, reason, tries))
+        call.on("file-progress", lambda name, done, size: self.emit("file-progress", call.remote, name, done, size))
+        call.on("file", lambda path, sha256: self.emit("file", call.remote, path, sha256))
+        call.on("file-failed", lambda name, reason: self.emit("file-failed", call.remote, name, reason))
+        call.on("moved", lambda new_id: self._moved(call, new_id))
 
         @call.on("closed")
         def on_closed(reason: str) -> None:
-            if self.calls.get(member.id) is call:
-                del self.calls[member.id]
-            self.emit("call-closed", member, reason)
+            if self.calls.get(call.remote.id) is call:
+                del self.calls[call.remote.id]
+            self.emit("call-closed", call.remote, reason)
+            if call.remote.id not in self.members and not self.classic and not self._leaving and reason != "left":
+                self.emit("peer-left", call.remote)
 
         return call
+
+    def _moved(self, call: Call, new_id: str) -> None:
+        """The member of a live call rejoined under a new id: keep the call under it."""
+        old_id = call.remote.id
+        if self.calls.get(old_id) is call:
+            del self.calls[old_id]
+        self.members.pop(old_id, None)
+        call.remote = Member(new_id, call.remote.name)
+        self.calls[new_id] = call
+        self.members[new_id] = call.remote
 
     async def _hang_up(self, call: Call) -> None:
         await self._signal({"type": protocol.BYE, "to": call.remote.id})
@@ -209,7 +296,19 @@ class Session(AsyncIOEventEmitter):
         if not self._sio.connected:
             logger.debug("signaling down: %s not sent", message.get("type"))
             return
-        await self._sio.emit(protocol.MESSAGE, message)
+        if self.classic:
+            message = {key: value for key, value in message.items() if key != "to"}
+            if message["type"] == protocol.BYE:
+                return  # classic clients know no bye; the data channel closing tells them
+        try:
+            await self._sio.emit(protocol.MESSAGE, message)
+        except socketio.exceptions.BadNamespaceError:
+            logger.debug("signaling down: %s not sent", message.get("type"))
+
+    def _spawn(self, coroutine: Any) -> None:
+        task = asyncio.ensure_future(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
 
 def _first_line(error: BaseException) -> str:

@@ -139,7 +139,12 @@ class LocalMedia:
 
     def subscribe(self) -> list[MediaStreamTrack]:
         """Fresh tracks for one connection (a track sent to two connections must be relayed)."""
-        return [self._relay.subscribe(t) for t in (self.audio, self.video) if t is not None]
+        tracks: list[MediaStreamTrack] = []
+        if self.audio is not None:
+            tracks.append(self._relay.subscribe(self.audio))
+        if self.video is not None:
+            tracks.append(PrivateFrames(self._relay.subscribe(self.video, buffered=False)))
+        return tracks
 
     def stop(self) -> None:
         for player in self._players:
@@ -147,6 +152,32 @@ class LocalMedia:
         for track in (self.audio, self.video):
             if track is not None:
                 track.stop()
+
+
+class PrivateFrames(MediaStreamTrack):
+    """Hands its consumer frames no other consumer shares.
+
+    aiortc encodes on executor threads and mutates the frame it encodes (it converts it
+    to yuv420p through a converter cached on the frame, and sets its picture type): two
+    connections encoding one relayed frame at once crash the process. A private yuv420p
+    copy per connection, made on the event loop, avoids that.
+    """
+
+    kind = "video"
+
+    def __init__(self, source: MediaStreamTrack) -> None:
+        super().__init__()
+        self._source = source
+
+    async def recv(self) -> av.VideoFrame:
+        frame = await self._source.recv()
+        private = av.VideoFrame.from_ndarray(frame.to_ndarray(format="yuv420p"), format="yuv420p")
+        private.pts, private.time_base = frame.pts, frame.time_base
+        return private
+
+    def stop(self) -> None:
+        super().stop()
+        self._source.stop()
 
 
 def _stop_player(player: MediaPlayer) -> None:

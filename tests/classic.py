@@ -1,0 +1,135 @@
+"""The classic room-relay pattern of browser tutorials, written as its users write it:
+a relay server that knows only ``join`` (a bare string) and ``message``, and a client
+that offers on join. The client is raw aiortc plus python-socketio and, like a browser,
+survives an offer arriving while its own is pending by answering on a fresh connection
+(a browser rolls back implicitly; aiortc cannot)."""
+
+import asyncio
+import json
+import sys
+from typing import Optional
+
+import socketio
+from aiohttp import web
+from aiortc import RTCPeerConnection, RTCSessionDescription, RTCConfiguration
+from aiortc.contrib.media import MediaPlayer
+from aiortc.sdp import candidate_from_sdp
+
+import aioice.ice
+
+
+def relay_app() -> web.Application:
+    sio = socketio.AsyncServer(async_mode="aiohttp", cors_allowed_origins="*")
+    app = web.Application()
+    sio.attach(app)
+    rooms: dict = {}
+
+    @sio.on("join")
+    async def join(sid, room):
+        rooms[sid] = room
+        await sio.enter_room(sid, room)
+        await sio.emit("userInRoom", sum(1 for r in rooms.values() if r == room), room=room)
+
+    @sio.on("message")
+    async def message(sid, data):
+        if sid in rooms:
+            await sio.emit("message", data, room=rooms[sid], skip_sid=sid)
+
+    @sio.on("disconnect")
+    async def disconnect(sid, *args):
+        rooms.pop(sid, None)
+
+    return app
+
+
+class ClassicClient:
+    """Offers on join, answers offers, trickles nothing (aiortc can't), adds trickled candidates."""
+
+    def __init__(self, server: str, room: str) -> None:
+        self.server, self.room = server, room
+        self.sio = socketio.AsyncClient()
+        self.pc: Optional[RTCPeerConnection] = None
+        self.chat = None
+        self.frames = 0
+        self.received: list = []
+        self.connected = asyncio.Event()
+        self.sio.on("message", self.on_message)
+
+    def new_pc(self) -> RTCPeerConnection:
+        pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        player = MediaPlayer("testsrc=size=320x240:rate=15", format="lavfi")
+        pc.addTrack(player.video)
+
+        @pc.on("track")
+        def on_track(track):
+            asyncio.ensure_future(self.consume(track))
+
+        @pc.on("datachannel")
+        def on_datachannel(channel):
+            self.use_chat(channel)
+
+        @pc.on("connectionstatechange")
+        def on_state():
+            if pc.connectionState == "connected":
+                self.connected.set()
+
+        return pc
+
+    def use_chat(self, channel) -> None:
+        self.chat = channel
+        channel.on("message", self.received.append)
+
+    async def consume(self, track) -> None:
+        while True:
+            try:
+                await track.recv()
+            except Exception:
+                return
+            self.frames += 1
+
+    async def start(self) -> None:
+        await self.sio.connect(self.server, transports=["websocket"])
+        await self.sio.emit("join", self.room)
+        self.pc = self.new_pc()
+        self.use_chat(self.pc.createDataChannel("chat"))
+        await self.pc.setLocalDescription(await self.pc.createOffer())
+        await self.sio.emit("message", {"type": "offer", "sdp": self.pc.localDescription.sdp})
+
+    async def on_message(self, data) -> None:
+        if data["type"] == "offer":
+            if self.pc.signalingState != "stable":
+                await self.pc.close()  # what a browser's implicit rollback amounts to
+                self.pc = self.new_pc()
+            await self.pc.setRemoteDescription(RTCSessionDescription(data["sdp"], "offer"))
+            await self.pc.setLocalDescription(await self.pc.createAnswer())
+            await self.sio.emit("message", {"type": "answer", "sdp": self.pc.localDescription.sdp})
+        elif data["type"] == "answer" and self.pc.signalingState == "have-local-offer":
+            await self.pc.setRemoteDescription(RTCSessionDescription(data["sdp"], "answer"))
+        elif data["type"] == "candidate":
+            text = (data.get("candidate") or {}).get("candidate", "")
+            if text:
+                candidate = candidate_from_sdp(text.split(":", 1)[1])
+                candidate.sdpMid = data["candidate"].get("sdpMid")
+                candidate.sdpMLineIndex = data["candidate"].get("sdpMLineIndex")
+                await self.pc.addIceCandidate(candidate)
+
+    async def stop(self) -> None:
+        if self.pc is not None:
+            await self.pc.close()
+        await self.sio.disconnect()
+
+
+def loopback_only() -> None:
+    aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: ["127.0.0.1"] if use_ipv4 else []
+
+
+async def serve_relay(port: int) -> None:
+    runner = web.AppRunner(relay_app())
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    print("ready", flush=True)
+    await asyncio.Event().wait()
+
+
+if __name__ == "__main__":
+    asyncio.run(serve_relay(int(sys.argv[1])))

@@ -1,0 +1,59 @@
+"""Our peer and the classic room-relay pattern: a classic client calls our peer, in both
+orders of arrival, through our server and through a minimal classic relay server."""
+
+import asyncio
+import sys
+
+import pytest
+
+from classic import ClassicClient, loopback_only
+from conftest import LOCAL, ROOT, Process, free_port
+
+
+@pytest.fixture(params=["our-server", "classic-relay"])
+def any_server(request, server):
+    if request.param == "our-server":
+        yield server.url
+        return
+    port = free_port()
+    relay = Process([sys.executable, str(ROOT / "tests" / "classic.py"), str(port)], name="classic-relay")
+    relay.expect("ready")
+    yield f"http://{LOCAL}:{port}"
+    relay.stop()
+
+
+@pytest.mark.parametrize("first", ["classic", "peer"])
+async def test_classic_client_calls_our_peer(any_server, processes, first):
+    loopback_only()
+    client = ClassicClient(any_server, "classic")
+    flags = ["--room", "classic", "--server", any_server, "--video", "testsrc", "--video-size", "320x240",
+             "--ice-host", LOCAL, "--no-window"]
+    if first == "classic":
+        await client.start()
+        await asyncio.sleep(0.5)
+        ours = processes.peer(*flags, name="ours")
+    else:
+        ours = processes.peer(*flags, name="ours")
+        await asyncio.to_thread(ours.expect, "joined room classic", 15)
+        await client.start()
+    try:
+        await asyncio.wait_for(client.connected.wait(), 20)
+        await asyncio.to_thread(ours.expect, "connected to", 15)
+        for _ in range(100):
+            if client.frames >= 10 and client.chat and client.chat.readyState == "open":
+                break
+            await asyncio.sleep(0.1)
+        assert client.frames >= 10, "the classic client got no video from our peer"
+        client.chat.send("hello from a tutorial")
+        await asyncio.to_thread(ours.expect, r"\] hello from a tutorial$", 10)
+        ours.send("hello back")
+        for _ in range(100):
+            if "hello back" in client.received:
+                break
+            await asyncio.sleep(0.1)
+        assert "hello back" in client.received
+        await client.pc.close()  # a classic client just goes: no bye, no presence on a classic server
+        await asyncio.to_thread(ours.expect, "call with .* ended", 10)
+    finally:
+        await client.stop()
+    assert "Traceback" not in ours.output

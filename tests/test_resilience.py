@@ -1,0 +1,154 @@
+"""Calls that survive the real world: simultaneous joins, killed peers, a restarted server,
+rooms of four, and a signaling server that tries to sit in the middle."""
+
+import asyncio
+import re
+import signal
+import time
+
+import peer
+from conftest import LOCAL, Server, wait_healthy
+from media_check import likeness_to_testsrc, recorded_frames
+from signaling import SignalingServer
+from signaling.protocol import MESSAGE
+
+SMALL = ["--video", "testsrc", "--video-size", "160x120", "--fps", "10", "--ice-host", LOCAL, "--no-window"]
+
+
+async def test_simultaneous_joins_always_make_a_call(server):
+    for attempt in range(20):
+        room = f"same-instant-{attempt}"
+        joins = [peer.join(room, server=server.url, name=name, ice_hosts=[LOCAL]) for name in ("a", "b")]
+        a, b = await asyncio.gather(*(j.__aenter__() for j in joins))
+        try:
+            await asyncio.gather(a.wait_for_peer(timeout=10), b.wait_for_peer(timeout=10))
+            assert len(a.session.calls) == 1 and len(b.session.calls) == 1, f"attempt {attempt}: extra calls"
+            a.send_text("ping")
+            await b.wait_for_message(lambda text: text == "ping", timeout=5)
+        finally:
+            await asyncio.gather(*(j.__aexit__(None, None, None) for j in joins))
+
+
+def test_killed_peer_is_noticed_and_called_again(server, processes):
+    alice = processes.peer("--room", "kill", "--server", server.url, *SMALL, name="alice")
+    bob = processes.peer("--room", "kill", "--server", server.url, *SMALL, name="bob")
+    alice.expect("connected to bob")
+    bob.expect("connected to alice")
+    started = time.monotonic()
+    bob.proc.send_signal(signal.SIGKILL)
+    alice.expect("call with bob ended", timeout=3)
+    assert time.monotonic() - started < 3
+    alice.expect("waiting for someone to join room kill")
+    bob_again = processes.peer("--room", "kill", "--server", server.url, *SMALL, name="bob")
+    bob_again.expect("connected to alice")
+    assert len(re.findall("connected to bob", alice.output)) == 2
+    bob_again.send("I am back")
+    alice.expect(r"\[bob\] I am back")
+
+
+def test_server_restart_mid_call(processes, tmp_path):
+    server = Server()
+    recording = tmp_path / "alice-got.mp4"
+    alice = processes.peer("--room", "restart", "--server", server.url, *SMALL, "--record", str(recording), name="alice")
+    bob = processes.peer("--room", "restart", "--server", server.url, *SMALL, name="bob")
+    alice.expect("connected to bob")
+    bob.expect("connected to alice")
+    server.proc.send_signal(signal.SIGKILL)
+    server.proc.wait()
+    alice.expect("lost the signaling server")
+    bob.send("during the outage")
+    alice.expect(r"\[bob\] during the outage")
+    time.sleep(2)  # media keeps flowing meanwhile (checked in the recording below)
+
+    restarted = Server(port=server.port)
+    try:
+        alice.expect("back in room restart", timeout=15)
+        bob.expect("back in room restart", timeout=15)
+        deadline = time.monotonic() + 10
+        while (health := wait_healthy(restarted.url)) != {"status": "ok", "rooms": 1, "connections": 2}:
+            assert time.monotonic() < deadline, health
+            time.sleep(0.2)
+        time.sleep(3)  # let any duplicate call show itself
+        alice.send("after the restart")
+        bob.expect(r"\[alice\] after the restart")
+        assert alice.output.count("connected to bob") == 1, alice.output
+        assert bob.output.count("connected to alice") == 1, bob.output
+        alice.end_input()
+        assert alice.wait() == 0
+    finally:
+        restarted.stop()
+    frames = recorded_frames(str(recording))
+    assert len(frames) > 60, f"only {len(frames)} frames recorded across the outage"
+    assert likeness_to_testsrc(frames[-1], "160x120") > 0.95
+
+
+def test_room_of_four_is_a_full_mesh(processes, tmp_path):
+    server = Server("--room-size", "4")
+    names = ["ann", "ben", "cat", "dan"]
+    try:
+        peers = {}
+        for name in names:
+            peers[name] = processes.peer("--room", "four", "--server", server.url, *SMALL,
+                                         "--record", str(tmp_path / f"{name}.mp4"), name=name)
+            peers[name].expect("joined room four")
+        for name, process in peers.items():
+            for other in names:
+                if other != name:
+                    process.expect(f"connected to {other};", timeout=30)
+        time.sleep(3)
+        for name, process in peers.items():
+            process.send(f"hello from {name}")
+        for name, process in peers.items():
+            for other in names:
+                if other != name:
+                    process.expect(rf"^\[{other}\] hello from {other}$")
+        peers["dan"].end_input()
+        assert peers["dan"].wait() == 0
+        for name in ("ann", "ben", "cat"):
+            peers[name].expect("call with dan ended", timeout=3)
+            peers[name].send("still here")
+        for name in ("ann", "ben", "cat"):
+            peers[name].end_input()
+            assert peers[name].wait() == 0
+    finally:
+        server.stop()
+    for name in names:
+        files = sorted(tmp_path.glob(f"{name}*.mp4"))
+        assert len(files) == 3, f"{name} recorded {len(files)} remote videos, not 3"
+        for path in files:
+            frames = recorded_frames(str(path))
+            assert len(frames) > 10 and likeness_to_testsrc(frames[-1], "160x120") > 0.95, path.name
+
+
+class MeddlingServer(SignalingServer):
+    """A signaling server that swaps every DTLS fingerprint for its own, as one that wants to
+    sit in the middle of the call must."""
+
+    async def _on_message(self, sid, *args):
+        if args and isinstance(args[0], dict) and isinstance(args[0].get("sdp"), str):
+            forged = re.sub(r"a=fingerprint:sha-256 \S+", "a=fingerprint:sha-256 " + ":".join(["AB"] * 32), args[0]["sdp"])
+            args = ({**args[0], "sdp": forged},)
+        return await super()._on_message(sid, *args)
+
+
+async def test_verification_codes_expose_a_meddling_server():
+    codes = {}
+    for kind in (SignalingServer, MeddlingServer):
+        server = kind()
+        port = await server.start(LOCAL, 0)
+        url = f"http://{LOCAL}:{port}"
+        try:
+            async with peer.join("mitm", server=url, name="a", ice_hosts=[LOCAL]) as a, \
+                       peer.join("mitm", server=url, name="b", ice_hosts=[LOCAL]) as b:
+                for _ in range(100):
+                    if a.verification_code() and b.verification_code():
+                        break
+                    await asyncio.sleep(0.05)
+                codes[kind.__name__] = (a.verification_code(), b.verification_code())
+        finally:
+            await server.stop()
+    honest_a, honest_b = codes["SignalingServer"]
+    meddled_a, meddled_b = codes["MeddlingServer"]
+    assert honest_a and honest_a == honest_b
+    assert meddled_a and meddled_b and meddled_a != meddled_b
+    assert MESSAGE == "message"
