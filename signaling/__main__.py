@@ -36,6 +36,9 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
         parser.error("--room-size must be at least 1")
     if bool(args.cert) != bool(args.key):
         parser.error("--cert and --key go together")
+    if not origins(args.allowed_origins):
+        # python-engineio reads an empty list as "check nothing": refuse it rather than allow all
+        parser.error("--allowed-origins needs '*' or at least one origin")
     return args
 
 

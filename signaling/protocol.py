@@ -166,7 +166,7 @@ def join_ack(me: Member, room: str, others: list[Member], capacity: int) -> dict
 
 
 def _check_room(room: Any) -> str:
-    if not isinstance(room, str) or not ROOM_PATTERN.match(room):
+    if not isinstance(room, str) or not ROOM_PATTERN.fullmatch(room):  # match() lets 'a\n' in
         raise ProtocolError(
             BAD_ROOM,
             "room name must be 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit",

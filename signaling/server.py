@@ -89,11 +89,17 @@ class SignalingServer:
 
     # Socket.IO events
 
-    async def _on_connect(self, sid: str, environ: dict, auth: Any = None) -> None:
+    async def _on_connect(self, sid: str, *environ_and_auth: Any) -> None:
+        # *args: a client can also emit an event named "connect", with any arguments.
         self.connections.add(sid)
         logger.debug("connect %s", sid)
 
-    async def _on_disconnect(self, sid: str, reason: Any = None) -> None:
+    async def _on_disconnect(self, sid: str, *reason: Any) -> None:
+        if self.sio.manager.is_connected(sid, "/"):
+            # python-socketio also calls this for an *event* named "disconnect" (with any
+            # arguments) sent by a client that is still connected; on a real disconnect the
+            # sid is already marked as leaving.
+            return
         self.connections.discard(sid)
         await self._leave(sid)
         logger.debug("disconnect %s", sid)
@@ -105,6 +111,11 @@ class SignalingServer:
                 reason = check_token(self.config.token_secret, request.room, request.token)
                 if reason is not None:
                     raise ProtocolError(protocol.BAD_TOKEN, reason)
+            if sid not in self.connections:
+                # Already disconnected: a polling client can send join and disconnect in one
+                # request, and this handler runs after the disconnect one. Joining now would
+                # leave a ghost member that fills the room forever.
+                raise ProtocolError(protocol.NOT_JOINED, "disconnected before the join was handled")
             me = Member(id=sid, name=request.name or f"guest-{sid[:4]}")
             others = self.rooms.join(request.room, me)
         except ProtocolError as error:

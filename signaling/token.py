@@ -25,7 +25,7 @@ def check_token(secret: str, room: str, token: Optional[str], now: Optional[floa
     if not token:
         return "this server needs a room token: ask the room's owner for one"
     expiry_text, _, mac = token.partition(".")
-    if not expiry_text.isdigit() or not mac:
+    if not (expiry_text.isascii() and expiry_text.isdigit()) or not mac or not mac.isascii():
         return "malformed token"
     if not hmac.compare_digest(mac, _mac(secret, room, int(expiry_text))):
         return "token is not valid for this room"

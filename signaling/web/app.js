@@ -1,0 +1,554 @@
+// A browser client of our signaling protocol (docs/protocol.md): one RTCPeerConnection per
+// other member of the room (full mesh), video tiles, and chat on a data channel named "chat".
+//
+// The rules it follows, the same as `python -m peer`:
+// - join with {room, name}; the acknowledgement lists who is there, and the newcomer offers
+//   to each of them (messages carry `to`); members already there wait for offers.
+// - ICE candidates are trickled as `candidate` messages; received ones wait until the
+//   remote description is set; a null or empty candidate means end of candidates.
+// - `bye` (or `peer-left`) ends that member's call at once.
+// - Data channels: "chat" carries plain text lines. Our Python peer also opens "control"
+//   and "files" when it offers. This page does not speak them, and it never opens or writes
+//   to "control" on its own, so the peer treats it as a classic client (no heartbeat, whichever
+//   side offers). It still answers {"type":"ping"} with {"type":"pong"}, honours
+//   {"type":"bye"}, and refuses file transfers so a sender fails at once instead of waiting.
+//
+// ICE servers: none by default (host candidates are enough on one network). Add them with
+// ?stun=stun:host:3478 and ?turn=turn:host:3478&turn-user=U&turn-password=P in the page URL.
+"use strict";
+
+(() => {
+  const CONNECT_TIMEOUT_MS = 10000;  // a negotiation not connected by then is tried again
+  const MAX_TRIES = 3;
+  const ACK_TIMEOUT_MS = 10000;
+
+  const $ = (id) => document.getElementById(id);
+  const params = new URLSearchParams(location.search);
+  const iceServers = params.getAll("stun").map((urls) => ({ urls }))
+    .concat(params.getAll("turn").map((urls) => ({
+      urls, username: params.get("turn-user") || undefined, credential: params.get("turn-password") || undefined,
+    })));
+  const rtcConfig = { iceServers };
+
+  let socket = null;
+  let me = null;              // {id, name, room} while in a room
+  let localStream = null;
+  const members = new Map();  // id -> name: everyone else in the room
+  const remotes = new Map();  // id -> Remote: one call per member
+  const chatLines = [];
+  const errors = [];
+
+  // State for people who script the page (and for the tests).
+  window.peerState = {
+    get joined() { return me !== null; },
+    get id() { return me && me.id; },
+    get name() { return me && me.name; },
+    get room() { return me && me.room; },
+    get members() { return Array.from(members.values()); },
+    get connected() { return Array.from(remotes.values()).filter((r) => r.connected).map((r) => r.name); },
+    get chat() { return chatLines.slice(); },
+    get errors() { return errors.slice(); },
+    get localTracks() { return localStream ? localStream.getTracks().map((t) => t.kind) : []; },
+    get video() {
+      const out = {};
+      for (const r of remotes.values()) {
+        const v = r.video;
+        const quality = v.getVideoPlaybackQuality ? v.getVideoPlaybackQuality() : null;
+        out[r.name] = {
+          id: r.id, connected: r.connected, width: v.videoWidth, height: v.videoHeight,
+          decoded: quality ? quality.totalVideoFrames : 0, presented: r.presented,
+        };
+      }
+      return out;
+    },
+    // The addresses each call's media flows between: {name: {local: "ip:port", remote: "ip:port"}}.
+    async paths() {
+      const out = {};
+      for (const r of remotes.values()) {
+        const stats = await r.pc.getStats();
+        for (const report of stats.values()) {
+          if (report.type !== "transport" || !report.selectedCandidatePairId) continue;
+          const pair = stats.get(report.selectedCandidatePairId);
+          const local = pair && stats.get(pair.localCandidateId);
+          const remote = pair && stats.get(pair.remoteCandidateId);
+          if (local && remote) out[r.name] = { local: `${local.address}:${local.port}`, remote: `${remote.address}:${remote.port}` };
+        }
+      }
+      return out;
+    },
+  };
+
+  // Page
+
+  function log(text, kind) {
+    const line = document.createElement("div");
+    if (kind) line.className = kind;
+    line.textContent = text;
+    const box = $("log");
+    const atBottom = box.scrollTop + box.clientHeight >= box.scrollHeight - 4;
+    box.appendChild(line);
+    if (atBottom) box.scrollTop = box.scrollHeight;
+  }
+
+  function status(text) { $("status").textContent = text; }
+
+  function showError(text) {
+    errors.push(text);
+    $("error").textContent = text;
+  }
+
+  function clearError() { $("error").textContent = ""; }
+
+  function describe(payload) {
+    if (payload && typeof payload === "object") return payload.error || payload.code || JSON.stringify(payload);
+    return String(payload);
+  }
+
+  function setJoined(joined) {
+    $("join").disabled = joined;
+    $("leave").disabled = !joined;
+    $("room").disabled = joined;
+    $("name").disabled = joined;
+    $("chat-input").disabled = !joined;
+    $("send").disabled = !joined;
+  }
+
+  function updateStatus() {
+    if (!me) return;
+    const names = Array.from(remotes.values()).map((r) => r.name + (r.connected ? "" : " (connecting)"));
+    status(`In room ${me.room} as ${me.name}. ` + (names.length ? `In a call with ${names.join(", ")}.` : "Waiting for others to join."));
+  }
+
+  // Local media: camera and microphone, else camera only, else microphone only, else nothing
+  // (still useful: watch and chat).
+
+  async function openLocalMedia() {
+    if (localStream) return;
+    if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
+      log("camera unavailable: browsers allow it only on https:// or http://localhost pages; joining to watch and chat", "info");
+      localStream = new MediaStream();
+      return;
+    }
+    let lastError = null;
+    for (const constraints of [{ video: true, audio: true }, { video: true }, { audio: true }]) {
+      try {
+        localStream = await navigator.mediaDevices.getUserMedia(constraints);
+        break;
+      } catch (error) {
+        lastError = error;
+      }
+    }
+    if (!localStream) {
+      log(`no camera or microphone (${lastError && lastError.name}); joining to watch and chat`, "info");
+      localStream = new MediaStream();
+    }
+    $("local-video").srcObject = localStream;
+  }
+
+  function closeLocalMedia() {
+    if (!localStream) return;
+    localStream.getTracks().forEach((t) => t.stop());
+    localStream = null;
+    $("local-video").srcObject = null;
+  }
+
+  // Signaling
+
+  function connectSocket() {
+    if (socket) return;
+    socket = io({ transports: ["websocket", "polling"], tryAllTransports: true });
+    socket.on("connect_error", (error) => {
+      if (!socket.active) showError(`cannot reach the signaling server: ${error.message}`);
+      else status(`cannot reach the signaling server (${error.message}); retrying`);
+    });
+    socket.on("disconnect", (reason) => {
+      if (!me) return;
+      status("lost the signaling server; reconnecting");
+      log("lost the signaling server; reconnecting", "info");
+    });
+    socket.io.on("reconnect", () => {
+      // The server forgot us: join again. Calls are renegotiated from scratch, since our
+      // new id is unknown to the others.
+      if (me) rejoin();
+    });
+    socket.on("error", (payload) => showError(`server: ${describe(payload)}`));
+    socket.on("peer-joined", (member) => {
+      if (!me || !member || member.id === me.id) return;
+      members.set(member.id, member.name);
+      log(`${member.name} joined`, "info");  // it offers to us; we wait
+    });
+    socket.on("peer-left", (member) => {
+      if (!me || !member || member.id === me.id) return;
+      members.delete(member.id);
+      const remote = remotes.get(member.id);
+      if (remote) remote.close("left");
+      log(`${member.name} left`, "info");
+    });
+    socket.on("message", onMessage);
+  }
+
+  function signal(message) {
+    if (socket && socket.connected) socket.emit("message", message);
+  }
+
+  async function join(room, name) {
+    clearError();
+    $("join").disabled = true;
+    await openLocalMedia();
+    connectSocket();
+    let ack;
+    try {
+      ack = await socket.timeout(ACK_TIMEOUT_MS).emitWithAck("join", { room, name });
+    } catch (error) {
+      showError("the signaling server did not answer the join");
+      $("join").disabled = false;
+      return;
+    }
+    if (!ack || !ack.ok) {
+      showError(`could not join: ${describe(ack)}`);
+      $("join").disabled = false;
+      return;
+    }
+    enterRoom(ack);
+  }
+
+  function enterRoom(ack) {
+    me = { id: ack.id, name: ack.name, room: ack.room };
+    members.clear();
+    setJoined(true);
+    log(`joined room ${me.room} as ${me.name}`, "info");
+    for (const member of ack.members || []) {
+      members.set(member.id, member.name);
+      callFor(member.id, member.name).start();  // the newcomer offers
+    }
+    updateStatus();
+  }
+
+  async function rejoin() {
+    const room = me.room, name = me.name;
+    for (const remote of Array.from(remotes.values())) remote.close("reconnecting");
+    let ack;
+    try {
+      ack = await socket.timeout(ACK_TIMEOUT_MS).emitWithAck("join", { room, name });
+    } catch (error) {
+      ack = null;
+    }
+    if (!ack || !ack.ok) {
+      showError(`could not join room ${room} again: ${ack ? describe(ack) : "no answer"}`);
+      leaveRoom();
+      return;
+    }
+    enterRoom(ack);
+  }
+
+  function leave() {
+    if (!me) return;
+    for (const remote of Array.from(remotes.values())) {
+      signal({ type: "bye", to: remote.id });
+      remote.close("hung up");
+    }
+    if (socket && socket.connected) socket.emit("leave", {}, () => {});
+    log(`left room ${me.room}`, "info");
+    leaveRoom();
+  }
+
+  function leaveRoom() {
+    for (const remote of Array.from(remotes.values())) remote.close("left the room");
+    me = null;
+    members.clear();
+    closeLocalMedia();
+    setJoined(false);
+    status("Not in a room.");
+  }
+
+  function onMessage(message) {
+    if (!me || !message || typeof message !== "object" || typeof message.from !== "string") return;
+    let remote = remotes.get(message.from);
+    if (!remote) {
+      if (message.type !== "offer") return;  // a late candidate or bye of a call already over
+      remote = callFor(message.from, message.name || members.get(message.from) || "guest");
+    }
+    remote.handle(message);
+  }
+
+  function callFor(id, name) {
+    let remote = remotes.get(id);
+    if (!remote) {
+      remote = new Remote(id, name);
+      remotes.set(id, remote);
+    }
+    return remote;
+  }
+
+  // One call
+
+  class Remote {
+    constructor(id, name) {
+      this.id = id;
+      this.name = name;
+      this.closed = false;
+      this.tries = 0;
+      this.presented = 0;
+      this.backlog = [];
+      this.queue = Promise.resolve();  // messages are handled one at a time, in order
+      this.stream = new MediaStream();
+      this.tile = document.createElement("div");
+      this.tile.className = "tile remote connecting";
+      this.tile.dataset.id = id;
+      this.tile.dataset.name = name;
+      this.video = document.createElement("video");
+      this.video.autoplay = true;
+      this.video.playsInline = true;
+      this.video.srcObject = this.stream;
+      const label = document.createElement("span");
+      label.className = "label";
+      label.textContent = name;
+      this.tile.append(this.video, label);
+      $("videos").appendChild(this.tile);
+      this.countFrames();
+      this.newConnection();
+    }
+
+    start() { this.enqueue(() => this.offer()); }
+
+    handle(message) { this.enqueue(() => this.dispatch(message)); }
+
+    enqueue(task) {
+      this.queue = this.queue.then(() => (this.closed ? null : task())).catch((error) => {
+        console.warn(`call with ${this.name}:`, error);
+        log(`problem in the call with ${this.name}: ${error.message || error}`, "info");
+      });
+    }
+
+    async dispatch(message) {
+      switch (message.type) {
+        case "offer":
+          return this.answer(message.sdp);
+        case "answer":
+          if (this.pc.signalingState !== "have-local-offer") return;
+          await this.pc.setRemoteDescription({ type: "answer", sdp: message.sdp });
+          return this.flushCandidates();
+        case "candidate":
+          this.pending.push(message.candidate);
+          if (this.pc.remoteDescription) await this.flushCandidates();
+          return;
+        case "bye":
+          return this.close("left");
+      }
+    }
+
+    newConnection() {
+      if (this.pc) this.pc.close();
+      const pc = this.pc = new RTCPeerConnection(rtcConfig);
+      this.connected = false;
+      this.chat = null;
+      this.channels = [];  // keep every channel referenced while the call lasts
+      this.pending = [];   // candidates for this connection's remote description
+      for (const track of this.stream.getTracks()) this.stream.removeTrack(track);
+      pc.onicecandidate = (event) => {
+        if (pc === this.pc) signal({ type: "candidate", candidate: event.candidate ? event.candidate.toJSON() : null, to: this.id });
+      };
+      pc.ontrack = (event) => {
+        if (pc !== this.pc) return;
+        for (const old of this.stream.getTracks()) {
+          if (old.kind === event.track.kind) this.stream.removeTrack(old);
+        }
+        this.stream.addTrack(event.track);
+        this.play();
+      };
+      pc.ondatachannel = (event) => { if (pc === this.pc) this.adopt(event.channel); };
+      pc.onconnectionstatechange = () => {
+        if (pc !== this.pc || this.closed) return;
+        if (pc.connectionState === "connected" && !this.connected) {
+          this.connected = true;
+          this.tries = 0;
+          this.tile.classList.remove("connecting");
+          log(`connected to ${this.name}`, "info");
+          updateStatus();
+        } else if (pc.connectionState === "failed") {
+          this.lost("connection failed");
+        }
+      };
+      return pc;
+    }
+
+    addLocalTracks(pc, answering) {
+      const tracks = localStream ? localStream.getTracks() : [];
+      for (const kind of ["audio", "video"]) {
+        const track = tracks.find((t) => t.kind === kind);
+        if (answering) {
+          // addTrack reuses the transceiver the offer created for this kind; add nothing
+          // the offer did not ask for (that would need another round of negotiation).
+          const offered = pc.getTransceivers().some((t) => t.mid !== null && t.receiver.track.kind === kind && !t.sender.track);
+          if (track && offered) pc.addTrack(track, localStream);
+        } else if (track) {
+          pc.addTrack(track, localStream);
+        } else {
+          pc.addTransceiver(kind, { direction: "recvonly" });
+        }
+      }
+    }
+
+    async offer() {
+      if (this.pc.signalingState !== "stable" || this.pc.remoteDescription) this.newConnection();
+      const pc = this.pc;
+      this.adopt(pc.createDataChannel("chat"));
+      this.addLocalTracks(pc, false);
+      await pc.setLocalDescription();
+      signal({ type: "offer", sdp: pc.localDescription.sdp, to: this.id });
+      this.watch(pc);
+    }
+
+    async answer(sdp) {
+      if (this.pc.signalingState !== "stable" || this.pc.remoteDescription) {
+        // A new offer from someone we already had a call with (it restarted, or retries
+        // after a failure): answer on a fresh connection, as our Python peer does.
+        this.newConnection();
+      }
+      const pc = this.pc;
+      await pc.setRemoteDescription({ type: "offer", sdp });
+      this.addLocalTracks(pc, true);
+      await this.flushCandidates();
+      await pc.setLocalDescription();
+      signal({ type: "answer", sdp: pc.localDescription.sdp, to: this.id });
+      this.watch(pc);
+    }
+
+    async flushCandidates() {
+      const pending = this.pending;
+      this.pending = [];
+      for (const candidate of pending) {
+        try {
+          if (candidate && candidate.candidate) await this.pc.addIceCandidate(candidate);
+          else await this.pc.addIceCandidate();  // end of candidates
+        } catch (error) {
+          console.warn(`ignored a candidate from ${this.name}:`, error);
+        }
+      }
+    }
+
+    watch(pc) {
+      setTimeout(() => {
+        if (pc === this.pc && !this.connected && !this.closed) this.lost(`not connected after ${CONNECT_TIMEOUT_MS / 1000} s`);
+      }, CONNECT_TIMEOUT_MS);
+    }
+
+    // The path died while the member may still be in the room: as in our Python peer, the
+    // member with the smaller id offers on a fresh connection, the other waits for it.
+    lost(reason) {
+      if (this.closed) return;
+      if (!me || !members.has(this.id) || this.tries >= MAX_TRIES) {
+        this.close(reason);
+        return;
+      }
+      this.tries += 1;
+      this.connected = false;
+      this.tile.classList.add("connecting");
+      log(`connection to ${this.name} lost (${reason}); trying again (${this.tries} of ${MAX_TRIES})`, "info");
+      if (me.id < this.id) this.enqueue(() => this.offer());
+      else this.watch(this.pc);
+    }
+
+    adopt(channel) {
+      this.channels.push(channel);
+      if (channel.label === "chat") {
+        this.chat = channel;
+        channel.onopen = () => this.flushChat();
+        channel.onmessage = (event) => this.onChat(event.data);
+        channel.onclose = () => {
+          // Classic clients have no bye: their chat channel closing is how they hang up.
+          if (channel === this.chat && !this.closed) this.close("left");
+        };
+        if (channel.readyState === "open") this.flushChat();
+      } else if (channel.label === "control") {
+        channel.onmessage = (event) => {
+          let value;
+          try { value = JSON.parse(event.data); } catch (error) { return; }
+          if (value && value.type === "ping" && channel.readyState === "open") channel.send(JSON.stringify({ type: "pong" }));
+          else if (value && value.type === "bye") this.close("left");
+        };
+      } else if (channel.label === "files") {
+        channel.onmessage = (event) => {
+          if (typeof event.data !== "string") return;
+          let value;
+          try { value = JSON.parse(event.data); } catch (error) { return; }
+          if (value && value.type === "start" && channel.readyState === "open") {
+            channel.send(JSON.stringify({ type: "failed", reason: "this browser page does not accept files" }));
+          }
+        };
+      }
+    }
+
+    onChat(data) {
+      const text = typeof data === "string" ? data : new TextDecoder().decode(data);
+      chatLines.push({ from: this.name, text });
+      log(`[${this.name}] ${text}`);
+    }
+
+    sendChat(text) {
+      if (this.closed) return false;
+      if (this.chat && this.chat.readyState === "open") this.chat.send(text);
+      else this.backlog.push(text);
+      return true;
+    }
+
+    flushChat() {
+      const backlog = this.backlog;
+      this.backlog = [];
+      for (const text of backlog) this.chat.send(text);
+    }
+
+    play() {
+      this.video.play().catch(() => {
+        // Autoplay with sound needs a click on the page first; start muted rather than not at all.
+        this.video.muted = true;
+        this.video.play().catch(() => {});
+      });
+    }
+
+    countFrames() {
+      if (!this.video.requestVideoFrameCallback) return;
+      const tick = () => {
+        if (this.closed) return;
+        this.presented += 1;
+        this.video.requestVideoFrameCallback(tick);
+      };
+      this.video.requestVideoFrameCallback(tick);
+    }
+
+    close(reason) {
+      if (this.closed) return;
+      this.closed = true;
+      this.pc.close();
+      this.video.srcObject = null;
+      this.tile.remove();
+      if (remotes.get(this.id) === this) remotes.delete(this.id);
+      log(`call with ${this.name} ended (${reason})`, "info");
+      updateStatus();
+    }
+  }
+
+  // Wiring
+
+  $("join-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const room = $("room").value.trim();
+    if (!room) return;
+    join(room, $("name").value.trim());
+  });
+  $("leave").addEventListener("click", leave);
+  $("chat-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const input = $("chat-input");
+    const text = input.value;
+    if (!text.trim() || !me) return;
+    const sent = Array.from(remotes.values()).filter((r) => r.sendChat(text)).length;
+    log(sent ? `[${me.name}] ${text}` : "(nobody is connected yet; message not sent)", sent ? "mine" : "info");
+    input.value = "";
+  });
+  window.addEventListener("pagehide", leave);
+
+  if (params.get("room")) $("room").value = params.get("room");
+  if (params.get("name")) $("name").value = params.get("name");
+  setJoined(false);
+})();
