@@ -171,7 +171,14 @@
       // new id is unknown to the others.
       if (me) rejoin();
     });
-    socket.on("error", (payload) => showError(`server: ${describe(payload)}`));
+    socket.on("error", (payload) => {
+      if (payload && payload.event === "message" && payload.code === "unknown-target") {
+        // A late candidate or bye for someone who just left: expected, nothing to show.
+        console.debug("server:", describe(payload));
+        return;
+      }
+      showError(`server: ${describe(payload)}`);
+    });
     socket.on("peer-joined", (member) => {
       if (!me || !member || member.id === me.id) return;
       members.set(member.id, member.name);
