@@ -12,36 +12,46 @@ import numpy as np
 from aiortc import VideoStreamTrack
 
 _CLOCK = 90000
+_TIME_BASE = fractions.Fraction(1, _CLOCK)
 
 
 class FrameSource(VideoStreamTrack):
     """A video track fed with BGR numpy arrays (height x width x 3, uint8).
 
-    ``push()`` replaces the picture; ``recv()`` hands the newest one at ``fps``, so a
-    producer slower or faster than the rate never builds delay. Until the first push,
-    peers see black at ``size``.
+    A pushed picture goes out as soon as the encoder asks for the next frame, at most
+    ``fps`` times a second; when nothing new comes, the last picture is repeated at ``fps``
+    so the stream never stalls. Until the first push, peers see black at ``size``.
     """
 
     def __init__(self, fps: float = 30, size: tuple[int, int] = (640, 480)) -> None:
         super().__init__()
         self.fps = fps
         self._picture: np.ndarray = np.zeros((size[1], size[0], 3), np.uint8)
+        self._fresh = asyncio.Event()
         self._start: Optional[float] = None
-        self._count = 0
+        self._last = 0.0
+        self._last_pts = -1
 
     def push(self, picture: np.ndarray) -> None:
         if picture.ndim != 3 or picture.shape[2] != 3 or picture.dtype != np.uint8:
             raise ValueError("push a height x width x 3 uint8 BGR array")
         self._picture = picture
+        self._fresh.set()
 
     async def recv(self) -> av.VideoFrame:
+        period = 1 / self.fps
         if self._start is None:
-            self._start = time.monotonic()
-        self._count += 1
-        delay = self._start + self._count / self.fps - time.monotonic()
-        if delay > 0:
-            await asyncio.sleep(delay)
+            self._start = self._last = time.monotonic() - period
+        # never faster than fps ...
+        await asyncio.sleep(max(0.0, self._last + period / 2 - time.monotonic()))
+        # ... and a new picture goes at once; without one, repeat the last after a period
+        try:
+            await asyncio.wait_for(self._fresh.wait(), max(0.0, self._last + period - time.monotonic()))
+        except asyncio.TimeoutError:
+            pass
+        self._fresh.clear()
+        self._last = time.monotonic()
         frame = av.VideoFrame.from_ndarray(self._picture, format="bgr24")
-        frame.pts = int(self._count * _CLOCK / self.fps)
-        frame.time_base = fractions.Fraction(1, _CLOCK)
+        self._last_pts = max(self._last_pts + 1, int((self._last - self._start) * _CLOCK))
+        frame.pts, frame.time_base = self._last_pts, _TIME_BASE
         return frame
