@@ -67,3 +67,40 @@ def test_window_shows_waiting_then_remote_video_and_q_leaves(server, processes, 
     bob.expect("call with alice ended", timeout=2)
     assert time.monotonic() - started < 3
     assert "Traceback" not in alice.output + bob.output
+
+
+def test_window_tiles_each_remote_and_drops_the_one_who_leaves(processes, xvfb, tmp_path):
+    from conftest import Server
+
+    server = Server("--room-size", "3")
+    try:
+        flags = ["--room", "tiles", "--server", server.url, "--video", "testsrc", "--video-size", "320x240",
+                 "--fps", "15", "--ice-host", LOCAL]
+        alice = processes.peer(*flags, name="alice", env=child_env(DISPLAY=xvfb))
+        alice.expect("waiting for someone")
+        bob = processes.peer(*flags, "--no-window", name="bob")
+        carol = processes.peer(*flags, "--no-window", name="carol")
+        alice.expect("connected to bob")
+        alice.expect("connected to carol")
+        box = window_geometry(xvfb, r"room tiles - (bob, carol|carol, bob)")
+
+        def halves_show_testsrc() -> bool:
+            picture = screenshot(xvfb, box)
+            middle = picture.shape[1] // 2
+            return all(likeness_to_testsrc(half, "320x240") > 0.9 for half in (picture[:, :middle], picture[:, middle:]))
+
+        deadline = time.monotonic() + 10
+        while not halves_show_testsrc():
+            assert time.monotonic() < deadline, "the window does not show two tiles of remote video"
+            time.sleep(0.3)
+
+        bob.end_input()
+        assert bob.wait() == 0
+        alice.expect("call with bob ended", timeout=3)
+        box = window_geometry(xvfb, r"room tiles - carol$")
+        deadline = time.monotonic() + 10
+        while likeness_to_testsrc(screenshot(xvfb, box), "320x240") < 0.95:
+            assert time.monotonic() < deadline, "after bob left, carol's picture does not fill the window"
+            time.sleep(0.3)
+    finally:
+        server.stop()
