@@ -282,8 +282,9 @@ class Call(AsyncIOEventEmitter):
         if self.closed:
             return
         if not self._still_there() or self._tries >= MAX_TRIES:
-            tried = f" after {self._tries} new tries" if self._tries else ""
-            await self.close(f"{reason}{tried}", notify=False)
+            if self._tries:
+                reason = f"gave up after {self._tries} new connections: {reason}"
+            await self.close(reason, notify=False)
             return
         self._tries += 1
         self.connected = False

@@ -152,3 +152,26 @@ async def test_verification_codes_expose_a_meddling_server():
     assert honest_a and honest_a == honest_b
     assert meddled_a and meddled_b and meddled_a != meddled_b
     assert MESSAGE == "message"
+
+
+def test_a_path_that_dies_is_rebuilt(server, processes):
+    """A peer frozen for a while (as a pulled cable looks): the heartbeat notices, a fresh
+    connection is negotiated while both stay in the room, and chat flows again."""
+    alice = processes.peer("--room", "frozen", "--server", server.url, *SMALL, name="alice")
+    bob = processes.peer("--room", "frozen", "--server", server.url, *SMALL, name="bob")
+    alice.expect("connected to bob")
+    bob.expect("connected to alice")
+    bob.send("before")
+    alice.expect(r"^\[bob\] before$")  # the data channels are up
+    bob.proc.send_signal(signal.SIGSTOP)
+    try:
+        alice.expect(r"connection to bob lost \(no answer for 2 s\); calling again \(try 1 of 3\)", timeout=5)
+    finally:
+        bob.proc.send_signal(signal.SIGCONT)
+    deadline = time.monotonic() + 30
+    while alice.output.count("connected to bob") < 2 or bob.output.count("connected to alice") < 2:
+        assert time.monotonic() < deadline, f"no new connection:\n{alice.output}\n---\n{bob.output}"
+        time.sleep(0.2)
+    bob.send("unfrozen")
+    alice.expect(r"^\[bob\] unfrozen$")
+    assert "call with" not in alice.output + bob.output
