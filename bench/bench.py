@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import fractions
 import hashlib
 import os
 import statistics

@@ -171,8 +171,8 @@ class CallView:
     async def _send_files(self, call: Call) -> None:
         for path in self.send:
             try:
-                sha256 = await call.send_file(path, lambda done, size: self._progress(
-                    f"sending {path.name} to {call.remote.name}", done, size))
+                what = f"sending {path.name} to {call.remote.name}"
+                sha256 = await call.send_file(path, lambda done, size, what=what: self._progress(what, done, size))
             except TransferError as error:
                 say(f"could not send {path.name} to {call.remote.name}: {error}")
                 return

@@ -5,7 +5,6 @@ survives an offer arriving while its own is pending by answering on a fresh conn
 (a browser rolls back implicitly; aiortc cannot)."""
 
 import asyncio
-import json
 import sys
 from typing import Optional
 

@@ -95,7 +95,7 @@ class Process:
         try:
             return self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
-            raise AssertionError(f"{self.name} did not exit within {timeout} s; output:\n{self.output}")
+            raise AssertionError(f"{self.name} did not exit within {timeout} s; output:\n{self.output}") from None
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -131,7 +131,7 @@ def wait_healthy(url: str, timeout: float = 15) -> dict:
                 return json.load(response)
         except OSError:
             if time.monotonic() > deadline:
-                raise AssertionError(f"no server answered at {url}")
+                raise AssertionError(f"no server answered at {url}") from None
             time.sleep(0.1)
 
 
