@@ -22,7 +22,6 @@ from typing import Any, AsyncIterator, Callable, Optional, Sequence, Union
 
 import numpy as np
 from aiortc import MediaStreamTrack
-from aiortc.contrib.media import MediaRelay
 from aiortc.mediastreams import MediaStreamError
 
 from signaling.protocol import Member
@@ -107,29 +106,49 @@ Event = Union[PeerJoined, PeerLeft, Connected, CallEnded, ChatMessage, DataMessa
 
 
 class _RemoteMedia:
-    """One remote track: always drained (aiortc queues frames forever otherwise), counted,
-    and relayed to whoever iterates over it."""
+    """One remote track: read by one task (aiortc queues frames forever otherwise), counted,
+    and handed to every ``Room.frames`` iterator over it. Cancelling the task ends them all."""
 
     def __init__(self, member: Member, track: MediaStreamTrack) -> None:
         self.member = member
         self.track = track
-        self.relay = MediaRelay()
         self.count = 0
         self.arrived = asyncio.Condition()
         self.ended = False
-        self.task = asyncio.ensure_future(self._drain(self.relay.subscribe(track, buffered=False)))
+        self._readers: set[asyncio.Queue] = set()
+        self.task = asyncio.ensure_future(self._drain())
 
-    async def _drain(self, proxy: MediaStreamTrack) -> None:
+    def reader(self, latest: bool) -> asyncio.Queue:
+        """A queue of the frames from now on, then None; with ``latest`` only the newest waits."""
+        queue: asyncio.Queue = asyncio.Queue(maxsize=1 if latest else 0)
+        if self.ended:
+            queue.put_nowait(None)
+        else:
+            self._readers.add(queue)
+        return queue
+
+    def drop(self, queue: asyncio.Queue) -> None:
+        self._readers.discard(queue)
+
+    def _hand(self, frame: Any) -> None:
+        for queue in self._readers:
+            if queue.full():
+                queue.get_nowait()  # stale: a slow consumer gets the newest frame only
+            queue.put_nowait(frame)
+
+    async def _drain(self) -> None:
         try:
             while True:
-                await proxy.recv()
+                frame = await self.track.recv()
                 self.count += 1
+                self._hand(frame)
                 async with self.arrived:
                     self.arrived.notify_all()
         except MediaStreamError:
             pass
         finally:
             self.ended = True
+            self._hand(None)
             async with self.arrived:
                 self.arrived.notify_all()
 
@@ -143,6 +162,7 @@ class Room:
         self._history: list[Event] = []
         self._remote: dict[tuple[str, str], _RemoteMedia] = {}
         self._media_changed = asyncio.Condition()
+        self._closed = False
         session.on("peer-joined", lambda m: self._publish(PeerJoined(m)))
         session.on("peer-left", lambda m: self._publish(PeerLeft(m)))
         session.on("connected", lambda call: self._publish(Connected(call.remote, call.verification_code)))
@@ -172,11 +192,15 @@ class Room:
         try:
             await asyncio.shield(self.session.leave())
         finally:
+            # Every iterator and wait of this room ends: none is left waiting forever.
+            self._closed = True
             for remote in self._remote.values():
                 remote.task.cancel()
             await asyncio.gather(*(r.task for r in self._remote.values()), return_exceptions=True)
             for queue in self._subscribers:
                 queue.put_nowait(None)
+            async with self._media_changed:
+                self._media_changed.notify_all()
 
     # Who is here
 
@@ -222,6 +246,8 @@ class Room:
         if history:
             for event in self._history:
                 queue.put_nowait(event)
+        if self._closed:
+            queue.put_nowait(None)
         self._subscribers.append(queue)
         try:
             while (event := await queue.get()) is not None:
@@ -234,16 +260,16 @@ class Room:
         """Remote frames as numpy arrays: video as BGR (height x width x 3), audio as the
         samples PyAV gives (channels x samples, or interleaved). With ``latest`` the newest
         frame only, stale ones dropped; without it every frame, for recording."""
-        remote = await self._remote_media(member, kind)
-        proxy = remote.relay.subscribe(remote.track, buffered=not latest)
         try:
-            while True:
-                frame = await proxy.recv()
+            remote = await self._remote_media(member, kind)
+        except ConnectionError:
+            return  # the room closed before such a track came
+        queue = remote.reader(latest)
+        try:
+            while (frame := await queue.get()) is not None:
                 yield frame.to_ndarray(format="bgr24") if kind == "video" else frame.to_ndarray()
-        except MediaStreamError:
-            return
         finally:
-            proxy.stop()
+            remote.drop(queue)
 
     # Waiting, for tests
 
@@ -311,6 +337,11 @@ class Room:
         self._publish(TrackReceived(member, track.kind))
 
     def _on_call_closed(self, member: Member, reason: str) -> None:
+        # Its tracks end with the call, also those aiortc never started receiving on (a call
+        # closed while connecting): end them here so that no reader waits for them forever.
+        for (member_id, _), remote in self._remote.items():
+            if member_id == member.id:
+                remote.task.cancel()
         self._publish(CallEnded(member, reason))
 
     async def _remote_media(self, member: Optional[Member], kind: str) -> _RemoteMedia:
@@ -320,8 +351,11 @@ class Room:
                     return remote
             return None
         async with self._media_changed:
-            await self._media_changed.wait_for(find)
-        return find()
+            await self._media_changed.wait_for(lambda: find() or self._closed)
+        found = find()
+        if found is None:
+            raise ConnectionError("the room closed")
+        return found
 
     def _call(self, member: Optional[Member]) -> Optional[Call]:
         if member is not None:
@@ -338,9 +372,25 @@ class Room:
     @staticmethod
     async def _with_deadline(awaitable: Any, deadline: float, what: str) -> Any:
         try:
-            return await asyncio.wait_for(awaitable, max(0.0, deadline - time.monotonic()))
+            result = await asyncio.wait_for(awaitable, max(0.0, deadline - time.monotonic()))
         except asyncio.TimeoutError:
             raise TimeoutError(f"timed out waiting for {what}") from None
+        _honour_cancellation()
+        return result
+
+
+def _honour_cancellation() -> None:
+    """Raise CancelledError if the current task was cancelled and the cancellation got lost.
+
+    Before Python 3.12, ``asyncio.wait_for`` returns the result instead of raising when the
+    cancellation arrives as what it waits for completes (python-socketio waits that way for
+    the server's answers too). The task is then marked as cancelling but runs on: a bot
+    cancelled while joining would stay in the room.
+    """
+    task = asyncio.current_task()
+    cancelling = getattr(task, "cancelling", None)  # Python 3.11+
+    if cancelling is not None and cancelling():
+        raise asyncio.CancelledError
 
 
 class _Joining:
@@ -352,7 +402,13 @@ class _Joining:
 
     async def __aenter__(self) -> Room:
         self._room = Room(await self._make())
-        return await self._room.__aenter__()
+        room = await self._room.__aenter__()
+        try:
+            _honour_cancellation()
+        except asyncio.CancelledError:
+            await room.close()
+            raise
+        return room
 
     async def __aexit__(self, *exc: Any) -> None:
         if self._room is not None:

@@ -162,7 +162,7 @@ class Call(AsyncIOEventEmitter):
                 task.cancel()
         if self._receiver is not None:
             self._receiver.shutdown(f"{self.remote.name} left during the transfer")
-        await self.pc.close()
+        await _close_pc(self.pc)
         logger.info("call with %s closed: %s", self.remote.name, reason)
         self.emit("closed", reason)
 
@@ -243,7 +243,7 @@ class Call(AsyncIOEventEmitter):
         self._pending_candidates = []  # they belonged to the old connection's remote
         if self._receiver is not None:
             self._receiver.abort("the connection was renewed")
-        await old.close()
+        await _close_pc(old)
 
     async def _flush_candidates(self) -> None:
         """Add trickled candidates that arrived before the remote description could take them."""
@@ -423,6 +423,25 @@ class Call(AsyncIOEventEmitter):
     def _spawn(self, coroutine: Awaitable[Any]) -> None:
         self._tasks = [t for t in self._tasks if not t.done()]
         self._tasks.append(asyncio.ensure_future(coroutine))
+
+
+async def _close_pc(pc: RTCPeerConnection) -> None:
+    """Close ``pc`` for good. aiortc connects in a task of its own that ``close()`` does not
+    stop: closed half-way through connecting, that task then starts ICE consent checks and
+    RTCP loops on the closed connection that never end (or fails, "RTCIceTransport is
+    closed"). So it is cancelled first."""
+    connecting = [task for task in asyncio.all_tasks() if _connects(task, pc)]
+    for task in connecting:
+        task.cancel()
+    await asyncio.gather(*connecting, return_exceptions=True)
+    await pc.close()
+
+
+def _connects(task: asyncio.Task, pc: RTCPeerConnection) -> bool:
+    coroutine = task.get_coro()
+    frame = getattr(coroutine, "cr_frame", None)
+    return getattr(coroutine, "__qualname__", "") == "RTCPeerConnection.__connect" and \
+        frame is not None and frame.f_locals.get("self") is pc
 
 
 def _when_open(channel: RTCDataChannel, callback: Callable[[], Any]) -> None:

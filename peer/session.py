@@ -93,6 +93,9 @@ class Session(AsyncIOEventEmitter):
                 f"cannot reach the signaling server at {self.server} ({_first_line(error)}). "
                 "Check the address, or start one with: python -m signaling"
             ) from None
+        except BaseException:  # cancelled half-way: close what the attempt opened (its HTTP session)
+            await self._sio.eio.disconnect()
+            raise
 
     async def join(self) -> list[Member]:
         """Join the room and offer to everyone already there; return who that is."""

@@ -10,6 +10,7 @@ from typing import Optional
 import av
 import numpy as np
 from aiortc import VideoStreamTrack
+from aiortc.mediastreams import MediaStreamError
 
 _CLOCK = 90000
 _TIME_BASE = fractions.Fraction(1, _CLOCK)
@@ -39,6 +40,8 @@ class FrameSource(VideoStreamTrack):
         self._fresh.set()
 
     async def recv(self) -> av.VideoFrame:
+        if self.readyState != "live":
+            raise MediaStreamError  # stopped: whatever reads this track (a relay) ends too
         period = 1 / self.fps
         if self._start is None:
             self._start = self._last = time.monotonic() - period

@@ -13,11 +13,12 @@ import logging
 import os
 import sys
 from dataclasses import dataclass, field
-from typing import Optional, Union
+from typing import Any, Optional, Union
 
 import av
 from aiortc import MediaStreamTrack
 from aiortc.contrib.media import MediaPlayer, MediaRelay
+from aiortc.mediastreams import MediaStreamError
 
 from ..errors import MediaError
 
@@ -82,10 +83,10 @@ def audio_spec(audio: str) -> Optional[PlayerSpec]:
     raise MediaError(f"no such audio file: {audio}. Give a media file, 'sine' or 'none'.")
 
 
-def open_player(spec: PlayerSpec) -> MediaPlayer:
+def open_player(spec: PlayerSpec) -> Union[MediaPlayer, "LoopingPlayer"]:
     """Open a player, turning PyAV's errors into one line a person can act on."""
     try:
-        return MediaPlayer(spec.file, format=spec.format, options=spec.options or None, loop=spec.loop)
+        player = MediaPlayer(spec.file, format=spec.format, options=spec.options or None)
     except av.error.FileNotFoundError:
         hint = " Plug one in, or use --video testsrc." if spec.what.startswith("camera") else ""
         raise MediaError(f"no {spec.what} found.{hint}") from None
@@ -97,6 +98,70 @@ def open_player(spec: PlayerSpec) -> MediaPlayer:
         raise MediaError(f"cannot open the {spec.what}: {error.strerror or error}.") from None
     except av.error.FFmpegError as error:
         raise MediaError(f"cannot open the {spec.what}: {error}.") from None
+    return LoopingPlayer(spec, player) if spec.loop else player
+
+
+class LoopingPlayer:
+    """A media file played again and again, as one continuous stream.
+
+    aiortc's ``MediaPlayer(loop=True)`` ends its tracks after the first pass (it seeks
+    back, but its decoder was drained at the end of the file and is never reset). Here
+    each pass is a fresh player, opened when a track reaches the end of the previous one,
+    and the timestamps of each pass carry on from the last, so receivers see no jump back.
+    """
+
+    def __init__(self, spec: PlayerSpec, first: MediaPlayer) -> None:
+        self.spec = spec
+        self.player = first
+        self.video = _LoopingTrack(self, "video") if first.video is not None else None
+        self.audio = _LoopingTrack(self, "audio") if first.audio is not None else None
+
+    def after(self, finished: MediaPlayer) -> MediaPlayer:
+        """The player of the pass after ``finished`` (the first track to get there opens it)."""
+        if self.player is finished:
+            self.player = open_player(PlayerSpec(self.spec.file, self.spec.format, self.spec.options, False,
+                                                 self.spec.what))
+        return self.player
+
+
+class _LoopingTrack(MediaStreamTrack):
+    def __init__(self, source: LoopingPlayer, kind: str) -> None:
+        super().__init__()
+        self.kind = kind
+        self._source = source
+        self._player = source.player
+        """The pass this track is in (the other track may be in the next one already)."""
+        self._offset = 0
+        """Added to the timestamps of this pass, in the track's time base."""
+        self._next_pts = 0
+        self._last_pts: Optional[int] = None
+
+    async def recv(self) -> Any:
+        while True:
+            if self.readyState != "live":
+                raise MediaStreamError
+            try:
+                frame = await getattr(self._player, self.kind).recv()
+            except MediaStreamError:
+                if self.readyState != "live" or self._last_pts is None:
+                    raise  # stopped, or a pass without a single frame: looping would spin
+                self._player = self._source.after(self._player)
+                self._offset, self._last_pts = self._next_pts, None
+                continue
+            if frame.pts is not None:
+                step = frame.samples if self.kind == "audio" else \
+                    (frame.pts - self._last_pts if self._last_pts is not None and frame.pts > self._last_pts else 1)
+                self._last_pts = frame.pts
+                frame.pts += self._offset
+                self._next_pts = frame.pts + step
+            return frame
+
+    def stop(self) -> None:
+        super().stop()
+        for player in {self._player, self._source.player}:
+            track = getattr(player, self.kind)
+            if track is not None:
+                track.stop()
 
 
 class LocalMedia:
