@@ -97,11 +97,12 @@ class Process:
         except subprocess.TimeoutExpired:
             raise AssertionError(f"{self.name} did not exit within {timeout} s; output:\n{self.output}") from None
 
-    def stop(self) -> None:
+    def stop(self, signum: int = signal.SIGTERM, grace: float = 5) -> None:
+        """Ask the process to end with ``signum``; kill it after ``grace`` seconds."""
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
+            self.proc.send_signal(signum)
             try:
-                self.proc.wait(5)
+                self.proc.wait(grace)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()

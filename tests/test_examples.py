@@ -9,7 +9,6 @@ import importlib.util
 import itertools
 import re
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -44,13 +43,7 @@ class Examples:
 
     def cleanup(self) -> None:
         for process in self.started:
-            if process.proc.poll() is None:
-                process.proc.send_signal(signal.SIGINT)
-                try:
-                    process.proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    process.proc.kill()
-                    process.proc.wait()
+            process.stop(signal.SIGINT, grace=10)
 
 
 @pytest.fixture
