@@ -78,6 +78,39 @@ class PerPeer:
         await asyncio.gather(*self._running, return_exceptions=True)
 
 
+async def send_back(args: argparse.Namespace, transform: Callable[[np.ndarray], np.ndarray], doing: str,
+                    on_chat: Optional[Callable[[peer.Room, peer.ChatMessage], None]] = None) -> None:
+    """Send every connected peer its video back through ``transform``: the pattern of the
+    echo and filter bots.
+
+    ``transform`` runs on a worker thread (OpenCV releases the GIL), so the event loop keeps
+    the network going meanwhile; ``latest=True`` makes a slow transform skip frames instead
+    of falling behind. A room publishes one video track, so with more than one peer each sees
+    all the processed pictures side by side.
+    """
+    source = peer.FrameSource(fps=args.fps, size=(320, 240))
+    processed = {}  # member id -> its newest picture, processed
+
+    async def process(room: peer.Room, member: peer.Member) -> None:
+        try:
+            async for picture in room.frames(member, latest=True):
+                processed[member.id] = await asyncio.to_thread(transform, picture)
+                source.push(mosaic(list(processed.values())))
+        finally:
+            processed.pop(member.id, None)
+
+    async with peer.join(args.room, video=source, **options(args)) as room, PerPeer() as per_peer:
+        print(f"{args.name}: {doing} in room {args.room}; Ctrl-C to stop", flush=True)
+        async for event in room.events():
+            if isinstance(event, peer.Connected):
+                print(f"{doing} {event.member.name}", flush=True)
+                per_peer.start(event.member, process(room, event.member))
+            elif isinstance(event, (peer.CallEnded, peer.PeerLeft)):
+                per_peer.stop(event.member)
+            elif isinstance(event, peer.ChatMessage) and on_chat is not None:
+                on_chat(room, event)
+
+
 def mosaic(pictures: list[np.ndarray], height: int = 240) -> np.ndarray:
     """Pictures side by side at one height (one picture is returned as it is)."""
     if len(pictures) == 1:

@@ -8,31 +8,18 @@ In a room of more than two, each peer sees the mirrored pictures of everyone sid
 
 import _common
 import cv2
-import peer
+
+
+def mirror(picture):
+    return cv2.flip(picture, 1)  # 1: around the vertical axis
+
+
+def echo(room, message):
+    room.send_text(f"echo: {message.text}")
 
 
 async def main(args):
-    source = peer.FrameSource(fps=args.fps, size=(320, 240))
-    mirrored = {}  # member id -> its newest picture, mirrored
-
-    async def mirror(room, member):
-        try:
-            async for picture in room.frames(member, latest=True):
-                mirrored[member.id] = cv2.flip(picture, 1)  # 1: around the vertical axis
-                source.push(_common.mosaic(list(mirrored.values())))
-        finally:
-            mirrored.pop(member.id, None)
-
-    async with peer.join(args.room, video=source, **_common.options(args)) as room, _common.PerPeer() as per_peer:
-        print(f"{args.name}: in room {args.room}; Ctrl-C to stop", flush=True)
-        async for event in room.events():
-            if isinstance(event, peer.Connected):
-                print(f"echoing {event.member.name}", flush=True)
-                per_peer.start(event.member, mirror(room, event.member))
-            elif isinstance(event, (peer.CallEnded, peer.PeerLeft)):
-                per_peer.stop(event.member)
-            elif isinstance(event, peer.ChatMessage):
-                room.send_text(f"echo: {event.text}")
+    await _common.send_back(args, mirror, "echoing", on_chat=echo)
 
 
 if __name__ == "__main__":

@@ -2,17 +2,16 @@
 
     python examples/filter_bot.py --room demo --effect cartoon
 
-Frames arrive as BGR numpy arrays; the effect runs on a worker thread (OpenCV releases the
-GIL), so the event loop keeps the network going while a frame is processed. With
-``latest=True`` a slow effect skips frames instead of falling behind.
+Frames arrive as BGR numpy arrays and an effect is a function from one array to another;
+``_common.send_back`` (shared with the echo bot) runs it on a worker thread for every
+connected peer and publishes the result, with ``latest=True`` so a slow effect skips frames
+instead of falling behind.
 """
 
-import asyncio
 
 import _common
 import cv2
 import numpy as np
-import peer
 
 
 def edges(picture: np.ndarray) -> np.ndarray:
@@ -37,26 +36,7 @@ EFFECTS = {"edges": edges, "cartoon": cartoon, "blur": blur}
 
 
 async def main(args):
-    effect = EFFECTS[args.effect]
-    source = peer.FrameSource(fps=args.fps, size=(320, 240))
-    filtered = {}  # member id -> its newest picture, filtered
-
-    async def apply(room, member):
-        try:
-            async for picture in room.frames(member, latest=True):
-                filtered[member.id] = await asyncio.to_thread(effect, picture)
-                source.push(_common.mosaic(list(filtered.values())))
-        finally:
-            filtered.pop(member.id, None)
-
-    async with peer.join(args.room, video=source, **_common.options(args)) as room, _common.PerPeer() as per_peer:
-        print(f"{args.name}: {args.effect} in room {args.room}; Ctrl-C to stop", flush=True)
-        async for event in room.events():
-            if isinstance(event, peer.Connected):
-                print(f"filtering {event.member.name}", flush=True)
-                per_peer.start(event.member, apply(room, event.member))
-            elif isinstance(event, (peer.CallEnded, peer.PeerLeft)):
-                per_peer.stop(event.member)
+    await _common.send_back(args, EFFECTS[args.effect], args.effect)
 
 
 if __name__ == "__main__":
