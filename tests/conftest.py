@@ -28,14 +28,18 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def missing(message: str) -> None:
+    """Something a test needs is not installed: fail in CI (which must have it), skip elsewhere."""
+    if os.environ.get("CI"):
+        pytest.fail(message)
+    pytest.skip(message)
+
+
 def require(program: str) -> str:
-    """A test that needs ``program`` fails in CI when it is missing, and skips elsewhere."""
+    """The path of ``program``; see ``missing`` for when it is not installed."""
     path = shutil.which(program)
     if path is None:
-        message = f"{program} is not installed (.ci/run installs it)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+        missing(f"{program} is not installed (.ci/run installs it)")
     return path
 
 

@@ -7,13 +7,12 @@ Chromium runs headless with fake camera and microphone; all traffic stays on 127
 
 import cv2  # noqa: F401  -- before av (media_check): see FIELD-NOTES
 
-import os
 import time
 
 import numpy as np
 import pytest
 
-from conftest import LOCAL, Server, require
+from conftest import LOCAL, Server, missing, require
 from media_check import likeness_to_testsrc, recorded_frames
 
 try:
@@ -35,10 +34,7 @@ CONNECTED_WITHIN = 20  # seconds; about 2 s is usual
 def chromium():
     executable = require("chromium")
     if sync_playwright is None:
-        message = "playwright is not installed (pip install -e '.[test]')"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+        missing("playwright is not installed (pip install -e '.[test]')")
     with sync_playwright() as playwright:
         # launch() gives every browser a new, empty user-data-dir and deletes it afterwards.
         browser = playwright.chromium.launch(executable_path=executable, headless=True, args=CHROMIUM_FLAGS)
