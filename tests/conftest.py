@@ -51,6 +51,7 @@ class Process:
         self.args = args
         self.lines: list[str] = []
         self._new = queue.Queue()
+        self._finished = threading.Event()
         self.proc = subprocess.Popen(
             args, cwd=ROOT, env=env or child_env(), stdin=subprocess.PIPE,
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
@@ -61,28 +62,29 @@ class Process:
             line = line.rstrip("\n")
             self.lines.append(line)
             self._new.put(line)
+        self._finished.set()
         self._new.put(None)
 
-    def expect(self, pattern: str, timeout: float = 20) -> re.Match:
-        """Wait for an output line matching ``pattern`` (seen before or arriving)."""
+    def expect(self, pattern: str, timeout: float = 20, times: int = 1) -> re.Match:
+        """Wait until ``times`` output lines (seen before or arriving) match ``pattern``;
+        return the last of them."""
         regex = re.compile(pattern)
-        for line in list(self.lines):
-            if (match := regex.search(line)):
-                return match
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                line = self._new.get(timeout=max(0.0, deadline - time.monotonic()))
-            except queue.Empty:
+        while True:
+            finished = self._finished.is_set()  # read first: lines are all in once it is set
+            matches = [match for line in list(self.lines) if (match := regex.search(line))]
+            if len(matches) >= times:
+                return matches[times - 1]
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or finished:
                 break
-            if line is None:
-                time.sleep(0.05)
-                if self.proc.poll() is not None:
-                    break
-                continue
-            if (match := regex.search(line)):
-                return match
-        raise AssertionError(f"{self.name}: no line matching {pattern!r} within {timeout} s; output:\n" + self.output)
+            try:
+                self._new.get(timeout=min(remaining, 0.5))
+            except queue.Empty:
+                pass
+        count = "" if times == 1 else f" {times} times"
+        raise AssertionError(
+            f"{self.name}: no line matching {pattern!r}{count} within {timeout} s; output:\n" + self.output)
 
     @property
     def output(self) -> str:
