@@ -30,6 +30,8 @@ from .media.sources import LocalMedia
 logger = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT = 5.0
+RECONNECT_DELAY, RECONNECT_DELAY_MAX = 0.5, 5.0
+"""Backoff between attempts to reach the signaling server again, in seconds."""
 ACK_TIMEOUT = 10.0
 CLASSIC_ACK_TIMEOUT = 3.0
 """Our server acknowledges ``join`` at once; a server silent this long speaks only the classic pattern."""
@@ -72,7 +74,8 @@ class Session(AsyncIOEventEmitter):
         self._leaving = False
         self._call_options = {"heartbeat_interval": heartbeat_interval, "dead_after": dead_after,
                               "downloads": Path(downloads) if downloads is not None else None}
-        self._sio = socketio.AsyncClient(reconnection=True, reconnection_delay=0.5, reconnection_delay_max=5,
+        self._sio = socketio.AsyncClient(reconnection=True, reconnection_delay=RECONNECT_DELAY,
+                                         reconnection_delay_max=RECONNECT_DELAY_MAX,
                                          handle_sigint=False)  # Ctrl-C is the application's to handle
         self._sio.on("connect", self._on_connect)
         self._sio.on("disconnect", self._on_disconnect)
@@ -127,7 +130,9 @@ class Session(AsyncIOEventEmitter):
         self.media.stop()
 
     async def __aenter__(self) -> "Session":
-        await self.connect()
+        """Connect (unless ``connect()`` already did) and join."""
+        if not self._sio.connected:
+            await self.connect()
         try:
             await self.join()
         except BaseException:
@@ -248,10 +253,24 @@ class Session(AsyncIOEventEmitter):
     async def _on_error(self, payload: Any) -> None:
         logger.debug("server error: %s", payload)
 
-    async def _on_disconnect(self, *args: Any) -> None:
-        if not self._leaving:
-            logger.info("signaling connection lost")
-            self.emit("disconnected")
+    async def _on_disconnect(self, reason: Any = None, *args: Any) -> None:
+        if self._leaving:
+            return
+        logger.info("signaling connection lost (%s)", reason)
+        self.emit("disconnected")
+        if reason == self._sio.reason.SERVER_DISCONNECT:
+            self._spawn(self._reconnect())
+
+    async def _reconnect(self) -> None:
+        """python-socketio reconnects after a lost connection, but not after the server said
+        goodbye, as a server does when it is stopped to be restarted: retry the same way."""
+        delay = RECONNECT_DELAY
+        while not self._sio.connected:
+            await asyncio.sleep(delay)
+            try:
+                await self.connect()  # the connect event rejoins
+            except SignalingUnreachable:
+                delay = min(delay * 2, RECONNECT_DELAY_MAX)
 
     # Calls
 

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 import os
+import signal
 import ssl
 import sys
 from typing import Optional
@@ -56,8 +57,10 @@ async def serve(args: argparse.Namespace) -> None:
     port = await server.start(args.host, args.port, context)
     for url in advertised_urls(args.host, port, "https" if context else "http"):
         logging.getLogger("signaling").info("listening: peers use --server %s", url)
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)  # as Ctrl-C: a clean goodbye
     try:
-        await asyncio.Event().wait()
+        await stop.wait()
     finally:
         await server.stop()
 

@@ -55,6 +55,7 @@ class SignalingServer:
             self.app.router.add_get("/", self._index)
             self.app.router.add_static("/web/", WEB_ROOT)
         self._runner: Optional[web.AppRunner] = None
+        self._stopping = False
         self.sio.on("connect", self._on_connect)
         self.sio.on("disconnect", self._on_disconnect)
         self.sio.on(protocol.JOIN, self._on_join)
@@ -73,11 +74,15 @@ class SignalingServer:
         return bound
 
     async def stop(self) -> None:
+        """Say goodbye to every client and stop listening. Nobody is told that anyone left
+        the room: nobody did, the server went (peers rejoin when it is back)."""
         if self._runner is not None:
+            self._stopping = True
             for sid in list(self.connections):
                 await self.sio.disconnect(sid)
             await self._runner.cleanup()
             self._runner = None
+            self._stopping = False
 
     # HTTP
 
@@ -101,7 +106,10 @@ class SignalingServer:
             # sid is already marked as leaving.
             return
         self.connections.discard(sid)
-        await self._leave(sid)
+        if self._stopping:
+            self.rooms.leave(sid)
+        else:
+            await self._leave(sid)
         logger.debug("disconnect %s", sid)
 
     async def _on_join(self, sid: str, *args: Any) -> dict[str, Any]:

@@ -593,6 +593,21 @@ async def test_killed_peer_is_announced_at_once(plain, connect):
     await settle(plain, rooms=1, connections=1)
 
 
+async def test_a_stopped_server_tells_nobody_that_anyone_left(connect):
+    """Stopped (Ctrl-C, SIGTERM), the server says goodbye to each client but announces no
+    departures: nobody left, and peers keep their calls while they reconnect."""
+    with serving(Server()) as server:
+        a, b = await call_in(server, connect, unique("stop"))
+        server.proc.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(server.wait, 10) == 0
+        deadline = time.monotonic() + TIMEOUT
+        while a.sio.connected or b.sio.connected:
+            assert time.monotonic() < deadline, "the clients were not disconnected"
+            await asyncio.sleep(0.05)
+    for client in (a, b):
+        assert client.unread("peer-left") == [] and client.unread("userInRoom") == [], client.events
+
+
 async def test_leave(plain, connect):
     room = unique("leave")
     a, b = await call_in(plain, connect, room)
