@@ -5,12 +5,14 @@ and test scripts (see docs/api.md).
 """
 
 from .api import (CallEnded, ChatMessage, Connected, DataMessage, Event, FileFailed, FileProgress, FileReceived,
-                  Member, PeerJoined, PeerLeft, Room, TrackReceived, join)
+                  Member, PeerJoined, PeerLeft, Recorder, Rejoined, Retrying, Room, SignalingLost, TrackReceived,
+                  join)
 from .errors import DisplayError, JoinRefused, MediaError, PeerError, SignalingUnreachable, TransferError
 from .media.frames import FrameSource
 
 __all__ = [
     "join", "Room", "FrameSource", "Member", "Event", "PeerJoined", "PeerLeft", "Connected", "CallEnded",
-    "ChatMessage", "DataMessage", "FileReceived", "FileFailed", "FileProgress", "TrackReceived",
+    "Retrying", "ChatMessage", "DataMessage", "FileReceived", "FileFailed", "FileProgress", "TrackReceived",
+    "SignalingLost", "Rejoined", "Recorder",
     "PeerError", "SignalingUnreachable", "JoinRefused", "MediaError", "DisplayError", "TransferError",
 ]

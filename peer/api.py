@@ -28,12 +28,14 @@ from signaling.protocol import Member
 
 from .call import Call
 from .ice import IceSettings
+from .media.recorder import Recorder
 from .media.sources import NONE, LocalMedia
 from .session import Session
 
 __all__ = [
-    "Room", "join", "Member", "PeerJoined", "PeerLeft", "Connected", "CallEnded", "ChatMessage",
-    "DataMessage", "FileReceived", "FileFailed", "FileProgress", "TrackReceived", "Event",
+    "Room", "join", "Member", "PeerJoined", "PeerLeft", "Connected", "CallEnded", "Retrying", "ChatMessage",
+    "DataMessage", "FileReceived", "FileFailed", "FileProgress", "TrackReceived", "SignalingLost",
+    "Rejoined", "Event", "Recorder",
 ]
 
 
@@ -57,6 +59,25 @@ class Connected:
 class CallEnded:
     member: Member
     reason: str
+
+
+@dataclass(frozen=True)
+class Retrying:
+    """The connection to ``member`` broke (``reason``); a new one is on its way."""
+
+    member: Member
+    reason: str
+    tries: int
+
+
+@dataclass(frozen=True)
+class SignalingLost:
+    """The signaling server went away; calls in progress go on while the room reconnects."""
+
+
+@dataclass(frozen=True)
+class Rejoined:
+    """Back in the room after ``SignalingLost``."""
 
 
 @dataclass(frozen=True)
@@ -101,13 +122,14 @@ class TrackReceived:
     kind: str
 
 
-Event = Union[PeerJoined, PeerLeft, Connected, CallEnded, ChatMessage, DataMessage,
-              FileReceived, FileFailed, FileProgress, TrackReceived]
+Event = Union[PeerJoined, PeerLeft, Connected, CallEnded, Retrying, ChatMessage, DataMessage,
+              FileReceived, FileFailed, FileProgress, TrackReceived, SignalingLost, Rejoined]
 
 
 class _RemoteMedia:
     """One remote track: read by one task (aiortc queues frames forever otherwise), counted,
-    and handed to every ``Room.frames`` iterator over it. Cancelling the task ends them all."""
+    and handed to everyone reading it (``Room.frames``, ``Room.record``). Cancelling the task
+    ends them all."""
 
     def __init__(self, member: Member, track: MediaStreamTrack) -> None:
         self.member = member
@@ -118,17 +140,18 @@ class _RemoteMedia:
         self._readers: set[asyncio.Queue] = set()
         self.task = asyncio.ensure_future(self._drain())
 
-    def reader(self, latest: bool) -> asyncio.Queue:
-        """A queue of the frames from now on, then None; with ``latest`` only the newest waits."""
-        queue: asyncio.Queue = asyncio.Queue(maxsize=1 if latest else 0)
+    async def frames(self, latest: bool) -> AsyncIterator[Any]:
+        """The frames (PyAV's) from now on until the track ends; with ``latest`` only the
+        newest waits to be taken."""
         if self.ended:
-            queue.put_nowait(None)
-        else:
-            self._readers.add(queue)
-        return queue
-
-    def drop(self, queue: asyncio.Queue) -> None:
-        self._readers.discard(queue)
+            return
+        queue: asyncio.Queue = asyncio.Queue(maxsize=1 if latest else 0)
+        self._readers.add(queue)
+        try:
+            while (frame := await queue.get()) is not None:
+                yield frame
+        finally:
+            self._readers.discard(queue)
 
     def _hand(self, frame: Any) -> None:
         for queue in self._readers:
@@ -162,6 +185,7 @@ class Room:
         self._history: list[Event] = []
         self._remote: dict[tuple[str, str], _RemoteMedia] = {}
         self._media_changed = asyncio.Condition()
+        self._recorders: list[Recorder] = []
         self._closed = False
         session.on("peer-joined", lambda m: self._publish(PeerJoined(m)))
         session.on("peer-left", lambda m: self._publish(PeerLeft(m)))
@@ -173,6 +197,9 @@ class Room:
         session.on("file-failed", lambda m, name, reason: self._publish(FileFailed(m, name, reason)))
         session.on("file-progress", lambda m, name, done, size: self._publish(FileProgress(m, name, done, size)))
         session.on("track", self._on_track)
+        session.on("retrying", lambda m, reason, tries: self._publish(Retrying(m, reason, tries)))
+        session.on("disconnected", lambda: self._publish(SignalingLost()))
+        session.on("rejoined", lambda: self._publish(Rejoined()))
 
     # Lifetime
 
@@ -194,6 +221,7 @@ class Room:
         finally:
             # Every iterator and wait of this room ends: none is left waiting forever.
             self._closed = True
+            await asyncio.gather(*(recorder.stop() for recorder in self._recorders))
             for remote in self._remote.values():
                 remote.task.cancel()
             await asyncio.gather(*(r.task for r in self._remote.values()), return_exceptions=True)
@@ -264,12 +292,19 @@ class Room:
             remote = await self._remote_media(member, kind)
         except ConnectionError:
             return  # the room closed before such a track came
-        queue = remote.reader(latest)
-        try:
-            while (frame := await queue.get()) is not None:
-                yield frame.to_ndarray(format="bgr24") if kind == "video" else frame.to_ndarray()
-        finally:
-            remote.drop(queue)
+        async for frame in remote.frames(latest):
+            yield frame.to_ndarray(format="bgr24") if kind == "video" else frame.to_ndarray()
+
+    def record(self, member: Member, path: Union[str, Path]) -> Recorder:
+        """Record what ``member`` sends now (video, audio) to ``path`` (.mp4, .webm or .mkv),
+        encoded on a thread. ``await recorder.stop()`` finishes the file, as leaving the room
+        does; the recording ends with the tracks (the call ending, or its connection renewed)."""
+        live = [remote for (member_id, _), remote in self._remote.items() if member_id == member.id and not remote.ended]
+        recorder = Recorder(path, [remote.track.kind for remote in live])
+        for remote in live:
+            recorder.follow(remote.frames(latest=False))
+        self._recorders.append(recorder)
+        return recorder
 
     # Waiting, for tests
 

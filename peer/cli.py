@@ -1,8 +1,8 @@
-"""``python -m peer``: a video call from the terminal, a thin layer over ``Session``.
+"""``python -m peer``: a video call from the terminal, a thin layer over the bot API.
 
 The terminal carries chat (lines typed are sent, lines received are printed with the
 sender's name); the OpenCV window shows the remote video. Everything here is wiring and
-output for people; negotiation lives in ``peer.call``/``peer.session``, media in ``peer.media``.
+output for people on top of ``peer.api.Room``, the object bots get from ``peer.join()``.
 """
 
 from __future__ import annotations
@@ -16,17 +16,15 @@ import socket
 import sys
 import threading
 from pathlib import Path
-from typing import Optional, Sequence
-
-from aiortc import MediaStreamTrack
-from aiortc.contrib.media import MediaRelay
-from aiortc.mediastreams import MediaStreamError
+from typing import Any, Optional, Sequence
 
 from signaling import SignalingServer
-from signaling.protocol import MAX_NAME_CHARS, Member
+from signaling.protocol import MAX_NAME_CHARS
 from signaling.server import advertised_urls
 
-from .call import MAX_TRIES, Call
+from .api import (CallEnded, ChatMessage, Connected, Event, FileFailed, FileProgress, FileReceived, Member,
+                  PeerJoined, PeerLeft, Rejoined, Retrying, Room, SignalingLost, TrackReceived)
+from .call import MAX_TRIES
 from .errors import PeerError, SignalingUnreachable, TransferError
 from .ice import IceSettings
 from .media.recorder import Recorder
@@ -110,73 +108,101 @@ class Terminal:
 
 
 class CallView:
-    """What a person sees and hears of the session: printed lines, the window, the recording."""
+    """What a person sees of the room: printed lines, the window, recordings, files sent."""
 
-    def __init__(self, session: Session, window: Optional[Window], record: Optional[str],
+    def __init__(self, room: Room, window: Optional[Window], record: Optional[str],
                  send: Sequence[str] = ()) -> None:
-        self.session = session
-        self.send = [Path(path) for path in send]
+        self.room = room
         self.window = window
         self.record = Path(record) if record else None
-        self.recorders: dict[str, Recorder] = {}
-        self._recordings = 0
-        self._relays: dict[str, MediaRelay] = {}
+        self.send = [Path(path) for path in send]
+        self.recordings: dict[str, tuple[Member, Recorder]] = {}
+        self._recordings_made = 0
         self._tasks: set[asyncio.Task] = set()
-        self._finishing: list[asyncio.Task] = []
         self._last_progress: dict[str, float] = {}
-        session.on("peer-joined", lambda m: say(f"{m.name} joined"))
-        session.on("peer-left", self._on_left)
-        session.on("connected", self._on_connected)
-        session.on("chat", lambda m, text: say(f"[{m.name}] {text}"))
-        session.on("track", self._on_track)
-        session.on("call-closed", self._on_call_closed)
-        session.on("file-progress", lambda m, name, done, size: self._progress(f"receiving {name} from {m.name}", done, size))
-        session.on("file", lambda m, path, sha: say(f"received {Path(path).name} from {m.name}: saved to {path} (sha256 {sha[:16]}…)"))
-        session.on("file-failed", lambda m, name, reason: say(f"could not receive {name} from {m.name}: {reason}"))
-        session.on("retrying", lambda m, reason, tries: say(
-            f"connection to {m.name} lost ({reason}); calling again (try {tries} of {MAX_TRIES})"))
-        session.on("rejoined", lambda: say(f"back in room {self.room}"))
-        session.on("disconnected", lambda: say("lost the signaling server; reconnecting (calls in progress go on)"))
+        self._showing: Optional[asyncio.Task] = None
 
     @property
-    def room(self) -> str:
-        return self.session.request.room
+    def room_name(self) -> str:
+        return self.room.session.request.room
+
+    def start(self) -> None:
+        """Show the room's events as they come, until the room closes."""
+        self._showing = asyncio.ensure_future(self._show_events())
+
+    async def _show_events(self) -> None:
+        async for event in self.room.events():
+            await self._show(event)
+
+    async def _show(self, event: Event) -> None:
+        match event:
+            case PeerJoined(member):
+                say(f"{member.name} joined")
+            case PeerLeft(member):
+                say(f"{member.name} left")
+            case Connected(member, code):
+                await self._on_connected(member, code)
+            case CallEnded(member, reason):
+                say(f"call with {member.name} ended ({reason})")
+                await self._on_call_ended(member)
+            case Retrying(member, reason, tries):
+                say(f"connection to {member.name} lost ({reason}); calling again (try {tries} of {MAX_TRIES})")
+            case ChatMessage(sender, text):
+                say(f"[{sender.name}] {text}")
+            case FileProgress(sender, name, done, size):
+                self._progress(f"receiving {name} from {sender.name}", done, size)
+            case FileReceived(sender, path, sha256):
+                say(f"received {path.name} from {sender.name}: saved to {path} (sha256 {sha256[:16]}…)")
+            case FileFailed(sender, name, reason):
+                say(f"could not receive {name} from {sender.name}: {reason}")
+            case TrackReceived(sender, "video") if self.window is not None:
+                self._spawn(self._show_video(sender))
+            case SignalingLost():
+                say("lost the signaling server; reconnecting (calls in progress go on)")
+            case Rejoined():
+                say(f"back in room {self.room_name}")
 
     def waiting(self) -> None:
-        if not self.session.calls:
-            say(f"waiting for someone to join room {self.room}")
+        if not self.room.connected:
+            say(f"waiting for someone to join room {self.room_name}")
         self._update_title()
 
     def _update_title(self) -> None:
         if self.window is None:
             return
-        names = [c.remote.name for c in self.session.calls.values()]
-        self.window.set_title(f"room {self.room} - " + (", ".join(names) if names else "waiting"))
+        names = [member.name for member in self.room.connected]
+        self.window.set_title(f"room {self.room_name} - " + (", ".join(names) if names else "waiting"))
 
-    def _on_left(self, member: Member) -> None:
-        say(f"{member.name} left")
-
-    def _on_connected(self, call: Call) -> None:
-        say(f"connected to {call.remote.name}; verification code {call.verification_code} "
+    async def _on_connected(self, member: Member, code: Optional[str]) -> None:
+        say(f"connected to {member.name}; verification code {code} "
             "(the same on both sides means nobody is in the middle)")
         if self.window is not None:
-            self.window.set_status(f"code {call.verification_code}")
+            self.window.set_status(f"code {code}")
         self._update_title()
-        recorder = self.recorders.get(call.remote.id)
-        if recorder is not None:
-            recorder.start()
+        if self.record is not None:
+            await self._finish_recording(member)  # one made on a connection since renewed
+            self.recordings[member.id] = (member, self.room.record(member, self._recording_path()))
         if self.send:
-            self._spawn(self._send_files(call))
+            self._spawn(self._send_files(member))
 
-    async def _send_files(self, call: Call) -> None:
+    async def _on_call_ended(self, member: Member) -> None:
+        if self.window is not None:
+            self.window.remove(member.id)
+            if not self.room.connected:
+                self.window.set_status("")
+        self.waiting()
+        await self._finish_recording(member)
+
+    async def _send_files(self, member: Member) -> None:
         for path in self.send:
+            what = f"sending {path.name} to {member.name}"
             try:
-                what = f"sending {path.name} to {call.remote.name}"
-                sha256 = await call.send_file(path, lambda done, size, what=what: self._progress(what, done, size))
+                sha256 = await self.room.send_file(path, to=member,
+                                                   progress=lambda _, done, size, what=what: self._progress(what, done, size))
             except TransferError as error:
-                say(f"could not send {path.name} to {call.remote.name}: {error}")
+                say(f"could not send {path.name} to {member.name}: {error}")
                 return
-            say(f"sent {path.name} to {call.remote.name} (sha256 {sha256[:16]}…)")
+            say(f"sent {path.name} to {member.name} (sha256 {sha256[:16]}…)")
 
     def _progress(self, what: str, done: int, size: int) -> None:
         """A progress bar on a terminal; a line per quarter elsewhere (logs, pipes)."""
@@ -189,72 +215,38 @@ class CallView:
             say(line)
         self._last_progress[what] = fraction
 
-    def _on_track(self, member: Member, track: MediaStreamTrack) -> None:
-        relay = self._relays.setdefault(member.id, MediaRelay())
-        if self.record is not None:
-            recorder = self.recorders.get(member.id)
-            if recorder is None:
-                recorder = self.recorders[member.id] = Recorder(self._recording_path())
-            recorder.add_track(relay.subscribe(track))
-        if track.kind == "video":
-            self._spawn(self._show(member, relay.subscribe(track, buffered=False)))
-        elif self.record is None:
-            self._spawn(_drain(relay.subscribe(track, buffered=False)))
-
     def _recording_path(self) -> Path:
         """The first call records to --record; later ones (others in a mesh, a new joiner)
         to NAME-2.mp4, NAME-3.mp4, ... so no recording overwrites another."""
-        self._recordings += 1
-        if self._recordings == 1:
+        self._recordings_made += 1
+        if self._recordings_made == 1:
             return self.record
-        return self.record.with_name(f"{self.record.stem}-{self._recordings}{self.record.suffix}")
+        return self.record.with_name(f"{self.record.stem}-{self._recordings_made}{self.record.suffix}")
 
-    async def _show(self, member: Member, track: MediaStreamTrack) -> None:
-        try:
-            while True:
-                frame = await track.recv()
-                if self.window is not None:
-                    self.window.show(member.id, member.name, frame)
-        except MediaStreamError:
-            pass
+    async def _finish_recording(self, member: Member) -> None:
+        recording = self.recordings.pop(member.id, None)
+        if recording is not None:
+            await recording[1].stop()
+            say(f"recorded {member.name} to {recording[1].path}")
 
-    def _on_call_closed(self, member: Member, reason: str) -> None:
-        say(f"call with {member.name} ended ({reason})")
-        self._relays.pop(member.id, None)
-        recorder = self.recorders.pop(member.id, None)
-        if recorder is not None:
-            self._finishing.append(asyncio.ensure_future(self._finish_recording(member, recorder)))
-        if self.window is not None:
-            self.window.remove(member.id)
-            if not self.session.calls:
-                self.window.set_status("")
-        self.waiting()
+    async def _show_video(self, member: Member) -> None:
+        async for picture in self.room.frames(member):
+            self.window.show(member.id, member.name, picture)
 
-    async def _finish_recording(self, member: Member, recorder: Recorder) -> None:
-        await recorder.stop()
-        say(f"recorded {member.name} to {recorder.path}")
-
-    def _spawn(self, coroutine) -> None:
+    def _spawn(self, coroutine: Any) -> None:
         task = asyncio.ensure_future(coroutine)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
     async def close(self) -> None:
+        """Once the room is closed: show its last events (the calls it ended as it left),
+        finish the recordings, stop what was started. Safe to call twice."""
+        if self._showing is not None:
+            await self._showing
         for task in list(self._tasks):
             task.cancel()
-        for member_id in list(self.recorders):
-            self._on_call_closed(self.session.members.get(member_id, Member(member_id, member_id)), "leaving")
-        await asyncio.gather(*self._finishing)
-        if self.window is not None:
-            await self.window.close()
-
-
-async def _drain(track: MediaStreamTrack) -> None:
-    try:
-        while True:
-            await track.recv()
-    except MediaStreamError:
-        pass
+        for member, _ in list(self.recordings.values()):
+            await self._finish_recording(member)
 
 
 async def open_session(args: argparse.Namespace, media: LocalMedia, ice: IceSettings) -> tuple[Session, Optional[SignalingServer]]:
@@ -305,29 +297,26 @@ async def run(args: argparse.Namespace) -> int:
             window = Window()
             await window.open(f"room {args.room} - waiting", f"waiting for someone to join room {args.room}")
         session, server = await open_session(args, media, ice)
-        view = CallView(session, window, args.record, args.send)
-        try:
-            await session.join()
-        except BaseException:
-            await session.leave()
-            raise
-        say(f"joined room {args.room} as {session.me.name}")
-        view.waiting()
-        await _until_done(session, window, stop)
-        await session.leave()
+        async with Room(session) as room:
+            view = CallView(room, window, args.record, args.send)
+            view.start()
+            say(f"joined room {args.room} as {room.me.name}")
+            view.waiting()
+            await _until_done(room, window, stop)
+        await view.close()
         say(f"left room {args.room}")
         return 0
     finally:
         media.stop()
         if view is not None:
             await view.close()
-        elif window is not None:
+        if window is not None:
             await window.close()
         if server is not None:
             await server.stop()
 
 
-async def _until_done(session: Session, window: Optional[Window], stop: asyncio.Event) -> None:
+async def _until_done(room: Room, window: Optional[Window], stop: asyncio.Event) -> None:
     """Chat until the person leaves: q/Esc in the window, Ctrl-C, or end of input."""
     terminal = Terminal()
     waits = [asyncio.ensure_future(stop.wait())]
@@ -336,7 +325,7 @@ async def _until_done(session: Session, window: Optional[Window], stop: asyncio.
 
     async def chat() -> None:
         while (line := await terminal.lines.get()) is not None:
-            if line.strip() and not session.send_chat(line):
+            if line.strip() and not room.send_text(line):
                 say("(nobody is connected yet; message not sent)")
 
     waits.append(asyncio.ensure_future(chat()))

@@ -15,11 +15,14 @@ from pathlib import Path
 from typing import Optional
 
 import aiohttp
+import av
 import numpy as np
 import pytest
 
 import peer
-from conftest import LOCAL
+from conftest import LOCAL, free_port
+from media_check import likeness_to_testsrc, recorded_frames
+from signaling import SignalingServer
 
 SMALL = {"video_size": "320x240", "fps": 15}
 MB = 1024 * 1024
@@ -250,6 +253,56 @@ async def test_remote_audio_arrives_as_numpy_arrays(server):
     peak = np.fft.rfftfreq(len(left), 1 / 48000)[spectrum.argmax()]
     assert abs(peak - 440) < 5, f"the loudest frequency is {peak:.0f} Hz, not the 440 Hz sine"
     assert np.abs(left).max() > 1000
+
+
+# Recording
+
+async def test_a_bot_records_what_a_peer_sends(server, tmp_path):
+    async with join("record", server, "alice", video="testsrc", audio="sine", **SMALL) as alice, \
+            join("record", server, "bot") as bot:
+        member = await bot.wait_for_peer()
+        await alice.wait_for_peer()
+        recorder = bot.record(member, tmp_path / "alice.mp4")
+        assert isinstance(recorder, peer.Recorder)
+        await asyncio.sleep(2)
+        await recorder.stop()
+        await recorder.stop()  # twice is fine
+        bot.record(member, tmp_path / "unfinished.webm")
+        await asyncio.sleep(1)
+    # leaving the room finished the second recording
+    for path, seconds in ((tmp_path / "alice.mp4", 2), (tmp_path / "unfinished.webm", 1)):
+        frames = recorded_frames(str(path))
+        assert len(frames) >= seconds * 15 * 0.6, f"{path.name}: {len(frames)} frames"
+        assert all(likeness_to_testsrc(picture, "320x240") > 0.95 for picture in frames[2::10]), path.name
+        with av.open(str(path)) as container:
+            audio = sum(frame.samples for frame in container.decode(audio=0))
+        assert audio > seconds * 48000 * 0.5, f"{path.name}: {audio} audio samples"
+    assert recorder.frames_written == len(recorded_frames(str(tmp_path / "alice.mp4")))
+
+
+# The signaling server going and coming back
+
+async def test_a_bot_hears_of_a_signaling_outage_and_stays_in_its_call(tmp_path):
+    port = free_port()
+    first = SignalingServer()
+    await first.start(LOCAL, port)
+    url = f"http://{LOCAL}:{port}"
+    async with peer.join("outage", server=url, name="a", ice_hosts=[LOCAL]) as a, \
+            peer.join("outage", server=url, name="b", ice_hosts=[LOCAL]) as b:
+        await a.wait_for_peer()
+        await first.stop()  # a clean goodbye to every client, as on Ctrl-C
+        await a.wait_for(peer.SignalingLost, timeout=5)
+        again = SignalingServer()
+        await again.start(LOCAL, port)
+        try:
+            await asyncio.gather(a.wait_for(peer.Rejoined, timeout=15), b.wait_for(peer.Rejoined, timeout=15))
+            a.send_text("still here")
+            await b.wait_for_message(lambda text: text == "still here", timeout=5)
+            for room in (a, b):
+                with pytest.raises(TimeoutError):  # in all that happened, no call ended
+                    await room.wait_for(peer.CallEnded, timeout=0.2)
+        finally:
+            await again.stop()
 
 
 # Cancellation leaves nothing behind

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Optional
 
-import av
+import numpy as np
 
 from ..errors import DisplayError
 
@@ -35,7 +35,7 @@ class Window:
 
     def __init__(self) -> None:
         self._process: Optional[asyncio.subprocess.Process] = None
-        self._latest: dict[str, tuple[str, av.VideoFrame]] = {}
+        self._latest: dict[str, tuple[str, np.ndarray]] = {}
         self._controls: list[dict] = []
         self._wake = asyncio.Event()
         self.quit = asyncio.Event()
@@ -71,9 +71,9 @@ class Window:
     def set_status(self, text: str) -> None:
         self._control({"op": "status", "text": text})
 
-    def show(self, key: str, name: str, frame: av.VideoFrame) -> None:
-        """Show ``frame`` in the tile ``key``; only the newest frame per tile is kept."""
-        self._latest[key] = (name, frame)
+    def show(self, key: str, name: str, picture: np.ndarray) -> None:
+        """Show ``picture`` (BGR) in the tile ``key``; only the newest per tile is kept."""
+        self._latest[key] = (name, picture)
         self._wake.set()
 
     def remove(self, key: str) -> None:
@@ -106,8 +106,7 @@ class Window:
                 latest, self._latest = self._latest, {}
                 for message in controls:
                     self._process.stdin.write(json.dumps(message).encode() + b"\n")
-                for key, (name, frame) in latest.items():
-                    picture = frame.to_ndarray(format="bgr24")
+                for key, (name, picture) in latest.items():
                     header = {"op": "frame", "id": key, "name": name, "w": picture.shape[1],
                               "h": picture.shape[0], "size": picture.nbytes}
                     self._process.stdin.write(json.dumps(header).encode() + b"\n" + picture.tobytes())
