@@ -178,3 +178,25 @@ def test_a_path_that_dies_is_rebuilt(server, processes):
     bob.send("unfrozen")
     alice.expect(r"^\[bob\] unfrozen$")
     assert "call with" not in alice.output + bob.output
+
+
+def test_a_peer_that_never_answers_again_is_given_up_on(server, processes):
+    """Frozen for good while still in the room: three new connections, each given 10 s,
+    then a clear message, and back to waiting (no retrying forever)."""
+    alice = processes.peer("--room", "gone", "--server", server.url, *SMALL, name="alice")
+    bob = processes.peer("--room", "gone", "--server", server.url, *SMALL, name="bob")
+    alice.expect("connected to bob")
+    bob.expect("connected to alice")
+    bob.send("before")
+    alice.expect(r"^\[bob\] before$")
+    bob.proc.send_signal(signal.SIGSTOP)
+    try:
+        for attempt in (1, 2, 3):
+            alice.expect(rf"connection to bob lost \(.+\); calling again \(try {attempt} of 3\)", timeout=15)
+        alice.expect(r"^call with bob ended \(gave up after 3 new connections: not connected after 10 s\)$", timeout=15)
+        alice.expect("waiting for someone to join room gone", times=2)
+        alice.send("anyone?")
+        alice.expect(r"nobody is connected yet; message not sent")
+        assert alice.proc.poll() is None
+    finally:
+        bob.proc.send_signal(signal.SIGCONT)
