@@ -216,7 +216,14 @@ class Session(AsyncIOEventEmitter):
     async def _on_peer_joined(self, payload: Any) -> None:
         member = Member.from_payload(payload)
         self.members[member.id] = member
-        if member.id not in self.calls:
+        namesakes = [call for call in self.calls.values() if call.alive and call.remote.name == member.name]
+        if namesakes:
+            # Likely someone we are in a call with, back under a new id after a signaling
+            # outage: its call says so (``moved``) within the grace. Only a stranger is news.
+            await asyncio.sleep(REMAP_GRACE)
+            if any(call.remote.id == member.id for call in namesakes):
+                return
+        if member.id not in self.calls or namesakes:
             self.emit("peer-joined", member)
 
     async def _on_peer_left(self, payload: Any) -> None:

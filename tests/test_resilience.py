@@ -78,6 +78,9 @@ def test_server_restart_mid_call(processes, tmp_path, stop_signal):
         bob.expect(r"\[alice\] after the restart")
         assert alice.output.count("connected to bob") == 1, alice.output
         assert bob.output.count("connected to alice") == 1, bob.output
+        # only the first join is announced: after the restart they were in the call all along
+        joins = alice.output.count("bob joined") + bob.output.count("alice joined")
+        assert joins == 1, alice.output + "\n---\n" + bob.output
         alice.end_input()
         assert alice.wait() == 0
     finally:
