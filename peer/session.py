@@ -207,9 +207,15 @@ class Session(AsyncIOEventEmitter):
         unknown = [m for m in others if m.id not in self.calls]
         if unknown and any(call.alive for call in self.calls.values()):
             await asyncio.sleep(REMAP_GRACE)
+        # The others saw us leave and come back, so we are the newcomer who offers: to those
+        # we have no call with, and to those whose connection broke meanwhile (a browser
+        # page hangs up when told we left, and then waits for our offer).
         for member in others:
-            if member.id not in self.calls:
+            call = self.calls.get(member.id)
+            if call is None:
                 self._new_call(member).start_offer()
+            elif not call.connected:
+                call.start_offer()
 
     # Signaling events
 

@@ -142,6 +142,58 @@ def wait_healthy(url: str, timeout: float = 15) -> dict:
             time.sleep(0.1)
 
 
+class Relay:
+    """A TCP relay in front of a server. ``cut()`` drops every connection through it, as a
+    network blip would for the clients behind it alone; new connections pass again."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self._listener = socket.create_server((LOCAL, 0))
+        self.port = self._listener.getsockname()[1]
+        self.url = f"http://{LOCAL}:{self.port}"
+        self._links: list[socket.socket] = []
+        self._lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def cut(self) -> None:
+        with self._lock:
+            links, self._links = self._links, []
+        for link in links:
+            _shut(link)
+
+    def close(self) -> None:
+        self._listener.close()
+        self.cut()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+                upstream = socket.create_connection((LOCAL, self.target_port))
+            except OSError:
+                return
+            with self._lock:
+                self._links += [client, upstream]
+            for source, sink in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(source, sink), daemon=True).start()
+
+    @staticmethod
+    def _pipe(source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        _shut(sink)
+
+
+def _shut(link: socket.socket) -> None:
+    try:
+        link.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+
+
 @pytest.fixture
 def server():
     started = Server()

@@ -12,7 +12,7 @@ import time
 import numpy as np
 import pytest
 
-from conftest import LOCAL, Server, missing, require
+from conftest import LOCAL, Relay, Server, missing, require
 from media_check import likeness_to_testsrc, recorded_frames
 
 try:
@@ -146,6 +146,25 @@ def test_browser_calls_the_peer(server, processes, page, tmp_path):
     assert not state(page, "joined") and page.locator(".tile.remote").count() == 0
     assert state(page, "errors") == []
     assert "Traceback" not in peer.output
+
+
+def test_peer_signaling_drop_with_a_browser(server, processes, page):
+    """Our peer alone loses the signaling server for a moment: the page hears it left and
+    hangs up (the page has no heartbeat to know better); back in the room, the peer calls
+    the browser again."""
+    relay = Relay(server.port)
+    try:
+        join(page, server.url, "blip")
+        peer = processes.peer("--room", "blip", "--server", relay.url, *PEER, name="ours")
+        peer.expect(r"connected to browser; verification code", CONNECTED_WITHIN)
+        relay.cut()
+        peer.expect("back in room blip", timeout=15)
+        peer.expect("connected to browser", CONNECTED_WITHIN, times=2)
+        check_call(page, peer)  # video and chat both ways, on the new connection
+        assert state(page, "connected") == ["ours"]
+        assert "Traceback" not in peer.output
+    finally:
+        relay.close()
 
 
 def test_browser_in_a_mesh_of_three(processes, page):

@@ -9,7 +9,7 @@ import time
 import pytest
 
 import peer
-from conftest import LOCAL, Server, wait_healthy
+from conftest import LOCAL, Relay, Server, wait_healthy
 from media_check import likeness_to_testsrc, recorded_frames
 from signaling import SignalingServer
 from signaling.protocol import MESSAGE
@@ -203,3 +203,32 @@ def test_a_peer_that_never_answers_again_is_given_up_on(server, processes):
         assert alice.proc.poll() is None
     finally:
         bob.proc.send_signal(signal.SIGCONT)
+
+
+def test_one_peers_signaling_drop_keeps_its_call(server, processes):
+    """Only alice loses the signaling server for a moment (bob stays): the server tells bob
+    that she left, but the heartbeat says the call is alive, so both keep it; alice comes
+    back under a new id, says so over the call, and everything goes on."""
+    relay = Relay(server.port)
+    try:
+        alice = processes.peer("--room", "blip", "--server", relay.url, *SMALL, name="alice")
+        bob = processes.peer("--room", "blip", "--server", server.url, *SMALL, name="bob")
+        alice.expect("connected to bob")
+        bob.expect("connected to alice")
+        bob.send("before")
+        alice.expect(r"^\[bob\] before$")
+        time.sleep(1)  # heartbeats have gone both ways: each knows the other is one of ours
+        relay.cut()
+        alice.expect("lost the signaling server")
+        alice.expect("back in room blip", timeout=15)
+        time.sleep(3)  # past the grace in which a new id is announced
+        bob.send("to the new alice")
+        alice.expect(r"^\[bob\] to the new alice$")
+        alice.send("and back")
+        bob.expect(r"^\[alice\] and back$")
+        for process in (alice, bob):
+            assert process.output.count("connected to") == 1, process.output
+            assert "call with" not in process.output and " left" not in process.output, process.output
+        assert wait_healthy(server.url) == {"status": "ok", "rooms": 1, "connections": 2}
+    finally:
+        relay.close()
