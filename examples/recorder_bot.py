@@ -27,30 +27,38 @@ def file_for(directory: Path, name: str) -> Path:
 
 async def finish(recording: peer.Recorder, who: str) -> None:
     await recording.stop()
-    if recording.frames_written:
+    if recording.file_started:
         print(f"saved {recording.path} ({recording.frames_written} frames of {who})", flush=True)
     else:
         recording.path.unlink(missing_ok=True)
         print(f"nothing recorded of {who}", flush=True)
 
 
+async def record(room: peer.Room, member: peer.Member, directory: Path) -> None:
+    path = file_for(directory, member.name)
+    try:
+        recording = room.record(member, path)
+    except ValueError as error:  # the peer sends no media
+        path.unlink()
+        print(f"nothing to record: {error}", flush=True)
+        return
+    print(f"recording {member.name} to {path}", flush=True)
+    try:
+        await recording.wait()  # until the peer's tracks end
+    finally:  # also when cancelled (the peer left, Ctrl-C); shielded so that a cancel cannot cut the file short
+        await asyncio.shield(finish(recording, member.name))
+
+
 async def main(args):
     directory = Path(args.out)
     directory.mkdir(parents=True, exist_ok=True)
-    recordings: dict[str, tuple[peer.Member, peer.Recorder]] = {}
-    async with peer.join(args.room, **_common.options(args)) as room:
+    async with peer.join(args.room, **_common.options(args)) as room, _common.PerPeer() as per_peer:
         print(f"{args.name}: recording room {args.room} into {directory}; Ctrl-C to stop", flush=True)
-        try:
-            async for event in room.events():
-                if isinstance(event, peer.Connected) and event.member.id not in recordings:
-                    path = file_for(directory, event.member.name)
-                    recordings[event.member.id] = (event.member, room.record(event.member, path))
-                    print(f"recording {event.member.name} to {path}", flush=True)
-                elif isinstance(event, (peer.CallEnded, peer.PeerLeft)) and event.member.id in recordings:
-                    await finish(recordings.pop(event.member.id)[1], event.member.name)
-        finally:  # also when cancelled (Ctrl-C); shielded so that a cancel cannot cut a file short
-            for member, recording in recordings.values():
-                await asyncio.shield(finish(recording, member.name))
+        async for event in room.events():
+            if isinstance(event, peer.Connected):  # again after a renewed connection: a new file
+                per_peer.start(event.member, record(room, event.member, directory))
+            elif isinstance(event, (peer.CallEnded, peer.PeerLeft)):
+                per_peer.stop(event.member)
 
 
 if __name__ == "__main__":

@@ -219,16 +219,18 @@ class Room:
         try:
             await asyncio.shield(self.session.leave())
         finally:
-            # Every iterator and wait of this room ends: none is left waiting forever.
             self._closed = True
-            await asyncio.gather(*(recorder.stop() for recorder in self._recorders))
-            for remote in self._remote.values():
-                remote.task.cancel()
-            await asyncio.gather(*(r.task for r in self._remote.values()), return_exceptions=True)
-            for queue in self._subscribers:
-                queue.put_nowait(None)
-            async with self._media_changed:
-                self._media_changed.notify_all()
+            try:
+                await asyncio.gather(*(recorder.stop() for recorder in self._recorders), return_exceptions=True)
+            finally:
+                # Every iterator and wait of this room ends: none is left waiting forever.
+                for remote in self._remote.values():
+                    remote.task.cancel()
+                await asyncio.gather(*(r.task for r in self._remote.values()), return_exceptions=True)
+                for queue in self._subscribers:
+                    queue.put_nowait(None)
+                async with self._media_changed:
+                    self._media_changed.notify_all()
 
     # Who is here
 
@@ -243,7 +245,13 @@ class Room:
 
     @property
     def connected(self) -> list[Member]:
+        """Those we are in a connected call with."""
         return [call.remote for call in self.session.calls.values() if call.connected]
+
+    @property
+    def calling(self) -> list[Member]:
+        """Those we have a call with, connected or still connecting."""
+        return [call.remote for call in self.session.calls.values()]
 
     def verification_code(self, member: Optional[Member] = None) -> Optional[str]:
         """The code both sides of a call show; equal codes mean no one is in the middle."""
@@ -296,14 +304,18 @@ class Room:
             yield frame.to_ndarray(format="bgr24") if kind == "video" else frame.to_ndarray()
 
     def record(self, member: Member, path: Union[str, Path]) -> Recorder:
-        """Record what ``member`` sends now (video, audio) to ``path`` (.mp4, .webm or .mkv),
-        encoded on a thread. ``await recorder.stop()`` finishes the file, as leaving the room
-        does; the recording ends with the tracks (the call ending, or its connection renewed)."""
+        """Record what ``member`` sends (video, audio) to ``path`` (.mp4, .webm or .mkv),
+        encoded on a thread. The file is finished when those tracks end (the call ends, or
+        its connection is renewed: record again on the next ``Connected``), on
+        ``await recorder.stop()``, or when the room closes; ``await recorder.wait()`` for it.
+        Raises ValueError when the member sends no media."""
         live = [remote for (member_id, _), remote in self._remote.items() if member_id == member.id and not remote.ended]
+        if not live:
+            raise ValueError(f"{member.name} sends no media to record")
         recorder = Recorder(path, [remote.track.kind for remote in live])
         for remote in live:
             recorder.follow(remote.frames(latest=False))
-        self._recorders.append(recorder)
+        self._recorders = [r for r in self._recorders if not r.finished] + [recorder]
         return recorder
 
     # Waiting, for tests

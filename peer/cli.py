@@ -27,7 +27,6 @@ from .api import (CallEnded, ChatMessage, Connected, Event, FileFailed, FileProg
 from .call import MAX_TRIES
 from .errors import PeerError, SignalingUnreachable, TransferError
 from .ice import IceSettings
-from .media.recorder import Recorder
 from .media.sources import LocalMedia
 from .media.window import Window, check_display
 from .session import Session
@@ -116,7 +115,6 @@ class CallView:
         self.window = window
         self.record = Path(record) if record else None
         self.send = [Path(path) for path in send]
-        self.recordings: dict[str, tuple[Member, Recorder]] = {}
         self._recordings_made = 0
         self._tasks: set[asyncio.Task] = set()
         self._last_progress: dict[str, float] = {}
@@ -132,19 +130,22 @@ class CallView:
 
     async def _show_events(self) -> None:
         async for event in self.room.events():
-            await self._show(event)
+            try:
+                self._show(event)
+            except Exception:  # one event shown wrong must not silence the rest
+                logger.exception("could not show %s", event)
 
-    async def _show(self, event: Event) -> None:
+    def _show(self, event: Event) -> None:
         match event:
             case PeerJoined(member):
                 say(f"{member.name} joined")
             case PeerLeft(member):
                 say(f"{member.name} left")
             case Connected(member, code):
-                await self._on_connected(member, code)
+                self._on_connected(member, code)
             case CallEnded(member, reason):
                 say(f"call with {member.name} ended ({reason})")
-                await self._on_call_ended(member)
+                self._on_call_ended()
             case Retrying(member, reason, tries):
                 say(f"connection to {member.name} lost ({reason}); calling again (try {tries} of {MAX_TRIES})")
             case ChatMessage(sender, text):
@@ -163,35 +164,31 @@ class CallView:
                 say(f"back in room {self.room_name}")
 
     def waiting(self) -> None:
-        if not self.room.connected:
+        if not self.room.calling:
             say(f"waiting for someone to join room {self.room_name}")
         self._update_title()
 
     def _update_title(self) -> None:
         if self.window is None:
             return
-        names = [member.name for member in self.room.connected]
+        names = [member.name for member in self.room.calling]
         self.window.set_title(f"room {self.room_name} - " + (", ".join(names) if names else "waiting"))
 
-    async def _on_connected(self, member: Member, code: Optional[str]) -> None:
+    def _on_connected(self, member: Member, code: Optional[str]) -> None:
         say(f"connected to {member.name}; verification code {code} "
             "(the same on both sides means nobody is in the middle)")
         if self.window is not None:
             self.window.set_status(f"code {code}")
         self._update_title()
-        if self.record is not None:
-            await self._finish_recording(member)  # one made on a connection since renewed
-            self.recordings[member.id] = (member, self.room.record(member, self._recording_path()))
+        if self.record is not None:  # again after a renewed connection: a new file
+            self._spawn(self._record(member))
         if self.send:
             self._spawn(self._send_files(member))
 
-    async def _on_call_ended(self, member: Member) -> None:
-        if self.window is not None:
-            self.window.remove(member.id)
-            if not self.room.connected:
-                self.window.set_status("")
+    def _on_call_ended(self) -> None:
+        if self.window is not None and not self.room.calling:
+            self.window.set_status("")
         self.waiting()
-        await self._finish_recording(member)
 
     async def _send_files(self, member: Member) -> None:
         for path in self.send:
@@ -223,15 +220,27 @@ class CallView:
             return self.record
         return self.record.with_name(f"{self.record.stem}-{self._recordings_made}{self.record.suffix}")
 
-    async def _finish_recording(self, member: Member) -> None:
-        recording = self.recordings.pop(member.id, None)
-        if recording is not None:
-            await recording[1].stop()
-            say(f"recorded {member.name} to {recording[1].path}")
+    async def _record(self, member: Member) -> None:
+        """Record ``member`` until its tracks end (or we leave)."""
+        try:
+            recorder = self.room.record(member, self._recording_path())
+        except ValueError as error:
+            say(f"nothing to record: {error}")
+            return
+        try:
+            await recorder.wait()
+        finally:
+            await asyncio.shield(recorder.stop())
+            say(f"recorded {member.name} to {recorder.path}" if recorder.file_started
+                else f"nothing recorded of {member.name}")
 
     async def _show_video(self, member: Member) -> None:
-        async for picture in self.room.frames(member):
-            self.window.show(member.id, member.name, picture)
+        """A tile for ``member`` while its video track lasts."""
+        try:
+            async for picture in self.room.frames(member):
+                self.window.show(member.id, member.name, picture)
+        finally:
+            self.window.remove(member.id)
 
     def _spawn(self, coroutine: Any) -> None:
         task = asyncio.ensure_future(coroutine)
@@ -243,10 +252,10 @@ class CallView:
         finish the recordings, stop what was started. Safe to call twice."""
         if self._showing is not None:
             await self._showing
-        for task in list(self._tasks):
+        tasks = list(self._tasks)
+        for task in tasks:
             task.cancel()
-        for member, _ in list(self.recordings.values()):
-            await self._finish_recording(member)
+        await asyncio.gather(*tasks, return_exceptions=True)  # recordings say where they went
 
 
 async def open_session(args: argparse.Namespace, media: LocalMedia, ice: IceSettings) -> tuple[Session, Optional[SignalingServer]]:

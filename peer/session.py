@@ -84,6 +84,10 @@ class Session(AsyncIOEventEmitter):
         self._sio.on(protocol.MESSAGE, self._on_message)
         self._sio.on(protocol.ERROR, self._on_error)
         self._tasks: set[asyncio.Task] = set()
+        self._reconnecting: Optional[asyncio.Task] = None
+        self._awaiting_move: set[str] = set()
+        """Members of live calls who may come back under a new id (``moved``) after a
+        signaling outage, theirs or ours: their ``peer-joined`` is no news."""
 
     async def connect(self) -> None:
         """Open the signaling connection; SignalingUnreachable when nothing answers."""
@@ -118,8 +122,10 @@ class Session(AsyncIOEventEmitter):
     async def leave(self) -> None:
         """Hang up every call, leave the room and close the signaling connection."""
         self._leaving = True
-        for task in self._tasks:
+        tasks = list(self._tasks)
+        for task in tasks:
             task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         await asyncio.gather(*(self._hang_up(call) for call in list(self.calls.values())))
         if self._sio.connected and not self.classic:
             try:
@@ -222,12 +228,13 @@ class Session(AsyncIOEventEmitter):
     async def _on_peer_joined(self, payload: Any) -> None:
         member = Member.from_payload(payload)
         self.members[member.id] = member
-        namesakes = [call for call in self.calls.values() if call.alive and call.remote.name == member.name]
+        namesakes = [call for call in self.calls.values()
+                     if call.remote.id in self._awaiting_move and call.alive and call.remote.name == member.name]
         if namesakes:
             # Likely someone we are in a call with, back under a new id after a signaling
             # outage: its call says so (``moved``) within the grace. Only a stranger is news.
             await asyncio.sleep(REMAP_GRACE)
-            if any(call.remote.id == member.id for call in namesakes):
+            if any(call.remote.id == member.id for call in namesakes) or member.id not in self.members:
                 return
         if member.id not in self.calls or namesakes:
             self.emit("peer-joined", member)
@@ -239,6 +246,7 @@ class Session(AsyncIOEventEmitter):
         self.members.pop(member.id, None)
         call = self.calls.get(member.id)
         if call is not None and call.alive:
+            self._awaiting_move.add(member.id)
             # Maybe only its signaling connection dropped: the heartbeat decides, and
             # ``peer-left`` follows the call's end if the member does not come back.
             logger.info("%s left the room but its media still flows; waiting for the heartbeat", member.name)
@@ -271,17 +279,24 @@ class Session(AsyncIOEventEmitter):
             return
         logger.info("signaling connection lost (%s)", reason)
         self.emit("disconnected")
-        if reason == self._sio.reason.SERVER_DISCONNECT:
-            self._spawn(self._reconnect())
+        for call in self.calls.values():
+            self._awaiting_move.add(call.remote.id)  # the others will see us back under a new id
+        if reason == self._sio.reason.SERVER_DISCONNECT and (self._reconnecting is None or self._reconnecting.done()):
+            self._reconnecting = asyncio.ensure_future(self._reconnect())
+            self._tasks.add(self._reconnecting)
+            self._reconnecting.add_done_callback(self._tasks.discard)
 
     async def _reconnect(self) -> None:
         """python-socketio reconnects after a lost connection, but not after the server said
         goodbye, as a server does when it is stopped to be restarted: retry the same way."""
         delay = RECONNECT_DELAY
-        while not self._sio.connected:
+        while True:
             await asyncio.sleep(delay)
+            if self._sio.connected or self._leaving:
+                return
             try:
                 await self.connect()  # the connect event rejoins
+                return
             except SignalingUnreachable:
                 delay = min(delay * 2, RECONNECT_DELAY_MAX)
 
@@ -307,6 +322,7 @@ class Session(AsyncIOEventEmitter):
         def on_closed(reason: str) -> None:
             if self.calls.get(call.remote.id) is call:
                 del self.calls[call.remote.id]
+            self._awaiting_move.discard(call.remote.id)
             self.emit("call-closed", call.remote, reason)
             if call.remote.id not in self.members and not self.classic and not self._leaving and reason != "left":
                 self.emit("peer-left", call.remote)
@@ -316,6 +332,7 @@ class Session(AsyncIOEventEmitter):
     def _moved(self, call: Call, new_id: str) -> None:
         """The member of a live call rejoined under a new id: keep the call under it."""
         old_id = call.remote.id
+        self._awaiting_move.discard(old_id)
         if self.calls.get(old_id) is call:
             del self.calls[old_id]
         self.members.pop(old_id, None)

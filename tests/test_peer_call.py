@@ -30,7 +30,7 @@ def test_call_media_chat_and_leaving(server, processes, tmp_path):
     assert time.monotonic() - started < 2.0
     assert bob.wait() == 0
     bob.expect("left room demo")
-    alice.expect("waiting for someone to join room demo")
+    alice.expect("waiting for someone to join room demo", times=2)  # again, after bob
 
     # a newcomer calls alice again
     carol = processes.peer("--room", "demo", "--server", server.url, *CALL, name="carol")
@@ -38,15 +38,16 @@ def test_call_media_chat_and_leaving(server, processes, tmp_path):
     carol.expect("connected to alice")
     carol.send("me too")
     alice.expect(r"^\[carol\] me too$")
+    time.sleep(1.5)  # some video of carol too
     carol.end_input()
     assert carol.wait() == 0
     alice.end_input()
     assert alice.wait() == 0
     alice.expect(r"recorded carol to .*alice-got-2\.mp4")
 
-    for path in (tmp_path / "alice-got.mp4", tmp_path / "bob-got.mp4"):
+    for path, least in ((tmp_path / "alice-got.mp4", 30), (tmp_path / "bob-got.mp4", 30), (tmp_path / "alice-got-2.mp4", 15)):
         frames = recorded_frames(str(path))
-        assert len(frames) > 30, f"{path.name}: only {len(frames)} frames"
+        assert len(frames) > least, f"{path.name}: only {len(frames)} frames"
         for picture in frames[5::15]:
             assert likeness_to_testsrc(picture) > 0.98, f"{path.name} holds something other than testsrc"
     for process in (alice, bob, carol):

@@ -22,12 +22,30 @@ def window_geometry(display: str, title_pattern: str, timeout: float = 15) -> tu
         tree = subprocess.run([xwininfo, "-root", "-tree", "-display", display],
                               capture_output=True, text=True).stdout
         for line in tree.splitlines():
-            match = re.search(r'"([^"]*)".*?(\d+)x(\d+)\+-?\d+\+-?\d+\s+\+(-?\d+)\+(-?\d+)', line)
-            if match and re.search(title_pattern, match.group(1)):
-                width, height, x, y = map(int, match.group(2, 3, 4, 5))
-                return x, y, width, height
+            match = re.search(r'(0x[0-9a-f]+) "([^"]*)".*?(\d+)x(\d+)\+-?\d+\+-?\d+\s+\+(-?\d+)\+(-?\d+)', line)
+            if match and re.search(title_pattern, match.group(2)):
+                width, height, x, y = map(int, match.group(3, 4, 5, 6))
+                box = x, y, width, height
+                ensure_painted(display, box, match.group(1))
+                return box
         time.sleep(0.2)
     raise AssertionError(f"no window titled {title_pattern!r} on {display}:\n{tree}")
+
+
+def ensure_painted(display: str, box: tuple, window_id: str) -> None:
+    """Qt under Xvfb with no window manager now and then misses the first expose of a
+    window while the machine is busy, and then never paints it: all black. (Reproduced with
+    a bare window process and two busy cores, old and new code alike; unmapping and mapping
+    the window again cures it.) A desktop's window manager maps windows itself; here the
+    test does it, once, for a window still all black after 2 s."""
+    deadline = time.monotonic() + 2
+    while screenshot(display, box).max() == 0:
+        if time.monotonic() > deadline:
+            xdotool = require("xdotool")
+            for action in ("windowunmap", "windowmap"):
+                subprocess.run([xdotool, action, "--sync", window_id], env=child_env(DISPLAY=display), check=True)
+            return
+        time.sleep(0.1)
 
 
 def screenshot(display: str, box: tuple) -> np.ndarray:
@@ -43,9 +61,13 @@ def test_window_shows_waiting_then_remote_video_and_q_leaves(server, processes, 
     alice.expect("waiting for someone to join room demo")
 
     box = window_geometry(xvfb, r"room demo - waiting")
-    picture = screenshot(xvfb, box)
     waiting_rgb = np.array(WAITING_BGR[::-1])
-    share = (np.abs(picture.astype(int) - waiting_rgb).sum(axis=2) < 10).mean()
+    deadline = time.monotonic() + 5  # the window may be mapped a moment before it is painted
+    while True:
+        share = (np.abs(screenshot(xvfb, box).astype(int) - waiting_rgb).sum(axis=2) < 10).mean()
+        if share > 0.8 or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
     assert share > 0.8, f"waiting picture not on screen ({share:.0%} of the window has its colour)"
 
     bob = processes.peer(*flags, "--no-window", name="bob")

@@ -61,6 +61,7 @@ class Window:
             raise DisplayError(f"could not open a window on display {where!r}"
                                f"{' (' + detail[-1][:120] + ')' if detail else ''}: run with --no-window.")
         self._tasks.append(asyncio.ensure_future(self._read_loop()))
+        self._tasks.append(asyncio.ensure_future(self._log_errors()))
 
     def set_title(self, text: str) -> None:
         self._control({"op": "title", "text": text})
@@ -113,6 +114,12 @@ class Window:
                 await self._process.stdin.drain()
         except (ConnectionError, BrokenPipeError):
             self.quit.set()
+
+    async def _log_errors(self) -> None:
+        """What the window process (OpenCV, Qt) says on stderr, to the log; read, so that
+        a full pipe never blocks it."""
+        while line := await self._process.stderr.readline():
+            logger.debug("window: %s", line.decode(errors="replace").rstrip())
 
     async def _read_loop(self) -> None:
         while True:
