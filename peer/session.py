@@ -282,9 +282,7 @@ class Session(AsyncIOEventEmitter):
         for call in self.calls.values():
             self._awaiting_move.add(call.remote.id)  # the others will see us back under a new id
         if reason == self._sio.reason.SERVER_DISCONNECT and (self._reconnecting is None or self._reconnecting.done()):
-            self._reconnecting = asyncio.ensure_future(self._reconnect())
-            self._tasks.add(self._reconnecting)
-            self._reconnecting.add_done_callback(self._tasks.discard)
+            self._reconnecting = self._spawn(self._reconnect())
 
     async def _reconnect(self) -> None:
         """python-socketio reconnects after a lost connection, but not after the server said
@@ -357,10 +355,11 @@ class Session(AsyncIOEventEmitter):
         except socketio.exceptions.BadNamespaceError:
             logger.debug("signaling down: %s not sent", message.get("type"))
 
-    def _spawn(self, coroutine: Any) -> None:
+    def _spawn(self, coroutine: Any) -> asyncio.Task:
         task = asyncio.ensure_future(coroutine)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
 
 def _first_line(error: BaseException) -> str:
