@@ -148,7 +148,8 @@ async def test_a_peer_cannot_drive_the_terminal(stamping_server, processes, tmp_
     hostile_file.parent.mkdir()
     hostile_file.write_bytes(b"harmless contents\n")
     victim = processes.peer("--room", "inject", "--server", stamping_server.url, "--no-window", "--video", "none",
-                            "--ice-host", LOCAL, "--downloads", str(tmp_path / "in"), name="victim")
+                            "--ice-host", LOCAL, "--downloads", str(tmp_path / "in"),
+                            "-v", name="victim")  # -v: its log lines name the attacker too
     await asyncio.to_thread(victim.expect, "waiting for someone to join room inject")
     options = {"server": stamping_server.url, "ice_hosts": [LOCAL]}
     async with peer.join("inject", name=HOSTILE_NAME, **options) as mallory, \
