@@ -20,7 +20,8 @@ from typing import Any, Optional, Sequence
 
 from signaling import SignalingServer
 from signaling.protocol import MAX_NAME_CHARS
-from signaling.server import advertised_urls
+from signaling.server import ServerConfig, advertised_urls
+from signaling.text import log_to_stderr, printable
 
 from .api import (CallEnded, ChatMessage, Connected, Event, FileFailed, FileProgress, FileReceived, Member,
                   PeerJoined, PeerLeft, Rejoined, Retrying, Room, SignalingLost, TrackReceived)
@@ -87,8 +88,9 @@ def _is_size(text: str) -> bool:
 
 
 def say(text: str) -> None:
-    """Output for people, as opposed to logging."""
-    print(text, flush=True)
+    """Output for people, as opposed to logging. Names, chat lines, file names and reasons
+    come from others: escaped, they cannot drive the terminal (title, screen, clipboard)."""
+    print(printable(text), flush=True)
 
 
 class Terminal:
@@ -172,7 +174,7 @@ class CallView:
         if self.window is None:
             return
         names = [member.name for member in self.room.calling]
-        self.window.set_title(f"room {self.room_name} - " + (", ".join(names) if names else "waiting"))
+        self.window.set_title(printable(f"room {self.room_name} - " + (", ".join(names) if names else "waiting")))
 
     def _on_connected(self, member: Member, code: Optional[str]) -> None:
         say(f"connected to {member.name}; verification code {code} "
@@ -207,7 +209,7 @@ class CallView:
         bar = "#" * int(fraction * 20)
         line = f"{what}: [{bar:<20}] {fraction:4.0%} {done / 1e6:.1f}/{size / 1e6:.1f} MB"
         if sys.stdout.isatty():
-            print("\r" + line, end="\n" if done >= size else "", flush=True)
+            print("\r" + printable(line), end="\n" if done >= size else "", flush=True)
         elif int(fraction * 4) != int(self._last_progress.get(what, -1) * 4):
             say(line)
         self._last_progress[what] = fraction
@@ -238,7 +240,7 @@ class CallView:
         """A tile for ``member`` while its video track lasts."""
         try:
             async for picture in self.room.frames(member):
-                self.window.show(member.id, member.name, picture)
+                self.window.show(member.id, printable(member.name), picture)
         finally:
             self.window.remove(member.id)
 
@@ -273,7 +275,7 @@ async def open_session(args: argparse.Namespace, media: LocalMedia, ice: IceSett
         return chosen, None
     except SignalingUnreachable:
         pass
-    server = SignalingServer()
+    server = embedded_server()
     try:
         port = await server.start("0.0.0.0", 8080)
     except OSError:  # someone else started hosting at this very moment: use theirs
@@ -286,6 +288,13 @@ async def open_session(args: argparse.Namespace, media: LocalMedia, ice: IceSett
     chosen = session(f"http://127.0.0.1:{port}")
     await chosen.connect()
     return chosen, server
+
+
+def embedded_server() -> SignalingServer:
+    """The server a peer hosts in-process. It listens on every interface, since the other
+    machine connects to it, but admits browser pages only from its own origin: a web page
+    the user visits must not join rooms through it."""
+    return SignalingServer(ServerConfig(allowed_origins=None))
 
 
 async def run(args: argparse.Namespace) -> int:
@@ -347,15 +356,15 @@ async def _until_done(room: Room, window: Optional[Window], stop: asyncio.Event)
 
 def main(argv: Optional[list[str]] = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
-                        format="%(asctime)s %(name)s %(levelname)s: %(message)s" if args.verbose else "peer: %(message)s")
+    log_to_stderr(logging.DEBUG if args.verbose else logging.WARNING,
+                  "%(asctime)s %(name)s %(levelname)s: %(message)s" if args.verbose else "peer: %(message)s")
     if not args.verbose:
         for noisy in ("aioice", "aiortc", "socketio", "engineio"):
             logging.getLogger(noisy).setLevel(logging.ERROR)
     try:
         return asyncio.run(run(args))
     except PeerError as error:
-        print(f"peer: {error}", file=sys.stderr)
+        print(f"peer: {printable(str(error))}", file=sys.stderr)  # may quote the server's reason
         return error.exit_code
     except KeyboardInterrupt:
         return 0

@@ -12,6 +12,7 @@ import sys
 from typing import Optional
 
 from .server import ServerConfig, SignalingServer, advertised_urls
+from .text import log_to_stderr
 
 
 def _env(name: str, default: Optional[str] = None) -> Optional[str]:
@@ -37,6 +38,11 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
         parser.error("--room-size must be at least 1")
     if bool(args.cert) != bool(args.key):
         parser.error("--cert and --key go together")
+    if args.token_secret is not None and not args.token_secret.strip():
+        # Demanding tokens that anyone can sign with the empty key protects nothing. One line,
+        # no usage text: the flag is right, its value (perhaps from the environment) is not.
+        parser.exit(2, "python -m signaling: the token secret (--token-secret or SIGNALING_TOKEN_SECRET) is empty or blank; "
+                       "give a long random one, or none to admit everyone\n")
     if not origins(args.allowed_origins):
         # python-engineio reads an empty list as "check nothing": refuse it rather than allow all
         parser.error("--allowed-origins needs '*' or at least one origin")
@@ -67,7 +73,7 @@ async def serve(args: argparse.Namespace) -> None:
 
 def main(argv: Optional[list[str]] = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    log_to_stderr(args.log_level.upper(), "%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
         asyncio.run(serve(args))
     except KeyboardInterrupt:

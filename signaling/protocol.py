@@ -15,6 +15,8 @@ import re
 from dataclasses import dataclass
 from typing import Any, Optional
 
+from .text import is_printable
+
 # Events a client sends.
 JOIN = "join"
 LEAVE = "leave"
@@ -110,6 +112,8 @@ def parse_join(payload: Any) -> JoinRequest:
         name = ""
     if not isinstance(name, str) or len(name) > MAX_NAME_CHARS:
         raise ProtocolError(BAD_NAME, f"name must be a string of at most {MAX_NAME_CHARS} characters")
+    if not is_printable(name):  # shown on terminals and in logs: no ESC, newline, bidi override
+        raise ProtocolError(BAD_NAME, "name must not contain control characters, bidi controls or line separators")
     token = payload.get("token")
     if token is not None and (not isinstance(token, str) or len(token) > MAX_TOKEN_CHARS):
         raise ProtocolError(BAD_TOKEN, "token must be a string")
