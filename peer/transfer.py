@@ -185,11 +185,12 @@ def human_size(size: int) -> str:
     """1.2 MB: powers of 1000, as the progress bar counts."""
     if size < 1000:
         return f"{size} bytes"
+    value = size / 1000
     for unit in ("kB", "MB", "GB"):
-        size /= 1000
-        if size < 1000:
-            return f"{size:.1f} {unit}"
-    return f"{size / 1000:.1f} TB"
+        if value < 1000:
+            return f"{value:.1f} {unit}"
+        value /= 1000
+    return f"{value:.1f} TB"
 
 
 # What a receiver takes
@@ -547,7 +548,11 @@ def _claim(part: Path, name: str) -> Path:
                 os.close(os.open(final, os.O_WRONLY | os.O_CREAT | os.O_EXCL))
             except FileExistsError:
                 continue
-            os.replace(part, final)
+            try:
+                os.replace(part, final)
+            except BaseException:
+                final.unlink(missing_ok=True)  # the empty file was ours
+                raise
             return final
         part.unlink()
         return final
