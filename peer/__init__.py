@@ -4,15 +4,15 @@
 and test scripts (see docs/api.md).
 """
 
-from .api import (CallEnded, ChatMessage, Connected, DataMessage, Event, FileFailed, FileProgress, FileReceived,
-                  Member, PeerJoined, PeerLeft, Recorder, Rejoined, Retrying, Room, SignalingLost, TrackReceived,
-                  join)
+from .api import (CallEnded, ChatMessage, Connected, DataMessage, Event, FileFailed, FileOffer, FileProgress,
+                  FileReceived, Member, PeerJoined, PeerLeft, Recorder, Rejoined, Retrying, Room, SignalingLost,
+                  TrackReceived, join)
 from .errors import DisplayError, JoinRefused, MediaError, PeerError, SignalingUnreachable, TransferError
 from .media.frames import FrameSource
 
 __all__ = [
     "join", "Room", "FrameSource", "Member", "Event", "PeerJoined", "PeerLeft", "Connected", "CallEnded",
-    "Retrying", "ChatMessage", "DataMessage", "FileReceived", "FileFailed", "FileProgress", "TrackReceived",
-    "SignalingLost", "Rejoined", "Recorder",
+    "Retrying", "ChatMessage", "DataMessage", "FileReceived", "FileFailed", "FileProgress", "FileOffer",
+    "TrackReceived", "SignalingLost", "Rejoined", "Recorder",
     "PeerError", "SignalingUnreachable", "JoinRefused", "MediaError", "DisplayError", "TransferError",
 ]

@@ -31,10 +31,11 @@ from .ice import IceSettings
 from .media.recorder import Recorder
 from .media.sources import NONE, LocalMedia
 from .session import Session
+from .transfer import DEFAULT_MAX_PER_PEER, DEFAULT_MAX_TOTAL, AcceptPolicy, Downloads, FileOffer
 
 __all__ = [
     "Room", "join", "Member", "PeerJoined", "PeerLeft", "Connected", "CallEnded", "Retrying", "ChatMessage",
-    "DataMessage", "FileReceived", "FileFailed", "FileProgress", "TrackReceived", "SignalingLost",
+    "DataMessage", "FileReceived", "FileFailed", "FileProgress", "FileOffer", "TrackReceived", "SignalingLost",
     "Rejoined", "Event", "Recorder",
 ]
 
@@ -466,19 +467,26 @@ def join(room: str, *, server: str = "http://localhost:8080", name: str = "bot",
          video: Union[str, MediaStreamTrack] = NONE, audio: Union[str, MediaStreamTrack] = NONE,
          video_size: str = "640x480", fps: int = 30, ice_hosts: Sequence[str] = (),
          stun: Sequence[str] = (), turn: Sequence[str] = (), turn_user: Optional[str] = None,
-         turn_password: Optional[str] = None, downloads: Optional[Union[str, Path]] = None) -> _Joining:
+         turn_password: Optional[str] = None, downloads: Optional[Union[str, Path]] = None,
+         accept_files: Optional[AcceptPolicy] = None, max_download_per_peer: int = DEFAULT_MAX_PER_PEER,
+         max_download_total: int = DEFAULT_MAX_TOTAL) -> _Joining:
     """Join ``room``: ``async with peer.join("demo", ...) as room``.
 
     ``video``/``audio`` take the CLI's source names (``testsrc``, ``camera``, a file, a device,
     ``none``) or a track such as ``FrameSource`` for frames you make. ``ice_hosts`` is the
-    CLI's ``--ice-host``. Received files are saved in ``downloads`` (refused without it).
-    Raises SignalingUnreachable, JoinRefused or MediaError with a message for people.
+    CLI's ``--ice-host``. Received files are saved in ``downloads``; ``accept_files`` decides
+    which are taken: True, False, or a function of a ``FileOffer`` returning a bool (or an
+    awaitable one); by default every file when ``downloads`` is given, none without. At most
+    ``max_download_per_peer`` bytes from each peer and ``max_download_total`` in all are taken.
+    Raises SignalingUnreachable, JoinRefused or MediaError with a message for people, and
+    ValueError for ``accept_files`` without ``downloads``.
     """
+    files = Downloads(downloads, accept_files, max_per_peer=max_download_per_peer, max_total=max_download_total)
     ice = IceSettings(host_addresses=tuple(ice_hosts), stun=tuple(stun), turn=tuple(turn),
                       turn_user=turn_user, turn_password=turn_password)
 
     async def make() -> Session:
         media = await LocalMedia.open(video, audio, video_size, fps)
-        return Session(room, server, name, token=token, media=media, ice=ice, downloads=downloads)
+        return Session(room, server, name, token=token, media=media, ice=ice, downloads=files)
 
     return _Joining(make)

@@ -32,7 +32,8 @@ from signaling.protocol import Member
 from .errors import TransferError
 from .ice import IceSettings
 from .media.sources import LocalMedia
-from .transfer import FileReceiver, FileSender, Progress
+from .transfer import (Accept, BadMessage, Downloads, Failed, FileReceiver, FileSender, Progress, Received, Reply,
+                       encode, parse_message)
 
 logger = logging.getLogger(__name__)
 
@@ -67,12 +68,13 @@ class Call(AsyncIOEventEmitter):
 
     def __init__(self, remote: Member, signal: Signal, ice: IceSettings, media: LocalMedia,
                  *, heartbeat_interval: float = 0.5, dead_after: float = 2.0,
-                 downloads: Optional[Path] = None, still_there: Callable[[], bool] = lambda: False,
+                 downloads: Optional[Downloads] = None, still_there: Callable[[], bool] = lambda: False,
                  initiator: Callable[[], bool] = lambda: True, trickle: bool = False) -> None:
         super().__init__()
         self.remote = remote
-        self.downloads = downloads
-        """Where received files go; None refuses them."""
+        self.downloads = downloads or Downloads()
+        """What is done with files offered (where they go, which are taken, the quotas);
+        shared by every call of a session."""
         self._signal = signal
         self._ice = ice
         self._media = media
@@ -85,6 +87,7 @@ class Call(AsyncIOEventEmitter):
         self.closed = False
         self._tries = 0
         self._receiver: Optional[FileReceiver] = None
+        self._bad_files_messages = 0
         self._chat_backlog: list[str] = []
         self._pending_candidates: list[Optional[dict[str, Any]]] = []
         self._inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
@@ -350,9 +353,9 @@ class Call(AsyncIOEventEmitter):
             _when_open(channel, lambda: self._spawn(self._heartbeat(channel)))
         elif channel.label == FILES_CHANNEL:
             self._sender = FileSender(channel)
-            if self.downloads is not None and self._receiver is None:
+            if self._receiver is None:
                 self._receiver = FileReceiver(
-                    self.downloads, lambda reply: _send(self._sender.channel if self._sender else None, json.dumps(reply)),
+                    self.downloads, lambda: self.remote, self._reply_files,
                     lambda name, done, size: self.emit("file-progress", name, done, size),
                     lambda path, sha256: self.emit("file", path, sha256),
                     lambda name, reason: self.emit("file-failed", name, reason))
@@ -394,19 +397,30 @@ class Call(AsyncIOEventEmitter):
             self.emit("moved", value["id"])
 
     def _on_files(self, message: Any) -> None:
+        """aiortc calls this inside its receive loop, which an exception would end (and the
+        connection with it): every message is checked, and a bad one dropped."""
         self._heard()
-        if isinstance(message, str):
-            try:
-                header = json.loads(message)
-            except ValueError:
-                return
-            if header.get("type") in ("received", "failed"):
-                self._sender.on_reply(header)
-                return
-        if self._receiver is not None:
-            self._receiver.on_message(message)
-        elif isinstance(message, str) and '"start"' in message:
-            _send(self._sender.channel, json.dumps({"type": "failed", "reason": "not accepting files"}))
+        if self.closed or self._sender is None or self._receiver is None:
+            return
+        try:
+            parsed = message if isinstance(message, bytes) else parse_message(message)
+            if isinstance(parsed, (Accept, Received, Failed)):
+                self._sender.on_reply(parsed)  # the other side's answer to what we send
+            else:
+                self._receiver.on_message(parsed)  # what the other side sends us
+        except BadMessage as error:
+            # Logged once per call: a peer sending garbage on purpose must not fill the log.
+            self._bad_files_messages += 1
+            if self._bad_files_messages == 1:
+                logger.warning("dropped a bad message on the files channel from %s: %s (any more: at debug level)",
+                               self.remote.name, error)
+            else:
+                logger.debug("dropped a bad message on the files channel from %s: %s", self.remote.name, error)
+        except Exception:
+            logger.exception("a message on the files channel from %s failed; the call goes on", self.remote.name)
+
+    def _reply_files(self, reply: Reply) -> None:
+        _send(self._sender.channel if self._sender else None, encode(reply))
 
     async def _heartbeat(self, channel: RTCDataChannel) -> None:
         """Ping over the control channel; silence for ``dead_after`` seconds means the peer

@@ -31,6 +31,7 @@ from .ice import IceSettings
 from .media.sources import LocalMedia
 from .media.window import Window, check_display
 from .session import Session
+from .transfer import ASK_TIMEOUT, DEFAULT_MAX_PER_PEER, DEFAULT_MAX_TOTAL, Downloads, FileOffer, human_size, parse_size
 
 logger = logging.getLogger("peer")
 
@@ -54,8 +55,14 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     parser.add_argument("--record", metavar="PATH", help="write the remote media to PATH (.mp4, .webm or .mkv)")
     parser.add_argument("--send", action="append", default=[], metavar="FILE",
                         help="send FILE to everyone who connects (repeatable)")
-    parser.add_argument("--downloads", default="downloads", metavar="DIR",
-                        help="where files others send are saved (default ./downloads)")
+    parser.add_argument("--downloads", metavar="DIR",
+                        help="save files others send in DIR without asking; without it you are asked for each "
+                             "(saved in ./downloads), and with no terminal to ask on they are refused")
+    parser.add_argument("--max-download-per-peer", type=_size, default=DEFAULT_MAX_PER_PEER, metavar="SIZE",
+                        help=f"take at most SIZE of files from each peer (default {human_size(DEFAULT_MAX_PER_PEER)}; "
+                             "e.g. 500M, 2G: powers of 1000; 512MiB: of 1024)")
+    parser.add_argument("--max-download-total", type=_size, default=DEFAULT_MAX_TOTAL, metavar="SIZE",
+                        help=f"take at most SIZE of files in all (default {human_size(DEFAULT_MAX_TOTAL)})")
     parser.add_argument("--ice-host", action="append", default=[], metavar="ADDRESS",
                         help="local address ICE may use (repeatable); 127.0.0.1 keeps a call on this machine")
     parser.add_argument("--stun", action="append", default=[], metavar="URL", help="STUN server, e.g. stun:stun.example.org:3478")
@@ -87,6 +94,13 @@ def _is_size(text: str) -> bool:
     return width.isdigit() and height.isdigit()
 
 
+def _size(text: str) -> int:
+    try:
+        return parse_size(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 def say(text: str) -> None:
     """Output for people, as opposed to logging. Names, chat lines, file names and reasons
     come from others: escaped, they cannot drive the terminal (title, screen, clipboard)."""
@@ -106,6 +120,52 @@ class Terminal:
             loop.call_soon_threadsafe(self.lines.put_nowait, None)
 
         threading.Thread(target=read, name="stdin", daemon=True).start()
+
+
+QUESTION_TIMEOUT = ASK_TIMEOUT - 5
+"""A little less than the receiver allows, so the person is told it is too late."""
+
+
+class FileQuestions:
+    """Whether to take a file, without ``--downloads``: the person at the terminal is asked, and
+    the next line typed is the answer (not chat). With no terminal nobody can answer: files
+    are refused, and the person is told once how to take them."""
+
+    def __init__(self, interactive: bool) -> None:
+        self.interactive = interactive
+        self._asking = asyncio.Lock()
+        self._answer: Optional[asyncio.Future] = None
+        self._told = False
+
+    async def __call__(self, offer: FileOffer) -> bool:
+        what = f"{offer.name} from {offer.sender.name}"
+        if not self.interactive:
+            if not self._told:
+                self._told = True
+                say(f"refused {what}: start with --downloads DIR to accept files")
+            return False
+        async with self._asking:  # one question at a time
+            self._answer = asyncio.get_running_loop().create_future()
+            say(f"{offer.sender.name} wants to send you {offer.name} ({human_size(offer.size)}): accept? [y/N]")
+            try:
+                accepted = await asyncio.wait_for(self._answer, QUESTION_TIMEOUT)
+            except asyncio.TimeoutError:
+                say(f"no answer within {QUESTION_TIMEOUT:g} s: refused {what}")
+                return False
+            except asyncio.CancelledError:
+                say(f"{offer.sender.name} no longer sends {offer.name}")
+                raise
+            finally:
+                self._answer = None
+        say(f"accepted {what}" if accepted else f"refused {what}")
+        return accepted
+
+    def answer(self, line: str) -> bool:
+        """Take ``line`` as the answer to the question asked, if one is (True then)."""
+        if self._answer is None or self._answer.done():
+            return False
+        self._answer.set_result(line.strip().lower() in ("y", "yes"))
+        return True
 
 
 class CallView:
@@ -260,10 +320,11 @@ class CallView:
         await asyncio.gather(*tasks, return_exceptions=True)  # recordings say where they went
 
 
-async def open_session(args: argparse.Namespace, media: LocalMedia, ice: IceSettings) -> tuple[Session, Optional[SignalingServer]]:
+async def open_session(args: argparse.Namespace, media: LocalMedia, ice: IceSettings,
+                       downloads: Downloads) -> tuple[Session, Optional[SignalingServer]]:
     """Connect to the server; with no --server and nothing at the default, host one here."""
     def session(url: str) -> Session:
-        return Session(args.room, url, args.name, token=args.token, media=media, ice=ice, downloads=Path(args.downloads))
+        return Session(args.room, url, args.name, token=args.token, media=media, ice=ice, downloads=downloads)
 
     if args.server is not None:
         chosen = session(args.server)
@@ -309,18 +370,21 @@ async def run(args: argparse.Namespace) -> int:
     window: Optional[Window] = None
     server: Optional[SignalingServer] = None
     view: Optional[CallView] = None
+    questions = None if args.downloads else FileQuestions(sys.stdin.isatty())
+    downloads = Downloads(args.downloads or "downloads", True if questions is None else questions,
+                          max_per_peer=args.max_download_per_peer, max_total=args.max_download_total)
     media = await LocalMedia.open(args.video, args.audio, args.video_size, args.fps)
     try:
         if not args.no_window:
             window = Window()
             await window.open(f"room {args.room} - waiting", f"waiting for someone to join room {args.room}")
-        session, server = await open_session(args, media, ice)
+        session, server = await open_session(args, media, ice, downloads)
         async with Room(session) as room:
             view = CallView(room, window, args.record, args.send)
             view.start()
             say(f"joined room {args.room} as {room.me.name}")
             view.waiting()
-            await _until_done(room, window, stop)
+            await _until_done(room, window, stop, questions)
         await view.close()
         say(f"left room {args.room}")
         return 0
@@ -334,8 +398,10 @@ async def run(args: argparse.Namespace) -> int:
             await server.stop()
 
 
-async def _until_done(room: Room, window: Optional[Window], stop: asyncio.Event) -> None:
-    """Chat until the person leaves: q/Esc in the window, Ctrl-C, or end of input."""
+async def _until_done(room: Room, window: Optional[Window], stop: asyncio.Event,
+                      questions: Optional[FileQuestions]) -> None:
+    """Chat until the person leaves: q/Esc in the window, Ctrl-C, or end of input. A line
+    typed while a question is asked answers it."""
     terminal = Terminal()
     waits = [asyncio.ensure_future(stop.wait())]
     if window is not None:
@@ -343,6 +409,8 @@ async def _until_done(room: Room, window: Optional[Window], stop: asyncio.Event)
 
     async def chat() -> None:
         while (line := await terminal.lines.get()) is not None:
+            if questions is not None and questions.answer(line):
+                continue
             if line.strip() and not room.send_text(line):
                 say("(nobody is connected yet; message not sent)")
 

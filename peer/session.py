@@ -26,6 +26,7 @@ from .call import Call
 from .errors import JoinRefused, SignalingUnreachable, TransferError
 from .ice import IceSettings
 from .media.sources import LocalMedia
+from .transfer import Downloads
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +61,7 @@ class Session(AsyncIOEventEmitter):
     def __init__(self, room: str, server: str, name: str = "", *, token: Optional[str] = None,
                  media: Optional[LocalMedia] = None, ice: Optional[IceSettings] = None,
                  heartbeat_interval: float = 0.5, dead_after: float = 2.0,
-                 downloads: Optional[Path] = None) -> None:
+                 downloads: Optional[Downloads] = None) -> None:
         super().__init__()
         self.request = JoinRequest(room=room, name=name, token=token)
         self.server = server
@@ -72,8 +73,10 @@ class Session(AsyncIOEventEmitter):
         self.classic = False
         """True against a server that speaks only the classic room-relay pattern."""
         self._leaving = False
+        self.downloads = downloads or Downloads()
+        """Which files offered are taken, where they go; one for every call, so quotas add up."""
         self._call_options = {"heartbeat_interval": heartbeat_interval, "dead_after": dead_after,
-                              "downloads": Path(downloads) if downloads is not None else None}
+                              "downloads": self.downloads}
         self._sio = socketio.AsyncClient(reconnection=True, reconnection_delay=RECONNECT_DELAY,
                                          reconnection_delay_max=RECONNECT_DELAY_MAX,
                                          handle_sigint=False)  # Ctrl-C is the application's to handle

@@ -1,8 +1,14 @@
 """Files over a data channel: flow control, progress, a sha256 check, no partial file left posing as whole.
 
 Everything of one transfer travels on one channel (``files``), so metadata and chunks keep
-their order: a JSON ``start``, binary chunks, a JSON ``end`` with the sha256; the receiver
-answers ``received`` (or ``failed``) once the file is checked and in place.
+their order: a JSON ``start``; the receiver answers ``accept`` (or ``failed``) once it has
+decided to take the file; binary chunks; a JSON ``end`` with the sha256; the receiver answers
+``received`` (or ``failed``) once the file is checked and in place.
+
+Everything the other side sends is hostile until checked: each message is parsed into a typed
+value (``parse_message``), a file is taken only when the ``Downloads`` policy and quotas say so,
+no more bytes are written than were announced, and each transfer writes into a temporary file
+of its own: the only path it ever removes.
 """
 
 from __future__ import annotations
@@ -10,13 +16,20 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import hashlib
+import inspect
 import json
 import logging
 import os
+import re
+import tempfile
+import unicodedata
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Awaitable, Callable, ClassVar, Optional, Union
 
 from aiortc import RTCDataChannel
+
+from signaling.protocol import Member
 
 from .errors import TransferError
 
@@ -27,9 +40,219 @@ CHUNK = 16 * 1024
 HIGH_WATER = 1024 * 1024
 LOW_WATER = 256 * 1024
 CONFIRM_TIMEOUT = 30.0
+ASK_TIMEOUT = 60.0
+"""How long a receiver may take to decide on a file: time for a person to answer a question."""
+ACCEPT_TIMEOUT = ASK_TIMEOUT + 15.0
+"""How long a sender waits for that decision (a little longer, so the receiver's answer wins)."""
+DEFAULT_MAX_PER_PEER = 2 * 10**9
+DEFAULT_MAX_TOTAL = 4 * 10**9
+BLOCK = 4096
+"""The least a file costs on disk: what each file counts at least against the quotas, so that
+a flood of empty files is bounded too."""
+MAX_NAME_BYTES = 200
+"""Room for ``.NAME.RANDOM.part`` and ``NAME (NN)`` within the 255 bytes file systems allow."""
+MAX_NUMBERED = 1000
+"""``NAME (2)`` up to ``NAME (1000)``; beyond that the file is refused rather than searched for."""
+MAX_REASON_CHARS = 200
 
 Progress = Callable[[int, int], None]
 
+
+# The messages, parsed and checked
+
+class BadMessage(ValueError):
+    """A files-channel message that is none of ours: logged and dropped; the call goes on."""
+
+
+@dataclass(frozen=True)
+class Start:
+    """The sender offers a file; ``name`` as sent (not yet made safe), ``size`` in bytes."""
+
+    TYPE: ClassVar[str] = "start"
+    name: str
+    size: int
+
+
+@dataclass(frozen=True)
+class Accept:
+    """The receiver takes the file offered: the sender may stream it."""
+
+    TYPE: ClassVar[str] = "accept"
+
+
+@dataclass(frozen=True)
+class End:
+    TYPE: ClassVar[str] = "end"
+    sha256: str
+
+
+@dataclass(frozen=True)
+class Received:
+    """The file is checked and saved."""
+
+    TYPE: ClassVar[str] = "received"
+    sha256: str
+
+
+@dataclass(frozen=True)
+class Failed:
+    """The receiver refused the file, or it did not arrive whole."""
+
+    TYPE: ClassVar[str] = "failed"
+    reason: str
+
+
+Message = Union[Start, Accept, End, Received, Failed]
+Reply = Union[Accept, Received, Failed]
+"""What a receiver answers, read by the sender."""
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def encode(message: Message) -> str:
+    return json.dumps({"type": message.TYPE, **asdict(message)})
+
+
+def parse_message(text: str) -> Message:
+    """A text message of the files channel as a typed value; BadMessage says what is wrong."""
+    try:
+        value = json.loads(text)
+    except (ValueError, RecursionError):  # RecursionError: [[[[...]]]] nested thousands deep
+        raise BadMessage("not JSON") from None
+    if not isinstance(value, dict):
+        raise BadMessage(f"a JSON {type(value).__name__}, not an object")
+    kind = value.get("type")
+    if kind == Start.TYPE:
+        name, size = value.get("name"), value.get("size")
+        if not isinstance(name, str):
+            raise BadMessage("a start without a name")
+        if not _is_count(size):
+            raise BadMessage("a start whose size is no whole number of bytes")
+        return Start(name, size)
+    if kind in (End.TYPE, Received.TYPE):
+        sha256 = value.get("sha256")
+        if not isinstance(sha256, str) or not _SHA256.fullmatch(sha256):
+            raise BadMessage(f"an {kind} without a sha256")
+        return End(sha256) if kind == End.TYPE else Received(sha256)
+    if kind == Accept.TYPE:
+        return Accept()
+    if kind == Failed.TYPE:
+        reason = value.get("reason")
+        return Failed(reason[:MAX_REASON_CHARS] if isinstance(reason, str) else "no reason given")
+    raise BadMessage("an unknown type" if isinstance(kind, str) else "no type")
+
+
+def _is_count(value: Any) -> bool:
+    """A whole number >= 0: not a bool (True is an int), not a float (1e400 is inf)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+_UNSAFE = re.compile(r'[<>:"|?*]')
+"""Not allowed in Windows names (``a:b`` would even write a hidden stream there)."""
+
+
+def safe_name(name: str) -> str:
+    """A plain file name to save under: no directories, no hidden name, no control or format
+    characters (terminal escapes, right-to-left overrides), at most MAX_NAME_BYTES of UTF-8."""
+    visible = "".join(c for c in name if unicodedata.category(c)[0] != "C" and c not in "\u2028\u2029")
+    base = os.path.basename(_UNSAFE.sub("_", visible).replace("\\", "/")).strip(" .")
+    if len(base.encode()) > MAX_NAME_BYTES:
+        stem, suffix = os.path.splitext(base)
+        if len(suffix.encode()) > 20:
+            stem, suffix = base, ""
+        stem = stem.encode()[:MAX_NAME_BYTES - len(suffix.encode())].decode("utf-8", "ignore")
+        base = stem + suffix
+    return base or "file"
+
+
+# Sizes for people
+
+_UNITS = {"": 1, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12,
+          "KI": 2**10, "MI": 2**20, "GI": 2**30, "TI": 2**40}
+_SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]I?)?B?\s*", re.IGNORECASE)
+
+
+def parse_size(text: str) -> int:
+    """``500M``, ``2G``, ``1.5GB``, ``64KiB``, ``1000`` as bytes (K, M, G, T are powers of 1000,
+    as in the sizes the peer prints; Ki, Mi, Gi, Ti powers of 1024)."""
+    match = _SIZE.fullmatch(text)
+    if match is None:
+        raise ValueError(f"not a size: {text!r} (examples: 500M, 2G, 64KiB)")
+    return int(float(match.group(1)) * _UNITS[(match.group(2) or "").upper()])
+
+
+def human_size(size: int) -> str:
+    """1.2 MB: powers of 1000, as the progress bar counts."""
+    if size < 1000:
+        return f"{size} bytes"
+    value = size / 1000
+    for unit in ("kB", "MB", "GB"):
+        if value < 1000:
+            return f"{value:.1f} {unit}"
+        value /= 1000
+    return f"{value:.1f} TB"
+
+
+# What a receiver takes
+
+@dataclass(frozen=True)
+class FileOffer:
+    """A file someone wants to send: what an ``accept_files`` policy decides on. ``name`` is
+    the one it would be saved under (made safe), ``size`` the most that will be written."""
+
+    sender: Member
+    name: str
+    size: int
+
+
+AcceptPolicy = Union[bool, Callable[[FileOffer], Union[bool, Awaitable[bool]]]]
+
+
+class Downloads:
+    """What a session does with files offered to it: where they go, which it takes (``accept``:
+    True, False, or a function of the ``FileOffer``, maybe async), and how much in all. One
+    object serves every call of a session, so the total quota counts them all."""
+
+    def __init__(self, directory: Optional[Union[str, Path]] = None, accept: Optional[AcceptPolicy] = None, *,
+                 max_per_peer: int = DEFAULT_MAX_PER_PEER, max_total: int = DEFAULT_MAX_TOTAL) -> None:
+        if accept is None:
+            accept = directory is not None
+        if accept is not False and directory is None:
+            raise ValueError("accepting files needs a downloads directory")
+        if not _is_count(max_per_peer) or not _is_count(max_total):
+            raise ValueError("download quotas are whole numbers of bytes")
+        self.directory = Path(directory) if directory is not None else None
+        self.accept = accept
+        self.max_per_peer = max_per_peer
+        self.max_total = max_total
+        self.taken = 0
+        """Bytes taken from everyone so far: files saved, and files on their way."""
+
+    def over_quota(self, size: int, from_peer: int) -> Optional[str]:
+        """Why ``size`` more bytes, from a peer that has had ``from_peer``, are too much; None if not."""
+        cost = _cost(size)
+        if cost > self.max_per_peer - from_peer:
+            return (f"over the quota per peer ({human_size(self.max_per_peer)}, "
+                    f"{human_size(max(0, self.max_per_peer - from_peer))} left)")
+        if cost > self.max_total - self.taken:
+            return (f"over the total quota ({human_size(self.max_total)}, "
+                    f"{human_size(max(0, self.max_total - self.taken))} left)")
+        return None
+
+    async def decide(self, offer: FileOffer) -> bool:
+        if isinstance(self.accept, bool):
+            return self.accept
+        answer = self.accept(offer)
+        if inspect.isawaitable(answer):
+            answer = await answer
+        return bool(answer)
+
+
+def _cost(size: int) -> int:
+    return max(size, BLOCK)
+
+
+# Sending
 
 class FileSender:
     """Sends files one at a time on a channel, pausing while the channel's buffer is full."""
@@ -38,43 +261,68 @@ class FileSender:
         self.channel = channel
         self._lock = asyncio.Lock()
         self._drained = asyncio.Event()
-        self._confirmation: Optional[asyncio.Future] = None
+        self._reply: Optional[asyncio.Future] = None
         channel.bufferedAmountLowThreshold = LOW_WATER
         channel.on("bufferedamountlow", self._drained.set)
         channel.on("close", self._on_close)
 
     async def send(self, path: Path, progress: Optional[Progress] = None) -> str:
-        """Send ``path``; return its sha256 once the receiver has confirmed it."""
+        """Send ``path`` once the receiver accepts it; return its sha256 once the receiver has
+        confirmed it. TransferError when it refuses, fails or leaves."""
         async with self._lock:
             size = path.stat().st_size
-            loop = asyncio.get_running_loop()
-            self._confirmation = loop.create_future()
-            self._send(json.dumps({"type": "start", "name": path.name, "size": size}))
-            digest = hashlib.sha256()
-            done = 0
-            with concurrent.futures.ThreadPoolExecutor(1) as reader, open(path, "rb") as file:
-                while block := await loop.run_in_executor(reader, file.read, 64 * CHUNK):
-                    for start in range(0, len(block), CHUNK):
-                        await self._room_in_buffer()
-                        chunk = block[start:start + CHUNK]
-                        self._send(chunk)
-                        digest.update(chunk)
-                        done += len(chunk)
-                        if progress:
-                            progress(done, size)
-            sha256 = digest.hexdigest()
-            self._send(json.dumps({"type": "end", "sha256": sha256}))
-            try:
-                reply = await asyncio.wait_for(self._confirmation, CONFIRM_TIMEOUT)
-            except asyncio.TimeoutError:
-                raise TransferError(f"{path.name}: the receiver did not confirm within {CONFIRM_TIMEOUT:g} s") from None
-            if reply.get("type") != "received" or reply.get("sha256") != sha256:
-                raise TransferError(f"{path.name}: the receiver refused it ({reply.get('reason', 'checksum mismatch')})")
+            self._expect_reply()
+            self._send(encode(Start(path.name, size)))
+            answer = await self._answer(f"{path.name}: the receiver did not answer within {ACCEPT_TIMEOUT:g} s",
+                                        ACCEPT_TIMEOUT)
+            if not isinstance(answer, Accept):
+                raise TransferError(f"{path.name}: the receiver refused it ({_reason(answer)})")
+            self._expect_reply()
+            sha256 = await self._stream(path, size, progress)
+            self._send(encode(End(sha256)))
+            answer = await self._answer(f"{path.name}: the receiver did not confirm within {CONFIRM_TIMEOUT:g} s",
+                                        CONFIRM_TIMEOUT)
+            if not isinstance(answer, Received) or answer.sha256 != sha256:
+                raise TransferError(f"{path.name}: the receiver refused it ({_reason(answer, 'checksum mismatch')})")
             return sha256
 
-    def on_reply(self, reply: dict[str, Any]) -> None:
-        if self._confirmation is not None and not self._confirmation.done():
-            self._confirmation.set_result(reply)
+    def on_reply(self, reply: Reply) -> None:
+        if self._reply is not None and not self._reply.done():
+            self._reply.set_result(reply)
+
+    def _expect_reply(self) -> None:
+        """From now on the receiver's next reply is kept (also one that comes during streaming:
+        a ``failed`` there stops the transfer at once)."""
+        self._reply = asyncio.get_running_loop().create_future()
+
+    async def _answer(self, timeout_message: str, timeout: float) -> Reply:
+        try:
+            reply = await asyncio.wait_for(self._reply, timeout)
+        except asyncio.TimeoutError:
+            raise TransferError(timeout_message) from None
+        finally:
+            self._reply = None
+        if reply is None:
+            raise TransferError("the peer left during the transfer")
+        return reply
+
+    async def _stream(self, path: Path, size: int, progress: Optional[Progress]) -> str:
+        loop = asyncio.get_running_loop()
+        digest = hashlib.sha256()
+        done = 0
+        with concurrent.futures.ThreadPoolExecutor(1) as reader, open(path, "rb") as file:
+            while block := await loop.run_in_executor(reader, file.read, 64 * CHUNK):
+                for start in range(0, len(block), CHUNK):
+                    await self._room_in_buffer()
+                    if self._reply.done():
+                        raise TransferError(f"{path.name}: the receiver gave up ({_reason(self._reply.result())})")
+                    chunk = block[start:start + CHUNK]
+                    self._send(chunk)
+                    digest.update(chunk)
+                    done += len(chunk)
+                    if progress:
+                        progress(done, size)
+        return digest.hexdigest()
 
     def _send(self, data: Any) -> None:
         if self.channel.readyState != "open":
@@ -93,120 +341,232 @@ class FileSender:
 
     def _on_close(self) -> None:
         self._drained.set()
-        if self._confirmation is not None and not self._confirmation.done():
-            self._confirmation.set_exception(TransferError("the peer left during the transfer"))
+        if self._reply is not None and not self._reply.done():
+            self._reply.set_result(None)  # the peer left
+
+
+def _reason(reply: Optional[Reply], otherwise: str = "no reason given") -> str:
+    if reply is None:
+        return "the peer left"
+    return reply.reason if isinstance(reply, Failed) else otherwise
+
+
+# Receiving
+
+@dataclass
+class _Incoming:
+    """A transfer accepted and under way."""
+
+    name: str
+    size: int
+    part: concurrent.futures.Future
+    """Its ``_Part``, created on the writer thread."""
+    done: int = 0
+    digest: Any = field(default_factory=hashlib.sha256)
 
 
 class FileReceiver:
-    """Writes incoming files into ``directory`` on a thread, as ``NAME.part`` until checked."""
+    """Takes the files one peer sends, one at a time: asks ``downloads`` whether to, then writes
+    each (on a thread) into a temporary file of its own, checked and renamed at the end."""
 
-    def __init__(self, directory: Path, reply: Callable[[dict[str, Any]], None],
+    def __init__(self, downloads: Downloads, sender: Callable[[], Member], reply: Callable[[Reply], None],
                  on_progress: Callable[[str, int, int], None], on_done: Callable[[Path, str], None],
                  on_failed: Callable[[str, str], None]) -> None:
-        self.directory = directory
+        self.downloads = downloads
+        self.taken = 0
+        """Bytes taken from this peer (the per-peer quota)."""
+        self._sender = sender
         self._reply = reply
         self._on_progress = on_progress
         self._on_done = on_done
         self._on_failed = on_failed
         self._writer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="file-writer")
-        self._file: Any = None
-        self._part: Optional[Path] = None
-        self._name = ""
-        self._size = 0
-        self._done = 0
-        self._digest = hashlib.sha256()
+        self._deciding: Optional[asyncio.Task] = None
+        self._incoming: Optional[_Incoming] = None
 
-    def on_message(self, message: Any) -> None:
+    def on_message(self, message: Union[Start, End, bytes]) -> None:
+        """A message from the sender, checked by ``parse_message``."""
         if isinstance(message, bytes):
             self._on_chunk(message)
-            return
-        try:
-            header = json.loads(message)
-        except ValueError:
-            return
-        kind = header.get("type")
-        if kind == "start":
-            self._start(str(header.get("name", "file")), int(header.get("size", 0)))
-        elif kind == "end":
-            self._end(str(header.get("sha256", "")))
+        elif isinstance(message, Start):
+            self.abort("a new transfer began")
+            offer = FileOffer(self._sender(), safe_name(message.name), message.size)
+            self._deciding = asyncio.ensure_future(self._decide(offer))
+        elif isinstance(message, End):
+            self._end(message.sha256)
 
     def abort(self, reason: str) -> None:
-        """The transfer stopped half-way (the sender left): remove the partial file."""
-        if self._part is None:
-            return
-        name, part, file = self._name, self._part, self._file
-        self._part = self._file = None
-        self._writer.submit(_discard, file, part)
-        self._on_failed(name, f"{reason} after {self._done} of {self._size} bytes; nothing was saved")
+        """The transfer stopped half-way (the sender left): remove its temporary file."""
+        if self._deciding is not None:
+            self._deciding.cancel()
+            self._deciding = None
+        incoming = self._take()
+        if incoming is not None:
+            self._on_failed(incoming.name,
+                            f"{reason} after {incoming.done} of {incoming.size} bytes; nothing was saved")
 
     def shutdown(self, reason: str) -> None:
         """Abort what is in flight; the writer thread finishes its queue, then ends."""
         self.abort(reason)
         self._writer.shutdown(wait=False)
 
-    def _start(self, name: str, size: int) -> None:
-        self.abort("a new transfer began")
-        self._name = _safe_name(name)
-        self._size, self._done = size, 0
-        self._digest = hashlib.sha256()
-        self.directory.mkdir(parents=True, exist_ok=True)
-        self._part = self.directory / f".{self._name}.part"
-        self._file = self._writer.submit(open, self._part, "wb")  # a future: the loop never waits on disk
+    async def _decide(self, offer: FileOffer) -> None:
+        if self.downloads.accept is False:
+            self._reply(Failed("not accepting files"))
+            return
+        refusal = self.downloads.over_quota(offer.size, self.taken)
+        if refusal is None:
+            if not await self._ask(offer):
+                self._reply(Failed("declined"))
+                return
+            refusal = self.downloads.over_quota(offer.size, self.taken)  # others may have come meanwhile
+        if refusal is not None:
+            self._reply(Failed(refusal))
+            self._on_failed(offer.name, f"refused: {refusal}")
+            return
+        self._deciding = None
+        self.taken += _cost(offer.size)
+        self.downloads.taken += _cost(offer.size)
+        part = self._writer.submit(_Part, self.downloads.directory, offer.name)
+        self._incoming = _Incoming(offer.name, offer.size, part)
+        self._reply(Accept())
+
+    async def _ask(self, offer: FileOffer) -> bool:
+        """The policy's answer; no answer in time, or a policy that fails, is a no."""
+        try:
+            return await asyncio.wait_for(self.downloads.decide(offer), ASK_TIMEOUT)
+        except asyncio.TimeoutError:
+            logger.info("no decision on %s from %s within %g s: refused", offer.name, offer.sender.name, ASK_TIMEOUT)
+        except Exception:
+            logger.exception("the accept_files policy failed on %s from %s: refused", offer.name, offer.sender.name)
+        return False
 
     def _on_chunk(self, chunk: bytes) -> None:
-        if self._part is None:
+        incoming = self._incoming
+        if incoming is None:
+            logger.debug("a chunk with no transfer accepted: dropped")
             return
-        self._digest.update(chunk)
-        self._done += len(chunk)
-        self._writer.submit(_write, self._file, chunk)
-        self._on_progress(self._name, self._done, self._size)
+        if incoming.done + len(chunk) > incoming.size:
+            self._fail(f"it sent more than the {incoming.size} bytes announced",
+                       f"more than the {incoming.size} bytes announced")
+            return
+        incoming.digest.update(chunk)
+        incoming.done += len(chunk)
+        self._writer.submit(_write, incoming.part, chunk)
+        self._on_progress(incoming.name, incoming.done, incoming.size)
 
     def _end(self, sha256: str) -> None:
-        if self._part is None:
+        incoming = self._incoming
+        if incoming is None:
             return
-        name, part, file = self._name, self._part, self._file
-        self._part = self._file = None
-        actual = self._digest.hexdigest()
-        if actual != sha256 or self._done != self._size:
-            self._writer.submit(_discard, file, part)
-            self._reply({"type": "failed", "reason": "checksum mismatch"})
-            self._on_failed(name, "the file arrived damaged (sha256 mismatch); nothing was saved")
+        actual = incoming.digest.hexdigest()
+        if actual != sha256 or incoming.done != incoming.size:
+            self._fail("the file arrived damaged (sha256 mismatch)", "checksum mismatch")
             return
-        finished = asyncio.wrap_future(self._writer.submit(_finish, file, part, self.directory, name))
+        self._incoming = None
+        finished = asyncio.wrap_future(self._writer.submit(_finish, incoming.part, incoming.name))
 
         def done(future: asyncio.Future) -> None:
-            if future.exception() is not None:
-                self._reply({"type": "failed", "reason": "could not save the file"})
-                self._on_failed(name, f"could not save it: {future.exception()}")
+            if future.cancelled():
                 return
-            self._reply({"type": "received", "sha256": actual})
+            if future.exception() is not None:
+                self._release(incoming)
+                self._reply(Failed("could not save the file"))
+                self._on_failed(incoming.name, f"could not save it: {future.exception()}")
+                return
+            self._reply(Received(actual))
             self._on_done(future.result(), actual)
 
         finished.add_done_callback(done)
 
+    def _fail(self, reason: str, reply: str) -> None:
+        """End the transfer under way: its file removed, the sender told, the app too."""
+        incoming = self._take()
+        self._reply(Failed(reply))
+        self._on_failed(incoming.name, f"{reason}; nothing was saved")
 
-def _safe_name(name: str) -> str:
-    """A plain file name: no directories, no hidden or empty names."""
-    base = os.path.basename(name.replace("\\", "/")).lstrip(".").strip()
-    return base[:200] or "file"
+    def _take(self) -> Optional[_Incoming]:
+        """The transfer under way, no longer: its temporary file goes, its bytes are not counted."""
+        incoming, self._incoming = self._incoming, None
+        if incoming is not None:
+            self._writer.submit(_discard, incoming.part)
+            self._release(incoming)
+        return incoming
+
+    def _release(self, incoming: _Incoming) -> None:
+        self.taken -= _cost(incoming.size)
+        self.downloads.taken -= _cost(incoming.size)
 
 
-def _write(file: concurrent.futures.Future, chunk: bytes) -> None:
-    file.result().write(chunk)
+class _Part:
+    """One transfer's own temporary file, created exclusively under a name nobody else has: the
+    only path a transfer writes or removes. Used on the writer thread only."""
+
+    def __init__(self, directory: Path, name: str) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        handle, path = tempfile.mkstemp(dir=directory, prefix=f".{name}.", suffix=".part")
+        self.path = Path(path)
+        self.file = os.fdopen(handle, "wb")
+        self.error: Optional[OSError] = None
+        """The first write that failed (a full disk): the file is then refused at the end."""
+
+    def write(self, chunk: bytes) -> None:
+        if self.error is None:
+            try:
+                self.file.write(chunk)
+            except OSError as error:
+                self.error = error
+
+    def discard(self) -> None:
+        self.file.close()
+        self.path.unlink(missing_ok=True)
+
+    def finish(self, name: str) -> Path:
+        """Close and give the file its name; removed if that fails."""
+        try:
+            self.file.close()
+            if self.error is not None:
+                raise self.error
+            return _claim(self.path, name)
+        except BaseException:
+            self.path.unlink(missing_ok=True)
+            raise
 
 
-def _discard(file: concurrent.futures.Future, part: Path) -> None:
-    file.result().close()
-    part.unlink(missing_ok=True)
-
-
-def _finish(file: concurrent.futures.Future, part: Path, directory: Path, name: str) -> Path:
-    """Close and move into place under a name that overwrites nothing."""
-    file.result().close()
+def _claim(part: Path, name: str) -> Path:
+    """Give ``part`` the first free name of NAME, NAME (2), ...: never over a file, not even one
+    another transfer puts there at the same moment (a hard link fails if the name exists)."""
     stem, suffix = os.path.splitext(name)
-    final, number = directory / name, 1
-    while final.exists():
-        number += 1
-        final = directory / f"{stem} ({number}){suffix}"
-    part.rename(final)
-    return final
+    for number in range(1, MAX_NUMBERED + 1):
+        final = part.parent / (name if number == 1 else f"{stem} ({number}){suffix}")
+        try:
+            os.link(part, final)
+        except FileExistsError:
+            continue
+        except OSError:  # no hard links here (FAT, some shares): hold the name with an empty file
+            try:
+                os.close(os.open(final, os.O_WRONLY | os.O_CREAT | os.O_EXCL))
+            except FileExistsError:
+                continue
+            try:
+                os.replace(part, final)
+            except BaseException:
+                final.unlink(missing_ok=True)  # the empty file was ours
+                raise
+            return final
+        part.unlink()
+        return final
+    raise FileExistsError(f"{name} and {MAX_NUMBERED - 1} numbered copies exist already")
+
+
+def _write(part: concurrent.futures.Future, chunk: bytes) -> None:
+    part.result().write(chunk)
+
+
+def _discard(part: concurrent.futures.Future) -> None:
+    if part.exception() is None:  # a temporary file that could not be made needs no removing
+        part.result().discard()
+
+
+def _finish(part: concurrent.futures.Future, name: str) -> Path:
+    return part.result().finish(name)

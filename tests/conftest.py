@@ -14,7 +14,7 @@ import threading
 import time
 import urllib.request
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import pytest
 
@@ -46,14 +46,15 @@ def require(program: str) -> str:
 class Process:
     """A child process whose output lines are collected on a thread and can be awaited."""
 
-    def __init__(self, args: list[str], env: Optional[dict] = None, name: str = "") -> None:
+    def __init__(self, args: list[str], env: Optional[dict] = None, name: str = "", *,
+                 cwd: Optional[Path] = None, stdin: Any = subprocess.PIPE) -> None:
         self.name = name or args[2]
         self.args = args
         self.lines: list[str] = []
         self._new = queue.Queue()
         self._finished = threading.Event()
         self.proc = subprocess.Popen(
-            args, cwd=ROOT, env=env or child_env(), stdin=subprocess.PIPE,
+            args, cwd=cwd or ROOT, env=env or child_env(), stdin=stdin,
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
         threading.Thread(target=self._read, daemon=True).start()
 
@@ -207,8 +208,9 @@ def processes():
     started: list[Process] = []
 
     class Starter:
-        def peer(self, *flags: str, name: str, env: Optional[dict] = None) -> Process:
-            process = Process([sys.executable, "-m", "peer", "--name", name, *flags], env=env, name=name)
+        def peer(self, *flags: str, name: str, env: Optional[dict] = None, **options: Any) -> Process:
+            """``options``: ``cwd``, ``stdin`` (a terminal's file descriptor, say) as for ``Process``."""
+            process = Process([sys.executable, "-m", "peer", "--name", name, *flags], env=env, name=name, **options)
             started.append(process)
             return process
 
