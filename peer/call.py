@@ -14,7 +14,6 @@ a bounded number of times.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import logging
 import re
@@ -34,6 +33,7 @@ from .ice import IceSettings
 from .media.sources import LocalMedia
 from .transfer import (Accept, BadMessage, Downloads, Failed, FileReceiver, FileSender, Progress, Received, Reply,
                        encode, parse_message)
+from .verification import connection_code
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +52,6 @@ FILES_OPEN_TIMEOUT = 10.0
 Signal = Callable[[dict[str, Any]], Awaitable[None]]
 
 _START_OFFER = {"type": "_start-offer"}
-_FINGERPRINT = re.compile(r"^a=fingerprint:(\S+) (\S+)", re.MULTILINE)
 _CANDIDATE = re.compile(r"^a=(candidate:.+?)\r?$", re.MULTILINE)
 _MID = re.compile(r"^a=mid:(\S+)", re.MULTILINE)
 _UFRAG = re.compile(r"^a=ice-ufrag:(\S+)", re.MULTILINE)
@@ -141,16 +140,9 @@ class Call(AsyncIOEventEmitter):
 
     @property
     def verification_code(self) -> Optional[str]:
-        """A short code from both DTLS fingerprints. Both sides compute the same one unless
-        someone in between replaced the certificates (which the signaling server could)."""
-        local, remote = self.pc.localDescription, self.pc.remoteDescription
-        if local is None or remote is None:
-            return None
-        prints = sorted(m.group(2).upper() for sdp in (local.sdp, remote.sdp) for m in [_FINGERPRINT.search(sdp)] if m)
-        if len(prints) != 2:
-            return None
-        number = int.from_bytes(hashlib.sha256("|".join(prints).encode()).digest()[:4], "big") % 1_000_000
-        return f"{number // 1000:03d} {number % 1000:03d}"
+        """The code both sides compare (``12345 67890 12345 67890 12345``), from the certificates
+        DTLS used: equal unless someone sits in the middle. None until DTLS has completed."""
+        return connection_code(self.pc)
 
     async def close(self, reason: str = "hung up", notify: bool = True) -> None:
         """Hang up. ``notify`` sends ``bye`` on the control channel first, so the other

@@ -70,8 +70,9 @@ def join(page, url: str, room: str, name: str = "browser") -> None:
 
 
 def check_call(page, peer) -> None:
-    """Both connected; video decodes in the browser and looks like our testsrc; chat both ways."""
-    peer.expect(r"connected to browser; verification code", CONNECTED_WITHIN)
+    """Both connected (our peer has a code from Chromium's DTLS certificate); video decodes in
+    the browser and looks like our testsrc; chat both ways."""
+    peer.expect(r"connected to browser; verification code \d{5}( \d{5}){4} ", CONNECTED_WITHIN)
     page.wait_for_function("() => window.peerState.connected.includes('ours')")
     page.wait_for_function("() => (window.peerState.video.ours || {}).width > 0")
     first = state(page, "video.ours")

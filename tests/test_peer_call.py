@@ -14,8 +14,8 @@ def test_call_media_chat_and_leaving(server, processes, tmp_path):
     alice.expect("waiting for someone to join room demo")
     bob = processes.peer("--room", "demo", "--server", server.url, *CALL,
                          "--record", str(tmp_path / "bob-got.mp4"), name="bob")
-    code_a = alice.expect(r"connected to bob; verification code (\d{3} \d{3})").group(1)
-    code_b = bob.expect(r"connected to alice; verification code (\d{3} \d{3})").group(1)
+    code_a = alice.expect(r"connected to bob; verification code (\d{5}(?: \d{5}){4})").group(1)
+    code_b = bob.expect(r"connected to alice; verification code (\d{5}(?: \d{5}){4})").group(1)
     assert code_a == code_b
 
     alice.send("hello bob")

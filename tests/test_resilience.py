@@ -147,6 +147,8 @@ class MeddlingServer(SignalingServer):
 
 
 async def test_verification_codes_expose_a_meddling_server():
+    """Swapped fingerprints make DTLS refuse the connection: there is no code to compare (a
+    code read from the SDP showed one). tests/test_attack_code.py has a relay that connects."""
     codes = {}
     for kind in (SignalingServer, MeddlingServer):
         server = kind()
@@ -155,17 +157,16 @@ async def test_verification_codes_expose_a_meddling_server():
         try:
             async with peer.join("mitm", server=url, name="a", ice_hosts=[LOCAL]) as a, \
                        peer.join("mitm", server=url, name="b", ice_hosts=[LOCAL]) as b:
-                for _ in range(100):
-                    if a.verification_code() and b.verification_code():
-                        break
-                    await asyncio.sleep(0.05)
+                if kind is SignalingServer:
+                    await asyncio.gather(a.wait_for_peer(timeout=10), b.wait_for_peer(timeout=10))
+                else:
+                    await asyncio.gather(a.wait_for(peer.Retrying, timeout=10), b.wait_for(peer.Retrying, timeout=10))
                 codes[kind.__name__] = (a.verification_code(), b.verification_code())
         finally:
             await server.stop()
     honest_a, honest_b = codes["SignalingServer"]
-    meddled_a, meddled_b = codes["MeddlingServer"]
     assert honest_a and honest_a == honest_b
-    assert meddled_a and meddled_b and meddled_a != meddled_b
+    assert codes["MeddlingServer"] == (None, None)
     assert MESSAGE == "message"
 
 

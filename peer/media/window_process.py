@@ -8,7 +8,7 @@ event loop is never stalled by GUI calls, and a crash is reported instead of sha
 Input on stdin, one JSON header line per message, followed by ``size`` raw bytes for frames:
   {"op": "title", "text": str}              window title
   {"op": "waiting", "text": str}            picture shown while there is no remote video
-  {"op": "status", "text": str}             a line drawn at the bottom (verification code)
+  {"op": "status", "text": str}             drawn at the bottom, on as many lines as it needs (verification code)
   {"op": "frame", "id": str, "name": str, "w": int, "h": int, "size": int} + BGR bytes
   {"op": "remove", "id": str}               drop a tile
 Output on stdout, one word per line: ``ready`` once the window shows, ``quit`` when the
@@ -27,6 +27,7 @@ import numpy as np
 WINDOW = "peer"
 CANVAS = (480, 640)
 KEYS_QUIT = (ord("q"), ord("Q"), 27)
+STATUS_SCALE = 0.6
 
 
 class State:
@@ -82,6 +83,19 @@ def put_text(image: np.ndarray, text: str, origin: tuple, scale: float = 0.7) ->
     cv2.putText(image, text, origin, cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA)
 
 
+def status_lines(text: str, width: int, scale: float) -> list:
+    """``text`` broken between words into lines ``width`` pixels wide at most: a 25-digit
+    verification code is wider than a small remote video, and cut off it cannot be compared."""
+    lines: list = []
+    for word in text.split():
+        joined = f"{lines[-1]} {word}" if lines else word
+        if lines and cv2.getTextSize(joined, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)[0][0] <= width:
+            lines[-1] = joined
+        else:
+            lines.append(word)
+    return lines
+
+
 def waiting_picture(text: str) -> np.ndarray:
     image = np.full((*CANVAS, 3), (60, 40, 30), np.uint8)
     words, lines, line = text.split(), [], ""
@@ -120,8 +134,9 @@ def compose(state: State) -> tuple:
         tiles, names = dict(state.tiles), dict(state.names)
         title, waiting, status = state.title, state.waiting, state.status
     image = tiled(tiles, names) if tiles else waiting_picture(waiting)
-    if status:
-        put_text(image, status, (10, image.shape[0] - 12), 0.6)
+    lines = status_lines(status, image.shape[1] - 20, STATUS_SCALE)
+    for i, line in enumerate(reversed(lines)):
+        put_text(image, line, (10, image.shape[0] - 12 - 24 * i), STATUS_SCALE)
     return image, title
 
 
