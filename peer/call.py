@@ -97,6 +97,7 @@ class Call(AsyncIOEventEmitter):
         self._chat_backlog: list[str] = []
         self._pending_candidates: list[Optional[dict[str, Any]]] = []
         self._complained: set[str] = set()
+        self._watchdog: Optional[asyncio.Future] = None
         self._inbox = _Inbox(lambda: self.remote.name)
         self._tasks: list[asyncio.Future] = [asyncio.ensure_future(self._run())]
         self.pc = self._new_pc()
@@ -283,12 +284,16 @@ class Call(AsyncIOEventEmitter):
     # Staying connected
 
     def _watch(self, pc: RTCPeerConnection) -> None:
-        """Give this negotiation CONNECT_TIMEOUT seconds to connect."""
+        """Give this negotiation CONNECT_TIMEOUT seconds to connect. The watchdog of an
+        earlier one goes: it would keep that connection in memory for nothing (a member that
+        sends offer after offer would pile them up)."""
         async def watchdog() -> None:
             await asyncio.sleep(CONNECT_TIMEOUT)
             if pc is self.pc and not self.connected:
                 await self._lost(f"not connected after {CONNECT_TIMEOUT:g} s")
-        self._spawn(watchdog())
+        if self._watchdog is not None and self._watchdog is not asyncio.current_task():
+            self._watchdog.cancel()
+        self._watchdog = self._spawn(watchdog())
 
     async def _lost(self, reason: str) -> None:
         """The path is gone. While the member is still in the room, build a new connection
@@ -436,9 +441,10 @@ class Call(AsyncIOEventEmitter):
                 await self._lost(f"no answer for {self._dead_after:g} s")
                 return
 
-    def _spawn(self, coroutine: Awaitable[Any]) -> None:
+    def _spawn(self, coroutine: Awaitable[Any]) -> asyncio.Future:
         self._tasks = [t for t in self._tasks if not t.done()]
         self._tasks.append(asyncio.ensure_future(coroutine))
+        return self._tasks[-1]
 
     def _complain(self, kind: str, text: str, *args: Any) -> None:
         """Log bad input of one ``kind`` from this member once as a warning, then only at
