@@ -122,8 +122,10 @@ class Call(AsyncIOEventEmitter):
         return True
 
     def send_data(self, value: Any) -> bool:
-        """Send a JSON value to a peer of ours (not to classic clients, which lack the channel)."""
-        return self._peer_is_ours and _send(self.control, control.encode(control.DATA, data=value))
+        """Send a JSON value to a peer of ours (not to classic clients, which lack the channel).
+        ValueError for one the other side would drop (see ``control.encode``)."""
+        text = control.encode(control.DATA, data=value)
+        return self._peer_is_ours and _send(self.control, text)
 
     def announce_id(self, member_id: str) -> None:
         """Tell the other side our new signaling id after we rejoined, so it keeps this call."""

@@ -91,7 +91,10 @@ class Session(AsyncIOEventEmitter):
         self._claims: dict[Call, str] = {}
         """``moved`` claims the server's presence does not confirm yet (see ``_confirms``)."""
         self._present = asyncio.Event()
-        """Set while we are in the room and ``members`` is the server's word."""
+        """Set while we are in the room, so that ``_listed`` is the server's word."""
+        self._listed: set[str] = set()
+        """The ids the server lists in the room now (``members`` may keep some from before an
+        outage of ours)."""
 
     async def connect(self) -> None:
         """Open the signaling connection; SignalingUnreachable when nothing answers."""
@@ -118,6 +121,7 @@ class Session(AsyncIOEventEmitter):
         self.me = Member(id=ack["id"], name=ack.get("name", self.request.name))
         others = [Member.from_payload(m) for m in ack.get("members", [])]
         self.members = {m.id: m for m in others}
+        self._listed = set(self.members)
         self._present.set()
         for member in others:
             self._new_call(member).start_offer()
@@ -214,6 +218,8 @@ class Session(AsyncIOEventEmitter):
             call.announce_id(self.me.id)
         others = [Member.from_payload(m) for m in ack.get("members", [])]
         self.members.update({m.id: m for m in others})
+        self._listed = {m.id for m in others}
+        self._awaiting_move -= self._listed  # still there under their old ids: they did not move
         self._present.set()
         self._settle_claims()
         self.emit("rejoined")
@@ -235,6 +241,7 @@ class Session(AsyncIOEventEmitter):
     async def _on_peer_joined(self, payload: Any) -> None:
         member = Member.from_payload(payload)
         self.members[member.id] = member
+        self._listed.add(member.id)
         self._settle_claims()
         namesakes = [call for call in self.calls.values()
                      if call.remote.id in self._awaiting_move and call.alive and call.remote.name == member.name]
@@ -252,6 +259,7 @@ class Session(AsyncIOEventEmitter):
         if self.me is not None and member.id == self.me.id:
             return
         self.members.pop(member.id, None)
+        self._listed.discard(member.id)
         call = self.calls.get(member.id)
         if call is not None and call.alive:
             self._awaiting_move.add(member.id)
@@ -361,11 +369,12 @@ class Session(AsyncIOEventEmitter):
 
     def _confirms(self, call: Call, new_id: str) -> bool:
         """Whether presence bears out that ``call``'s member is now ``new_id``: we are in the
-        room (so ``members`` is current), the server said that member left while its call
-        lived on (or our own signaling dropped), it lists ``new_id`` in the room under the
-        same name, and no call has that id yet."""
+        room, the server said that member left while its call lived on (or our own signaling
+        dropped, and the server no longer lists its old id), it lists ``new_id`` in the room
+        under the same name, and no call has that id yet."""
         member = self.members.get(new_id)
-        return self._present.is_set() and call.remote.id in self._awaiting_move and member is not None and \
+        return self._present.is_set() and call.remote.id in self._awaiting_move and \
+            new_id in self._listed and member is not None and \
             member.name == call.remote.name and new_id not in self.calls and \
             (self.me is None or new_id != self.me.id)
 
