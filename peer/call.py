@@ -19,6 +19,7 @@ import json
 import logging
 import re
 import time
+import weakref
 from collections import deque
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Optional
@@ -527,6 +528,9 @@ def _when_open(channel: RTCDataChannel, callback: Callable[[], Any]) -> None:
         channel.once("open", callback)
 
 
+_guarded: "weakref.WeakSet[RTCSctpTransport]" = weakref.WeakSet()
+
+
 def _guard_receipt(transport: RTCSctpTransport, complain: Callable[[Exception], None]) -> None:
     """Make a data channel message that cannot be handled cost that message, not the connection.
 
@@ -536,7 +540,7 @@ def _guard_receipt(transport: RTCSctpTransport, complain: Callable[[Exception], 
     transport's receive step is wrapped, once per transport: the exception is logged and the
     message dropped.
     """
-    if getattr(transport, "_receipt_guarded", False):
+    if transport in _guarded:
         return
     receive = transport._data_channel_receive
 
@@ -546,8 +550,8 @@ def _guard_receipt(transport: RTCSctpTransport, complain: Callable[[Exception], 
         except Exception as error:
             complain(error)
 
-    transport._data_channel_receive = guarded
-    transport._receipt_guarded = True
+    transport._data_channel_receive = guarded  # type: ignore[method-assign]
+    _guarded.add(transport)
 
 
 def _send(channel: Optional[RTCDataChannel], text: str) -> bool:

@@ -24,7 +24,7 @@ from aiortc.rtcsctptransport import WEBRTC_STRING
 import peer
 from conftest import LOCAL, Process, Relay, Server, child_env
 from peer.api import ChatMessage, DataMessage, Room
-from peer.call import Call
+from peer.call import INBOX_SIZE, MAX_PENDING_CANDIDATES, Call
 from peer.control import MAX_MESSAGE_BYTES
 from signaling import protocol
 
@@ -71,7 +71,8 @@ def join(server: Server, room: str, name: str, **options) -> peer.api._Joining:
 
 @pytest.mark.parametrize("mallory_name, drops_signaling", [("mallory", False), ("alice", True)],
                          ids=["plain", "namesake-whose-signaling-dropped"])
-async def test_moved_cannot_take_another_members_place(server_of_three, tmp_path, caplog, mallory_name, drops_signaling):
+async def test_moved_cannot_take_another_members_place(server_of_three, tmp_path, caplog, mallory_name,
+                                                      drops_signaling):
     """mallory, in a room of three with alice and the victim, says on her call with the victim
     that she is alice (``moved`` with alice's id). In the second case she has even made her
     own departure look like a signaling outage and bears alice's name: the claim still fails,
@@ -287,3 +288,40 @@ async def test_an_offer_flood_costs_bounded_memory_and_calls_go_on(server_of_thr
         if attacker.connected:
             await attacker.disconnect()
         victim.stop()
+
+
+async def test_a_candidate_flood_is_bounded_and_calls_go_on(server_of_three):
+    """mallory lets the victim's offer wait for an answer and trickles candidates at it as
+    fast as she can: the victim keeps a bounded number of them, and its call with bob goes on."""
+    server = server_of_three
+    attacker = socketio.AsyncClient()
+    offers = asyncio.Queue()
+    attacker.on(protocol.MESSAGE, offers.put)
+    try:
+        async with join(server, "trickle", "bob") as bob:
+            await attacker.connect(server.url, transports=["websocket"])
+            await attacker.call(protocol.JOIN, {"room": "trickle", "name": "mallory"})
+            async with join(server, "trickle", "victim") as victim:
+                offer = await asyncio.wait_for(offers.get(), 10)
+                assert offer["type"] == "offer" and offer["from"] == victim.me.id
+                call = victim.session.calls[next(m.id for m in victim.members if m.name == "mallory")]
+                candidate = {"candidate": "candidate:1 1 udp 2130706431 192.0.2.1 50000 typ host",
+                             "sdpMid": "0", "sdpMLineIndex": 0}
+                most_pending = most_queued = sent = 0
+                started = time.monotonic()
+                while time.monotonic() - started < 2:
+                    await attacker.emit(protocol.MESSAGE, {"type": "candidate", "candidate": candidate,
+                                                           "to": victim.me.id})
+                    sent += 1
+                    await asyncio.sleep(0)  # the victim runs in this loop too
+                    most_pending = max(most_pending, len(call._pending_candidates))
+                    most_queued = max(most_queued, len(call._inbox._items))
+                await attacker.disconnect()
+                assert sent > 1000, f"the flood sent only {sent} candidates"
+                assert most_pending == MAX_PENDING_CANDIDATES, most_pending
+                assert most_queued <= INBOX_SIZE, most_queued
+                await our_call(victim, bob)
+                await chat_passes(victim, bob, "after the trickle")
+    finally:
+        if attacker.connected:
+            await attacker.disconnect()

@@ -29,7 +29,8 @@ def test_what_our_peers_send_is_read(text, expected):
     '{"type": "moved", "id": {}}', '{"type": "moved"}', '{"type": "moved", "id": ""}',
     '{"type": "moved", "id": 7}', '{"type": "moved", "id": "' + "x" * (MAX_ID_CHARS + 1) + '"}',
     '{"type": "moved", "id": "a\\nb"}', '{"type": "moved", "id": "\\u001b]0;x\\u0007"}',
-    '{"type": "data", "data": NaN}', '{"type": "data", "data": -Infinity}', '{"type": "data", "data": 1' + "0" * 5000 + '}',
+    '{"type": "data", "data": NaN}', '{"type": "data", "data": -Infinity}',
+    '{"type": "data", "data": 1' + "0" * 5000 + '}',
     "[" * 50_000, "not json", "", '{"type": "data", "data": "' + "x" * MAX_MESSAGE_BYTES + '"}',
     "\u00e9" * (MAX_MESSAGE_BYTES // 2 + 1), b'{"type": "ping"}', b"\xff\xfe\xfd", b"",
 ])
