@@ -352,7 +352,7 @@ class Session(AsyncIOEventEmitter):
         ``_confirms``); presence can lag the call, so an unconfirmed claim is held and checked
         again on every change of presence, for ``REMAP_GRACE`` of our being in the room."""
         if self.classic:
-            logger.warning("ignored %r's claim to be %r: a classic server has no member ids", call.remote.name, new_id)
+            logger.debug("ignored %r's claim to be %r: a classic server has no member ids", call.remote.name, new_id)
             return
         held = call in self._claims
         self._claims[call] = new_id  # a newer claim replaces the one held, not its deadline
