@@ -18,16 +18,20 @@ import json
 import logging
 import re
 import time
+import weakref
+from collections import deque
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Optional
 
 from aiortc import RTCDataChannel, RTCPeerConnection, RTCSessionDescription
+from aiortc.rtcsctptransport import RTCSctpTransport
 from aiortc.sdp import candidate_from_sdp
 from pyee.asyncio import AsyncIOEventEmitter
 
 from signaling import protocol
 from signaling.protocol import Member
 
+from . import control
 from .errors import TransferError
 from .ice import IceSettings
 from .media.sources import LocalMedia
@@ -48,6 +52,12 @@ CONNECT_TIMEOUT = 10.0
 """A negotiation not connected by then is tried again on a fresh connection."""
 MAX_TRIES = 3
 FILES_OPEN_TIMEOUT = 10.0
+INBOX_SIZE = 100
+"""Signaling messages from one member waiting to be handled. A negotiation takes an offer or
+an answer and a few dozen trickled candidates at most; a newer offer replaces queued older
+ones (see ``_Inbox``), so only a flood fills it, and what overflows is dropped."""
+MAX_PENDING_CANDIDATES = 100
+"""Trickled candidates kept until the remote description comes; more are dropped."""
 
 Signal = Callable[[dict[str, Any]], Awaitable[None]]
 
@@ -89,7 +99,9 @@ class Call(AsyncIOEventEmitter):
         self._bad_files_messages = 0
         self._chat_backlog: list[str] = []
         self._pending_candidates: list[Optional[dict[str, Any]]] = []
-        self._inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self._complained: set[str] = set()
+        self._watchdog: Optional[asyncio.Future] = None
+        self._inbox = _Inbox(lambda: self.remote.name)
         self._tasks: list[asyncio.Future] = [asyncio.ensure_future(self._run())]
         self.pc = self._new_pc()
 
@@ -97,11 +109,11 @@ class Call(AsyncIOEventEmitter):
 
     def start_offer(self) -> None:
         """Send an offer (the offerer rule says we are the newcomer)."""
-        self._inbox.put_nowait(_START_OFFER)
+        self._inbox.put(_START_OFFER, ours=True)
 
     def handle(self, message: dict[str, Any]) -> None:
         """Queue a signaling message from this member; handled in arrival order."""
-        self._inbox.put_nowait(message)
+        self._inbox.put(message)
 
     def send_chat(self, text: str) -> bool:
         """Send a line of chat; lines sent before the channel opens wait for it.
@@ -113,13 +125,15 @@ class Call(AsyncIOEventEmitter):
         return True
 
     def send_data(self, value: Any) -> bool:
-        """Send a JSON value to a peer of ours (not to classic clients, which lack the channel)."""
-        return self._peer_is_ours and _send(self.control, json.dumps({"type": "data", "data": value}))
+        """Send a JSON value to a peer of ours (not to classic clients, which lack the channel).
+        ValueError for one the other side would drop (see ``control.encode``)."""
+        text = control.encode(control.DATA, data=value)
+        return self._peer_is_ours and _send(self.control, text)
 
     def announce_id(self, member_id: str) -> None:
         """Tell the other side our new signaling id after we rejoined, so it keeps this call."""
         if self._peer_is_ours:
-            _send(self.control, json.dumps({"type": "moved", "id": member_id}))
+            _send(self.control, control.encode(control.MOVED, id=member_id))
 
     async def send_file(self, path: Path, progress: Optional[Progress] = None) -> str:
         """Send a file; return its sha256 once the other side has checked and saved it."""
@@ -150,7 +164,7 @@ class Call(AsyncIOEventEmitter):
         if self.closed:
             return
         self.closed = True
-        if notify and self._peer_is_ours and _send(self.control, json.dumps({"type": "bye"})):
+        if notify and self._peer_is_ours and _send(self.control, control.encode(control.BYE)):
             await asyncio.sleep(0.05)  # let the bye leave before the transport goes
         for task in self._tasks:
             if task is not asyncio.current_task():
@@ -171,7 +185,7 @@ class Call(AsyncIOEventEmitter):
             except asyncio.CancelledError:
                 raise
             except Exception as error:  # a bad SDP or candidate must not end the call
-                logger.warning("ignored a bad %s from %s: %s", message.get("type"), self.remote.name,
+                self._complain("signal", "ignored a bad %s from %r: %s", message.get("type"), self.remote.name,
                                error or type(error).__name__)
 
     async def _dispatch(self, message: dict[str, Any]) -> None:
@@ -187,6 +201,10 @@ class Call(AsyncIOEventEmitter):
             await self.pc.setRemoteDescription(RTCSessionDescription(message["sdp"], "answer"))
             await self._flush_candidates()
         elif kind == protocol.CANDIDATE:
+            if len(self._pending_candidates) >= MAX_PENDING_CANDIDATES:
+                self._complain("candidates", "dropped candidates from %r: more than %d before its description",
+                               self.remote.name, MAX_PENDING_CANDIDATES)
+                return
             self._pending_candidates.append(message.get("candidate"))
             if self.pc.remoteDescription is not None:
                 await self._flush_candidates()
@@ -264,12 +282,16 @@ class Call(AsyncIOEventEmitter):
     # Staying connected
 
     def _watch(self, pc: RTCPeerConnection) -> None:
-        """Give this negotiation CONNECT_TIMEOUT seconds to connect."""
+        """Give this negotiation CONNECT_TIMEOUT seconds to connect. The watchdog of an
+        earlier one goes: it would keep that connection in memory for nothing (a member that
+        sends offer after offer would pile them up)."""
         async def watchdog() -> None:
             await asyncio.sleep(CONNECT_TIMEOUT)
             if pc is self.pc and not self.connected:
                 await self._lost(f"not connected after {CONNECT_TIMEOUT:g} s")
-        self._spawn(watchdog())
+        if self._watchdog is not None and self._watchdog is not asyncio.current_task():
+            self._watchdog.cancel()
+        self._watchdog = self._spawn(watchdog())
 
     async def _lost(self, reason: str) -> None:
         """The path is gone. While the member is still in the room, build a new connection
@@ -285,7 +307,7 @@ class Call(AsyncIOEventEmitter):
         self.connected = False
         self.emit("retrying", reason, self._tries)
         if self._initiator():
-            self._inbox.put_nowait(_START_OFFER)
+            self._inbox.put(_START_OFFER, ours=True)
         else:
             self._watch(self.pc)  # the offer should come; if it does not, this side retries too
 
@@ -334,6 +356,9 @@ class Call(AsyncIOEventEmitter):
 
     def _adopt(self, channel: RTCDataChannel) -> None:
         """Take a data channel into use by its label (ours, or the remote's on answering)."""
+        _guard_receipt(channel.transport, lambda error: self._complain(
+            "channel", "dropped a data channel message from %r that could not be handled: %s: %s",
+            self.remote.name, type(error).__name__, error))
         if channel.label == CHAT_CHANNEL:
             self.chat = channel
             channel.on("message", self._on_chat)
@@ -374,19 +399,18 @@ class Call(AsyncIOEventEmitter):
         self._heard()
         self._peer_is_ours = True
         try:
-            value = json.loads(message)
-            kind = value["type"]
-        except (ValueError, TypeError, KeyError):
-            logger.debug("unreadable control message from %s", self.remote.name)
+            parsed = control.parse(message)
+        except control.BadControlMessage as error:
+            self._complain("control", "dropped a control message from %r: %s", self.remote.name, error)
             return
-        if kind == "ping":
-            _send(self.control, json.dumps({"type": "pong"}))
-        elif kind == "bye":
+        if parsed.type == control.PING:
+            _send(self.control, control.encode(control.PONG))
+        elif parsed.type == control.BYE:
             self._spawn(self.close("left", notify=False))
-        elif kind == "data":
-            self.emit("data", value.get("data"))
-        elif kind == "moved" and isinstance(value.get("id"), str):
-            self.emit("moved", value["id"])
+        elif parsed.type == control.DATA:
+            self.emit("data", parsed.data)
+        elif parsed.type == control.MOVED:
+            self.emit("moved", parsed.id)  # the session checks it against the server's presence
 
     def _on_files(self, message: Any) -> None:
         """aiortc calls this inside its receive loop, which an exception would end (and the
@@ -420,15 +444,68 @@ class Call(AsyncIOEventEmitter):
         self._heard()
         while not self.closed and channel is self.control:
             if self._peer_is_ours:
-                _send(channel, json.dumps({"type": "ping"}))
+                _send(channel, control.encode(control.PING))
             await asyncio.sleep(self._heartbeat_interval)
             if self._peer_is_ours and channel is self.control and time.monotonic() - self._last_seen > self._dead_after:
                 await self._lost(f"no answer for {self._dead_after:g} s")
                 return
 
-    def _spawn(self, coroutine: Awaitable[Any]) -> None:
+    def _spawn(self, coroutine: Awaitable[Any]) -> asyncio.Future:
         self._tasks = [t for t in self._tasks if not t.done()]
         self._tasks.append(asyncio.ensure_future(coroutine))
+        return self._tasks[-1]
+
+    def _complain(self, kind: str, text: str, *args: Any) -> None:
+        """Log bad input of one ``kind`` from this member once as a warning, then only at
+        debug level: a hostile peer repeating it must not flood the log."""
+        if kind in self._complained:
+            logger.debug(text, *args)
+            return
+        self._complained.add(kind)
+        logger.warning(text + " (more such are dropped quietly)", *args)
+
+
+class _Inbox:
+    """The signaling messages from one member, handled one at a time in arrival order.
+
+    Bounded, since the member decides how many it sends: a newer offer starts a new
+    negotiation, which makes queued older offers, answers and candidates moot (they are
+    dropped); a newer answer replaces a queued older one; past ``INBOX_SIZE`` messages the
+    rest is dropped, with one log line per burst. Our own ``_START_OFFER`` always gets in:
+    recovery depends on it, and we send few.
+    """
+
+    def __init__(self, sender: Callable[[], str]) -> None:
+        self._items: deque[dict[str, Any]] = deque()
+        self._ready = asyncio.Event()
+        self._sender = sender
+        self._overflowing = False
+
+    def put(self, message: dict[str, Any], ours: bool = False) -> None:
+        kind = message.get("type")
+        if kind == protocol.OFFER:
+            self._drop((protocol.OFFER, protocol.ANSWER, protocol.CANDIDATE))
+        elif kind == protocol.ANSWER:
+            self._drop((protocol.ANSWER,))
+        if not ours and len(self._items) >= INBOX_SIZE:
+            if not self._overflowing:
+                self._overflowing = True
+                logger.warning("signaling messages from %r arrive faster than they can be handled: "
+                               "dropping them until the %d queued are done", self._sender(), len(self._items))
+            return
+        self._items.append(message)
+        self._ready.set()
+
+    async def get(self) -> dict[str, Any]:
+        while not self._items:
+            self._overflowing = False  # drained: the next overflow is a new burst
+            self._ready.clear()
+            await self._ready.wait()
+        return self._items.popleft()
+
+    def _drop(self, kinds: tuple[str, ...]) -> None:
+        if any(message.get("type") in kinds for message in self._items):
+            self._items = deque(message for message in self._items if message.get("type") not in kinds)
 
 
 async def _close_pc(pc: RTCPeerConnection) -> None:
@@ -455,6 +532,32 @@ def _when_open(channel: RTCDataChannel, callback: Callable[[], Any]) -> None:
         callback()
     else:
         channel.once("open", callback)
+
+
+_guarded: "weakref.WeakSet[RTCSctpTransport]" = weakref.WeakSet()
+
+
+def _guard_receipt(transport: RTCSctpTransport, complain: Callable[[Exception], None]) -> None:
+    """Make a data channel message that cannot be handled cost that message, not the connection.
+
+    aiortc decodes text messages and runs the channels' ``message`` handlers inside its DTLS
+    receive loop; any exception on the way (text that is not UTF-8, a handler's error, a
+    second open of one stream) ends that loop, and with it the whole connection. So the
+    transport's receive step is wrapped, once per transport: the exception is logged and the
+    message dropped.
+    """
+    if transport in _guarded:
+        return
+    receive = transport._data_channel_receive
+
+    async def guarded(stream_id: int, pp_id: int, data: bytes) -> None:
+        try:
+            await receive(stream_id, pp_id, data)
+        except Exception as error:
+            complain(error)
+
+    transport._data_channel_receive = guarded  # type: ignore[method-assign]
+    _guarded.add(transport)
 
 
 def _send(channel: Optional[RTCDataChannel], text: str) -> bool:

@@ -91,6 +91,13 @@ class Session(AsyncIOEventEmitter):
         self._awaiting_move: set[str] = set()
         """Members of live calls who may come back under a new id (``moved``) after a
         signaling outage, theirs or ours: their ``peer-joined`` is no news."""
+        self._claims: dict[Call, str] = {}
+        """``moved`` claims the server's presence does not confirm yet (see ``_confirms``)."""
+        self._present = asyncio.Event()
+        """Set while we are in the room, so that ``_listed`` is the server's word."""
+        self._listed: set[str] = set()
+        """The ids the server lists in the room now (``members`` may keep some from before an
+        outage of ours)."""
 
     async def connect(self) -> None:
         """Open the signaling connection; SignalingUnreachable when nothing answers."""
@@ -117,6 +124,8 @@ class Session(AsyncIOEventEmitter):
         self.me = Member(id=ack["id"], name=ack.get("name", self.request.name))
         others = [Member.from_payload(m) for m in ack.get("members", [])]
         self.members = {m.id: m for m in others}
+        self._listed = set(self.members)
+        self._present.set()
         for member in others:
             self._new_call(member).start_offer()
         self.emit("joined", others)
@@ -212,6 +221,10 @@ class Session(AsyncIOEventEmitter):
             call.announce_id(self.me.id)
         others = [Member.from_payload(m) for m in ack.get("members", [])]
         self.members.update({m.id: m for m in others})
+        self._listed = {m.id for m in others}
+        self._awaiting_move -= self._listed  # still there under their old ids: they did not move
+        self._present.set()
+        self._settle_claims()
         self.emit("rejoined")
         unknown = [m for m in others if m.id not in self.calls]
         if unknown and any(call.alive for call in self.calls.values()):
@@ -231,6 +244,8 @@ class Session(AsyncIOEventEmitter):
     async def _on_peer_joined(self, payload: Any) -> None:
         member = Member.from_payload(payload)
         self.members[member.id] = member
+        self._listed.add(member.id)
+        self._settle_claims()
         namesakes = [call for call in self.calls.values()
                      if call.remote.id in self._awaiting_move and call.alive and call.remote.name == member.name]
         if namesakes:
@@ -247,9 +262,11 @@ class Session(AsyncIOEventEmitter):
         if self.me is not None and member.id == self.me.id:
             return
         self.members.pop(member.id, None)
+        self._listed.discard(member.id)
         call = self.calls.get(member.id)
         if call is not None and call.alive:
             self._awaiting_move.add(member.id)
+            self._settle_claims()
             # Maybe only its signaling connection dropped: the heartbeat decides, and
             # ``peer-left`` follows the call's end if the member does not come back.
             logger.info("%s left the room but its media still flows; waiting for the heartbeat", member.name)
@@ -281,6 +298,7 @@ class Session(AsyncIOEventEmitter):
         if self._leaving:
             return
         logger.info("signaling connection lost (%s)", reason)
+        self._present.clear()
         self.emit("disconnected")
         for call in self.calls.values():
             self._awaiting_move.add(call.remote.id)  # the others will see us back under a new id
@@ -317,18 +335,64 @@ class Session(AsyncIOEventEmitter):
         call.on("file-progress", lambda name, done, size: self.emit("file-progress", call.remote, name, done, size))
         call.on("file", lambda path, sha256: self.emit("file", call.remote, path, sha256))
         call.on("file-failed", lambda name, reason: self.emit("file-failed", call.remote, name, reason))
-        call.on("moved", lambda new_id: self._moved(call, new_id))
+        call.on("moved", lambda new_id: self._claim(call, new_id))
 
         @call.on("closed")
         def on_closed(reason: str) -> None:
             if self.calls.get(call.remote.id) is call:
                 del self.calls[call.remote.id]
             self._awaiting_move.discard(call.remote.id)
+            self._claims.pop(call, None)
             self.emit("call-closed", call.remote, reason)
             if call.remote.id not in self.members and not self.classic and not self._leaving and reason != "left":
                 self.emit("peer-left", call.remote)
 
         return call
+
+    def _claim(self, call: Call, new_id: str) -> None:
+        """The other side of ``call`` says (``moved``) it rejoined under ``new_id``. Anyone
+        can say so, so it is believed only when the server's presence confirms it (see
+        ``_confirms``); presence can lag the call, so an unconfirmed claim is held and checked
+        again on every change of presence, for ``REMAP_GRACE`` of our being in the room."""
+        if self.classic:
+            logger.debug("ignored %r's claim to be %r: a classic server has no member ids", call.remote.name, new_id)
+            return
+        held = call in self._claims
+        self._claims[call] = new_id  # a newer claim replaces the one held, not its deadline
+        self._settle_claims()
+        if not held and call in self._claims:
+            self._spawn(self._expire_claim(call))
+
+    def _settle_claims(self) -> None:
+        """Move the calls whose claims the server's presence now confirms."""
+        for call, new_id in list(self._claims.items()):
+            if self._claims.get(call) == new_id and self._confirms(call, new_id):
+                del self._claims[call]
+                self._moved(call, new_id)
+
+    def _confirms(self, call: Call, new_id: str) -> bool:
+        """Whether presence bears out that ``call``'s member is now ``new_id``: we are in the
+        room, the server said that member left while its call lived on (or our own signaling
+        dropped, and the server no longer lists its old id), it lists ``new_id`` in the room
+        under the same name, and no call has that id yet."""
+        member = self.members.get(new_id)
+        return self._present.is_set() and call.remote.id in self._awaiting_move and \
+            new_id in self._listed and member is not None and \
+            member.name == call.remote.name and new_id not in self.calls and \
+            (self.me is None or new_id != self.me.id)
+
+    async def _expire_claim(self, call: Call) -> None:
+        """Drop ``call``'s claim unconfirmed after ``REMAP_GRACE`` in the room (the clock
+        waits while our own signaling is down: then presence is not known)."""
+        while True:
+            await self._present.wait()
+            await asyncio.sleep(REMAP_GRACE)
+            if self._present.is_set():
+                break
+        new_id = self._claims.pop(call, None)
+        if new_id is not None:
+            logger.warning("ignored %r's claim to be member %r: the server's presence does not confirm it",
+                           call.remote.name, new_id)
 
     def _moved(self, call: Call, new_id: str) -> None:
         """The member of a live call rejoined under a new id: keep the call under it."""
