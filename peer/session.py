@@ -123,8 +123,9 @@ class Session(AsyncIOEventEmitter):
         self._check_ack(ack)
         self.me = Member(id=ack["id"], name=ack.get("name", self.request.name))
         others = [Member.from_payload(m) for m in ack.get("members", [])]
-        self.members = {m.id: m for m in others}
-        self._listed = set(self.members)
+        # update, not replace: a ``peer-joined`` may have been handled before this ack
+        self.members.update({m.id: m for m in others})
+        self._listed.update(m.id for m in others)
         self._present.set()
         for member in others:
             self._new_call(member).start_offer()
@@ -221,8 +222,10 @@ class Session(AsyncIOEventEmitter):
             call.announce_id(self.me.id)
         others = [Member.from_payload(m) for m in ack.get("members", [])]
         self.members.update({m.id: m for m in others})
-        self._listed = {m.id for m in others}
-        self._awaiting_move -= self._listed  # still there under their old ids: they did not move
+        # update, not replace: a ``peer-joined`` may have been handled before this ack (the
+        # set was emptied when the connection dropped)
+        self._listed.update(m.id for m in others)
+        self._awaiting_move -= {m.id for m in others}  # still there under their old ids: they did not move
         self._present.set()
         self._settle_claims()
         self.emit("rejoined")
@@ -299,6 +302,7 @@ class Session(AsyncIOEventEmitter):
             return
         logger.info("signaling connection lost (%s)", reason)
         self._present.clear()
+        self._listed.clear()  # the server's word from before; the rejoin tells it anew
         self.emit("disconnected")
         for call in self.calls.values():
             self._awaiting_move.add(call.remote.id)  # the others will see us back under a new id
