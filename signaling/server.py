@@ -6,6 +6,7 @@ All protocol rules come from ``signaling.protocol`` and all membership state fro
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import ssl
 from dataclasses import dataclass
@@ -13,10 +14,10 @@ from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
 import ifaddr
-import socketio
 from aiohttp import web
 
 from . import protocol
+from .limits import ConnectionGate, GuardedSocketIO, JoinRate, Limits, Refusals, handler_args, request_address
 from .protocol import Member, ProtocolError
 from .rooms import Rooms
 from .token import check_token
@@ -33,6 +34,29 @@ class ServerConfig:
     room_size: int = 2
     allowed_origins: Union[str, Sequence[str]] = "*"
     token_secret: Optional[str] = None
+    # What one client may take (docs/deploy.md has the reasons and the figures):
+    max_connections: int = 2000
+    """TCP connections open at once, and Socket.IO sessions, each counted overall."""
+    max_per_address: int = 20
+    """The same, from one client address (behind a proxy: the proxy's address)."""
+    max_attachments: int = 16
+    """Binary attachments one Socket.IO packet may declare (the protocol itself uses none)."""
+    max_queue_bytes: int = 2 * 1024 * 1024
+    """Bytes waiting for one client; past this the client is dropped, not buffered for."""
+    handshake_timeout: float = 10.0
+    """Seconds for a connection to send a request, and for a session to connect to Socket.IO."""
+    idle_timeout: float = 20.0
+    """Seconds a client may leave a ping unanswered, or what we send unread, before it is dropped."""
+    join_rate: float = 30.0
+    """Joins per second from one address, after a burst of ``join_burst``."""
+    join_burst: int = 200
+    shutdown_timeout: float = 3.0
+    """Seconds ``stop()`` waits for clients to take their goodbye before closing everything."""
+
+    def limits(self) -> Limits:
+        return Limits(self.max_connections, self.max_per_address, self.max_attachments, self.max_queue_bytes,
+                      self.handshake_timeout, self.idle_timeout, self.join_rate, self.join_burst,
+                      self.shutdown_timeout)
 
 
 class SignalingServer:
@@ -42,13 +66,18 @@ class SignalingServer:
         self.config = config or ServerConfig()
         self.rooms = Rooms(capacity=self.config.room_size)
         self.connections: set[str] = set()
-        self.sio = socketio.AsyncServer(
+        limits = self.config.limits()
+        refusals = Refusals()
+        self._gate = ConnectionGate(limits, refusals)
+        self._join_rate = JoinRate(limits.join_rate, limits.join_burst)
+        self.sio = GuardedSocketIO(
+            limits, refusals,
             async_mode="aiohttp",
             cors_allowed_origins=self.config.allowed_origins,
             # Big enough for an SDP at protocol.MAX_SDP_BYTES, small enough to refuse floods.
             max_http_buffer_size=4 * protocol.MAX_SDP_BYTES,
         )
-        self.app = web.Application()
+        self.app = web.Application(handler_args=handler_args(limits))
         self.sio.attach(self.app)
         self.app.router.add_get("/healthz", self._healthz)
         if (WEB_ROOT / "index.html").exists():
@@ -65,24 +94,39 @@ class SignalingServer:
     async def start(self, host: str = "127.0.0.1", port: int = 8080,
                     ssl_context: Optional[ssl.SSLContext] = None) -> int:
         """Listen on ``host:port`` (port 0 picks a free one); return the port bound."""
-        self._runner = web.AppRunner(self.app, access_log=None)
+        self._runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=self.config.shutdown_timeout)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, host, port, ssl_context=ssl_context)
-        await site.start()
-        server = site._server  # aiohttp exposes the bound port nowhere else
-        bound = server.sockets[0].getsockname()[1] if server and server.sockets else port
-        return bound
+        return await self._gate.listen(self._runner, host, port, ssl_context)
 
     async def stop(self) -> None:
         """Say goodbye to every client and stop listening. Nobody is told that anyone left
         the room: nobody did, the server went (peers rejoin when it is back)."""
         if self._runner is not None:
             self._stopping = True
-            for sid in list(self.connections):
-                await self.sio.disconnect(sid)
-            await self._runner.cleanup()
+            self._gate.close()
+            await self._goodbye()
+            await self._runner.cleanup()  # waits at most shutdown_timeout for what is still open
             self._runner = None
             self._stopping = False
+
+    async def _goodbye(self) -> None:
+        """Disconnect every client, giving up on those that do not take it in time: a
+        client that does not read must not hold the server up."""
+        async def each() -> None:
+            for sid in list(self.connections):
+                await self.sio.disconnect(sid)
+
+        try:
+            await asyncio.wait_for(each(), self.config.shutdown_timeout)
+        except asyncio.TimeoutError:
+            logger.warning("stopping: %d clients did not take their goodbye in time", len(self.connections))
+        await self.sio.shutdown()
+
+    def _check_join_rate(self, sid: str) -> None:
+        address = request_address(self.sio.get_environ(sid) or {})
+        if not self._join_rate.allow(address):
+            raise ProtocolError(protocol.RATE_LIMITED, f"too many joins from your address; at most "
+                                f"{self.config.join_rate:g} a second after {self.config.join_burst}")
 
     # HTTP
 
@@ -114,6 +158,7 @@ class SignalingServer:
 
     async def _on_join(self, sid: str, *args: Any) -> dict[str, Any]:
         try:
+            self._check_join_rate(sid)
             request = protocol.parse_join(args[0] if args else None)
             if self.config.token_secret is not None:
                 reason = check_token(self.config.token_secret, request.room, request.token)
