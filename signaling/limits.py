@@ -46,20 +46,23 @@ class Limits:
 
 
 class Refusals:
-    """One log line per refused client, and no flood: an address refused again and again is
-    logged at its 1st, 10th, 100th, ... refusal, with the count."""
+    """One log line per refused client, and no flood: an address refused the same way again
+    and again is logged at its 1st, 10th, 100th, ... refusal, with the count."""
 
     def __init__(self) -> None:
         self._counts: dict[str, int] = {}
 
     def log(self, address: str, what: str) -> None:
-        count = self._counts.get(address, 0) + 1
+        """Log ``what`` (happened to ``address``) unless it is one more of the same:
+        the same text up to its first ':'."""
+        key = f"{address} {what.split(':')[0]}"
+        count = self._counts.get(key, 0) + 1
         if len(self._counts) > 10_000:  # a memory bound for the bookkeeping itself
             self._counts.clear()
-        self._counts[address] = count
+        self._counts[key] = count
         if _power_of_ten(count):
-            more = "" if count == 1 else f" ({count} refused from this address so far)"
-            logger.warning("refused %s from %s%s", what, address, more)
+            more = "" if count == 1 else f", the {count}th time"
+            logger.warning("%s (%s%s)", what, address, more)
 
 
 def _power_of_ten(count: int) -> bool:
@@ -123,7 +126,7 @@ class GatedProtocol(asyncio.Protocol):
         address = _address(transport.get_extra_info("peername"))
         reason = self.gate.counter.admit(address)
         if reason is not None:
-            self.gate.refusals.log(address, f"connection ({reason})")
+            self.gate.refusals.log(address, f"refused a connection: {reason}")
             self.transport.write(REFUSED_RESPONSE)
             self.transport.close()
             return
@@ -162,7 +165,7 @@ class GatedProtocol(asyncio.Protocol):
     def _drop_stalled(self) -> None:
         self._stalled = None
         if self.transport is not None and self.address is not None:
-            self.gate.refusals.log(self.address, f"client: read nothing for {self.gate.stall_timeout:g} s, dropped")
+            self.gate.refusals.log(self.address, f"dropped a connection: read nothing for {self.gate.stall_timeout:g} s")
             self.transport.abort()
 
 
@@ -273,7 +276,25 @@ class GuardedEngineIO(engineio.AsyncServer):
         self.limits = limits
         self.refusals = refusals
         self.addresses: dict[str, str] = {}  # engine.io sid -> address, for log lines
+        self.websockets: dict[str, asyncio.BaseTransport] = {}  # engine.io sid -> its websocket's TCP transport
         self._tasks: set[asyncio.Task] = set()
+
+    async def handle_request(self, request: web.Request) -> Any:
+        sid = request.query.get("sid")
+        if sid in self.sockets and request.headers.get("Upgrade", "").lower() == "websocket":
+            self.websockets[sid] = request.transport  # an upgrade from polling
+        return await super().handle_request(request)
+
+    def drop(self, sid: str, why: str) -> None:
+        """Drop a client that misbehaves, now: the library would send it a goodbye and go on
+        reading from it until it hangs up, which a hostile client never does."""
+        self.refusals.log(self.addresses.get(sid, "unknown"), f"dropped client {sid}: {why}")
+        sock = self.sockets.get(sid)
+        if sock is not None:
+            self.spawn(sock.close(wait=False, abort=True, reason=self.reason.TRANSPORT_ERROR))
+        transport = self.websockets.pop(sid, None)
+        if transport is not None:
+            transport.abort()
 
     def create_queue(self, *args: Any, **kwargs: Any) -> asyncio.Queue:
         return ByteQueue(self.limits.max_queue_bytes, self._overflowed)
@@ -281,9 +302,7 @@ class GuardedEngineIO(engineio.AsyncServer):
     def _overflowed(self, queue: ByteQueue) -> None:
         for sid, sock in list(self.sockets.items()):
             if sock.queue is queue:
-                self.refusals.log(self.addresses.get(sid, "unknown"),
-                                  f"client {sid}: more than {self.limits.max_queue_bytes} bytes waiting for it, dropped")
-                self.spawn(sock.close(wait=False, abort=True, reason=self.reason.TRANSPORT_ERROR))
+                self.drop(sid, f"more than {self.limits.max_queue_bytes} bytes waiting for it")
                 return
 
     def spawn(self, coroutine: Any) -> None:
@@ -305,7 +324,9 @@ class GuardedEngineIO(engineio.AsyncServer):
         try:
             await asyncio.wait_for(sock.queue.join(), self.limits.handshake_timeout)
         except asyncio.TimeoutError:
-            pass
+            transport = self.websockets.pop(sid, None)
+            if transport is not None:
+                transport.abort()
         self.sockets.pop(sid, None)
 
 
@@ -329,9 +350,12 @@ class GuardedSocketIO(socketio.AsyncServer):
         address = request_address(environ)
         reason = self.sessions.admit(address)
         if reason is not None:
-            self.refusals.log(address, f"session ({reason})")
+            self.refusals.log(address, f"refused a session: {reason}")
             return False
         self.eio.addresses[eio_sid] = address
+        request = environ.get("aiohttp.request")
+        if request is not None and environ.get("HTTP_UPGRADE", "").lower() == "websocket":
+            self.eio.websockets[eio_sid] = request.transport
         self._handshakes[eio_sid] = asyncio.get_running_loop().call_later(
             self.limits.handshake_timeout, self._handshake_expired, eio_sid)
         return await super()._handle_eio_connect(eio_sid, environ)
@@ -339,23 +363,20 @@ class GuardedSocketIO(socketio.AsyncServer):
     def _handshake_expired(self, eio_sid: str) -> None:
         self._handshakes.pop(eio_sid, None)
         if eio_sid in self.eio.sockets and self.manager.sid_from_eio_sid(eio_sid, "/") is None:
-            self.refusals.log(self.eio.addresses.get(eio_sid, "unknown"),
-                              f"session {eio_sid}: no Socket.IO connect within {self.limits.handshake_timeout:g} s")
-            self.eio.spawn(self.eio.disconnect(eio_sid))
+            self.eio.drop(eio_sid, f"no Socket.IO connect within {self.limits.handshake_timeout:g} s")
 
     async def _handle_eio_message(self, eio_sid: str, data: Any) -> None:
         try:
             await super()._handle_eio_message(eio_sid, data)
         except ValueError as error:  # what the library's decoding raises, JSON errors included
             self._binary_packet.pop(eio_sid, None)
-            self.refusals.log(self.eio.addresses.get(eio_sid, "unknown"),
-                              f"client {eio_sid}: bad packet ({str(error)[:100]}), dropped")
-            self.eio.spawn(self.eio.disconnect(eio_sid))
+            self.eio.drop(eio_sid, f"bad packet ({str(error)[:100]})")
 
     async def _handle_eio_disconnect(self, eio_sid: str, reason: Any) -> None:
         handshake = self._handshakes.pop(eio_sid, None)
         if handshake is not None:
             handshake.cancel()
+        self.eio.websockets.pop(eio_sid, None)
         address = self.eio.addresses.pop(eio_sid, None)
         if address is not None:
             self.sessions.release(address)

@@ -51,7 +51,8 @@ class ServerConfig:
     """Joins per second from one address, after a burst of ``join_burst``."""
     join_burst: int = 200
     shutdown_timeout: float = 3.0
-    """Seconds ``stop()`` waits for clients to take their goodbye before closing everything."""
+    """Seconds ``stop()`` may take, whatever the clients do: half for their goodbyes, half
+    for requests in progress to end before they are cut."""
 
     def limits(self) -> Limits:
         return Limits(self.max_connections, self.max_per_address, self.max_attachments, self.max_queue_bytes,
@@ -94,7 +95,8 @@ class SignalingServer:
     async def start(self, host: str = "127.0.0.1", port: int = 8080,
                     ssl_context: Optional[ssl.SSLContext] = None) -> int:
         """Listen on ``host:port`` (port 0 picks a free one); return the port bound."""
-        self._runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=self.config.shutdown_timeout)
+        # aiohttp waits this long for requests to end, then as long again once it cancelled them
+        self._runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=self.config.shutdown_timeout / 4)
         await self._runner.setup()
         return await self._gate.listen(self._runner, host, port, ssl_context)
 
@@ -105,7 +107,7 @@ class SignalingServer:
             self._stopping = True
             self._gate.close()
             await self._goodbye()
-            await self._runner.cleanup()  # waits at most shutdown_timeout for what is still open
+            await self._runner.cleanup()
             self._runner = None
             self._stopping = False
 
@@ -117,7 +119,7 @@ class SignalingServer:
                 await self.sio.disconnect(sid)
 
         try:
-            await asyncio.wait_for(each(), self.config.shutdown_timeout)
+            await asyncio.wait_for(each(), self.config.shutdown_timeout / 2)
         except asyncio.TimeoutError:
             logger.warning("stopping: %d clients did not take their goodbye in time", len(self.connections))
         await self.sio.shutdown()
