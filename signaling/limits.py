@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import resource
 import ssl
 import time
 from dataclasses import dataclass
@@ -25,6 +26,10 @@ from aiohttp import web
 from socketio import packet as sio_packet
 
 logger = logging.getLogger("signaling")
+
+SPARE_DESCRIPTORS = 64
+"""File descriptors kept for everything but client connections (listening socket, logs,
+the event loop's own), so the connection cap is reached before the descriptor limit."""
 
 PACKET_OVERHEAD = 64
 """What a queued packet costs beyond its payload, so a flood of tiny packets counts too."""
@@ -181,6 +186,8 @@ class ConnectionGate:
     async def listen(self, runner: web.AppRunner, host: str, port: int,
                      ssl_context: Optional[ssl.SSLContext]) -> int:
         """Serve ``runner``'s application on ``host:port``; return the port bound."""
+        allowed = descriptors_for(self.counter.total_cap) - SPARE_DESCRIPTORS
+        self.counter.total_cap = max(1, min(self.counter.total_cap, allowed))
         handler_factory = runner.server
         assert handler_factory is not None, "runner.setup() first"
         self._listener = await asyncio.get_running_loop().create_server(
@@ -192,6 +199,22 @@ class ConnectionGate:
         if self._listener is not None:
             self._listener.close()
             self._listener = None
+
+
+def descriptors_for(connections: int) -> int:
+    """Raise this process's limit of open files to what ``connections`` need, as far as the
+    hard limit allows; return the limit. Past it, accept() fails on every try and asyncio
+    logs a traceback each time, while every client, bystanders too, is left waiting."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    need = connections + SPARE_DESCRIPTORS
+    if soft != resource.RLIM_INFINITY and soft < need:
+        soft = need if hard == resource.RLIM_INFINITY else min(need, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    if soft != resource.RLIM_INFINITY and soft < need:
+        logger.warning("only %d open files allowed (ulimit -n): at most %d connections, not %d",
+                       soft, soft - SPARE_DESCRIPTORS, connections)
+        return soft
+    return need
 
 
 def _address(peername: Any) -> str:

@@ -23,7 +23,9 @@ from typing import Any, Optional, Union
 import aiohttp
 import pytest
 
-from conftest import LOCAL, Server
+import sys
+
+from conftest import LOCAL, Process, Server, child_env, free_port
 from test_signaling_server import TIMEOUT, Client, assert_clean, relay, sdp, unique
 
 BYSTANDER = "127.0.0.2"
@@ -275,8 +277,13 @@ async def non_reader_attack(server: Server, sender: Client, seconds: float = 10)
     return deaf, joined["id"], sent
 
 
-async def test_a_member_that_does_not_read_is_dropped(servers):
-    server = servers("--max-queue-bytes", str(256 * 1024), "--idle-timeout", "2")
+@pytest.mark.parametrize("flags, dropped", [
+    (("--max-queue-bytes", str(256 * 1024)), rf"dropped client .*: more than {256 * 1024} bytes waiting for it"),
+    # However large the queue may grow, a connection that reads nothing for the idle timeout goes.
+    (("--max-queue-bytes", str(1 << 40), "--idle-timeout", "1"), r"dropped a connection: read nothing for 1 s"),
+], ids=["queue", "stall"])
+async def test_a_member_that_does_not_read_is_dropped(servers, flags, dropped):
+    server = servers(*flags)
     sender = Client(server.url)
     await sender.connect()
     before = rss_mb(server)
@@ -287,14 +294,14 @@ async def test_a_member_that_does_not_read_is_dropped(servers):
         after = rss_mb(server)
         assert await sender.expect("peer-left") == {"id": deaf_id, "name": "deaf"}
         assert after - before < GROWTH_CEILING_MB, f"the server grew from {before:.0f} to {after:.0f} MB"
-        server.expect(rf"dropped client .*: more than {256 * 1024} bytes waiting for it")
+        server.expect(dropped)
         assert await deaf.closed(timeout=10)  # its connection too, not only its session
         await bystanders_call(server)
         # The sender, in the same room, goes on.
         assert (await sender.call("message", {"type": "bye"})) == {"ok": True}
     finally:
         await sender.close()
-    print(f"non-reader: dropped after {sent} offers of 60 KiB ({dropped_after:.2f} s); "
+    print(f"non-reader ({' '.join(flags)}): dropped after {sent} offers of 60 KiB ({dropped_after:.2f} s); "
           f"server {before:.0f} -> {after:.0f} MB")
     assert_log_short(server)
 
@@ -462,4 +469,39 @@ async def test_memory_stays_bounded_while_one_client_misbehaves_in_every_way(ser
     assert peak - before < GROWTH_CEILING_MB, f"the server grew from {before:.0f} to a peak of {peak:.0f} MB"
     print(f"all at once for {elapsed:.1f} s: server {before:.0f} MB, peak {peak:.0f} MB, after {after:.0f} MB; "
           f"bystanders' call {took:.2f} s")
+    assert_log_short(server)
+
+
+def test_the_environment_sets_the_limits(servers):
+    server = Server(env=child_env(SIGNALING_MAX_PER_ADDRESS="2"))
+    try:
+        held = [socket.create_connection((LOCAL, server.port)) for _ in range(2)]
+        with socket.create_connection((LOCAL, server.port)) as third:
+            assert third.recv(100).startswith(b"HTTP/1.1 503")
+        for sock in held:
+            sock.close()
+    finally:
+        server.stop()
+    assert_log_short(server, most=10)
+
+
+async def test_connections_stop_short_of_the_descriptor_limit():
+    """With 'ulimit -n 200' and the default cap of 2000, the server caps connections below
+    200 instead of failing accept() (a traceback per try, connections left unanswered)."""
+    port = free_port()
+    server = Process(["bash", "-c", f"ulimit -n 200 && exec {sys.executable} -m signaling --host {LOCAL} --port {port}"],
+                     name="signaling")
+    server.port, server.url = port, f"http://{LOCAL}:{port}"
+    try:
+        server.expect(r"only 200 open files allowed \(ulimit -n\): at most 136 connections, not 2000")
+        server.expect(r"listening: ")
+        held = [await RawSocket.tcp(port, source=f"127.0.1.{n % 100}") for n in range(300)]
+        refused = sum(await asyncio.gather(*(raw.closed(timeout=1) for raw in held)))
+        assert refused == 300 - 136, f"{refused} of {len(held)} refused"
+        for raw in held:
+            raw.close()
+        await bystanders_call(server)
+    finally:
+        server.stop()
+    server.expect(r"refused a connection: server full \(136 open\)")
     assert_log_short(server)
