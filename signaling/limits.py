@@ -315,6 +315,7 @@ class GuardedEngineIO(engineio.AsyncServer):
         sock = self.sockets.get(sid)
         if sock is not None:
             self.spawn(sock.close(wait=False, abort=True, reason=self.reason.TRANSPORT_ERROR))
+            sock.queue.put_nowait(None)  # ends a long-poll or the websocket writer waiting on it
         transport = self.websockets.pop(sid, None)
         if transport is not None:
             transport.abort()
