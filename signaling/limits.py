@@ -35,19 +35,29 @@ PACKET_OVERHEAD = 64
 """What a queued packet costs beyond its payload, so a flood of tiny packets counts too."""
 
 
-@dataclass(frozen=True)
+@dataclass
 class Limits:
-    """The bounds, as ``ServerConfig`` carries them (see its fields for the meaning)."""
+    """What one client may take; ``ServerConfig`` carries these (docs/deploy.md has the
+    reasons and the figures)."""
 
-    max_connections: int
-    max_per_address: int
-    max_attachments: int
-    max_queue_bytes: int
-    handshake_timeout: float
-    idle_timeout: float
-    join_rate: float
-    join_burst: int
-    shutdown_timeout: float
+    max_connections: int = 2000
+    """TCP connections open at once, and Socket.IO sessions, each counted overall."""
+    max_per_address: int = 20
+    """The same, from one client address (behind a proxy: the proxy's address)."""
+    max_attachments: int = 16
+    """Binary attachments one Socket.IO packet may declare (the protocol itself uses none)."""
+    max_queue_bytes: int = 2 * 1024 * 1024
+    """Bytes waiting for one client; past this the client is dropped, not buffered for."""
+    handshake_timeout: float = 10.0
+    """Seconds for a connection to send a request, and for a session to connect to Socket.IO."""
+    idle_timeout: float = 20.0
+    """Seconds a client may leave a ping unanswered, or what we send unread, before it is dropped."""
+    join_rate: float = 30.0
+    """Joins per second from one address, after a burst of ``join_burst``."""
+    join_burst: int = 200
+    shutdown_timeout: float = 3.0
+    """Seconds ``stop()`` may take, whatever the clients do: half for their goodbyes, half
+    for requests in progress to end before they are cut."""
 
 
 class Refusals:

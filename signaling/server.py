@@ -28,36 +28,13 @@ WEB_ROOT = Path(__file__).parent / "web"
 
 
 @dataclass
-class ServerConfig:
-    """Everything the server can be told; ``python -m signaling`` fills it from flags and env."""
+class ServerConfig(Limits):
+    """Everything the server can be told; ``python -m signaling`` fills it from flags and env.
+    The limits on what one client may take are the fields of ``Limits``."""
 
     room_size: int = 2
     allowed_origins: Union[str, Sequence[str]] = "*"
     token_secret: Optional[str] = None
-    # What one client may take (docs/deploy.md has the reasons and the figures):
-    max_connections: int = 2000
-    """TCP connections open at once, and Socket.IO sessions, each counted overall."""
-    max_per_address: int = 20
-    """The same, from one client address (behind a proxy: the proxy's address)."""
-    max_attachments: int = 16
-    """Binary attachments one Socket.IO packet may declare (the protocol itself uses none)."""
-    max_queue_bytes: int = 2 * 1024 * 1024
-    """Bytes waiting for one client; past this the client is dropped, not buffered for."""
-    handshake_timeout: float = 10.0
-    """Seconds for a connection to send a request, and for a session to connect to Socket.IO."""
-    idle_timeout: float = 20.0
-    """Seconds a client may leave a ping unanswered, or what we send unread, before it is dropped."""
-    join_rate: float = 30.0
-    """Joins per second from one address, after a burst of ``join_burst``."""
-    join_burst: int = 200
-    shutdown_timeout: float = 3.0
-    """Seconds ``stop()`` may take, whatever the clients do: half for their goodbyes, half
-    for requests in progress to end before they are cut."""
-
-    def limits(self) -> Limits:
-        return Limits(self.max_connections, self.max_per_address, self.max_attachments, self.max_queue_bytes,
-                      self.handshake_timeout, self.idle_timeout, self.join_rate, self.join_burst,
-                      self.shutdown_timeout)
 
 
 class SignalingServer:
@@ -67,18 +44,17 @@ class SignalingServer:
         self.config = config or ServerConfig()
         self.rooms = Rooms(capacity=self.config.room_size)
         self.connections: set[str] = set()
-        limits = self.config.limits()
         refusals = Refusals()
-        self._gate = ConnectionGate(limits, refusals)
-        self._join_rate = JoinRate(limits.join_rate, limits.join_burst)
+        self._gate = ConnectionGate(self.config, refusals)
+        self._join_rate = JoinRate(self.config.join_rate, self.config.join_burst)
         self.sio = GuardedSocketIO(
-            limits, refusals,
+            self.config, refusals,
             async_mode="aiohttp",
             cors_allowed_origins=self.config.allowed_origins,
             # Big enough for an SDP at protocol.MAX_SDP_BYTES, small enough to refuse floods.
             max_http_buffer_size=4 * protocol.MAX_SDP_BYTES,
         )
-        self.app = web.Application(handler_args=handler_args(limits))
+        self.app = web.Application(handler_args=handler_args(self.config))
         self.sio.attach(self.app)
         self.app.router.add_get("/healthz", self._healthz)
         if (WEB_ROOT / "index.html").exists():
