@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import socket
 import struct
@@ -45,6 +46,21 @@ def rss_mb(server: Server) -> float:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) / 1024
     raise AssertionError("no VmRSS")
+
+
+def open_files(server: Server) -> int:
+    return len(os.listdir(f"/proc/{server.proc.pid}/fd"))
+
+
+async def lets_go(server: Server, files: int, timeout: float = TIMEOUT) -> bool:
+    """Whether the server is back to ``files`` open files within ``timeout``: it closed the
+    connections of clients it dropped, without waiting for them to read anything."""
+    deadline = time.monotonic() + timeout
+    while open_files(server) > files:
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(0.05)
+    return True
 
 
 def assert_log_short(server: Server, most: int = 200) -> None:
@@ -123,13 +139,31 @@ class RawSocket:
         return cls(*await asyncio.open_connection(sock=sock, limit=4096))
 
     @classmethod
-    async def websocket(cls, port: int, **options: Any) -> "RawSocket":
+    async def websocket(cls, port: int, sid: str = "", **options: Any) -> "RawSocket":
         raw = await cls.tcp(port, **options)
-        raw.writer.write(b"GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        query = f"&sid={sid}" if sid else ""
+        raw.writer.write(f"GET /socket.io/?EIO=4&transport=websocket{query} HTTP/1.1\r\nHost: 127.0.0.1\r\n".encode() +
                          b"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
                          b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
         head = await asyncio.wait_for(raw.reader.readuntil(b"\r\n\r\n"), TIMEOUT)
         assert head.startswith(b"HTTP/1.1 101"), head
+        return raw
+
+    @classmethod
+    async def upgraded(cls, port: int, **options: Any) -> "RawSocket":
+        """Socket.IO connected over long-polling, then upgraded to a websocket, as browsers do."""
+        base = f"http://{LOCAL}:{port}/socket.io/?EIO=4&transport=polling"
+        async with aiohttp.ClientSession() as http:
+            async with http.get(base) as response:
+                sid = json.loads((await response.text())[1:])["sid"]
+            async with http.post(f"{base}&sid={sid}", data="40") as response:
+                assert await response.text() == "OK"
+            async with http.get(f"{base}&sid={sid}") as response:
+                assert (await response.text()).startswith("40")
+        raw = await cls.websocket(port, sid=sid, **options)
+        await raw.send("2probe")
+        assert await raw.receive() == "3probe"
+        await raw.send("5")
         return raw
 
     async def socketio(self) -> str:
@@ -257,12 +291,16 @@ async def test_a_packet_declaring_endless_attachments_is_dropped(servers):
     assert_log_short(server)
 
 
-async def non_reader_attack(server: Server, sender: Client, seconds: float = 10) -> tuple[RawSocket, str, int]:
+async def non_reader_attack(server: Server, sender: Client, seconds: float = 10,
+                            upgraded: bool = False) -> tuple[RawSocket, str, int]:
     """A member that stops reading while ``sender``, in its room, sends it 60 KiB offers
     until the server says it left; (the non-reader, its id, offers sent)."""
     room = unique("deaf")
-    deaf = await RawSocket.websocket(server.port, receive_buffer=4096)
-    await deaf.socketio()
+    if upgraded:
+        deaf = await RawSocket.upgraded(server.port, receive_buffer=4096)
+    else:
+        deaf = await RawSocket.websocket(server.port, receive_buffer=4096)
+        await deaf.socketio()
     joined = await deaf.call(1, "join", {"room": room, "name": "deaf"})
     assert joined["ok"], joined
     await sender.join(room, "sender")
@@ -277,25 +315,30 @@ async def non_reader_attack(server: Server, sender: Client, seconds: float = 10)
     return deaf, joined["id"], sent
 
 
-@pytest.mark.parametrize("flags, dropped", [
-    (("--max-queue-bytes", str(256 * 1024)), rf"dropped client .*: more than {256 * 1024} bytes waiting for it"),
+QUEUE_FULL = rf"dropped client .*: more than {256 * 1024} bytes waiting for it"
+
+
+@pytest.mark.parametrize("flags, upgraded, dropped", [
+    (("--max-queue-bytes", str(256 * 1024)), False, QUEUE_FULL),
+    (("--max-queue-bytes", str(256 * 1024)), True, QUEUE_FULL),
     # However large the queue may grow, a connection that reads nothing for the idle timeout goes.
-    (("--max-queue-bytes", str(1 << 40), "--idle-timeout", "1"), r"dropped a connection: read nothing for 1 s"),
-], ids=["queue", "stall"])
-async def test_a_member_that_does_not_read_is_dropped(servers, flags, dropped):
+    (("--max-queue-bytes", str(1 << 40), "--idle-timeout", "1"), False, r"dropped a connection: read nothing for 1 s"),
+], ids=["queue", "queue-upgraded-from-polling", "stall"])
+async def test_a_member_that_does_not_read_is_dropped(servers, flags, upgraded, dropped):
     server = servers(*flags)
     sender = Client(server.url)
     await sender.connect()
-    before = rss_mb(server)
+    before, files = rss_mb(server), open_files(server)
     started = time.monotonic()
     try:
-        deaf, deaf_id, sent = await non_reader_attack(server, sender)
+        deaf, deaf_id, sent = await non_reader_attack(server, sender, upgraded=upgraded)
         dropped_after = time.monotonic() - started
         after = rss_mb(server)
         assert await sender.expect("peer-left") == {"id": deaf_id, "name": "deaf"}
         assert after - before < GROWTH_CEILING_MB, f"the server grew from {before:.0f} to {after:.0f} MB"
         server.expect(dropped)
-        assert await deaf.closed(timeout=10)  # its connection too, not only its session
+        assert await lets_go(server, files)  # its connection too, not only its session
+        deaf.close()
         await bystanders_call(server)
         # The sender, in the same room, goes on.
         assert (await sender.call("message", {"type": "bye"})) == {"ok": True}
