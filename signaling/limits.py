@@ -316,6 +316,11 @@ class GuardedEngineIO(engineio.AsyncServer):
         sid = request.query.get("sid")
         if sid in self.sockets and request.headers.get("Upgrade", "").lower() == "websocket":
             self.websockets[sid] = request.transport  # an upgrade from polling
+        if sid in self.sockets and request.method == "POST" and (request.content_length or 0) > self.max_http_buffer_size:
+            # The library would refuse it too, then wait for the client to collect a goodbye
+            # it never asks for, holding this request (and a shutdown) all the while.
+            self.drop(sid, f"a POST of {request.content_length} bytes (limit {self.max_http_buffer_size})")
+            return web.Response(status=400, text="payload too large")
         return await super().handle_request(request)
 
     def drop(self, sid: str, why: str) -> None:

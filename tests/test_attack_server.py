@@ -429,8 +429,9 @@ async def test_joins_faster_than_the_rate_are_refused(servers):
     assert_log_short(server, most=60)
 
 
-async def oversized_post(server: Server) -> aiohttp.ClientSession:
-    """A polling session whose POST declares 10 MB and sends 100 KB of it, then stalls."""
+async def oversized_post(server: Server) -> tuple[aiohttp.ClientSession, RawSocket]:
+    """A polling session whose POST declares 10 MB and sends 100 KB of it, then stalls. It
+    is refused at once, and its session dropped."""
     base = f"{server.url}/socket.io/?EIO=4&transport=polling"
     http = aiohttp.ClientSession()
     async with http.get(base) as response:
@@ -440,12 +441,15 @@ async def oversized_post(server: Server) -> aiohttp.ClientSession:
                      f"Content-Type: text/plain\r\nContent-Length: {10 * 1024 * 1024}\r\n\r\n".encode()
                      + b"4" * 100_000)
     await raw.writer.drain()
-    return http
+    refused = await asyncio.wait_for(raw.reader.readuntil(b"\r\n"), TIMEOUT)
+    assert refused.startswith(b"HTTP/1.1 400"), refused
+    server.expect(rf"dropped client {sid}: a POST of {10 * 1024 * 1024} bytes \(limit 262144\)")
+    return http, raw
 
 
 async def test_sigterm_ends_the_server_promptly_whatever_the_clients_do(servers):
     server = servers()
-    http = await oversized_post(server)
+    http, stalled = await oversized_post(server)
     try:
         deaf_sender = Client(server.url)
         await deaf_sender.connect()
@@ -461,7 +465,7 @@ async def test_sigterm_ends_the_server_promptly_whatever_the_clients_do(servers)
     assert code == 0 and took < 5, f"exit {code} after {took:.1f} s"
     print(f"SIGTERM with a stalled 10 MB POST, a non-reader and idle connections: exit {code} in {took:.2f} s")
     assert_log_short(server)
-    for raw in idle + [deaf]:
+    for raw in idle + [deaf, stalled]:
         raw.close()
 
 
@@ -491,7 +495,9 @@ async def test_memory_stays_bounded_while_one_client_misbehaves_in_every_way(ser
             await churner.close()
 
     async def flood() -> None:
-        raws = [await RawSocket.tcp(server.port) for _ in range(200)]
+        # From a second address of the attacker's: from its first, the cap would refuse the
+        # other attacks before they began.
+        raws = [await RawSocket.tcp(server.port, source="127.0.0.3") for _ in range(200)]
         await asyncio.sleep(1)
         for raw in raws:
             raw.close()
@@ -502,7 +508,8 @@ async def test_memory_stays_bounded_while_one_client_misbehaves_in_every_way(ser
         results = await asyncio.gather(attachments_attack(server), non_reader_attack(server, sender, seconds=5),
                                        churn(), flood(), oversized_post(server))
         took = await bystanders_call(server)
-        await results[4].close()
+        await results[4][0].close()
+        results[4][1].close()
         results[1][0].close()
     finally:
         watcher.cancel()
