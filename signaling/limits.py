@@ -13,6 +13,7 @@ so a flood cannot fill the log either. The limits and their figures: ``docs/depl
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import resource
 import ssl
@@ -191,6 +192,7 @@ class ConnectionGate:
         self.counter = Counter(limits.max_connections, limits.max_per_address)
         self.refusals = refusals
         self.stall_timeout = limits.idle_timeout
+        self.handshake_timeout = limits.handshake_timeout
         self._listener: Optional[asyncio.AbstractServer] = None
 
     async def listen(self, runner: web.AppRunner, host: str, port: int,
@@ -201,7 +203,9 @@ class ConnectionGate:
         handler_factory = runner.server
         assert handler_factory is not None, "runner.setup() first"
         self._listener = await asyncio.get_running_loop().create_server(
-            lambda: GatedProtocol(handler_factory(), self), host, port, ssl=ssl_context, reuse_address=True)
+            lambda: GatedProtocol(handler_factory(), self), host, port, ssl=ssl_context, reuse_address=True,
+            # the gate sees a TLS connection once its handshake is done: bound that too
+            ssl_handshake_timeout=self.handshake_timeout if ssl_context else None)
         return self._listener.sockets[0].getsockname()[1]
 
     def close(self) -> None:
@@ -228,7 +232,21 @@ def descriptors_for(connections: int) -> int:
 
 
 def _address(peername: Any) -> str:
-    return str(peername[0]) if isinstance(peername, tuple) and peername else "unknown"
+    return client_address(str(peername[0])) if isinstance(peername, tuple) and peername else "unknown"
+
+
+def client_address(address: str) -> str:
+    """What the per-address limits count: the IPv4 address, or the /64 of an IPv6 one
+    (one subscriber usually has a whole /64, so counting addresses would not bound them)."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return address
 
 
 def handler_args(limits: Limits) -> dict[str, Any]:
@@ -427,7 +445,8 @@ def request_address(environ: dict) -> str:
     """The peer's address. (python-engineio's aiohttp driver puts a fixed 127.0.0.1 in
     REMOTE_ADDR; aiohttp's request knows the real one.)"""
     request = environ.get("aiohttp.request")
-    return (request.remote if request is not None else None) or "unknown"
+    remote = request.remote if request is not None else None
+    return client_address(remote) if remote else "unknown"
 
 
 class JoinRate:
@@ -442,8 +461,10 @@ class JoinRate:
         now = time.monotonic()
         tokens, then = self._buckets.get(address, (float(self.burst), now))
         tokens = min(float(self.burst), tokens + (now - then) * self.rate)
-        if len(self._buckets) > 10_000:
+        if len(self._buckets) > 10_000:  # a memory bound for the bookkeeping itself
             self._forget_full(now)
+            if len(self._buckets) > 10_000:
+                self._buckets.clear()
         if tokens < 1:
             self._buckets[address] = (tokens, now)
             return False

@@ -17,16 +17,16 @@ import os
 import signal
 import socket
 import struct
+import sys
 import time
 from dataclasses import dataclass
-from typing import Any, Optional, Union
+from typing import Any, Union
 
 import aiohttp
 import pytest
 
-import sys
-
 from conftest import LOCAL, Process, Server, child_env, free_port
+from signaling.limits import client_address
 from test_signaling_server import TIMEOUT, Client, assert_clean, relay, sdp, unique
 
 BYSTANDER = "127.0.0.2"
@@ -555,3 +555,10 @@ async def test_connections_stop_short_of_the_descriptor_limit():
         server.stop()
     server.expect(r"refused a connection: server full \(136 open\)")
     assert_log_short(server)
+
+
+def test_ipv6_clients_are_counted_by_their_64():
+    """One subscriber usually holds a whole /64: counted by address, it would have no limit."""
+    assert client_address("2001:db8:1:2::5") == client_address("2001:db8:1:2:ffff::9") == "2001:db8:1:2::/64"
+    assert client_address("2001:db8:1:3::5") != client_address("2001:db8:1:2::5")
+    assert client_address("::ffff:192.0.2.7") == client_address("192.0.2.7") == "192.0.2.7"
