@@ -61,7 +61,7 @@ LIMIT_FLAGS = [
     ("idle-timeout", float, "seconds a client may leave a ping unanswered or our data unread"),
     ("join-rate", float, "joins per second from one address, after the burst"),
     ("join-burst", int, "joins one address may make at once"),
-    ("shutdown-timeout", float, "seconds a stop waits for clients to take their goodbye"),
+    ("shutdown-timeout", float, "seconds a stop (SIGTERM, Ctrl-C) may take, whatever the clients do"),
 ]
 """Flags for ``ServerConfig``'s limits: (flag, type, help); the field is the flag with '_'."""
 

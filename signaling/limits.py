@@ -24,6 +24,9 @@ from typing import Any, Callable, Optional
 import engineio
 import socketio
 from aiohttp import web
+from engineio import packet as eio_packet
+from engineio.async_drivers.aiohttp import WebSocket
+from engineio.async_socket import AsyncSocket
 from socketio import packet as sio_packet
 
 logger = logging.getLogger("signaling")
@@ -264,11 +267,13 @@ class TooManyAttachments(ValueError):
 
 
 class CappedPacket(sio_packet.Packet):
-    """A Socket.IO packet that refuses to wait for more binary attachments than a cap.
+    """A Socket.IO packet that refuses to wait for more binary attachments than a cap, and
+    an event or ack that is not a list (an event's starting with its name).
 
     The library accepts any count of up to ten digits and keeps every attachment that
-    arrives until the count is reached: memory without end. ``max_attachments`` is set
-    on a subclass made per server (``capped_packet_class``)."""
+    arrives until the count is reached: memory without end. It takes an event of any shape
+    and fails on it later, with a traceback. ``max_attachments`` is set on a subclass made
+    per server (``capped_packet_class``)."""
 
     max_attachments = 0
 
@@ -276,6 +281,12 @@ class CappedPacket(sio_packet.Packet):
         count = super().decode(encoded_packet)
         if count and count > self.max_attachments:
             raise TooManyAttachments(f"{count} binary attachments declared (limit {self.max_attachments})")
+        events = (sio_packet.EVENT, sio_packet.BINARY_EVENT)
+        if self.packet_type in events and not (isinstance(self.data, list) and self.data
+                                               and isinstance(self.data[0], str)):
+            raise ValueError("an event must be a list that starts with its name")
+        if self.packet_type in (sio_packet.ACK, sio_packet.BINARY_ACK) and not isinstance(self.data, list):
+            raise ValueError("an ack must be a list")
         return count
 
 
@@ -319,11 +330,45 @@ def _packet_size(item: Any) -> int:
     return PACKET_OVERHEAD + (len(data) if isinstance(data, (str, bytes)) else 0)
 
 
+def check_engineio_packet(data: Any) -> None:
+    """Raise ValueError for what Engine.IO cannot decode (an empty or non-numeric packet)."""
+    eio_packet.Packet(encoded_packet=data)
+
+
+class CheckedWebSocket(WebSocket):
+    """python-engineio's aiohttp websocket, but a frame that is no Engine.IO packet ends the
+    connection in one log line; the library's handler raises on it, and aiohttp logs the
+    traceback."""
+
+    async def wait(self) -> Any:
+        data = await super().wait()
+        try:
+            check_engineio_packet(data)
+        except ValueError as error:
+            self.server.refusals.log(request_address(self.environ), f"dropped a websocket: bad packet ({error})")
+            self.environ["aiohttp.request"].transport.abort()  # no closing handshake with it
+            raise OSError("not an Engine.IO packet") from None
+        return data
+
+
+class CheckedSocket(AsyncSocket):
+    """python-engineio's session, but a long-polling POST it cannot decode drops the
+    client in one log line (the library logs a traceback and keeps it)."""
+
+    async def handle_post_request(self, environ: dict) -> None:
+        try:
+            await super().handle_post_request(environ)
+        except ValueError as error:
+            self.server.drop(self.sid, f"bad packet ({str(error)[:100]})")
+
+
 class GuardedEngineIO(engineio.AsyncServer):
-    """Engine.IO with a bounded queue per client and a disconnect that cannot hang."""
+    """Engine.IO with a bounded queue per client, packets checked before the library
+    chokes on them, and a disconnect that cannot hang."""
 
     def __init__(self, *args: Any, limits: Limits, refusals: Refusals, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self._async = {**self._async, "websocket": CheckedWebSocket}  # the driver's hook for its websocket class
         self.limits = limits
         self.refusals = refusals
         self.addresses: dict[str, str] = {}  # engine.io sid -> address, for log lines
@@ -410,6 +455,7 @@ class GuardedSocketIO(socketio.AsyncServer):
             self.refusals.log(address, f"refused a session: {reason}")
             return False
         self.eio.addresses[eio_sid] = address
+        self.eio.sockets[eio_sid].__class__ = CheckedSocket  # the library makes its sessions itself
         request = environ.get("aiohttp.request")
         if request is not None and environ.get("HTTP_UPGRADE", "").lower() == "websocket":
             self.eio.websockets[eio_sid] = request.transport
@@ -424,6 +470,8 @@ class GuardedSocketIO(socketio.AsyncServer):
 
     async def _handle_eio_message(self, eio_sid: str, data: Any) -> None:
         try:
+            if not data and eio_sid not in self._binary_packet:  # the library fails on it, later
+                raise ValueError("empty packet")
             await super()._handle_eio_message(eio_sid, data)
         except ValueError as error:  # what the library's decoding raises, JSON errors included
             self._binary_packet.pop(eio_sid, None)
