@@ -353,13 +353,16 @@ class CheckedWebSocket(WebSocket):
 
 class CheckedSocket(AsyncSocket):
     """python-engineio's session, but a long-polling POST it cannot decode drops the
-    client in one log line (the library logs a traceback and keeps it)."""
+    client in one log line (the library logs a traceback and keeps it), and one cut off
+    midway logs nothing more."""
 
     async def handle_post_request(self, environ: dict) -> None:
         try:
             await super().handle_post_request(environ)
         except ValueError as error:
             self.server.drop(self.sid, f"bad packet ({str(error)[:100]})")
+        except ConnectionError:
+            pass  # the client went, or was cut off for sending too slowly (logged then)
 
 
 class GuardedEngineIO(engineio.AsyncServer):
@@ -384,7 +387,21 @@ class GuardedEngineIO(engineio.AsyncServer):
             # it never asks for, holding this request (and a shutdown) all the while.
             self.drop(sid, f"a POST of {request.content_length} bytes (limit {self.max_http_buffer_size})")
             return web.Response(status=400, text="payload too large")
+        if sid in self.sockets and request.method == "POST":
+            # aiohttp has no timeout for a request body that never comes; the library would
+            # swallow a cancellation (a bare except), so the connection is cut instead.
+            late = asyncio.get_running_loop().call_later(self.limits.handshake_timeout, self._body_late,
+                                                         sid, request.transport)
+            try:
+                return await super().handle_request(request)
+            finally:
+                late.cancel()
         return await super().handle_request(request)
+
+    def _body_late(self, sid: str, transport: Optional[asyncio.BaseTransport]) -> None:
+        self.drop(sid, f"a POST body not received within {self.limits.handshake_timeout:g} s")
+        if transport is not None:
+            transport.abort()
 
     def drop(self, sid: str, why: str) -> None:
         """Drop a client that misbehaves, now: the library would send it a goodbye and go on

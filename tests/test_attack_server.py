@@ -381,7 +381,19 @@ async def test_idle_and_half_open_connections_are_capped_and_timed_out(servers):
         await again.join(unique("again"), "again")
     finally:
         await again.close()
-    for raw in held + extra + [slow, mute]:
+    # A polling POST whose body never comes is given up on, and its session dropped.
+    # (A body that comes in part is read in part: the library reads what is there.)
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{server.url}/socket.io/?EIO=4&transport=polling") as response:
+            sid = json.loads((await response.text())[1:])["sid"]
+        async with http.post(f"{server.url}/socket.io/?EIO=4&transport=polling&sid={sid}", data="40") as response:
+            assert response.status == 200  # connected: no handshake deadline any more
+    trickle = await RawSocket.tcp(server.port)
+    trickle.writer.write(f"POST /socket.io/?EIO=4&transport=polling&sid={sid} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                         f"Content-Length: 1000\r\n\r\n".encode())
+    assert await trickle.closed(timeout=3)
+    server.expect(rf"dropped client {sid}: a POST body not received within 1 s")
+    for raw in held + extra + [slow, mute, trickle]:
         raw.close()
     print(f"idle connections: 50 refused, 5 held closed within {took:.2f} s")
     server.expect(r"refused a connection: 5 open from this address \(limit 5\) \(127.0.0.1, the 10th time\)")
