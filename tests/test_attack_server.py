@@ -576,11 +576,11 @@ async def test_memory_stays_bounded_while_one_client_misbehaves_in_every_way(ser
     assert_log_short(server)
 
 
-def test_the_environment_sets_the_limits(servers):
+def test_the_environment_sets_the_limits():
     server = Server(env=child_env(SIGNALING_MAX_PER_ADDRESS="2"))
     try:
         held = [socket.create_connection((LOCAL, server.port)) for _ in range(2)]
-        with socket.create_connection((LOCAL, server.port)) as third:
+        with socket.create_connection((LOCAL, server.port), timeout=TIMEOUT) as third:
             assert third.recv(100).startswith(b"HTTP/1.1 503")
         for sock in held:
             sock.close()
