@@ -33,7 +33,16 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     parser.add_argument("--key", default=_env("KEY"), help="TLS private key file (env SIGNALING_KEY)")
     parser.add_argument("--log-level", default=_env("LOG_LEVEL", "info"), choices=["debug", "info", "warning", "error"],
                         help="(env SIGNALING_LOG_LEVEL)")
+    limits = parser.add_argument_group("limits", "what one client may take; see docs/deploy.md")
+    for flag, kind, help_text in LIMIT_FLAGS:
+        name = flag.replace("-", "_")
+        default = getattr(ServerConfig, name)
+        limits.add_argument(f"--{flag}", type=kind, default=_env(name.upper(), str(default)),
+                            help=f"{help_text} (env SIGNALING_{name.upper()}, default {default})")
     args = parser.parse_args(argv)
+    for flag, kind, _ in LIMIT_FLAGS:
+        if getattr(args, flag.replace("-", "_")) <= 0:
+            parser.error(f"--{flag} must be more than 0")
     if args.room_size < 1:
         parser.error("--room-size must be at least 1")
     if bool(args.cert) != bool(args.key):
@@ -49,6 +58,20 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     return args
 
 
+LIMIT_FLAGS = [
+    ("max-connections", int, "TCP connections and Socket.IO sessions open at once, overall"),
+    ("max-per-address", int, "the same, from one client address"),
+    ("max-attachments", int, "binary attachments one Socket.IO packet may declare"),
+    ("max-queue-bytes", int, "bytes waiting for one client before it is dropped"),
+    ("handshake-timeout", float, "seconds for a connection to send a request and to connect to Socket.IO"),
+    ("idle-timeout", float, "seconds a client may leave a ping unanswered or our data unread"),
+    ("join-rate", float, "joins per second from one address, after the burst"),
+    ("join-burst", int, "joins one address may make at once"),
+    ("shutdown-timeout", float, "seconds a stop (SIGTERM, Ctrl-C) may take, whatever the clients do"),
+]
+"""Flags for ``ServerConfig``'s limits: (flag, type, help); the field is the flag with '_'."""
+
+
 def origins(value: str) -> object:
     return "*" if value.strip() == "*" else [o.strip() for o in value.split(",") if o.strip()]
 
@@ -59,7 +82,9 @@ async def serve(args: argparse.Namespace) -> None:
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         context.load_cert_chain(args.cert, args.key)
     server = SignalingServer(ServerConfig(room_size=args.room_size, allowed_origins=origins(args.allowed_origins),
-                                          token_secret=args.token_secret))
+                                          token_secret=args.token_secret,
+                                          **{flag.replace("-", "_"): getattr(args, flag.replace("-", "_"))
+                                             for flag, _, _ in LIMIT_FLAGS}))
     port = await server.start(args.host, args.port, context)
     for url in advertised_urls(args.host, port, "https" if context else "http"):
         logging.getLogger("signaling").info("listening: peers use --server %s", url)

@@ -68,6 +68,7 @@ ALREADY_JOINED = "already-joined"
 ROOM_FULL = "room-full"
 BAD_TOKEN = "bad-token"
 UNKNOWN_TARGET = "unknown-target"
+RATE_LIMITED = "rate-limited"
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ All protocol rules come from ``signaling.protocol`` and all membership state fro
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import ssl
 from dataclasses import dataclass
@@ -13,10 +14,10 @@ from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
 import ifaddr
-import socketio
 from aiohttp import web
 
 from . import protocol
+from .limits import ConnectionGate, GuardedSocketIO, JoinRate, Limits, Refusals, handler_args, request_address
 from .protocol import Member, ProtocolError
 from .rooms import Rooms
 from .token import check_token
@@ -27,8 +28,9 @@ WEB_ROOT = Path(__file__).parent / "web"
 
 
 @dataclass
-class ServerConfig:
-    """Everything the server can be told; ``python -m signaling`` fills it from flags and env."""
+class ServerConfig(Limits):
+    """Everything the server can be told; ``python -m signaling`` fills it from flags and env.
+    The limits on what one client may take are the fields of ``Limits``."""
 
     room_size: int = 2
     allowed_origins: Union[str, Sequence[str], None] = "*"
@@ -44,7 +46,11 @@ class SignalingServer:
         self.config = config or ServerConfig()
         self.rooms = Rooms(capacity=self.config.room_size)
         self.connections: set[str] = set()
-        self.sio = socketio.AsyncServer(
+        refusals = Refusals()
+        self._gate = ConnectionGate(self.config, refusals)
+        self._join_rate = JoinRate(self.config.join_rate, self.config.join_burst)
+        self.sio = GuardedSocketIO(
+            self.config, refusals,
             async_mode="aiohttp",
             cors_allowed_origins=self.config.allowed_origins,
             # Credentials only for origins the operator named: with "*" python-engineio echoes
@@ -53,7 +59,7 @@ class SignalingServer:
             # Big enough for an SDP at protocol.MAX_SDP_BYTES, small enough to refuse floods.
             max_http_buffer_size=4 * protocol.MAX_SDP_BYTES,
         )
-        self.app = web.Application()
+        self.app = web.Application(handler_args=handler_args(self.config))
         self.app.on_response_prepare.append(_security_headers)
         self.sio.attach(self.app)
         self.app.router.add_get("/healthz", self._healthz)
@@ -71,24 +77,40 @@ class SignalingServer:
     async def start(self, host: str = "127.0.0.1", port: int = 8080,
                     ssl_context: Optional[ssl.SSLContext] = None) -> int:
         """Listen on ``host:port`` (port 0 picks a free one); return the port bound."""
-        self._runner = web.AppRunner(self.app, access_log=None)
+        # aiohttp waits this long for requests to end, then as long again once it cancelled them
+        self._runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=self.config.shutdown_timeout / 4)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, host, port, ssl_context=ssl_context)
-        await site.start()
-        server = site._server  # aiohttp exposes the bound port nowhere else
-        bound = server.sockets[0].getsockname()[1] if server and server.sockets else port
-        return bound
+        return await self._gate.listen(self._runner, host, port, ssl_context)
 
     async def stop(self) -> None:
         """Say goodbye to every client and stop listening. Nobody is told that anyone left
         the room: nobody did, the server went (peers rejoin when it is back)."""
         if self._runner is not None:
             self._stopping = True
-            for sid in list(self.connections):
-                await self.sio.disconnect(sid)
+            self._gate.close()
+            await self._goodbye()
             await self._runner.cleanup()
             self._runner = None
             self._stopping = False
+
+    async def _goodbye(self) -> None:
+        """Disconnect every client, giving up on those that do not take it in time: a
+        client that does not read must not hold the server up."""
+        async def each() -> None:
+            for sid in list(self.connections):
+                await self.sio.disconnect(sid)
+
+        try:
+            await asyncio.wait_for(each(), self.config.shutdown_timeout / 2)
+        except asyncio.TimeoutError:
+            logger.warning("stopping: %d clients did not take their goodbye in time", len(self.connections))
+        await self.sio.shutdown()
+
+    def _check_join_rate(self, sid: str) -> None:
+        address = request_address(self.sio.get_environ(sid) or {})
+        if not self._join_rate.allow(address):
+            raise ProtocolError(protocol.RATE_LIMITED, f"too many joins from your address; at most "
+                                f"{self.config.join_rate:g} a second after {self.config.join_burst}")
 
     # HTTP
 
@@ -120,6 +142,7 @@ class SignalingServer:
 
     async def _on_join(self, sid: str, *args: Any) -> dict[str, Any]:
         try:
+            self._check_join_rate(sid)
             request = protocol.parse_join(args[0] if args else None)
             if self.config.token_secret is not None:
                 reason = check_token(self.config.token_secret, request.room, request.token)
