@@ -14,6 +14,7 @@ import cv2  # noqa: F401  -- before av (pulled in by peer): see the OpenCV notes
 import numpy as np
 
 import peer
+from signaling.text import printable
 
 
 def parser(description: str) -> argparse.ArgumentParser:
@@ -103,7 +104,7 @@ async def send_back(args: argparse.Namespace, transform: Callable[[np.ndarray], 
         print(f"{args.name}: {doing} in room {args.room}; Ctrl-C to stop", flush=True)
         async for event in room.events():
             if isinstance(event, peer.Connected):
-                print(f"{doing} {event.member.name}", flush=True)
+                print(f"{doing} {printable(event.member.name)}", flush=True)
                 per_peer.start(event.member, process(room, event.member))
             elif isinstance(event, (peer.CallEnded, peer.PeerLeft)):
                 per_peer.stop(event.member)

@@ -8,6 +8,7 @@ is played in a loop by ``peer.join(video=PATH)`` itself.
 
 import _common
 import peer
+from signaling.text import printable
 
 
 async def main(args):
@@ -15,9 +16,9 @@ async def main(args):
         print(f"{args.name}: playing {args.file} in room {args.room}; Ctrl-C to stop", flush=True)
         async for event in room.events():
             if isinstance(event, peer.Connected):
-                print(f"playing to {event.member.name}", flush=True)
+                print(f"playing to {printable(event.member.name)}", flush=True)
             elif isinstance(event, peer.CallEnded):
-                print(f"{event.member.name} left ({event.reason})", flush=True)
+                print(f"{printable(event.member.name)} left ({event.reason})", flush=True)
 
 
 if __name__ == "__main__":

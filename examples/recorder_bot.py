@@ -13,6 +13,7 @@ from pathlib import Path
 
 import _common
 import peer
+from signaling.text import printable
 
 
 def file_for(directory: Path, name: str) -> Path:
@@ -42,11 +43,11 @@ async def record(room: peer.Room, member: peer.Member, directory: Path) -> None:
         path.unlink()
         print(f"nothing to record: {error}", flush=True)
         return
-    print(f"recording {member.name} to {path}", flush=True)
+    print(f"recording {printable(member.name)} to {path}", flush=True)
     try:
         await recording.wait()  # until the peer's tracks end
     finally:  # also when cancelled (the peer left, Ctrl-C); shielded so that a cancel cannot cut the file short
-        await asyncio.shield(finish(recording, member.name))
+        await asyncio.shield(finish(recording, printable(member.name)))
 
 
 async def main(args):
