@@ -372,8 +372,8 @@ class FileReceiver:
     each (on a thread) into a temporary file of its own, checked and renamed at the end."""
 
     def __init__(self, downloads: Downloads, sender: Callable[[], Member], reply: Callable[[Reply], None],
-                 on_progress: Callable[[str, int, int], None], on_done: Callable[[Path, str], None],
-                 on_failed: Callable[[str, str], None]) -> None:
+                 on_progress: Callable[[str, int, int], object], on_done: Callable[[Path, str], object],
+                 on_failed: Callable[[str, str], object]) -> None:
         self.downloads = downloads
         self.taken = 0
         """Bytes taken from this peer (the per-peer quota)."""
