@@ -256,8 +256,9 @@ class CallView:
         for path in self.send:
             what = f"sending {path.name} to {member.name}"
             try:
+                # ignore: mypy cannot infer the type of a lambda with a default argument
                 sha256 = await self.room.send_file(path, to=member,
-                                                   progress=lambda _, done, size, what=what: self._progress(what, done, size))
+                                                   progress=lambda _, done, size, what=what: self._progress(what, done, size))  # type: ignore[misc]
             except TransferError as error:
                 say(f"could not send {path.name} to {member.name}: {error}")
                 return
@@ -277,6 +278,7 @@ class CallView:
     def _recording_path(self) -> Path:
         """The first call records to --record; later ones (others in a mesh, a new joiner)
         to NAME-2.mp4, NAME-3.mp4, ... so no recording overwrites another."""
+        assert self.record is not None  # only called with --record
         self._recordings_made += 1
         if self._recordings_made == 1:
             return self.record
@@ -298,6 +300,7 @@ class CallView:
 
     async def _show_video(self, member: Member) -> None:
         """A tile for ``member`` while its video track lasts."""
+        assert self.window is not None  # only called with a window
         try:
             async for picture in self.room.frames(member):
                 self.window.show(member.id, printable(member.name), picture)
@@ -382,6 +385,7 @@ async def run(args: argparse.Namespace) -> int:
         async with Room(session) as room:
             view = CallView(room, window, args.record, args.send)
             view.start()
+            assert room.me is not None  # the room is joined
             say(f"joined room {args.room} as {room.me.name}")
             view.waiting()
             await _until_done(room, window, stop, questions)
@@ -403,7 +407,7 @@ async def _until_done(room: Room, window: Optional[Window], stop: asyncio.Event,
     """Chat until the person leaves: q/Esc in the window, Ctrl-C, or end of input. A line
     typed while a question is asked answers it."""
     terminal = Terminal()
-    waits = [asyncio.ensure_future(stop.wait())]
+    waits: list[asyncio.Future[Any]] = [asyncio.ensure_future(stop.wait())]
     if window is not None:
         waits.append(asyncio.ensure_future(window.quit.wait()))
 

@@ -75,7 +75,7 @@ class Session(AsyncIOEventEmitter):
         self._leaving = False
         self.downloads = downloads or Downloads()
         """Which files offered are taken, where they go; one for every call, so quotas add up."""
-        self._call_options = {"heartbeat_interval": heartbeat_interval, "dead_after": dead_after,
+        self._call_options: dict[str, Any] = {"heartbeat_interval": heartbeat_interval, "dead_after": dead_after,
                               "downloads": self.downloads}
         self._sio = socketio.AsyncClient(reconnection=True, reconnection_delay=RECONNECT_DELAY,
                                          reconnection_delay_max=RECONNECT_DELAY_MAX,

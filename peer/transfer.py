@@ -25,7 +25,7 @@ import tempfile
 import unicodedata
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Awaitable, Callable, ClassVar, Optional, Union
+from typing import Any, Awaitable, Callable, ClassVar, Optional, TypeGuard, Union
 
 from aiortc import RTCDataChannel
 
@@ -142,7 +142,7 @@ def parse_message(text: str) -> Message:
     raise BadMessage("an unknown type" if isinstance(kind, str) else "no type")
 
 
-def _is_count(value: Any) -> bool:
+def _is_count(value: Any) -> TypeGuard[int]:
     """A whole number >= 0: not a bool (True is an int), not a float (1e400 is inf)."""
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
@@ -296,6 +296,7 @@ class FileSender:
         self._reply = asyncio.get_running_loop().create_future()
 
     async def _answer(self, timeout_message: str, timeout: float) -> Reply:
+        assert self._reply is not None  # _expect_reply() came first, under the lock
         try:
             reply = await asyncio.wait_for(self._reply, timeout)
         except asyncio.TimeoutError:
@@ -310,6 +311,7 @@ class FileSender:
         loop = asyncio.get_running_loop()
         digest = hashlib.sha256()
         done = 0
+        assert self._reply is not None  # _expect_reply() came first, under the lock
         with concurrent.futures.ThreadPoolExecutor(1) as reader, open(path, "rb") as file:
             while block := await loop.run_in_executor(reader, file.read, 64 * CHUNK):
                 for start in range(0, len(block), CHUNK):
@@ -370,8 +372,8 @@ class FileReceiver:
     each (on a thread) into a temporary file of its own, checked and renamed at the end."""
 
     def __init__(self, downloads: Downloads, sender: Callable[[], Member], reply: Callable[[Reply], None],
-                 on_progress: Callable[[str, int, int], None], on_done: Callable[[Path, str], None],
-                 on_failed: Callable[[str, str], None]) -> None:
+                 on_progress: Callable[[str, int, int], object], on_done: Callable[[Path, str], object],
+                 on_failed: Callable[[str, str], object]) -> None:
         self.downloads = downloads
         self.taken = 0
         """Bytes taken from this peer (the per-peer quota)."""
@@ -427,6 +429,7 @@ class FileReceiver:
         self._deciding = None
         self.taken += _cost(offer.size)
         self.downloads.taken += _cost(offer.size)
+        assert self.downloads.directory is not None  # Downloads accepts nothing without one
         part = self._writer.submit(_Part, self.downloads.directory, offer.name)
         self._incoming = _Incoming(offer.name, offer.size, part)
         self._reply(Accept())
@@ -482,6 +485,7 @@ class FileReceiver:
     def _fail(self, reason: str, reply: str) -> None:
         """End the transfer under way: its file removed, the sender told, the app too."""
         incoming = self._take()
+        assert incoming is not None  # called only with a transfer under way
         self._reply(Failed(reply))
         self._on_failed(incoming.name, f"{reason}; nothing was saved")
 

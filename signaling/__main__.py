@@ -9,10 +9,18 @@ import os
 import signal
 import ssl
 import sys
-from typing import Optional
+from typing import Optional, Union, overload
 
 from .server import ServerConfig, SignalingServer, advertised_urls
 from .text import log_to_stderr
+
+
+@overload
+def _env(name: str, default: str) -> str: ...
+
+
+@overload
+def _env(name: str, default: None = None) -> Optional[str]: ...
 
 
 def _env(name: str, default: Optional[str] = None) -> Optional[str]:
@@ -72,7 +80,7 @@ LIMIT_FLAGS = [
 """Flags for ``ServerConfig``'s limits: (flag, type, help); the field is the flag with '_'."""
 
 
-def origins(value: str) -> object:
+def origins(value: str) -> Union[str, list[str]]:
     return "*" if value.strip() == "*" else [o.strip() for o in value.split(",") if o.strip()]
 
 

@@ -19,7 +19,7 @@ import resource
 import ssl
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, cast
 
 import engineio
 import socketio
@@ -141,7 +141,7 @@ class GatedProtocol(asyncio.Protocol):
         self._stalled: Optional[asyncio.TimerHandle] = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        self.transport = cast(asyncio.Transport, transport)  # a stream protocol is given a stream transport
         address = _address(transport.get_extra_info("peername"))
         reason = self.gate.counter.admit(address)
         if reason is not None:
@@ -371,15 +371,15 @@ class GuardedEngineIO(engineio.AsyncServer):
 
     def __init__(self, *args: Any, limits: Limits, refusals: Refusals, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._async = {**self._async, "websocket": CheckedWebSocket}  # the driver's hook for its websocket class
+        self._async: dict[str, Any] = {**self._async, "websocket": CheckedWebSocket}  # the driver's hook for its websocket class
         self.limits = limits
         self.refusals = refusals
         self.addresses: dict[str, str] = {}  # engine.io sid -> address, for log lines
-        self.websockets: dict[str, asyncio.BaseTransport] = {}  # engine.io sid -> its websocket's TCP transport
+        self.websockets: dict[str, Optional[asyncio.Transport]] = {}  # engine.io sid -> its websocket's TCP transport
         self._tasks: set[asyncio.Task] = set()
 
     async def handle_request(self, request: web.Request) -> Any:
-        sid = request.query.get("sid")
+        sid = request.query.get("sid", "")  # "" is no session
         if sid in self.sockets and request.headers.get("Upgrade", "").lower() == "websocket":
             self.websockets[sid] = request.transport  # an upgrade from polling
         if sid in self.sockets and request.method == "POST" and (request.content_length or 0) > self.max_http_buffer_size:
@@ -398,7 +398,7 @@ class GuardedEngineIO(engineio.AsyncServer):
                 late.cancel()
         return await super().handle_request(request)
 
-    def _body_late(self, sid: str, transport: Optional[asyncio.BaseTransport]) -> None:
+    def _body_late(self, sid: str, transport: Optional[asyncio.Transport]) -> None:
         self.drop(sid, f"a POST body not received within {self.limits.handshake_timeout:g} s")
         if transport is not None:
             transport.abort()

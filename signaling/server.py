@@ -175,6 +175,7 @@ class SignalingServer:
             if sender is None:
                 raise ProtocolError(protocol.NOT_JOINED, "join a room before sending messages")
             room = self.rooms.room_of(sid)
+            assert room is not None  # a member (sender) is always in a room
             target = message.get("to")
             if target is not None and (target == sid or self.rooms.room_of(target) != room):
                 raise ProtocolError(protocol.UNKNOWN_TARGET, f"no member {target!r} in room {room!r}")

@@ -29,7 +29,8 @@ class FrameSource(VideoStreamTrack):
         self.fps = fps
         self._picture: np.ndarray = np.zeros((size[1], size[0], 3), np.uint8)
         self._fresh = asyncio.Event()
-        self._start: Optional[float] = None
+        # Our own clock, None until the first frame (VideoStreamTrack's, a float, is not used).
+        self._start: Optional[float] = None  # type: ignore[assignment]
         self._last = 0.0
         self._last_pts = -1
 

@@ -132,8 +132,9 @@ class Recorder:
             if container is None and waiting:  # stopped before every kind showed up
                 container, streams = self._open(waiting)
                 self._encode_all(container, streams, waiting)
-            for stream in streams.values():
-                container.mux(stream.encode(None))
+            if container is not None:  # None: no frame came, no file
+                for stream in streams.values():
+                    container.mux(stream.encode(None))
         except Exception:
             logger.exception("recording to %s failed", self.path)
         finally:
@@ -170,6 +171,7 @@ class Recorder:
     def _add_stream(self, container, kind: str, frame: Frame):
         video_codec, audio_codec = _CODECS[self.path.suffix.lower()]
         if kind == "video":
+            assert isinstance(frame, av.VideoFrame)  # kind is _kind(frame)
             stream = container.add_stream(video_codec, rate=30)
             # yuv420p needs even sizes
             stream.width, stream.height, stream.pix_fmt = frame.width // 2 * 2, frame.height // 2 * 2, "yuv420p"

@@ -13,7 +13,7 @@ import logging
 import os
 import sys
 from dataclasses import dataclass, field
-from typing import Any, Optional, Union
+from typing import Any, Optional, Union, cast
 
 import av
 from aiortc import MediaStreamTrack
@@ -119,8 +119,10 @@ class LoopingPlayer:
     def after(self, finished: MediaPlayer) -> MediaPlayer:
         """The player of the pass after ``finished`` (the first track to get there opens it)."""
         if self.player is finished:
-            self.player = open_player(PlayerSpec(self.spec.file, self.spec.format, self.spec.options, False,
-                                                 self.spec.what))
+            player = open_player(PlayerSpec(self.spec.file, self.spec.format, self.spec.options, False,
+                                            self.spec.what))
+            assert isinstance(player, MediaPlayer)  # opened with loop False
+            self.player = player
         return self.player
 
 
@@ -168,7 +170,7 @@ class LocalMedia:
     """The local tracks of a session, relayed so every call gets its own subscription."""
 
     def __init__(self, video: Optional[MediaStreamTrack] = None, audio: Optional[MediaStreamTrack] = None,
-                 players: Optional[list[MediaPlayer]] = None) -> None:
+                 players: Optional[list[Union[MediaPlayer, LoopingPlayer]]] = None) -> None:
         self.video = video
         self.audio = audio
         self._players = players or []
@@ -182,7 +184,7 @@ class LocalMedia:
         loop = asyncio.get_running_loop()
         specs = [video_spec(video, size, fps) if isinstance(video, str) else None,
                  audio_spec(audio) if isinstance(audio, str) else None]
-        players: list[MediaPlayer] = []
+        players: list[Union[MediaPlayer, LoopingPlayer]] = []
         try:
             with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="media-open") as opener:
                 for spec in specs:
@@ -235,7 +237,7 @@ class PrivateFrames(MediaStreamTrack):
         self._source = source
 
     async def recv(self) -> av.VideoFrame:
-        frame = await self._source.recv()
+        frame = cast(av.VideoFrame, await self._source.recv())  # the frames of a video track
         private = av.VideoFrame.from_ndarray(frame.to_ndarray(format="yuv420p"), format="yuv420p")
         private.pts, private.time_base = frame.pts, frame.time_base
         return private
@@ -245,7 +247,7 @@ class PrivateFrames(MediaStreamTrack):
         self._source.stop()
 
 
-def _stop_player(player: MediaPlayer) -> None:
+def _stop_player(player: Union[MediaPlayer, LoopingPlayer]) -> None:
     for track in (player.audio, player.video):
         if track is not None:
             track.stop()

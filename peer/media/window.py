@@ -47,6 +47,7 @@ class Window:
         self._process = await asyncio.create_subprocess_exec(
             sys.executable, str(PROCESS), stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        assert self._process.stdout is not None and self._process.stderr is not None  # made as pipes above
         self.set_title(title)
         self.set_waiting(waiting)
         self._tasks.append(asyncio.ensure_future(self._write_loop()))
@@ -87,6 +88,7 @@ class Window:
         process = self._process
         if process is None or process.returncode is not None:
             return
+        assert process.stdin is not None  # open() made it a pipe
         try:
             process.stdin.close()
             await asyncio.wait_for(process.wait(), 3)
@@ -99,6 +101,7 @@ class Window:
         self._wake.set()
 
     async def _write_loop(self) -> None:
+        assert self._process is not None and self._process.stdin is not None  # started by open(), with pipes
         try:
             while True:
                 await self._wake.wait()
@@ -118,10 +121,12 @@ class Window:
     async def _log_errors(self) -> None:
         """What the window process (OpenCV, Qt) says on stderr, to the log; read, so that
         a full pipe never blocks it."""
+        assert self._process is not None and self._process.stderr is not None  # started by open(), with pipes
         while line := await self._process.stderr.readline():
             logger.debug("window: %s", line.decode(errors="replace").rstrip())
 
     async def _read_loop(self) -> None:
+        assert self._process is not None and self._process.stdout is not None  # started by open(), with pipes
         while True:
             line = await self._process.stdout.readline()
             if not line or line.strip() == b"quit":
