@@ -96,7 +96,6 @@ class Call(AsyncIOEventEmitter):
         self.closed = False
         self._tries = 0
         self._receiver: Optional[FileReceiver] = None
-        self._bad_files_messages = 0
         self._chat_backlog: list[str] = []
         self._pending_candidates: list[Optional[dict[str, Any]]] = []
         self._complained: set[str] = set()
@@ -425,13 +424,7 @@ class Call(AsyncIOEventEmitter):
             else:
                 self._receiver.on_message(parsed)  # what the other side sends us
         except BadMessage as error:
-            # Logged once per call: a peer sending garbage on purpose must not fill the log.
-            self._bad_files_messages += 1
-            if self._bad_files_messages == 1:
-                logger.warning("dropped a bad message on the files channel from %s: %s (any more: at debug level)",
-                               self.remote.name, error)
-            else:
-                logger.debug("dropped a bad message on the files channel from %s: %s", self.remote.name, error)
+            self._complain("files", "dropped a bad message on the files channel from %s: %s", self.remote.name, error)
         except Exception:
             logger.exception("a message on the files channel from %s failed; the call goes on", self.remote.name)
 
