@@ -145,7 +145,9 @@ def wait_healthy(url: str, timeout: float = 15) -> dict:
 
 class Relay:
     """A TCP relay in front of a server. ``cut()`` drops every connection through it, as a
-    network blip would for the clients behind it alone; new connections pass again."""
+    network blip would for the clients behind it alone; new connections pass again. ``hold()``
+    also turns new connections away until ``release()``, as a network that stays down does:
+    the clients behind it keep trying to reconnect."""
 
     def __init__(self, target_port: int) -> None:
         self.target_port = target_port
@@ -154,6 +156,8 @@ class Relay:
         self.url = f"http://{LOCAL}:{self.port}"
         self._links: list[socket.socket] = []
         self._lock = threading.Lock()
+        self._open = threading.Event()
+        self._open.set()
         threading.Thread(target=self._accept, daemon=True).start()
 
     def cut(self) -> None:
@@ -161,6 +165,13 @@ class Relay:
             links, self._links = self._links, []
         for link in links:
             _shut(link)
+
+    def hold(self) -> None:
+        self._open.clear()
+        self.cut()
+
+    def release(self) -> None:
+        self._open.set()
 
     def close(self) -> None:
         self._listener.close()
@@ -170,6 +181,9 @@ class Relay:
         while True:
             try:
                 client, _ = self._listener.accept()
+                if not self._open.is_set():
+                    client.close()
+                    continue
                 upstream = socket.create_connection((LOCAL, self.target_port))
             except OSError:
                 return
