@@ -121,6 +121,14 @@ def child_env(**extra: str) -> dict:
     return env
 
 
+def rss_kib(pid: int) -> int:
+    """The resident memory of process ``pid``, in KiB: what the memory ceilings of the attack tests bound."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no VmRSS for process {pid}")
+
+
 class Server(Process):
     def __init__(self, *flags: str, env: Optional[dict] = None, port: Optional[int] = None) -> None:
         self.port = port or free_port()

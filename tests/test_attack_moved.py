@@ -12,7 +12,6 @@ import logging
 import re
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import socketio
@@ -20,7 +19,7 @@ from aiortc import RTCPeerConnection
 from aiortc.rtcsctptransport import WEBRTC_STRING
 
 import peer
-from conftest import LOCAL, Process, Relay, Server, child_env
+from conftest import LOCAL, Process, Relay, Server, child_env, rss_kib
 from peer.api import ChatMessage, DataMessage, Room
 from peer.call import INBOX_SIZE, MAX_PENDING_CANDIDATES, Call
 from peer.control import MAX_MESSAGE_BYTES
@@ -185,13 +184,6 @@ async def test_garbage_on_the_control_channel_is_dropped_and_the_call_lives(serv
         complaints = [r.getMessage() for r in caplog.records if "from 'mallory'" in r.getMessage()]
         assert len([c for c in complaints if c.startswith("dropped a control message")]) == 1, complaints
         assert len([c for c in complaints if c.startswith("dropped a data channel message")]) == 1, complaints
-
-
-def rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise AssertionError(f"no VmRSS for process {pid}")
 
 
 async def a_real_offer(padding: int) -> str:
