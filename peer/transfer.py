@@ -31,6 +31,7 @@ from aiortc import RTCDataChannel
 
 from signaling.protocol import Member
 
+from .control import json_object
 from .errors import TransferError
 
 logger = logging.getLogger(__name__)
@@ -115,12 +116,7 @@ def encode(message: Message) -> str:
 
 def parse_message(text: str) -> Message:
     """A text message of the files channel as a typed value; BadMessage says what is wrong."""
-    try:
-        value = json.loads(text)
-    except (ValueError, RecursionError):  # RecursionError: [[[[...]]]] nested thousands deep
-        raise BadMessage("not JSON") from None
-    if not isinstance(value, dict):
-        raise BadMessage(f"a JSON {type(value).__name__}, not an object")
+    value = json_object(text, BadMessage)
     kind = value.get("type")
     if kind == Start.TYPE:
         name, size = value.get("name"), value.get("size")
