@@ -412,21 +412,20 @@ class Call(AsyncIOEventEmitter):
             self.emit("moved", parsed.id)  # the session checks it against the server's presence
 
     def _on_files(self, message: Any) -> None:
-        """aiortc calls this inside its receive loop, which an exception would end (and the
-        connection with it): every message is checked, and a bad one dropped."""
+        """Every message is checked, and a bad one dropped; any other failure costs that message
+        only, as on every channel (``_guard_receipt``)."""
         self._heard()
         if self.closed or self._sender is None or self._receiver is None:
             return
         try:
             parsed = message if isinstance(message, bytes) else parse_message(message)
-            if isinstance(parsed, (Accept, Received, Failed)):
-                self._sender.on_reply(parsed)  # the other side's answer to what we send
-            else:
-                self._receiver.on_message(parsed)  # what the other side sends us
         except BadMessage as error:
             self._complain("files", "dropped a bad message on the files channel from %s: %s", self.remote.name, error)
-        except Exception:
-            logger.exception("a message on the files channel from %s failed; the call goes on", self.remote.name)
+            return
+        if isinstance(parsed, (Accept, Received, Failed)):
+            self._sender.on_reply(parsed)  # the other side's answer to what we send
+        else:
+            self._receiver.on_message(parsed)  # what the other side sends us
 
     def _reply_files(self, reply: Reply) -> None:
         _send(self._sender.channel if self._sender else None, encode(reply))
