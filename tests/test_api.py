@@ -12,7 +12,7 @@ import socket
 import threading
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import aiohttp
 import av
@@ -42,12 +42,14 @@ def random_file(path: Path, size: int) -> Path:
     return path
 
 
-async def until(condition, timeout: float, what: str) -> None:
+async def until(condition, timeout: float, what: str) -> Any:
+    """Poll ``condition`` until it returns something true, and return that."""
     deadline = time.monotonic() + timeout
-    while not condition():
+    while not (value := condition()):
         if time.monotonic() > deadline:
             raise AssertionError(f"not within {timeout} s: {what}")
         await asyncio.sleep(0.05)
+    return value
 
 
 # Files

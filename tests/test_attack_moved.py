@@ -24,6 +24,7 @@ from peer.api import ChatMessage, DataMessage, Room
 from peer.call import INBOX_SIZE, MAX_PENDING_CANDIDATES, Call
 from peer.control import MAX_MESSAGE_BYTES
 from signaling import protocol
+from test_api import join, until
 
 CLAIM_REFUSED = re.compile(r"ignored '.*'s claim to be member")
 
@@ -35,22 +36,13 @@ def server_of_three():
     started.stop()
 
 
-async def until(probe, what: str, timeout: float = 10.0):
-    """Poll ``probe`` until it returns something true; fail naming ``what`` after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while not (value := probe()):
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.05)
-    return value
-
-
 async def our_call(room: Room, other: Room) -> Call:
     """``room``'s call with ``other``, once both sides know the other speaks our control channel."""
     def ready():
         mine, theirs = room.session.calls.get(other.me.id), other.session.calls.get(room.me.id)
         both = mine is not None and theirs is not None and mine.alive and theirs.alive
         return mine if both else None
-    return await until(ready, f"a live call between {room.me.name} and {other.me.name}")
+    return await until(ready, 10, f"a live call between {room.me.name} and {other.me.name}")
 
 
 async def chat_passes(a: Room, b: Room, text: str) -> None:
@@ -60,10 +52,6 @@ async def chat_passes(a: Room, b: Room, text: str) -> None:
         sender.session.calls[receiver.me.id].send_chat(line)
         message = await receiver.wait_for_message(lambda t: t == line, timeout=10)
         assert message.sender.id == sender.me.id
-
-
-def join(server: Server, room: str, name: str, **options) -> peer.api._Joining:
-    return peer.join(room, server=server.url, name=name, ice_hosts=[LOCAL], **options)
 
 
 @pytest.mark.parametrize("mallory_name, drops_signaling", [("mallory", False), ("alice", True)],
@@ -77,22 +65,22 @@ async def test_moved_cannot_take_another_members_place(server_of_three, tmp_path
     caplog.set_level(logging.WARNING, logger="peer.session")
     server = server_of_three
     downloads = {name: tmp_path / name for name in ("alice", "mallory")}
-    async with join(server, "moved", "victim") as victim, \
-               join(server, "moved", "alice", downloads=downloads["alice"]) as alice, \
-               join(server, "moved", mallory_name, downloads=downloads["mallory"]) as mallory:
+    async with join("moved", server, "victim") as victim, \
+               join("moved", server, "alice", downloads=downloads["alice"]) as alice, \
+               join("moved", server, mallory_name, downloads=downloads["mallory"]) as mallory:
         alices_call = await our_call(victim, alice)
         mallorys_call = await our_call(mallory, victim)
         await our_call(victim, mallory)
         if drops_signaling:
             await mallory.session._sio.disconnect()
-            await until(lambda: mallory.me.id in victim.session._awaiting_move,
+            await until(lambda: mallory.me.id in victim.session._awaiting_move, 10,
                         "the victim to take mallory's leaving for a signaling outage")
 
         mallorys_call.control.send(json.dumps({"type": "moved", "id": alice.me.id}))
         mallorys_call.control.send(json.dumps({"type": "data", "data": "after the claim"}))
         await victim.wait_for_message(lambda value: value == "after the claim", timeout=10)
         assert victim.session.calls[alice.me.id] is alices_call
-        await until(lambda: any(CLAIM_REFUSED.search(r.getMessage()) for r in caplog.records),
+        await until(lambda: any(CLAIM_REFUSED.search(r.getMessage()) for r in caplog.records), 10,
                     "the victim to drop the claim")  # held until presence could have confirmed it
 
         assert victim.session.calls[alice.me.id] is alices_call
@@ -125,19 +113,19 @@ async def test_moved_cannot_take_a_newcomers_id_after_the_victims_outage(caplog)
     relay = Relay(server.port)
     try:
         async with peer.join("outage", server=relay.url, name="victim", ice_hosts=[LOCAL]) as victim, \
-                   join(server, "outage", "carol") as mallory:
+                   join("outage", server, "carol") as mallory:
             mallorys_call = await our_call(mallory, victim)
             mallory_at_victim = await our_call(victim, mallory)
             relay.hold()
             await victim.wait_for(peer.SignalingLost)
-            async with join(server, "outage", "carol") as carol:
-                await until(lambda: carol.me.id in mallory.session.members, "mallory to see carol join")
+            async with join("outage", server, "carol") as carol:
+                await until(lambda: carol.me.id in mallory.session.members, 10, "mallory to see carol join")
                 mallorys_call.control.send(json.dumps({"type": "moved", "id": carol.me.id}))
                 mallorys_call.control.send(json.dumps({"type": "data", "data": "after the claim"}))
                 await victim.wait_for_message(lambda value: value == "after the claim", timeout=10)
                 relay.release()
                 await victim.wait_for(peer.Rejoined, timeout=15)
-                await until(lambda: any(CLAIM_REFUSED.search(r.getMessage()) for r in caplog.records),
+                await until(lambda: any(CLAIM_REFUSED.search(r.getMessage()) for r in caplog.records), 10,
                             "the victim to drop the claim")
                 carols_call = await our_call(victim, carol)
                 assert victim.verification_code(carol.me) == carol.verification_code(victim.me)
@@ -165,9 +153,9 @@ GARBAGE = ['"str"', "5", "null", '{"type":5}', "[]", "{}", '{"type":"shout"}', '
 
 async def test_garbage_on_the_control_channel_is_dropped_and_the_call_lives(server_of_three, caplog):
     caplog.set_level(logging.WARNING, logger="peer.call")
-    async with join(server_of_three, "garbage", "victim") as victim, \
-               join(server_of_three, "garbage", "bob") as bob, \
-               join(server_of_three, "garbage", "mallory") as mallory:
+    async with join("garbage", server_of_three, "victim") as victim, \
+               join("garbage", server_of_three, "bob") as bob, \
+               join("garbage", server_of_three, "mallory") as mallory:
         attack = await our_call(mallory, victim)
         await our_call(victim, bob)
         attack.control.transport._remote_max_message_size = 0  # let mallory send what aiortc would not
@@ -214,7 +202,7 @@ async def test_an_offer_flood_costs_bounded_memory_and_calls_go_on(server_of_thr
     attacker = socketio.AsyncClient()
     try:
         await asyncio.to_thread(victim.expect, "joined room flood")
-        async with join(server, "flood", "bob") as bob:
+        async with join("flood", server, "bob") as bob:
             await asyncio.to_thread(victim.expect, "connected to bob")
             await bob.wait_for_peer()
             victim.send("before")
@@ -259,10 +247,10 @@ async def test_a_candidate_flood_is_bounded_and_calls_go_on(server_of_three):
     offers = asyncio.Queue()
     attacker.on(protocol.MESSAGE, offers.put)
     try:
-        async with join(server, "trickle", "bob") as bob:
+        async with join("trickle", server, "bob") as bob:
             await attacker.connect(server.url, transports=["websocket"])
             await attacker.call(protocol.JOIN, {"room": "trickle", "name": "mallory"})
-            async with join(server, "trickle", "victim") as victim:
+            async with join("trickle", server, "victim") as victim:
                 offer = await asyncio.wait_for(offers.get(), 10)
                 assert offer["type"] == "offer" and offer["from"] == victim.me.id
                 call = victim.session.calls[next(m.id for m in victim.members if m.name == "mallory")]
