@@ -370,7 +370,7 @@ class Session(AsyncIOEventEmitter):
     def _settle_claims(self) -> None:
         """Move the calls whose claims the server's presence now confirms."""
         for call, new_id in list(self._claims.items()):
-            if self._claims.get(call) == new_id and self._confirms(call, new_id):
+            if self._confirms(call, new_id):
                 del self._claims[call]
                 self._moved(call, new_id)
 
