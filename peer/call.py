@@ -123,10 +123,9 @@ class Call(AsyncIOEventEmitter):
             self._chat_backlog.append(text)
         return True
 
-    def send_data(self, value: Any) -> bool:
-        """Send a JSON value to a peer of ours (not to classic clients, which lack the channel).
-        ValueError for one the other side would drop (see ``control.encode``)."""
-        text = control.encode(control.DATA, data=value)
+    def send_control(self, text: str) -> bool:
+        """Send a message made with ``control.encode`` to a peer of ours (not to classic
+        clients, which lack the channel)."""
         return self._peer_is_ours and _send(self.control, text)
 
     def announce_id(self, member_id: str) -> None:

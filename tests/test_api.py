@@ -173,6 +173,25 @@ async def test_wait_helpers_time_out_saying_what_they_waited_for(server):
             assert 0.45 < time.monotonic() - started < 2
 
 
+# JSON messages
+
+async def test_send_json_reaches_peers_and_refuses_what_they_would_drop(server):
+    """``send_json`` raises ValueError for what the other side would drop (not JSON, over
+    64 KiB), whether or not anyone is connected yet; a good value arrives as a DataMessage."""
+    refused = [float("nan"), float("-inf"), {"big": "x" * 70_000}]
+    async with join("json", server, "alice") as alice:
+        for value in refused:
+            with pytest.raises(ValueError):
+                alice.send_json(value)
+        async with join("json", server, "bob") as bob:
+            await until(lambda: alice.send_json({"hello": [1, 2.5, None]}) == 1, 15, "bob's control channel open")
+            message = await bob.wait_for(peer.DataMessage)
+            assert message.value == {"hello": [1, 2.5, None]} and message.sender.name == "alice"
+            for value in refused:
+                with pytest.raises(ValueError):
+                    alice.send_json(value)
+
+
 async def test_waiting_for_frames_that_do_not_come_says_how_many_came(server):
     async with join("silent", server, "sender", video=peer.FrameSource(fps=15, size=(320, 240))) as sender, \
             join("silent", server, "receiver") as receiver:
