@@ -130,8 +130,7 @@ class Call(AsyncIOEventEmitter):
 
     def announce_id(self, member_id: str) -> None:
         """Tell the other side our new signaling id after we rejoined, so it keeps this call."""
-        if self._peer_is_ours:
-            _send(self.control, control.encode(control.MOVED, id=member_id))
+        self.send_control(control.encode(control.MOVED, id=member_id))
 
     async def send_file(self, path: Path, progress: Optional[Progress] = None) -> str:
         """Send a file; return its sha256 once the other side has checked and saved it."""
@@ -162,7 +161,7 @@ class Call(AsyncIOEventEmitter):
         if self.closed:
             return
         self.closed = True
-        if notify and self._peer_is_ours and _send(self.control, control.encode(control.BYE)):
+        if notify and self.send_control(control.encode(control.BYE)):
             await asyncio.sleep(0.05)  # let the bye leave before the transport goes
         for task in self._tasks:
             if task is not asyncio.current_task():
