@@ -148,8 +148,10 @@ _UNSAFE = re.compile(r'[<>:"|?*]')
 
 
 def safe_name(name: str) -> str:
-    """A plain file name to save under: no directories, no hidden name, no control or format
-    characters (terminal escapes, right-to-left overrides), at most MAX_NAME_BYTES of UTF-8."""
+    """A plain file name to save under: no directories, no hidden name, no character of
+    Unicode category C (controls such as terminal escapes, format characters such as
+    right-to-left overrides, private-use and unassigned ones) nor line separators, at most
+    MAX_NAME_BYTES of UTF-8."""
     visible = "".join(c for c in name if unicodedata.category(c)[0] != "C" and c not in "\u2028\u2029")
     base = os.path.basename(_UNSAFE.sub("_", visible).replace("\\", "/")).strip(" .")
     if len(base.encode()) > MAX_NAME_BYTES:
