@@ -14,7 +14,6 @@ a bounded number of times.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import re
 import time

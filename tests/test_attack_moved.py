@@ -20,7 +20,7 @@ from aiortc.rtcsctptransport import WEBRTC_STRING
 
 import peer
 from conftest import LOCAL, Process, Relay, Server, child_env, rss_kib
-from peer.api import ChatMessage, DataMessage, Room
+from peer.api import ChatMessage, Room
 from peer.call import INBOX_SIZE, MAX_PENDING_CANDIDATES, Call
 from peer import control
 from peer.control import MAX_MESSAGE_BYTES
