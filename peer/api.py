@@ -26,6 +26,7 @@ from aiortc.mediastreams import MediaStreamError
 
 from signaling.protocol import Member
 
+from . import control
 from .call import Call
 from .ice import IceSettings
 from .media.recorder import Recorder
@@ -266,8 +267,11 @@ class Room:
         return self.session.send_chat(text)
 
     def send_json(self, value: Any) -> int:
-        """Send a JSON value to every connected peer of ours (``DataMessage`` there)."""
-        return sum(call.send_data(value) for call in self.session.calls.values())
+        """Send a JSON value to every connected peer of ours (``DataMessage`` there).
+        ValueError for one the other side would drop (see ``control.encode``), whoever is
+        connected; encoded once for all."""
+        text = control.encode(control.DATA, data=value)
+        return sum(call.send_control(text) for call in self.session.calls.values())
 
     async def send_file(self, path: Union[str, Path], to: Optional[Member] = None,
                         progress: Optional[Callable[[Member, int, int], None]] = None) -> str:

@@ -14,7 +14,6 @@ a bounded number of times.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import re
 import time
@@ -96,7 +95,6 @@ class Call(AsyncIOEventEmitter):
         self.closed = False
         self._tries = 0
         self._receiver: Optional[FileReceiver] = None
-        self._bad_files_messages = 0
         self._chat_backlog: list[str] = []
         self._pending_candidates: list[Optional[dict[str, Any]]] = []
         self._complained: set[str] = set()
@@ -124,16 +122,14 @@ class Call(AsyncIOEventEmitter):
             self._chat_backlog.append(text)
         return True
 
-    def send_data(self, value: Any) -> bool:
-        """Send a JSON value to a peer of ours (not to classic clients, which lack the channel).
-        ValueError for one the other side would drop (see ``control.encode``)."""
-        text = control.encode(control.DATA, data=value)
+    def send_control(self, text: str) -> bool:
+        """Send a message made with ``control.encode`` to a peer of ours (not to classic
+        clients, which lack the channel)."""
         return self._peer_is_ours and _send(self.control, text)
 
     def announce_id(self, member_id: str) -> None:
         """Tell the other side our new signaling id after we rejoined, so it keeps this call."""
-        if self._peer_is_ours:
-            _send(self.control, control.encode(control.MOVED, id=member_id))
+        self.send_control(control.encode(control.MOVED, id=member_id))
 
     async def send_file(self, path: Path, progress: Optional[Progress] = None) -> str:
         """Send a file; return its sha256 once the other side has checked and saved it."""
@@ -164,7 +160,7 @@ class Call(AsyncIOEventEmitter):
         if self.closed:
             return
         self.closed = True
-        if notify and self._peer_is_ours and _send(self.control, control.encode(control.BYE)):
+        if notify and self.send_control(control.encode(control.BYE)):
             await asyncio.sleep(0.05)  # let the bye leave before the transport goes
         for task in self._tasks:
             if task is not asyncio.current_task():
@@ -413,27 +409,20 @@ class Call(AsyncIOEventEmitter):
             self.emit("moved", parsed.id)  # the session checks it against the server's presence
 
     def _on_files(self, message: Any) -> None:
-        """aiortc calls this inside its receive loop, which an exception would end (and the
-        connection with it): every message is checked, and a bad one dropped."""
+        """Every message is checked, and a bad one dropped; any other failure costs that message
+        only, as on every channel (``_guard_receipt``)."""
         self._heard()
         if self.closed or self._sender is None or self._receiver is None:
             return
         try:
             parsed = message if isinstance(message, bytes) else parse_message(message)
-            if isinstance(parsed, (Accept, Received, Failed)):
-                self._sender.on_reply(parsed)  # the other side's answer to what we send
-            else:
-                self._receiver.on_message(parsed)  # what the other side sends us
         except BadMessage as error:
-            # Logged once per call: a peer sending garbage on purpose must not fill the log.
-            self._bad_files_messages += 1
-            if self._bad_files_messages == 1:
-                logger.warning("dropped a bad message on the files channel from %s: %s (any more: at debug level)",
-                               self.remote.name, error)
-            else:
-                logger.debug("dropped a bad message on the files channel from %s: %s", self.remote.name, error)
-        except Exception:
-            logger.exception("a message on the files channel from %s failed; the call goes on", self.remote.name)
+            self._complain("files", "dropped a bad message on the files channel from %s: %s", self.remote.name, error)
+            return
+        if isinstance(parsed, (Accept, Received, Failed)):
+            self._sender.on_reply(parsed)  # the other side's answer to what we send
+        else:
+            self._receiver.on_message(parsed)  # what the other side sends us
 
     def _reply_files(self, reply: Reply) -> None:
         _send(self._sender.channel if self._sender else None, encode(reply))

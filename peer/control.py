@@ -42,12 +42,7 @@ def parse(message: Union[str, bytes]) -> ControlMessage:
         raise BadControlMessage("binary message (control carries JSON text)")
     if len(message) > MAX_MESSAGE_BYTES or len(message.encode("utf-8", "surrogatepass")) > MAX_MESSAGE_BYTES:
         raise BadControlMessage(f"larger than {MAX_MESSAGE_BYTES} bytes")
-    try:
-        value = json.loads(message, parse_constant=_no_constant)
-    except (ValueError, RecursionError) as error:  # RecursionError: nested too deep
-        raise BadControlMessage(f"not JSON ({type(error).__name__})") from None
-    if not isinstance(value, dict):
-        raise BadControlMessage(f"a JSON {type(value).__name__}, not an object")
+    value = json_object(message, BadControlMessage)
     kind = value.get("type")
     if not isinstance(kind, str) or kind not in TYPES:
         raise BadControlMessage(f"unknown type {kind!r:.40}")
@@ -67,6 +62,19 @@ def encode(kind: str, **fields: Any) -> str:
         raise ValueError(f"a {kind} message of {len(text.encode())} bytes is larger than the "
                          f"{MAX_MESSAGE_BYTES} bytes a peer reads")
     return text
+
+
+def json_object(text: str, error: type[ValueError]) -> dict[str, Any]:
+    """``text`` read as a JSON object, or ``error`` saying what it is instead. The first check
+    of every JSON message from a peer (the files channel's too); NaN and infinities are
+    refused, as they are not JSON."""
+    try:
+        value = json.loads(text, parse_constant=_no_constant)
+    except (ValueError, RecursionError) as failure:  # RecursionError: nested too deep
+        raise error(f"not JSON ({type(failure).__name__})") from None
+    if not isinstance(value, dict):
+        raise error(f"a JSON {type(value).__name__}, not an object")
+    return value
 
 
 def _no_constant(name: str) -> Any:

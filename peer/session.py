@@ -121,15 +121,21 @@ class Session(AsyncIOEventEmitter):
         except socketio.exceptions.TimeoutError:
             return await self._join_classic()
         self._check_ack(ack)
-        self.me = Member(id=ack["id"], name=ack.get("name", self.request.name))
-        others = [Member.from_payload(m) for m in ack.get("members", [])]
-        # update, not replace: a ``peer-joined`` may have been handled before this ack
-        self.members.update({m.id: m for m in others})
-        self._listed.update(m.id for m in others)
-        self._present.set()
+        others = self._in_room(ack)
         for member in others:
             self._new_call(member).start_offer()
         self.emit("joined", others)
+        return others
+
+    def _in_room(self, ack: dict[str, Any]) -> list[Member]:
+        """Take a join acknowledgement's word: who we are, and who else the server lists in the
+        room (returned). Added to what we know, not replacing it: a ``peer-joined`` may have
+        been handled before the ack (``_listed`` was emptied when a connection dropped)."""
+        self.me = Member(id=ack["id"], name=ack.get("name", self.request.name))
+        others = [Member.from_payload(m) for m in ack.get("members", [])]
+        self.members.update({m.id: m for m in others})
+        self._listed.update(m.id for m in others)
+        self._present.set()
         return others
 
     async def leave(self) -> None:
@@ -217,16 +223,10 @@ class Session(AsyncIOEventEmitter):
         except (socketio.exceptions.TimeoutError, JoinRefused) as error:
             logger.warning("could not join room %s again: %s", self.request.room, error)
             return
-        self.me = Member(id=ack["id"], name=ack.get("name", self.request.name))
+        others = self._in_room(ack)
         for call in self.calls.values():
             call.announce_id(self.me.id)
-        others = [Member.from_payload(m) for m in ack.get("members", [])]
-        self.members.update({m.id: m for m in others})
-        # update, not replace: a ``peer-joined`` may have been handled before this ack (the
-        # set was emptied when the connection dropped)
-        self._listed.update(m.id for m in others)
         self._awaiting_move -= {m.id for m in others}  # still there under their old ids: they did not move
-        self._present.set()
         self._settle_claims()
         self.emit("rejoined")
         unknown = [m for m in others if m.id not in self.calls]
@@ -370,7 +370,7 @@ class Session(AsyncIOEventEmitter):
     def _settle_claims(self) -> None:
         """Move the calls whose claims the server's presence now confirms."""
         for call, new_id in list(self._claims.items()):
-            if self._claims.get(call) == new_id and self._confirms(call, new_id):
+            if self._confirms(call, new_id):
                 del self._claims[call]
                 self._moved(call, new_id)
 

@@ -31,6 +31,7 @@ from aiortc import RTCDataChannel
 
 from signaling.protocol import Member
 
+from .control import json_object
 from .errors import TransferError
 
 logger = logging.getLogger(__name__)
@@ -115,12 +116,7 @@ def encode(message: Message) -> str:
 
 def parse_message(text: str) -> Message:
     """A text message of the files channel as a typed value; BadMessage says what is wrong."""
-    try:
-        value = json.loads(text)
-    except (ValueError, RecursionError):  # RecursionError: [[[[...]]]] nested thousands deep
-        raise BadMessage("not JSON") from None
-    if not isinstance(value, dict):
-        raise BadMessage(f"a JSON {type(value).__name__}, not an object")
+    value = json_object(text, BadMessage)
     kind = value.get("type")
     if kind == Start.TYPE:
         name, size = value.get("name"), value.get("size")
@@ -152,8 +148,10 @@ _UNSAFE = re.compile(r'[<>:"|?*]')
 
 
 def safe_name(name: str) -> str:
-    """A plain file name to save under: no directories, no hidden name, no control or format
-    characters (terminal escapes, right-to-left overrides), at most MAX_NAME_BYTES of UTF-8."""
+    """A plain file name to save under: no directories, no hidden name, no character of
+    Unicode category C (controls such as terminal escapes, format characters such as
+    right-to-left overrides, private-use and unassigned ones) nor line separators, at most
+    MAX_NAME_BYTES of UTF-8."""
     visible = "".join(c for c in name if unicodedata.category(c)[0] != "C" and c not in "\u2028\u2029")
     base = os.path.basename(_UNSAFE.sub("_", visible).replace("\\", "/")).strip(" .")
     if len(base.encode()) > MAX_NAME_BYTES:

@@ -121,6 +121,14 @@ def child_env(**extra: str) -> dict:
     return env
 
 
+def rss_kib(pid: int) -> int:
+    """The resident memory of process ``pid``, in KiB: what the memory ceilings of the attack tests bound."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no VmRSS for process {pid}")
+
+
 class Server(Process):
     def __init__(self, *flags: str, env: Optional[dict] = None, port: Optional[int] = None) -> None:
         self.port = port or free_port()
@@ -145,7 +153,9 @@ def wait_healthy(url: str, timeout: float = 15) -> dict:
 
 class Relay:
     """A TCP relay in front of a server. ``cut()`` drops every connection through it, as a
-    network blip would for the clients behind it alone; new connections pass again."""
+    network blip would for the clients behind it alone; new connections pass again. ``hold()``
+    also turns new connections away until ``release()``, as a network that stays down does:
+    the clients behind it keep trying to reconnect."""
 
     def __init__(self, target_port: int) -> None:
         self.target_port = target_port
@@ -154,6 +164,8 @@ class Relay:
         self.url = f"http://{LOCAL}:{self.port}"
         self._links: list[socket.socket] = []
         self._lock = threading.Lock()
+        self._open = threading.Event()
+        self._open.set()
         threading.Thread(target=self._accept, daemon=True).start()
 
     def cut(self) -> None:
@@ -161,6 +173,13 @@ class Relay:
             links, self._links = self._links, []
         for link in links:
             _shut(link)
+
+    def hold(self) -> None:
+        self._open.clear()
+        self.cut()
+
+    def release(self) -> None:
+        self._open.set()
 
     def close(self) -> None:
         self._listener.close()
@@ -170,6 +189,9 @@ class Relay:
         while True:
             try:
                 client, _ = self._listener.accept()
+                if not self._open.is_set():
+                    client.close()
+                    continue
                 upstream = socket.create_connection((LOCAL, self.target_port))
             except OSError:
                 return

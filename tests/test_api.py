@@ -12,7 +12,7 @@ import socket
 import threading
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import aiohttp
 import av
@@ -42,12 +42,14 @@ def random_file(path: Path, size: int) -> Path:
     return path
 
 
-async def until(condition, timeout: float, what: str) -> None:
+async def until(condition, timeout: float, what: str) -> Any:
+    """Poll ``condition`` until it returns something true, and return that."""
     deadline = time.monotonic() + timeout
-    while not condition():
+    while not (value := condition()):
         if time.monotonic() > deadline:
             raise AssertionError(f"not within {timeout} s: {what}")
         await asyncio.sleep(0.05)
+    return value
 
 
 # Files
@@ -169,6 +171,25 @@ async def test_wait_helpers_time_out_saying_what_they_waited_for(server):
                 await waiting()
             assert str(error.value) == f"timed out waiting for {what}"
             assert 0.45 < time.monotonic() - started < 2
+
+
+# JSON messages
+
+async def test_send_json_reaches_peers_and_refuses_what_they_would_drop(server):
+    """``send_json`` raises ValueError for what the other side would drop (not JSON, over
+    64 KiB), whether or not anyone is connected yet; a good value arrives as a DataMessage."""
+    refused = [float("nan"), float("-inf"), {"big": "x" * 70_000}]
+    async with join("json", server, "alice") as alice:
+        for value in refused:
+            with pytest.raises(ValueError):
+                alice.send_json(value)
+        async with join("json", server, "bob") as bob:
+            await until(lambda: alice.send_json({"hello": [1, 2.5, None]}) == 1, 15, "bob's control channel open")
+            message = await bob.wait_for(peer.DataMessage)
+            assert message.value == {"hello": [1, 2.5, None]} and message.sender.name == "alice"
+            for value in refused:
+                with pytest.raises(ValueError):
+                    alice.send_json(value)
 
 
 async def test_waiting_for_frames_that_do_not_come_says_how_many_came(server):

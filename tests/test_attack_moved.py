@@ -10,11 +10,8 @@ import asyncio
 import json
 import logging
 import re
-import socket
 import sys
-import threading
 import time
-from pathlib import Path
 
 import pytest
 import socketio
@@ -22,11 +19,13 @@ from aiortc import RTCPeerConnection
 from aiortc.rtcsctptransport import WEBRTC_STRING
 
 import peer
-from conftest import LOCAL, Process, Relay, Server, child_env
-from peer.api import ChatMessage, DataMessage, Room
+from conftest import LOCAL, Process, Relay, Server, child_env, rss_kib
+from peer.api import ChatMessage, Room
 from peer.call import INBOX_SIZE, MAX_PENDING_CANDIDATES, Call
+from peer import control
 from peer.control import MAX_MESSAGE_BYTES
 from signaling import protocol
+from test_api import join, until
 
 CLAIM_REFUSED = re.compile(r"ignored '.*'s claim to be member")
 
@@ -38,22 +37,13 @@ def server_of_three():
     started.stop()
 
 
-async def until(probe, what: str, timeout: float = 10.0):
-    """Poll ``probe`` until it returns something true; fail naming ``what`` after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while not (value := probe()):
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.05)
-    return value
-
-
 async def our_call(room: Room, other: Room) -> Call:
     """``room``'s call with ``other``, once both sides know the other speaks our control channel."""
     def ready():
         mine, theirs = room.session.calls.get(other.me.id), other.session.calls.get(room.me.id)
         both = mine is not None and theirs is not None and mine.alive and theirs.alive
         return mine if both else None
-    return await until(ready, f"a live call between {room.me.name} and {other.me.name}")
+    return await until(ready, 10, f"a live call between {room.me.name} and {other.me.name}")
 
 
 async def chat_passes(a: Room, b: Room, text: str) -> None:
@@ -63,10 +53,6 @@ async def chat_passes(a: Room, b: Room, text: str) -> None:
         sender.session.calls[receiver.me.id].send_chat(line)
         message = await receiver.wait_for_message(lambda t: t == line, timeout=10)
         assert message.sender.id == sender.me.id
-
-
-def join(server: Server, room: str, name: str, **options) -> peer.api._Joining:
-    return peer.join(room, server=server.url, name=name, ice_hosts=[LOCAL], **options)
 
 
 @pytest.mark.parametrize("mallory_name, drops_signaling", [("mallory", False), ("alice", True)],
@@ -80,22 +66,22 @@ async def test_moved_cannot_take_another_members_place(server_of_three, tmp_path
     caplog.set_level(logging.WARNING, logger="peer.session")
     server = server_of_three
     downloads = {name: tmp_path / name for name in ("alice", "mallory")}
-    async with join(server, "moved", "victim") as victim, \
-               join(server, "moved", "alice", downloads=downloads["alice"]) as alice, \
-               join(server, "moved", mallory_name, downloads=downloads["mallory"]) as mallory:
+    async with join("moved", server, "victim") as victim, \
+               join("moved", server, "alice", downloads=downloads["alice"]) as alice, \
+               join("moved", server, mallory_name, downloads=downloads["mallory"]) as mallory:
         alices_call = await our_call(victim, alice)
         mallorys_call = await our_call(mallory, victim)
         await our_call(victim, mallory)
         if drops_signaling:
             await mallory.session._sio.disconnect()
-            await until(lambda: mallory.me.id in victim.session._awaiting_move,
+            await until(lambda: mallory.me.id in victim.session._awaiting_move, 10,
                         "the victim to take mallory's leaving for a signaling outage")
 
         mallorys_call.control.send(json.dumps({"type": "moved", "id": alice.me.id}))
         mallorys_call.control.send(json.dumps({"type": "data", "data": "after the claim"}))
         await victim.wait_for_message(lambda value: value == "after the claim", timeout=10)
         assert victim.session.calls[alice.me.id] is alices_call
-        await until(lambda: any(CLAIM_REFUSED.search(r.getMessage()) for r in caplog.records),
+        await until(lambda: any(CLAIM_REFUSED.search(r.getMessage()) for r in caplog.records), 10,
                     "the victim to drop the claim")  # held until presence could have confirmed it
 
         assert victim.session.calls[alice.me.id] is alices_call
@@ -118,35 +104,6 @@ async def test_moved_cannot_take_another_members_place(server_of_three, tmp_path
         await chat_passes(victim, mallory, "still")
 
 
-class HoldingRelay(Relay):
-    """A relay that can also turn new connections away for a while (``hold``), as a network
-    that stays down does: the client behind it keeps trying to reconnect."""
-
-    def __init__(self, target_port: int) -> None:
-        self.open = threading.Event()
-        self.open.set()
-        super().__init__(target_port)
-
-    def hold(self) -> None:
-        self.open.clear()
-        self.cut()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self._listener.accept()
-            except OSError:
-                return
-            if not self.open.is_set():
-                client.close()
-                continue
-            upstream = socket.create_connection((LOCAL, self.target_port))
-            with self._lock:
-                self._links += [client, upstream]
-            for source, sink in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(source, sink), daemon=True).start()
-
-
 async def test_moved_cannot_take_a_newcomers_id_after_the_victims_outage(caplog):
     """While the victim's own signaling is down, carol joins; mallory, who bears carol's name
     and stayed in the room all along, claims carol's id. Back in the room, the victim sees
@@ -154,22 +111,22 @@ async def test_moved_cannot_take_a_newcomers_id_after_the_victims_outage(caplog)
     carol, and mallory's call goes on as mallory's."""
     caplog.set_level(logging.WARNING, logger="peer.session")
     server = Server("--room-size", "4")
-    relay = HoldingRelay(server.port)
+    relay = Relay(server.port)
     try:
         async with peer.join("outage", server=relay.url, name="victim", ice_hosts=[LOCAL]) as victim, \
-                   join(server, "outage", "carol") as mallory:
+                   join("outage", server, "carol") as mallory:
             mallorys_call = await our_call(mallory, victim)
             mallory_at_victim = await our_call(victim, mallory)
             relay.hold()
             await victim.wait_for(peer.SignalingLost)
-            async with join(server, "outage", "carol") as carol:
-                await until(lambda: carol.me.id in mallory.session.members, "mallory to see carol join")
+            async with join("outage", server, "carol") as carol:
+                await until(lambda: carol.me.id in mallory.session.members, 10, "mallory to see carol join")
                 mallorys_call.control.send(json.dumps({"type": "moved", "id": carol.me.id}))
                 mallorys_call.control.send(json.dumps({"type": "data", "data": "after the claim"}))
                 await victim.wait_for_message(lambda value: value == "after the claim", timeout=10)
-                relay.open.set()
+                relay.release()
                 await victim.wait_for(peer.Rejoined, timeout=15)
-                await until(lambda: any(CLAIM_REFUSED.search(r.getMessage()) for r in caplog.records),
+                await until(lambda: any(CLAIM_REFUSED.search(r.getMessage()) for r in caplog.records), 10,
                             "the victim to drop the claim")
                 carols_call = await our_call(victim, carol)
                 assert victim.verification_code(carol.me) == carol.verification_code(victim.me)
@@ -197,9 +154,9 @@ GARBAGE = ['"str"', "5", "null", '{"type":5}', "[]", "{}", '{"type":"shout"}', '
 
 async def test_garbage_on_the_control_channel_is_dropped_and_the_call_lives(server_of_three, caplog):
     caplog.set_level(logging.WARNING, logger="peer.call")
-    async with join(server_of_three, "garbage", "victim") as victim, \
-               join(server_of_three, "garbage", "bob") as bob, \
-               join(server_of_three, "garbage", "mallory") as mallory:
+    async with join("garbage", server_of_three, "victim") as victim, \
+               join("garbage", server_of_three, "bob") as bob, \
+               join("garbage", server_of_three, "mallory") as mallory:
         attack = await our_call(mallory, victim)
         await our_call(victim, bob)
         attack.control.transport._remote_max_message_size = 0  # let mallory send what aiortc would not
@@ -207,7 +164,7 @@ async def test_garbage_on_the_control_channel_is_dropped_and_the_call_lives(serv
             attack.control.send(message)
         await send_text_bytes(attack, b"\xff\xfe not UTF-8")
         attack.chat.transport._data_channel_queue.append((attack.chat, WEBRTC_STRING, b"\xc3\x28"))
-        attack.send_data("after the garbage")
+        attack.send_control(control.encode(control.DATA, data="after the garbage"))
         await victim.wait_for_message(lambda value: value == "after the garbage", timeout=10)
 
         await chat_passes(victim, mallory, "after the garbage")
@@ -216,13 +173,6 @@ async def test_garbage_on_the_control_channel_is_dropped_and_the_call_lives(serv
         complaints = [r.getMessage() for r in caplog.records if "from 'mallory'" in r.getMessage()]
         assert len([c for c in complaints if c.startswith("dropped a control message")]) == 1, complaints
         assert len([c for c in complaints if c.startswith("dropped a data channel message")]) == 1, complaints
-
-
-def rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise AssertionError(f"no VmRSS for process {pid}")
 
 
 async def a_real_offer(padding: int) -> str:
@@ -253,7 +203,7 @@ async def test_an_offer_flood_costs_bounded_memory_and_calls_go_on(server_of_thr
     attacker = socketio.AsyncClient()
     try:
         await asyncio.to_thread(victim.expect, "joined room flood")
-        async with join(server, "flood", "bob") as bob:
+        async with join("flood", server, "bob") as bob:
             await asyncio.to_thread(victim.expect, "connected to bob")
             await bob.wait_for_peer()
             victim.send("before")
@@ -298,10 +248,10 @@ async def test_a_candidate_flood_is_bounded_and_calls_go_on(server_of_three):
     offers = asyncio.Queue()
     attacker.on(protocol.MESSAGE, offers.put)
     try:
-        async with join(server, "trickle", "bob") as bob:
+        async with join("trickle", server, "bob") as bob:
             await attacker.connect(server.url, transports=["websocket"])
             await attacker.call(protocol.JOIN, {"room": "trickle", "name": "mallory"})
-            async with join(server, "trickle", "victim") as victim:
+            async with join("trickle", server, "victim") as victim:
                 offer = await asyncio.wait_for(offers.get(), 10)
                 assert offer["type"] == "offer" and offer["from"] == victim.me.id
                 call = victim.session.calls[next(m.id for m in victim.members if m.name == "mallory")]

@@ -25,7 +25,7 @@ from typing import Any, Union
 import aiohttp
 import pytest
 
-from conftest import LOCAL, Process, Server, child_env, free_port
+from conftest import LOCAL, Process, Server, child_env, free_port, rss_kib
 from signaling.limits import client_address
 from test_signaling_server import TIMEOUT, Client, assert_clean, relay, sdp, unique
 
@@ -41,11 +41,7 @@ GROWTH_CEILING_MB = 40
 
 
 def rss_mb(server: Server) -> float:
-    with open(f"/proc/{server.proc.pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    raise AssertionError("no VmRSS")
+    return rss_kib(server.proc.pid) / 1024
 
 
 def open_files(server: Server) -> int:

@@ -34,6 +34,7 @@ from signaling.server import SECURITY_HEADERS
 from signaling.text import PrintableFormatter, is_printable, printable
 from signaling.token import MAX_TTL, make_token
 from test_browser import chromium, join as join_page  # noqa: F401  -- chromium is a fixture
+from test_signaling_server import Client
 
 TIMEOUT = 5.0
 
@@ -198,37 +199,20 @@ BAD_NAMES = ["bob\n2026-11-30 12:00:00,000 signaling INFO FORGED alice joined de
 
 
 async def test_control_characters_in_names_are_refused(server):
-    async with _client(server.url) as bystander_a, _client(server.url) as bystander_b, _client(server.url) as mallory:
-        assert (await bystander_a.call("join", {"room": "names-bystanders", "name": "alice"}, timeout=TIMEOUT))["ok"]
+    async with Client(server.url) as bystander_a, Client(server.url) as bystander_b, Client(server.url) as mallory:
+        assert (await bystander_a.call("join", {"room": "names-bystanders", "name": "alice"}))["ok"]
         for name in BAD_NAMES:
-            ack = await mallory.call("join", {"room": "names", "name": name}, timeout=TIMEOUT)
+            ack = await mallory.call("join", {"room": "names", "name": name})
             assert ack["ok"] is False and ack["code"] == "bad-name", (name, ack)
-        joined = await mallory.call("join", {"room": "names", "name": "Zoë 😀 \u05e9\u05dc\u05d5\u05dd"}, timeout=TIMEOUT)
+        joined = await mallory.call("join", {"room": "names", "name": "Zoë 😀 \u05e9\u05dc\u05d5\u05dd"})
         assert joined["ok"] and joined["name"] == "Zoë 😀 שלום"
         # Bystanders in another room join and relay as ever.
-        got = asyncio.get_running_loop().create_future()
-        bystander_a.on("message", lambda data: got.done() or got.set_result(data))
-        assert (await bystander_b.call("join", {"room": "names-bystanders", "name": "bob"}, timeout=TIMEOUT))["ok"]
+        assert (await bystander_b.call("join", {"room": "names-bystanders", "name": "bob"}))["ok"]
         sdp = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n"
-        assert (await bystander_b.call("message", {"type": "offer", "sdp": sdp}, timeout=TIMEOUT))["ok"]
-        assert (await asyncio.wait_for(got, TIMEOUT))["sdp"] == sdp
+        assert (await bystander_b.call("message", {"type": "offer", "sdp": sdp}))["ok"]
+        assert (await bystander_a.expect("message"))["sdp"] == sdp
     await asyncio.to_thread(server.expect, "refused join from .*: name must not contain control characters")
     assert not [line for line in server.lines if "FORGED" in line], server.output
-
-
-class _client:
-    """A raw Socket.IO client, as anyone can write one."""
-
-    def __init__(self, url: str, **headers: str) -> None:
-        self.url, self.headers = url, headers
-        self.sio = socketio.AsyncClient(reconnection=False)
-
-    async def __aenter__(self) -> socketio.AsyncClient:
-        await self.sio.connect(self.url, transports=["websocket"], headers=self.headers, wait_timeout=TIMEOUT)
-        return self.sio
-
-    async def __aexit__(self, *exc) -> None:
-        await self.sio.disconnect()
 
 
 # CORS: any origin may connect to the public server, none with credentials; the server a peer
@@ -253,8 +237,8 @@ async def test_any_origin_without_credentials(server):
         # origin is echoed, but the browser is told to send no cookies or HTTP credentials.
         assert response.headers.get("Access-Control-Allow-Origin") == "http://evil.example"
         assert "Access-Control-Allow-Credentials" not in response.headers
-    async with _client(server.url) as bystander:  # a non-browser client: nothing to check
-        assert (await bystander.call("join", {"room": "cors", "name": "bot"}, timeout=TIMEOUT))["ok"]
+    async with Client(server.url) as bystander:  # a non-browser client: nothing to check
+        assert (await bystander.call("join", {"room": "cors", "name": "bot"}))["ok"]
 
 
 async def test_named_origins_keep_credentials():
@@ -280,11 +264,11 @@ async def test_the_server_a_peer_hosts_takes_pages_only_from_itself():
         own = await _handshake(url, url)
         assert own.status == 200 and "Access-Control-Allow-Credentials" not in own.headers
         with pytest.raises(socketio.exceptions.ConnectionError):
-            async with _client(url, Origin="http://evil.example"):
+            async with Client(url, headers={"Origin": "http://evil.example"}):
                 pass
-        async with _client(url, Origin=url) as page, _client(url) as python_peer:
+        async with Client(url, headers={"Origin": url}) as page, Client(url) as python_peer:
             for sio, name in ((page, "browser"), (python_peer, "peer")):
-                assert (await sio.call("join", {"room": "hosted", "name": name}, timeout=TIMEOUT))["ok"]
+                assert (await sio.call("join", {"room": "hosted", "name": name}))["ok"]
     finally:
         await server.stop()
 
@@ -312,13 +296,12 @@ async def test_a_token_for_ever_is_refused():
     secret = "long-random-secret"
     guarded = Server("--token-secret", secret)
     try:
-        async with _client(guarded.url) as mallory, _client(guarded.url) as invited:
+        async with Client(guarded.url) as mallory, Client(guarded.url) as invited:
             for expiry in (int(time.time() + 1e12), int(time.time()) + MAX_TTL + 120):
-                ack = await mallory.call("join", {"room": "guarded", "token": _forged(secret, "guarded", expiry)},
-                                         timeout=TIMEOUT)
+                ack = await mallory.call("join", {"room": "guarded", "token": _forged(secret, "guarded", expiry)})
                 assert ack["ok"] is False and ack["code"] == "bad-token" and "7-day" in ack["error"], ack
             week = make_token(secret, "guarded", MAX_TTL - 60)
-            assert (await invited.call("join", {"room": "guarded", "token": week}, timeout=TIMEOUT))["ok"]
+            assert (await invited.call("join", {"room": "guarded", "token": week}))["ok"]
     finally:
         guarded.stop()
     with pytest.raises(ValueError):

@@ -168,6 +168,8 @@ class Client:
     id: Optional[str] = None
     name: Optional[str] = None
     events: list[Seen] = field(default_factory=list)
+    headers: Optional[dict] = None
+    """Sent with the handshake when connected as ``async with Client(...)``."""
 
     def __post_init__(self) -> None:
         self.sio = socketio.AsyncClient(reconnection=False, ssl_verify=self.ssl_verify)
@@ -235,6 +237,13 @@ class Client:
             await asyncio.wait_for(self.sio.disconnect(), TIMEOUT)
         except (asyncio.TimeoutError, OSError):
             pass
+
+    async def __aenter__(self) -> "Client":
+        await self.connect(headers=self.headers)
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.close()
 
 
 @pytest.fixture
