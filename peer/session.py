@@ -121,22 +121,22 @@ class Session(AsyncIOEventEmitter):
         except socketio.exceptions.TimeoutError:
             return await self._join_classic()
         self._check_ack(ack)
-        others = self._in_room(ack)
+        _, others = self._in_room(ack)
         for member in others:
             self._new_call(member).start_offer()
         self.emit("joined", others)
         return others
 
-    def _in_room(self, ack: dict[str, Any]) -> list[Member]:
+    def _in_room(self, ack: dict[str, Any]) -> tuple[Member, list[Member]]:
         """Take a join acknowledgement's word: who we are, and who else the server lists in the
-        room (returned). Added to what we know, not replacing it: a ``peer-joined`` may have
+        room (both returned). Added to what we know, not replacing it: a ``peer-joined`` may have
         been handled before the ack (``_listed`` was emptied when a connection dropped)."""
-        self.me = Member(id=ack["id"], name=ack.get("name", self.request.name))
+        me = self.me = Member(id=ack["id"], name=ack.get("name", self.request.name))
         others = [Member.from_payload(m) for m in ack.get("members", [])]
         self.members.update({m.id: m for m in others})
         self._listed.update(m.id for m in others)
         self._present.set()
-        return others
+        return me, others
 
     async def leave(self) -> None:
         """Hang up every call, leave the room and close the signaling connection."""
@@ -223,9 +223,9 @@ class Session(AsyncIOEventEmitter):
         except (socketio.exceptions.TimeoutError, JoinRefused) as error:
             logger.warning("could not join room %s again: %s", self.request.room, error)
             return
-        others = self._in_room(ack)
+        me, others = self._in_room(ack)
         for call in self.calls.values():
-            call.announce_id(self.me.id)
+            call.announce_id(me.id)
         self._awaiting_move -= {m.id for m in others}  # still there under their old ids: they did not move
         self._settle_claims()
         self.emit("rejoined")
