@@ -39,6 +39,11 @@ CLASSIC_ACK_TIMEOUT = 3.0
 REMAP_GRACE = 2.0
 """After a rejoin, how long to wait for live calls to announce their members' new ids."""
 CLASSIC_PEER = Member(id="classic-peer", name="peer")
+MAX_CALLS = 16
+"""Calls a session holds at once. Each is a peer connection with its own sockets and some
+300 KB; the server's room size keeps an honest room far below this, but the member list comes
+from the server, and a hostile one listing 3,000 members made a peer open 9,000 sockets and
+grow by 900 MB. Members past it are not called (one log line)."""
 
 _REFUSALS = {
     protocol.ROOM_FULL: "{reason}. Pick another room with --room.",
@@ -98,6 +103,8 @@ class Session(AsyncIOEventEmitter):
         self._listed: set[str] = set()
         """The ids the server lists in the room now (``members`` may keep some from before an
         outage of ours)."""
+        self._too_many = False
+        """Whether we said already that members past MAX_CALLS are not called."""
 
     async def connect(self) -> None:
         """Open the signaling connection; SignalingUnreachable when nothing answers."""
@@ -128,7 +135,8 @@ class Session(AsyncIOEventEmitter):
         self._listed.update(m.id for m in others)
         self._present.set()
         for member in others:
-            self._new_call(member).start_offer()
+            if self._may_call(member):
+                self._new_call(member).start_offer()
         self.emit("joined", others)
         return others
 
@@ -238,7 +246,8 @@ class Session(AsyncIOEventEmitter):
         for member in others:
             call = self.calls.get(member.id)
             if call is None:
-                self._new_call(member).start_offer()
+                if self._may_call(member):
+                    self._new_call(member).start_offer()
             elif not call.connected:
                 call.start_offer()
 
@@ -291,6 +300,8 @@ class Session(AsyncIOEventEmitter):
                 return
             name = str(payload.get("name") or CLASSIC_PEER.name)
             member = self.members.setdefault(sender, Member(sender, name))
+            if not self._may_call(member):
+                return
             call = self._new_call(member)
         call.handle(payload)
 
@@ -324,6 +335,19 @@ class Session(AsyncIOEventEmitter):
                 delay = min(delay * 2, RECONNECT_DELAY_MAX)
 
     # Calls
+
+    def _may_call(self, member: Member) -> bool:
+        """Whether a call with ``member`` may begin: not with ourselves (a server may list our
+        own id), and not past MAX_CALLS."""
+        if self.me is not None and member.id == self.me.id:
+            return False
+        if len(self.calls) < MAX_CALLS:
+            return True
+        if not self._too_many:
+            self._too_many = True
+            logger.warning("the server lists more than %d other members: not calling %r and any more",
+                           MAX_CALLS, member.name)
+        return False
 
     def _new_call(self, member: Member) -> Call:
         call = Call(member, self._signal, self.ice, self.media, trickle=self.classic,

@@ -6,12 +6,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import sys
 
 import pytest
+import socketio
+from aiohttp import web
 
-from conftest import Server
+import peer
+from conftest import LOCAL, Process, Server, child_env, free_port
 from peer.api import ChatMessage
 from peer.call import MAX_HELD_CHUNKS
+from peer.session import MAX_CALLS
+from signaling import protocol
 from test_attack_moved import chat_passes, join, our_call, until
 
 KB = 1024
@@ -50,3 +57,68 @@ async def test_a_chat_message_larger_than_announced_is_cut_off_not_reassembled(s
         cuts = [r.getMessage() for r in caplog.records if "connection cut" in r.getMessage()]
         assert cuts == [f"'mallory' sent a data channel message of more than {MAX_HELD_CHUNKS} fragments: "
                         "connection cut"], cuts
+
+
+class ListingServer:
+    """A hostile signaling server: it relays like ours, but lists ``ghosts`` members that do
+    not exist to whoever joins as ``victim``, and counts the offers sent to them."""
+
+    def __init__(self, ghosts: int) -> None:
+        self.ghosts = [{"id": f"ghost{n}", "name": "ghost"} for n in range(ghosts)]
+        self.offers_to_ghosts = 0
+        self.sids: dict[str, str] = {}
+        self.names: dict[str, str] = {}
+        self.sio = socketio.AsyncServer(async_mode="aiohttp")
+        self.sio.on(protocol.JOIN, self.join)
+        self.sio.on(protocol.MESSAGE, self.message)
+        self.port = free_port()
+        self.url = f"http://{LOCAL}:{self.port}"
+
+    async def start(self) -> None:
+        app = web.Application()
+        self.sio.attach(app)
+        self.runner = web.AppRunner(app)
+        await self.runner.setup()
+        await web.TCPSite(self.runner, LOCAL, self.port).start()
+
+    async def join(self, sid: str, payload: dict) -> dict:
+        members = [{"id": member_id, "name": self.names[member_id]} for member_id in self.sids]
+        member_id = f"member{len(self.sids)}"
+        self.sids[member_id], self.names[member_id] = sid, payload["name"]
+        return {"ok": True, "id": member_id, "name": payload["name"], "room": payload["room"],
+                "members": members + (self.ghosts if payload["name"] == "victim" else [])}
+
+    async def message(self, sid: str, payload: dict) -> None:
+        sender = next(member_id for member_id, known in self.sids.items() if known == sid)
+        if payload.get("to") in self.sids:
+            await self.sio.emit(protocol.MESSAGE, {**payload, "from": sender, "name": self.names[sender]},
+                                to=self.sids[payload["to"]])
+        elif payload.get("type") == protocol.OFFER:
+            self.offers_to_ghosts += 1
+
+
+async def test_a_server_listing_thousands_of_members_gets_a_bounded_number_of_calls():
+    """A hostile server answers the victim's join with bob and 3,000 members that do not
+    exist. Calling them all cost a peer 9,000 sockets and 900 MB; it calls at most MAX_CALLS
+    of them, says so once, and its call with bob goes on."""
+    server = ListingServer(3000)
+    await server.start()
+    victim = None
+    try:
+        async with peer.join("crowd", server=server.url, name="bob", ice_hosts=[LOCAL]) as bob:
+            victim = Process([sys.executable, "-m", "peer", "--room", "crowd", "--server", server.url,
+                              "--name", "victim", "--video", "none", "--no-window", "--ice-host", LOCAL],
+                             env=child_env(), name="victim")
+            await asyncio.to_thread(victim.expect, "connected to bob")
+            await asyncio.to_thread(victim.expect, f"more than {MAX_CALLS} other members: not calling 'ghost'")
+            victim.send("hello bob")
+            await bob.wait_for_message(lambda text: text == "hello bob", timeout=10)
+            bob.send_text("hello victim")
+            await asyncio.to_thread(victim.expect, r"^\[bob\] hello victim$")
+            assert server.offers_to_ghosts == MAX_CALLS - 1
+            assert len(os.listdir(f"/proc/{victim.proc.pid}/fd")) < 200
+            assert victim.output.count("other members: not calling") == 1
+    finally:
+        if victim is not None:
+            victim.stop()
+        await server.runner.cleanup()
