@@ -20,7 +20,7 @@ import socketio
 from pyee.asyncio import AsyncIOEventEmitter
 
 from signaling import protocol
-from signaling.protocol import JoinRequest, Member
+from signaling.protocol import JoinRequest, Member, ProtocolError
 
 from .call import Call
 from .errors import JoinRefused, SignalingUnreachable, TransferError
@@ -105,6 +105,8 @@ class Session(AsyncIOEventEmitter):
         outage of ours)."""
         self._too_many = False
         """Whether we said already that members past MAX_CALLS are not called."""
+        self._complained: set[str] = set()
+        """The server events we logged a bad payload of (once each; the rest at debug level)."""
 
     async def connect(self) -> None:
         """Open the signaling connection; SignalingUnreachable when nothing answers."""
@@ -253,8 +255,10 @@ class Session(AsyncIOEventEmitter):
 
     # Signaling events
 
-    async def _on_peer_joined(self, payload: Any) -> None:
-        member = Member.from_payload(payload)
+    async def _on_peer_joined(self, payload: Any = None, *_: Any) -> None:
+        member = self._member(payload, protocol.PEER_JOINED)
+        if member is None:
+            return
         self.members[member.id] = member
         self._listed.add(member.id)
         self._settle_claims()
@@ -269,9 +273,9 @@ class Session(AsyncIOEventEmitter):
         if member.id not in self.calls or namesakes:
             self.emit("peer-joined", member)
 
-    async def _on_peer_left(self, payload: Any) -> None:
-        member = Member.from_payload(payload)
-        if self.me is not None and member.id == self.me.id:
+    async def _on_peer_left(self, payload: Any = None, *_: Any) -> None:
+        member = self._member(payload, protocol.PEER_LEFT)
+        if member is None or self.me is not None and member.id == self.me.id:
             return
         self.members.pop(member.id, None)
         self._listed.discard(member.id)
@@ -287,7 +291,20 @@ class Session(AsyncIOEventEmitter):
             await call.close("left", notify=False)
         self.emit("peer-left", member)
 
-    async def _on_message(self, payload: Any) -> None:
+    def _member(self, payload: Any, event: str) -> Optional[Member]:
+        """The member a presence event names. A server sending something else (wrong types,
+        no id, no argument) gets one log line per event, not a traceback per message."""
+        try:
+            return Member.from_payload(payload)
+        except ProtocolError as error:
+            if event in self._complained:
+                logger.debug("ignored a %s from the server: %s", event, error)
+            else:
+                self._complained.add(event)
+                logger.warning("ignored a %s from the server: %s (more such are dropped quietly)", event, error)
+            return None
+
+    async def _on_message(self, payload: Any = None, *_: Any) -> None:
         if not isinstance(payload, dict):
             return
         sender = payload.get("from")
@@ -305,7 +322,7 @@ class Session(AsyncIOEventEmitter):
             call = self._new_call(member)
         call.handle(payload)
 
-    async def _on_error(self, payload: Any) -> None:
+    async def _on_error(self, payload: Any = None, *_: Any) -> None:
         logger.debug("server error: %s", payload)
 
     async def _on_disconnect(self, reason: Any = None, *args: Any) -> None:

@@ -122,3 +122,41 @@ async def test_a_server_listing_thousands_of_members_gets_a_bounded_number_of_ca
         if victim is not None:
             victim.stop()
         await server.runner.cleanup()
+
+
+PRESENCE_GARBAGE = ["x", 5, None, [1] * 1000, {"id": 5}, {"name": "no id"}, {"id": ""}]
+
+
+async def test_malformed_presence_from_a_server_costs_one_log_line_and_no_call():
+    """A hostile server sends the victim ``peer-joined`` and ``peer-left`` events that name no
+    member (wrong types, no id, no argument at all, several arguments): each was a traceback
+    in the victim's output, every time. Now each kind is one line, and the call with bob goes on."""
+    server = ListingServer(0)
+    await server.start()
+    victim = None
+    try:
+        async with peer.join("garbage", server=server.url, name="bob", ice_hosts=[LOCAL]) as bob:
+            victim = Process([sys.executable, "-m", "peer", "--room", "garbage", "--server", server.url,
+                              "--name", "victim", "--video", "none", "--no-window", "--ice-host", LOCAL],
+                             env=child_env(), name="victim")
+            await asyncio.to_thread(victim.expect, "connected to bob")
+            to_victim = server.sids["member1"]
+            for event in (protocol.PEER_JOINED, protocol.PEER_LEFT):
+                for payload in PRESENCE_GARBAGE:
+                    await server.sio.emit(event, payload, to=to_victim)
+                await server.sio.emit(event, to=to_victim)
+                await server.sio.emit(event, ({"id": "a"}, {"id": "b"}), to=to_victim)  # two arguments
+            victim.send("after the garbage")
+            await bob.wait_for_message(lambda text: text == "after the garbage", timeout=10)
+            bob.send_text("still there?")
+            await asyncio.to_thread(victim.expect, r"^\[bob\] still there\?$")
+            for event in (protocol.PEER_JOINED, protocol.PEER_LEFT):
+                await asyncio.to_thread(victim.expect, f"ignored a {event} from the server")
+            assert "Traceback" not in victim.output, victim.output
+            for event in (protocol.PEER_JOINED, protocol.PEER_LEFT):
+                assert victim.output.count(f"ignored a {event} from the server") == 1, victim.output
+            assert victim.proc.poll() is None
+    finally:
+        if victim is not None:
+            victim.stop()
+        await server.runner.cleanup()
