@@ -31,6 +31,13 @@ def server_of_three():
     started.stop()
 
 
+@pytest.fixture
+def server():
+    started = Server()
+    yield started
+    started.stop()
+
+
 async def test_a_chat_message_larger_than_announced_is_cut_off_not_reassembled(server_of_three, caplog):
     """mallory lifts her own aiortc's limit and sends one chat message of 5 MB, far over the
     64 KiB every peer announces: the victim's aiortc would hold and rescan every fragment of it
@@ -160,3 +167,37 @@ async def test_malformed_presence_from_a_server_costs_one_log_line_and_no_call()
         if victim is not None:
             victim.stop()
         await server.runner.cleanup()
+
+
+BAD_REQUESTS = [
+    b"GET /healthz HTTP/1.1\r\nHost: x\r\nno colon here\r\n\r\n",
+    b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Long: " + b"a" * 20_000 + b"\r\n\r\n",
+    b"GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\nHost: x\r\n"
+    + b"".join(b"X-H%d: v\r\n" % n for n in range(1000)) + b"\r\n",
+]
+
+
+async def send_raw(port: int, request: bytes) -> bytes:
+    reader, writer = await asyncio.open_connection(LOCAL, port)
+    try:
+        writer.write(request)
+        return await asyncio.wait_for(reader.read(200), 10)
+    finally:
+        writer.close()
+
+
+async def test_bad_http_requests_are_refused_in_a_few_log_lines(server):
+    """A client sends requests aiohttp cannot parse (a header without a colon, one line too
+    long, a thousand headers), 90 of them: each was an ERROR with a dozen lines of
+    traceback in the server's log. Each is answered 400; the log gets one line at the 1st
+    and 10th time, and the server goes on serving others."""
+    for _ in range(30):
+        for request in BAD_REQUESTS:
+            assert (await send_raw(server.port, request)).split(b" ")[1] == b"400", request[:60]
+    async with join(server, "after-bad-requests", "alice") as alice, \
+               join(server, "after-bad-requests", "bob") as bob:
+        await our_call(alice, bob)
+        await chat_passes(alice, bob, "bystander")
+    assert "Traceback" not in server.output, server.output
+    refused = [line for line in server.lines if "refused a bad HTTP request" in line]
+    assert len(refused) == 2 and "the 10th time" in refused[1], refused  # 90 < 100
