@@ -19,6 +19,7 @@ from peer.api import ChatMessage
 from peer.call import MAX_HELD_CHUNKS
 from peer.session import MAX_CALLS
 from signaling import protocol
+from test_attack_files import Hostile
 from test_attack_moved import chat_passes, join, our_call, until
 
 KB = 1024
@@ -201,3 +202,36 @@ async def test_bad_http_requests_are_refused_in_a_few_log_lines(server):
     assert "Traceback" not in server.output, server.output
     refused = [line for line in server.lines if "refused a bad HTTP request" in line]
     assert len(refused) == 2 and "the 10th time" in refused[1], refused  # 90 < 100
+
+
+async def test_a_file_swapped_under_a_question_is_not_taken_by_the_answer_meant_for_the_first(server, processes,
+                                                                                             tmp_path):
+    """mallory offers a small file; while the person at the terminal reads the question and
+    types "y", she withdraws it and offers a big one in its place. The "y" arrives after the
+    new question: it used to take the big file. Now a line typed after a withdrawal answers
+    nothing (the person is told to answer again), and the next one decides."""
+    terminal, its_end = os.openpty()
+    try:
+        victim = processes.peer("--room", "swap", "--server", server.url, "--video", "none", "--ice-host", LOCAL,
+                                "--no-window", name="victim", cwd=tmp_path, stdin=its_end)
+    finally:
+        os.close(its_end)
+    try:
+        await asyncio.to_thread(victim.expect, "joined room swap")
+        async with join(server, "swap", "mallory") as mallory:
+            hostile = await Hostile.toward(mallory, await mallory.wait_for_peer())
+            hostile.send({"type": "start", "name": "notes.txt", "size": 1000})
+            await asyncio.to_thread(victim.expect, r"^mallory wants to send you notes\.txt \(1\.0 kB\): accept\? \[y/N\]$")
+            hostile.send({"type": "start", "name": "big.iso", "size": 1_900_000_000})
+            await asyncio.to_thread(victim.expect, r"^mallory wants to send you big\.iso \(1\.9 GB\): accept\? \[y/N\]$")
+            os.write(terminal, b"y\n")  # typed for notes.txt
+            await asyncio.to_thread(victim.expect, r"^that answer may have been meant for notes\.txt, which was withdrawn")
+            os.write(terminal, b"n\n")  # the answer for big.iso, now read
+            assert (await hostile.reply())["type"] == "failed"
+            await asyncio.to_thread(victim.expect, r"^refused big\.iso from mallory$")
+            os.write(terminal, b"hello mallory\n")  # with no question asked, a line is chat again
+            await mallory.wait_for_message(lambda text: text == "hello mallory")
+        assert not [line for line in victim.lines if line.startswith("accepted")], victim.output
+        assert not (tmp_path / "downloads").exists() or not list((tmp_path / "downloads").iterdir())
+    finally:
+        os.close(terminal)
