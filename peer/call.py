@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import Any, Awaitable, Callable, Optional
 
 from aiortc import RTCDataChannel, RTCPeerConnection, RTCSessionDescription
-from aiortc.rtcsctptransport import RTCSctpTransport
+from aiortc.rtcsctptransport import (SCTP_DATA_FIRST_FRAG, SCTP_DATA_LAST_FRAG, DataChunk, RTCSctpTransport,
+                                     tsn_plus_one)
 from aiortc.sdp import candidate_from_sdp
 from pyee.asyncio import AsyncIOEventEmitter
 
@@ -57,6 +58,15 @@ an answer and a few dozen trickled candidates at most; a newer offer replaces qu
 ones (see ``_Inbox``), so only a flood fills it, and what overflows is dropped."""
 MAX_PENDING_CANDIDATES = 100
 """Trickled candidates kept until the remote description comes; more are dropped."""
+MAX_MESSAGE_FRAGMENTS = 1024
+"""SCTP fragments of one data channel message (about 1.2 MB). We announce
+``a=max-message-size:65536`` (some 55 fragments), so an honest sender never comes near it;
+aiortc itself would reassemble a message of any size, rescanning its fragments on each new
+one, so a peer sending one of hundreds of megabytes would cost the victim that much memory
+and CPU time on the event loop. Past it, the connection is cut."""
+MAX_HELD_CHUNKS = 16384
+"""SCTP fragments one stream may hold in all (about 19 MB): a message sent out of order evades
+the count above, and a lost chunk honestly holds back up to a congestion window of later ones."""
 
 Signal = Callable[[dict[str, Any]], Awaitable[None]]
 
@@ -352,9 +362,10 @@ class Call(AsyncIOEventEmitter):
 
     def _adopt(self, channel: RTCDataChannel) -> None:
         """Take a data channel into use by its label (ours, or the remote's on answering)."""
+        pc = self.pc
         _guard_receipt(channel.transport, lambda error: self._complain(
             "channel", "dropped a data channel message from %r that could not be handled: %s: %s",
-            self.remote.name, type(error).__name__, error))
+            self.remote.name, type(error).__name__, error), lambda: self._cut_off(pc))
         if channel.label == CHAT_CHANNEL:
             self.chat = channel
             channel.on("message", self._on_chat)
@@ -374,6 +385,13 @@ class Call(AsyncIOEventEmitter):
                     lambda name, reason: self.emit("file-failed", name, reason))
             channel.on("message", self._on_files)
             _when_open(channel, self._files_open.set)
+
+    def _cut_off(self, pc: RTCPeerConnection) -> None:
+        """The member sent a message larger than any peer may: its connection goes (the call
+        then recovers or ends as after any lost connection)."""
+        logger.warning("%r sent a data channel message larger than any peer may send: connection cut",
+                       self.remote.name)
+        self._spawn(_close_pc(pc))
 
     def _flush_chat(self) -> None:
         backlog, self._chat_backlog = self._chat_backlog, []
@@ -526,7 +544,8 @@ def _when_open(channel: RTCDataChannel, callback: Callable[[], Any]) -> None:
 _guarded: "weakref.WeakSet[RTCSctpTransport]" = weakref.WeakSet()
 
 
-def _guard_receipt(transport: RTCSctpTransport, complain: Callable[[Exception], None]) -> None:
+def _guard_receipt(transport: RTCSctpTransport, complain: Callable[[Exception], None],
+                   oversized: Callable[[], None]) -> None:
     """Make a data channel message that cannot be handled cost that message, not the connection.
 
     aiortc decodes text messages and runs the channels' ``message`` handlers inside its DTLS
@@ -534,10 +553,39 @@ def _guard_receipt(transport: RTCSctpTransport, complain: Callable[[Exception], 
     second open of one stream) ends that loop, and with it the whole connection. So the
     transport's receive step is wrapped, once per transport: the exception is logged and the
     message dropped.
+
+    Its receipt of data chunks is bounded too: once a stream receives a message of more than
+    ``MAX_MESSAGE_FRAGMENTS`` fragments in a row, or holds more than ``MAX_HELD_CHUNKS``
+    fragments of unfinished messages, they are dropped, nothing more is taken on that
+    transport, and ``oversized`` is called once.
     """
     if transport in _guarded:
         return
     receive = transport._data_channel_receive
+    receive_chunk = transport._receive_data_chunk
+    runs: dict[int, tuple[int, int]] = {}
+    """Per stream: the last chunk's TSN, and how many fragments in a row its message has had."""
+    cut = False
+
+    async def bounded(chunk: DataChunk) -> None:
+        nonlocal cut
+        if cut:
+            return
+        await receive_chunk(chunk)
+        last, count = runs.get(chunk.stream_id, (chunk.tsn, 0))
+        if chunk.flags & SCTP_DATA_FIRST_FRAG:
+            count = 1
+        elif count and chunk.tsn == tsn_plus_one(last):
+            count += 1
+        if chunk.flags & SCTP_DATA_LAST_FRAG:
+            count = 0
+        runs[chunk.stream_id] = (chunk.tsn, count)
+        stream = transport._inbound_streams.get(chunk.stream_id)
+        if count > MAX_MESSAGE_FRAGMENTS or stream is not None and len(stream.reassembly) > MAX_HELD_CHUNKS:
+            cut = True
+            if stream is not None:
+                stream.reassembly.clear()
+            oversized()
 
     async def guarded(stream_id: int, pp_id: int, data: bytes) -> None:
         try:
@@ -546,6 +594,7 @@ def _guard_receipt(transport: RTCSctpTransport, complain: Callable[[Exception], 
             complain(error)
 
     transport._data_channel_receive = guarded  # type: ignore[method-assign]
+    transport._receive_data_chunk = bounded  # type: ignore[method-assign]
     _guarded.add(transport)
 
 

@@ -136,6 +136,9 @@ class FileQuestions:
         self._asking = asyncio.Lock()
         self._answer: Optional[asyncio.Future] = None
         self._told = False
+        self._withdrawn: Optional[str] = None
+        """The file whose question was withdrawn (its sender offered another instead) while
+        the person may have been answering it: the next line typed is not taken as an answer."""
 
     async def __call__(self, offer: FileOffer) -> bool:
         what = f"{offer.name} from {offer.sender.name}"
@@ -154,6 +157,7 @@ class FileQuestions:
                 return False
             except asyncio.CancelledError:
                 say(f"{offer.sender.name} no longer sends {offer.name}")
+                self._withdrawn = offer.name
                 raise
             finally:
                 self._answer = None
@@ -163,7 +167,15 @@ class FileQuestions:
     def answer(self, line: str) -> bool:
         """Take ``line`` as the answer to the question asked, if one is (True then)."""
         if self._answer is None or self._answer.done():
+            self._withdrawn = None  # whatever was being typed for it went as chat
             return False
+        if self._withdrawn is not None:
+            # A sender may withdraw a file just as its question is answered and offer another,
+            # so that a "y" meant for a small file takes a big one: that answer counts for neither.
+            say(f"that answer may have been meant for {self._withdrawn}, which was withdrawn: "
+                "answer again for the file asked about last")
+            self._withdrawn = None
+            return True
         self._answer.set_result(line.strip().lower() in ("y", "yes"))
         return True
 

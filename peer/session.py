@@ -20,7 +20,7 @@ import socketio
 from pyee.asyncio import AsyncIOEventEmitter
 
 from signaling import protocol
-from signaling.protocol import JoinRequest, Member
+from signaling.protocol import JoinRequest, Member, ProtocolError
 
 from .call import Call
 from .errors import JoinRefused, SignalingUnreachable, TransferError
@@ -39,6 +39,11 @@ CLASSIC_ACK_TIMEOUT = 3.0
 REMAP_GRACE = 2.0
 """After a rejoin, how long to wait for live calls to announce their members' new ids."""
 CLASSIC_PEER = Member(id="classic-peer", name="peer")
+MAX_CALLS = 16
+"""Calls a session holds at once. Each is a peer connection with its own sockets and some
+300 KB; the server's room size keeps an honest room far below this, but the member list comes
+from the server, and a hostile one listing 3,000 members made a peer open 9,000 sockets and
+grow by 900 MB. Members past it are not called (one log line)."""
 
 _REFUSALS = {
     protocol.ROOM_FULL: "{reason}. Pick another room with --room.",
@@ -98,6 +103,10 @@ class Session(AsyncIOEventEmitter):
         self._listed: set[str] = set()
         """The ids the server lists in the room now (``members`` may keep some from before an
         outage of ours)."""
+        self._too_many = False
+        """Whether we said already that members past MAX_CALLS are not called."""
+        self._complained: set[str] = set()
+        """The server events we logged a bad payload of (once each; the rest at debug level)."""
 
     async def connect(self) -> None:
         """Open the signaling connection; SignalingUnreachable when nothing answers."""
@@ -123,7 +132,8 @@ class Session(AsyncIOEventEmitter):
         self._check_ack(ack)
         _, others = self._in_room(ack)
         for member in others:
-            self._new_call(member).start_offer()
+            if self._may_call(member):
+                self._new_call(member).start_offer()
         self.emit("joined", others)
         return others
 
@@ -238,14 +248,17 @@ class Session(AsyncIOEventEmitter):
         for member in others:
             call = self.calls.get(member.id)
             if call is None:
-                self._new_call(member).start_offer()
+                if self._may_call(member):
+                    self._new_call(member).start_offer()
             elif not call.connected:
                 call.start_offer()
 
     # Signaling events
 
-    async def _on_peer_joined(self, payload: Any) -> None:
-        member = Member.from_payload(payload)
+    async def _on_peer_joined(self, payload: Any = None, *_: Any) -> None:
+        member = self._member(payload, protocol.PEER_JOINED)
+        if member is None:
+            return
         self.members[member.id] = member
         self._listed.add(member.id)
         self._settle_claims()
@@ -260,9 +273,9 @@ class Session(AsyncIOEventEmitter):
         if member.id not in self.calls or namesakes:
             self.emit("peer-joined", member)
 
-    async def _on_peer_left(self, payload: Any) -> None:
-        member = Member.from_payload(payload)
-        if self.me is not None and member.id == self.me.id:
+    async def _on_peer_left(self, payload: Any = None, *_: Any) -> None:
+        member = self._member(payload, protocol.PEER_LEFT)
+        if member is None or self.me is not None and member.id == self.me.id:
             return
         self.members.pop(member.id, None)
         self._listed.discard(member.id)
@@ -278,7 +291,20 @@ class Session(AsyncIOEventEmitter):
             await call.close("left", notify=False)
         self.emit("peer-left", member)
 
-    async def _on_message(self, payload: Any) -> None:
+    def _member(self, payload: Any, event: str) -> Optional[Member]:
+        """The member a presence event names. A server sending something else (wrong types,
+        no id, no argument) gets one log line per event, not a traceback per message."""
+        try:
+            return Member.from_payload(payload)
+        except ProtocolError as error:
+            if event in self._complained:
+                logger.debug("ignored a %s from the server: %s", event, error)
+            else:
+                self._complained.add(event)
+                logger.warning("ignored a %s from the server: %s (more such are dropped quietly)", event, error)
+            return None
+
+    async def _on_message(self, payload: Any = None, *_: Any) -> None:
         if not isinstance(payload, dict):
             return
         sender = payload.get("from")
@@ -291,10 +317,12 @@ class Session(AsyncIOEventEmitter):
                 return
             name = str(payload.get("name") or CLASSIC_PEER.name)
             member = self.members.setdefault(sender, Member(sender, name))
+            if not self._may_call(member):
+                return
             call = self._new_call(member)
         call.handle(payload)
 
-    async def _on_error(self, payload: Any) -> None:
+    async def _on_error(self, payload: Any = None, *_: Any) -> None:
         logger.debug("server error: %s", payload)
 
     async def _on_disconnect(self, reason: Any = None, *args: Any) -> None:
@@ -324,6 +352,19 @@ class Session(AsyncIOEventEmitter):
                 delay = min(delay * 2, RECONNECT_DELAY_MAX)
 
     # Calls
+
+    def _may_call(self, member: Member) -> bool:
+        """Whether a call with ``member`` may begin: not with ourselves (a server may list our
+        own id), and not past MAX_CALLS."""
+        if self.me is not None and member.id == self.me.id:
+            return False
+        if len(self.calls) < MAX_CALLS:
+            return True
+        if not self._too_many:
+            self._too_many = True
+            logger.warning("the server lists more than %d other members: not calling %r and any more",
+                           MAX_CALLS, member.name)
+        return False
 
     def _new_call(self, member: Member) -> Call:
         call = Call(member, self._signal, self.ice, self.media, trickle=self.classic,

@@ -24,6 +24,7 @@ from typing import Any, Callable, Optional, cast
 import engineio
 import socketio
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from engineio import packet as eio_packet
 from engineio.async_drivers.aiohttp import WebSocket
 from engineio.async_socket import AsyncSocket
@@ -252,11 +253,29 @@ def client_address(address: str) -> str:
     return address
 
 
-def handler_args(limits: Limits) -> dict[str, Any]:
+def handler_args(limits: Limits, refusals: Refusals) -> dict[str, Any]:
     """aiohttp's own bounds: a connection with no request in progress (a fresh one that
     never sends a complete request head, or an idle keep-alive) is closed after the
-    handshake timeout; aiohttp arms this timer when the connection opens."""
-    return {"keepalive_timeout": limits.handshake_timeout}
+    handshake timeout; aiohttp arms this timer when the connection opens. A request it
+    cannot parse is logged by ``BadRequestLog``."""
+    return {"keepalive_timeout": limits.handshake_timeout, "logger": BadRequestLog(refusals)}
+
+
+class BadRequestLog(logging.LoggerAdapter):
+    """aiohttp's request handler logger. aiohttp logs a request it cannot parse (a malformed
+    or oversized header, too many headers) as an error with its traceback, a dozen lines for
+    some bytes a client sends as often as it likes; here it is one refusal line instead."""
+
+    def __init__(self, refusals: Refusals) -> None:
+        super().__init__(logging.getLogger("aiohttp.server"), {})
+        self._refusals = refusals
+
+    def exception(self, msg: Any, *args: Any, exc_info: Any = True, **kwargs: Any) -> None:
+        if isinstance(exc_info, HttpProcessingError):
+            address = str(args[0]) if args else "unknown address"
+            self._refusals.log(address, f"refused a bad HTTP request: {exc_info.message}")
+            return
+        super().exception(msg, *args, exc_info=exc_info, **kwargs)
 
 
 # Socket.IO and Engine.IO: attachments, outgoing queues, sessions, handshakes

@@ -59,7 +59,7 @@ class SignalingServer:
             # Big enough for an SDP at protocol.MAX_SDP_BYTES, small enough to refuse floods.
             max_http_buffer_size=4 * protocol.MAX_SDP_BYTES,
         )
-        self.app = web.Application(handler_args=handler_args(self.config))
+        self.app = web.Application(handler_args=handler_args(self.config, refusals))
         self.app.on_response_prepare.append(_security_headers)
         self.sio.attach(self.app)
         self.app.router.add_get("/healthz", self._healthz)

@@ -1,0 +1,235 @@
+"""Issue 8, attacks the first round of fixes let through. Each attacker is written here, as a
+real peer (raw aiortc underneath our API) against real peers and the real server on
+127.0.0.1; each test checks the attack fails and the victim's other calls go on."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sys
+
+import pytest
+import socketio
+from aiohttp import web
+
+import peer
+from conftest import LOCAL, Process, Server, child_env, free_port
+from peer.api import ChatMessage
+from peer.session import MAX_CALLS
+from signaling import protocol
+from test_attack_files import Hostile
+from test_attack_moved import chat_passes, join, our_call, until
+
+KB = 1024
+
+
+@pytest.fixture
+def server_of_three():
+    started = Server("--room-size", "3")
+    yield started
+    started.stop()
+
+
+@pytest.fixture
+def server():
+    started = Server()
+    yield started
+    started.stop()
+
+
+async def test_a_chat_message_larger_than_announced_is_cut_off_not_reassembled(server_of_three, caplog):
+    """mallory lifts her own aiortc's limit and sends one chat message of 5 MB, far over the
+    64 KiB every peer announces: the victim's aiortc would hold and rescan every fragment of it
+    and hand it over whole. The victim cuts mallory's connection instead, and its call with bob
+    goes on; a message of the largest honest size still passes."""
+    caplog.set_level(logging.WARNING, logger="peer.call")
+    async with join(server_of_three, "oversized", "victim") as victim, \
+               join(server_of_three, "oversized", "bob") as bob, \
+               join(server_of_three, "oversized", "mallory") as mallory:
+        attack = await our_call(mallory, victim)
+        await our_call(victim, bob)
+        largest = "h" * (64 * KB - 100)
+        attack.send_chat(largest)
+        await victim.wait_for_message(lambda text: text == largest, timeout=10)
+
+        attack.chat.transport._remote_max_message_size = 0  # let mallory send what aiortc would not
+        attack.chat.send("A" * 5_000_000)
+        await until(lambda: any("connection cut" in r.getMessage() for r in caplog.records),
+                    "the victim to cut mallory off", timeout=20)
+
+        await chat_passes(victim, bob, "bystander")
+        longest = max((len(e.text) for e in victim._history if isinstance(e, ChatMessage)), default=0)
+        assert longest <= 64 * KB, f"the victim took a chat message of {longest} characters"
+        cuts = [r.getMessage() for r in caplog.records if "connection cut" in r.getMessage()]
+        assert cuts == ["'mallory' sent a data channel message larger than any peer may send: connection cut"], cuts
+
+
+class ListingServer:
+    """A hostile signaling server: it relays like ours, but lists ``ghosts`` members that do
+    not exist to whoever joins as ``victim``, and counts the offers sent to them."""
+
+    def __init__(self, ghosts: int) -> None:
+        self.ghosts = [{"id": f"ghost{n}", "name": "ghost"} for n in range(ghosts)]
+        self.offers_to_ghosts = 0
+        self.sids: dict[str, str] = {}
+        self.names: dict[str, str] = {}
+        self.sio = socketio.AsyncServer(async_mode="aiohttp")
+        self.sio.on(protocol.JOIN, self.join)
+        self.sio.on(protocol.MESSAGE, self.message)
+        self.port = free_port()
+        self.url = f"http://{LOCAL}:{self.port}"
+
+    async def start(self) -> None:
+        app = web.Application()
+        self.sio.attach(app)
+        self.runner = web.AppRunner(app)
+        await self.runner.setup()
+        await web.TCPSite(self.runner, LOCAL, self.port).start()
+
+    async def join(self, sid: str, payload: dict) -> dict:
+        members = [{"id": member_id, "name": self.names[member_id]} for member_id in self.sids]
+        member_id = f"member{len(self.sids)}"
+        self.sids[member_id], self.names[member_id] = sid, payload["name"]
+        return {"ok": True, "id": member_id, "name": payload["name"], "room": payload["room"],
+                "members": members + (self.ghosts if payload["name"] == "victim" else [])}
+
+    async def message(self, sid: str, payload: dict) -> None:
+        sender = next(member_id for member_id, known in self.sids.items() if known == sid)
+        if payload.get("to") in self.sids:
+            await self.sio.emit(protocol.MESSAGE, {**payload, "from": sender, "name": self.names[sender]},
+                                to=self.sids[payload["to"]])
+        elif payload.get("type") == protocol.OFFER:
+            self.offers_to_ghosts += 1
+
+
+async def test_a_server_listing_thousands_of_members_gets_a_bounded_number_of_calls():
+    """A hostile server answers the victim's join with bob and 3,000 members that do not
+    exist. Calling them all cost a peer 9,000 sockets and 900 MB; it calls at most MAX_CALLS
+    of them, says so once, and its call with bob goes on."""
+    server = ListingServer(3000)
+    await server.start()
+    victim = None
+    try:
+        async with peer.join("crowd", server=server.url, name="bob", ice_hosts=[LOCAL]) as bob:
+            victim = Process([sys.executable, "-m", "peer", "--room", "crowd", "--server", server.url,
+                              "--name", "victim", "--video", "none", "--no-window", "--ice-host", LOCAL],
+                             env=child_env(), name="victim")
+            await asyncio.to_thread(victim.expect, "connected to bob")
+            await asyncio.to_thread(victim.expect, f"more than {MAX_CALLS} other members: not calling 'ghost'")
+            victim.send("hello bob")
+            await bob.wait_for_message(lambda text: text == "hello bob", timeout=10)
+            bob.send_text("hello victim")
+            await asyncio.to_thread(victim.expect, r"^\[bob\] hello victim$")
+            assert server.offers_to_ghosts == MAX_CALLS - 1
+            assert len(os.listdir(f"/proc/{victim.proc.pid}/fd")) < 200
+            assert victim.output.count("other members: not calling") == 1
+    finally:
+        if victim is not None:
+            victim.stop()
+        await server.runner.cleanup()
+
+
+PRESENCE_GARBAGE = ["x", 5, None, [1] * 1000, {"id": 5}, {"name": "no id"}, {"id": ""}]
+
+
+async def test_malformed_presence_from_a_server_costs_one_log_line_and_no_call():
+    """A hostile server sends the victim ``peer-joined`` and ``peer-left`` events that name no
+    member (wrong types, no id, no argument at all, several arguments): each was a traceback
+    in the victim's output, every time. Now each kind is one line, and the call with bob goes on."""
+    server = ListingServer(0)
+    await server.start()
+    victim = None
+    try:
+        async with peer.join("garbage", server=server.url, name="bob", ice_hosts=[LOCAL]) as bob:
+            victim = Process([sys.executable, "-m", "peer", "--room", "garbage", "--server", server.url,
+                              "--name", "victim", "--video", "none", "--no-window", "--ice-host", LOCAL],
+                             env=child_env(), name="victim")
+            await asyncio.to_thread(victim.expect, "connected to bob")
+            to_victim = server.sids["member1"]
+            for event in (protocol.PEER_JOINED, protocol.PEER_LEFT):
+                for payload in PRESENCE_GARBAGE:
+                    await server.sio.emit(event, payload, to=to_victim)
+                await server.sio.emit(event, to=to_victim)
+                await server.sio.emit(event, ({"id": "a"}, {"id": "b"}), to=to_victim)  # two arguments
+            victim.send("after the garbage")
+            await bob.wait_for_message(lambda text: text == "after the garbage", timeout=10)
+            bob.send_text("still there?")
+            await asyncio.to_thread(victim.expect, r"^\[bob\] still there\?$")
+            for event in (protocol.PEER_JOINED, protocol.PEER_LEFT):
+                await asyncio.to_thread(victim.expect, f"ignored a {event} from the server")
+            assert "Traceback" not in victim.output, victim.output
+            for event in (protocol.PEER_JOINED, protocol.PEER_LEFT):
+                assert victim.output.count(f"ignored a {event} from the server") == 1, victim.output
+            assert victim.proc.poll() is None
+    finally:
+        if victim is not None:
+            victim.stop()
+        await server.runner.cleanup()
+
+
+BAD_REQUESTS = [
+    b"GET /healthz HTTP/1.1\r\nHost: x\r\nno colon here\r\n\r\n",
+    b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Long: " + b"a" * 20_000 + b"\r\n\r\n",
+    b"GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\nHost: x\r\n"
+    + b"".join(b"X-H%d: v\r\n" % n for n in range(1000)) + b"\r\n",
+]
+
+
+async def send_raw(port: int, request: bytes) -> bytes:
+    reader, writer = await asyncio.open_connection(LOCAL, port)
+    try:
+        writer.write(request)
+        return await asyncio.wait_for(reader.read(200), 10)
+    finally:
+        writer.close()
+
+
+async def test_bad_http_requests_are_refused_in_a_few_log_lines(server):
+    """A client sends requests aiohttp cannot parse (a header without a colon, one line too
+    long, a thousand headers), 90 of them: each was an ERROR with a dozen lines of
+    traceback in the server's log. Each is answered 400; the log gets one line at the 1st
+    and 10th time, and the server goes on serving others."""
+    for _ in range(30):
+        for request in BAD_REQUESTS:
+            assert (await send_raw(server.port, request)).split(b" ")[1] == b"400", request[:60]
+    async with join(server, "after-bad-requests", "alice") as alice, \
+               join(server, "after-bad-requests", "bob") as bob:
+        await our_call(alice, bob)
+        await chat_passes(alice, bob, "bystander")
+    assert "Traceback" not in server.output, server.output
+    refused = [line for line in server.lines if "refused a bad HTTP request" in line]
+    assert len(refused) == 2 and "the 10th time" in refused[1], refused  # 90 < 100
+
+
+async def test_a_file_swapped_under_a_question_is_not_taken_by_the_answer_meant_for_the_first(server, processes,
+                                                                                             tmp_path):
+    """mallory offers a small file; while the person at the terminal reads the question and
+    types "y", she withdraws it and offers a big one in its place. The "y" arrives after the
+    new question: it used to take the big file. Now a line typed after a withdrawal answers
+    nothing (the person is told to answer again), and the next one decides."""
+    terminal, its_end = os.openpty()
+    try:
+        victim = processes.peer("--room", "swap", "--server", server.url, "--video", "none", "--ice-host", LOCAL,
+                                "--no-window", name="victim", cwd=tmp_path, stdin=its_end)
+    finally:
+        os.close(its_end)
+    try:
+        await asyncio.to_thread(victim.expect, "joined room swap")
+        async with join(server, "swap", "mallory") as mallory:
+            hostile = await Hostile.toward(mallory, await mallory.wait_for_peer())
+            hostile.send({"type": "start", "name": "notes.txt", "size": 1000})
+            await asyncio.to_thread(victim.expect, r"^mallory wants to send you notes\.txt \(1\.0 kB\): accept\? \[y/N\]$")
+            hostile.send({"type": "start", "name": "big.iso", "size": 1_900_000_000})
+            await asyncio.to_thread(victim.expect, r"^mallory wants to send you big\.iso \(1\.9 GB\): accept\? \[y/N\]$")
+            os.write(terminal, b"y\n")  # typed for notes.txt
+            await asyncio.to_thread(victim.expect, r"^that answer may have been meant for notes\.txt, which was withdrawn")
+            os.write(terminal, b"n\n")  # the answer for big.iso, now read
+            assert (await hostile.reply())["type"] == "failed"
+            await asyncio.to_thread(victim.expect, r"^refused big\.iso from mallory$")
+            os.write(terminal, b"hello mallory\n")  # with no question asked, a line is chat again
+            await mallory.wait_for_message(lambda text: text == "hello mallory")
+        assert not [line for line in victim.lines if line.startswith("accepted")], victim.output
+        assert not (tmp_path / "downloads").exists() or not list((tmp_path / "downloads").iterdir())
+    finally:
+        os.close(terminal)
