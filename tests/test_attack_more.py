@@ -44,9 +44,9 @@ async def test_a_chat_message_larger_than_announced_is_cut_off_not_reassembled(s
     and hand it over whole. The victim cuts mallory's connection instead, and its call with bob
     goes on; a message of the largest honest size still passes."""
     caplog.set_level(logging.WARNING, logger="peer.call")
-    async with join(server_of_three, "oversized", "victim") as victim, \
-               join(server_of_three, "oversized", "bob") as bob, \
-               join(server_of_three, "oversized", "mallory") as mallory:
+    async with join("oversized", server_of_three, "victim") as victim, \
+               join("oversized", server_of_three, "bob") as bob, \
+               join("oversized", server_of_three, "mallory") as mallory:
         attack = await our_call(mallory, victim)
         await our_call(victim, bob)
         largest = "h" * (64 * KB - 100)
@@ -56,7 +56,7 @@ async def test_a_chat_message_larger_than_announced_is_cut_off_not_reassembled(s
         attack.chat.transport._remote_max_message_size = 0  # let mallory send what aiortc would not
         attack.chat.send("A" * 5_000_000)
         await until(lambda: any("connection cut" in r.getMessage() for r in caplog.records),
-                    "the victim to cut mallory off", timeout=20)
+                    20, "the victim to cut mallory off")
 
         await chat_passes(victim, bob, "bystander")
         longest = max((len(e.text) for e in victim._history if isinstance(e, ChatMessage)), default=0)
@@ -193,8 +193,8 @@ async def test_bad_http_requests_are_refused_in_a_few_log_lines(server):
     for _ in range(30):
         for request in BAD_REQUESTS:
             assert (await send_raw(server.port, request)).split(b" ")[1] == b"400", request[:60]
-    async with join(server, "after-bad-requests", "alice") as alice, \
-               join(server, "after-bad-requests", "bob") as bob:
+    async with join("after-bad-requests", server, "alice") as alice, \
+               join("after-bad-requests", server, "bob") as bob:
         await our_call(alice, bob)
         await chat_passes(alice, bob, "bystander")
     assert "Traceback" not in server.output, server.output
@@ -216,7 +216,7 @@ async def test_a_file_swapped_under_a_question_is_not_taken_by_the_answer_meant_
         os.close(its_end)
     try:
         await asyncio.to_thread(victim.expect, "joined room swap")
-        async with join(server, "swap", "mallory") as mallory:
+        async with join("swap", server, "mallory") as mallory:
             hostile = await Hostile.toward(mallory, await mallory.wait_for_peer())
             hostile.send({"type": "start", "name": "notes.txt", "size": 1000})
             await asyncio.to_thread(victim.expect, r"^mallory wants to send you notes\.txt \(1\.0 kB\): accept\? \[y/N\]$")
