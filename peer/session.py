@@ -129,20 +129,18 @@ class Session(AsyncIOEventEmitter):
             ack = await self._sio.call(protocol.JOIN, self.request.to_payload(), timeout=CLASSIC_ACK_TIMEOUT)
         except socketio.exceptions.TimeoutError:
             return await self._join_classic()
-        self._check_ack(ack)
-        _, others = self._in_room(ack)
+        _, others = self._in_room(*self._check_ack(ack))
         for member in others:
             if self._may_call(member):
                 self._new_call(member).start_offer()
         self.emit("joined", others)
         return others
 
-    def _in_room(self, ack: dict[str, Any]) -> tuple[Member, list[Member]]:
+    def _in_room(self, me: Member, others: list[Member]) -> tuple[Member, list[Member]]:
         """Take a join acknowledgement's word: who we are, and who else the server lists in the
         room (both returned). Added to what we know, not replacing it: a ``peer-joined`` may have
         been handled before the ack (``_listed`` was emptied when a connection dropped)."""
-        me = self.me = Member(id=ack["id"], name=ack.get("name", self.request.name))
-        others = [Member.from_payload(m) for m in ack.get("members", [])]
+        self.me = me
         self.members.update({m.id: m for m in others})
         self._listed.update(m.id for m in others)
         self._present.set()
@@ -199,9 +197,15 @@ class Session(AsyncIOEventEmitter):
 
     # Joining
 
-    def _check_ack(self, ack: Any) -> None:
+    def _check_ack(self, ack: Any) -> tuple[Member, list[Member]]:
+        """Who we are and who else is there, from the server's answer to ``join``; JoinRefused
+        when it refused, or answered what no server of ours would."""
         if isinstance(ack, dict) and ack.get("ok"):
-            return
+            try:
+                return protocol.parse_join_ack(ack, self.request.name)
+            except ProtocolError as error:
+                raise JoinRefused(f"the server's answer to join makes no sense ({error.reason}); "
+                                  "is --server a signaling server?", error.code) from None
         code = ack.get("code", "") if isinstance(ack, dict) else ""
         reason = ack.get("error", "join refused") if isinstance(ack, dict) else "join refused"
         raise JoinRefused(_REFUSALS.get(code, "the server refused to join: {reason}.").format(reason=reason), code)
@@ -229,11 +233,10 @@ class Session(AsyncIOEventEmitter):
             return
         try:
             ack = await self._sio.call(protocol.JOIN, self.request.to_payload(), timeout=ACK_TIMEOUT)
-            self._check_ack(ack)
+            me, others = self._in_room(*self._check_ack(ack))
         except (socketio.exceptions.TimeoutError, JoinRefused) as error:
             logger.warning("could not join room %s again: %s", self.request.room, error)
             return
-        me, others = self._in_room(ack)
         for call in self.calls.values():
             call.announce_id(me.id)
         self._awaiting_move -= {m.id for m in others}  # still there under their old ids: they did not move

@@ -170,6 +170,16 @@ def join_ack(me: Member, room: str, others: list[Member], capacity: int) -> dict
     }
 
 
+def parse_join_ack(payload: dict[str, Any], default_name: str = "") -> tuple[Member, list[Member]]:
+    """Read a successful ``join`` acknowledgement (see ``join_ack``) as a client: who we are
+    and who was there before. The server may be anyone's, so its answer is checked too."""
+    me = Member(id=_require_str(payload, "id"), name=str(payload.get("name") or default_name))
+    members = payload.get("members", [])
+    if not isinstance(members, list):
+        raise ProtocolError(BAD_PAYLOAD, "'members' must be a list")
+    return me, [Member.from_payload(member) for member in members]
+
+
 def _check_room(room: Any) -> str:
     if not isinstance(room, str) or not ROOM_PATTERN.fullmatch(room):  # match() lets 'a\n' in
         raise ProtocolError(

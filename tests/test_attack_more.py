@@ -233,3 +233,55 @@ async def test_a_file_swapped_under_a_question_is_not_taken_by_the_answer_meant_
         assert not (tmp_path / "downloads").exists() or not list((tmp_path / "downloads").iterdir())
     finally:
         os.close(terminal)
+
+
+class AnsweringServer:
+    """A hostile signaling server that answers every ``join`` with ``answer``."""
+
+    def __init__(self, answer: object) -> None:
+        self.answer = answer
+        self.sio = socketio.AsyncServer(async_mode="aiohttp")
+        self.sio.on(protocol.JOIN, self.join)
+        self.port = free_port()
+        self.url = f"http://{LOCAL}:{self.port}"
+
+    async def join(self, sid: str, payload: object) -> object:
+        return self.answer
+
+    async def __aenter__(self) -> "AnsweringServer":
+        app = web.Application()
+        self.sio.attach(app)
+        self.runner = web.AppRunner(app)
+        await self.runner.setup()
+        await web.TCPSite(self.runner, LOCAL, self.port).start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.runner.cleanup()
+
+
+MALFORMED_ACKS = [{"ok": True}, {"ok": True, "id": 5}, {"ok": True, "id": ""}, {"ok": True, "id": "me", "members": "all"},
+                  {"ok": True, "id": "me", "members": [{"id": "a"}, 7]}, {"ok": True, "id": "me", "members": [{"name": "x"}]}]
+
+
+@pytest.mark.parametrize("ack", MALFORMED_ACKS, ids=[str(n) for n in range(len(MALFORMED_ACKS))])
+async def test_a_malformed_join_answer_is_a_clear_refusal(ack):
+    """A server that says yes to ``join`` in a shape no server of ours sends: the join fails
+    with JoinRefused and a sentence, not a KeyError or TypeError from inside the session."""
+    async with AnsweringServer(ack) as server:
+        with pytest.raises(peer.JoinRefused, match="the server's answer to join makes no sense"):
+            async with peer.join("odd", server=server.url, name="victim", ice_hosts=[LOCAL]):
+                pass
+
+
+async def test_the_cli_says_in_one_line_that_a_join_answer_is_malformed():
+    async with AnsweringServer({"ok": True, "members": None}) as server:
+        victim = Process([sys.executable, "-m", "peer", "--room", "odd", "--server", server.url,
+                          "--name", "victim", "--video", "none", "--no-window", "--ice-host", LOCAL],
+                         env=child_env(), name="victim")
+        try:
+            assert await asyncio.to_thread(victim.wait, 20) == 2
+        finally:
+            victim.stop()
+    assert victim.lines == ["peer: the server's answer to join makes no sense ('id' must be a non-empty string); "
+                            "is --server a signaling server?"], victim.output
