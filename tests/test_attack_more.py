@@ -8,6 +8,7 @@ import asyncio
 import logging
 import os
 import sys
+from typing import Any
 
 import pytest
 import socketio
@@ -19,7 +20,7 @@ from peer.api import ChatMessage
 from peer.session import MAX_CALLS
 from signaling import protocol
 from test_attack_files import Hostile
-from test_attack_moved import chat_passes, join, our_call, until
+from test_attack_moved import attacked_trio, chat_passes, join, our_call, until
 
 KB = 1024
 
@@ -44,11 +45,7 @@ async def test_a_chat_message_larger_than_announced_is_cut_off_not_reassembled(s
     and hand it over whole. The victim cuts mallory's connection instead, and its call with bob
     goes on; a message of the largest honest size still passes."""
     caplog.set_level(logging.WARNING, logger="peer.call")
-    async with join("oversized", server_of_three, "victim") as victim, \
-               join("oversized", server_of_three, "bob") as bob, \
-               join("oversized", server_of_three, "mallory") as mallory:
-        attack = await our_call(mallory, victim)
-        await our_call(victim, bob)
+    async with attacked_trio("oversized", server_of_three) as (victim, bob, mallory, attack):
         largest = "h" * (64 * KB - 100)
         attack.send_chat(largest)
         await victim.wait_for_message(lambda text: text == largest, timeout=10)
@@ -65,27 +62,48 @@ async def test_a_chat_message_larger_than_announced_is_cut_off_not_reassembled(s
         assert cuts == ["'mallory' sent a data channel message larger than any peer may send: connection cut"], cuts
 
 
-class ListingServer:
-    """A hostile signaling server: it relays like ours, but lists ``ghosts`` members that do
-    not exist to whoever joins as ``victim``, and counts the offers sent to them."""
+def victim_cli(room: str, server_url: str) -> Process:
+    """``python -m peer`` as ``victim`` in ``room``, with no camera and no window."""
+    return Process([sys.executable, "-m", "peer", "--room", room, "--server", server_url, "--name", "victim",
+                    "--video", "none", "--no-window", "--ice-host", LOCAL], env=child_env(), name="victim")
 
-    def __init__(self, ghosts: int) -> None:
-        self.ghosts = [{"id": f"ghost{n}", "name": "ghost"} for n in range(ghosts)]
-        self.offers_to_ghosts = 0
-        self.sids: dict[str, str] = {}
-        self.names: dict[str, str] = {}
+
+class HostileServer:
+    """A signaling server of the test's own on 127.0.0.1: python-socketio, the ``join`` of a
+    subclass, and nothing else unless the subclass adds it. ``async with`` runs it."""
+
+    def __init__(self) -> None:
         self.sio = socketio.AsyncServer(async_mode="aiohttp")
         self.sio.on(protocol.JOIN, self.join)
-        self.sio.on(protocol.MESSAGE, self.message)
         self.port = free_port()
         self.url = f"http://{LOCAL}:{self.port}"
 
-    async def start(self) -> None:
+    async def join(self, sid: str, payload: Any) -> Any:
+        raise NotImplementedError
+
+    async def __aenter__(self) -> "HostileServer":
         app = web.Application()
         self.sio.attach(app)
         self.runner = web.AppRunner(app)
         await self.runner.setup()
         await web.TCPSite(self.runner, LOCAL, self.port).start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.runner.cleanup()
+
+
+class ListingServer(HostileServer):
+    """A hostile signaling server: it relays like ours, but lists ``ghosts`` members that do
+    not exist to whoever joins as ``victim``, and counts the offers sent to them."""
+
+    def __init__(self, ghosts: int) -> None:
+        super().__init__()
+        self.ghosts = [{"id": f"ghost{n}", "name": "ghost"} for n in range(ghosts)]
+        self.offers_to_ghosts = 0
+        self.sids: dict[str, str] = {}
+        self.names: dict[str, str] = {}
+        self.sio.on(protocol.MESSAGE, self.message)
 
     async def join(self, sid: str, payload: dict) -> dict:
         members = [{"id": member_id, "name": self.names[member_id]} for member_id in self.sids]
@@ -107,14 +125,10 @@ async def test_a_server_listing_thousands_of_members_gets_a_bounded_number_of_ca
     """A hostile server answers the victim's join with bob and 3,000 members that do not
     exist. Calling them all cost a peer 9,000 sockets and 900 MB; it calls at most MAX_CALLS
     of them, says so once, and its call with bob goes on."""
-    server = ListingServer(3000)
-    await server.start()
-    victim = None
-    try:
-        async with peer.join("crowd", server=server.url, name="bob", ice_hosts=[LOCAL]) as bob:
-            victim = Process([sys.executable, "-m", "peer", "--room", "crowd", "--server", server.url,
-                              "--name", "victim", "--video", "none", "--no-window", "--ice-host", LOCAL],
-                             env=child_env(), name="victim")
+    async with ListingServer(3000) as server, \
+               peer.join("crowd", server=server.url, name="bob", ice_hosts=[LOCAL]) as bob:
+        victim = victim_cli("crowd", server.url)
+        try:
             await asyncio.to_thread(victim.expect, "connected to bob")
             await asyncio.to_thread(victim.expect, f"more than {MAX_CALLS} other members: not calling 'ghost'")
             victim.send("hello bob")
@@ -124,10 +138,8 @@ async def test_a_server_listing_thousands_of_members_gets_a_bounded_number_of_ca
             assert server.offers_to_ghosts == MAX_CALLS - 1
             assert len(os.listdir(f"/proc/{victim.proc.pid}/fd")) < 200
             assert victim.output.count("other members: not calling") == 1
-    finally:
-        if victim is not None:
+        finally:
             victim.stop()
-        await server.runner.cleanup()
 
 
 PRESENCE_GARBAGE = ["x", 5, None, [1] * 1000, {"id": 5}, {"name": "no id"}, {"id": ""}]
@@ -137,14 +149,10 @@ async def test_malformed_presence_from_a_server_costs_one_log_line_and_no_call()
     """A hostile server sends the victim ``peer-joined`` and ``peer-left`` events that name no
     member (wrong types, no id, no argument at all, several arguments): each was a traceback
     in the victim's output, every time. Now each kind is one line, and the call with bob goes on."""
-    server = ListingServer(0)
-    await server.start()
-    victim = None
-    try:
-        async with peer.join("garbage", server=server.url, name="bob", ice_hosts=[LOCAL]) as bob:
-            victim = Process([sys.executable, "-m", "peer", "--room", "garbage", "--server", server.url,
-                              "--name", "victim", "--video", "none", "--no-window", "--ice-host", LOCAL],
-                             env=child_env(), name="victim")
+    async with ListingServer(0) as server, \
+               peer.join("garbage", server=server.url, name="bob", ice_hosts=[LOCAL]) as bob:
+        victim = victim_cli("garbage", server.url)
+        try:
             await asyncio.to_thread(victim.expect, "connected to bob")
             to_victim = server.sids["member1"]
             for event in (protocol.PEER_JOINED, protocol.PEER_LEFT):
@@ -162,10 +170,8 @@ async def test_malformed_presence_from_a_server_costs_one_log_line_and_no_call()
             for event in (protocol.PEER_JOINED, protocol.PEER_LEFT):
                 assert victim.output.count(f"ignored a {event} from the server") == 1, victim.output
             assert victim.proc.poll() is None
-    finally:
-        if victim is not None:
+        finally:
             victim.stop()
-        await server.runner.cleanup()
 
 
 BAD_REQUESTS = [
@@ -235,29 +241,15 @@ async def test_a_file_swapped_under_a_question_is_not_taken_by_the_answer_meant_
         os.close(terminal)
 
 
-class AnsweringServer:
+class AnsweringServer(HostileServer):
     """A hostile signaling server that answers every ``join`` with ``answer``."""
 
     def __init__(self, answer: object) -> None:
+        super().__init__()
         self.answer = answer
-        self.sio = socketio.AsyncServer(async_mode="aiohttp")
-        self.sio.on(protocol.JOIN, self.join)
-        self.port = free_port()
-        self.url = f"http://{LOCAL}:{self.port}"
 
     async def join(self, sid: str, payload: object) -> object:
         return self.answer
-
-    async def __aenter__(self) -> "AnsweringServer":
-        app = web.Application()
-        self.sio.attach(app)
-        self.runner = web.AppRunner(app)
-        await self.runner.setup()
-        await web.TCPSite(self.runner, LOCAL, self.port).start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.runner.cleanup()
 
 
 MALFORMED_ACKS = [{"ok": True}, {"ok": True, "id": 5}, {"ok": True, "id": ""}, {"ok": True, "id": "me", "members": "all"},
@@ -276,9 +268,7 @@ async def test_a_malformed_join_answer_is_a_clear_refusal(ack):
 
 async def test_the_cli_says_in_one_line_that_a_join_answer_is_malformed():
     async with AnsweringServer({"ok": True, "members": None}) as server:
-        victim = Process([sys.executable, "-m", "peer", "--room", "odd", "--server", server.url,
-                          "--name", "victim", "--video", "none", "--no-window", "--ice-host", LOCAL],
-                         env=child_env(), name="victim")
+        victim = victim_cli("odd", server.url)
         try:
             assert await asyncio.to_thread(victim.wait, 20) == 2
         finally:

@@ -12,6 +12,8 @@ import logging
 import re
 import sys
 import time
+from contextlib import asynccontextmanager
+from typing import Any, AsyncIterator
 
 import pytest
 import socketio
@@ -44,6 +46,16 @@ async def our_call(room: Room, other: Room) -> Call:
         both = mine is not None and theirs is not None and mine.alive and theirs.alive
         return mine if both else None
     return await until(ready, 10, f"a live call between {room.me.name} and {other.me.name}")
+
+
+@asynccontextmanager
+async def attacked_trio(room: str, server: Any) -> AsyncIterator[tuple[Room, Room, Room, Call]]:
+    """victim, bob and mallory in ``room``, every call live; also mallory's call with the victim."""
+    async with join(room, server, "victim") as victim, join(room, server, "bob") as bob, \
+               join(room, server, "mallory") as mallory:
+        attack = await our_call(mallory, victim)
+        await our_call(victim, bob)
+        yield victim, bob, mallory, attack
 
 
 async def chat_passes(a: Room, b: Room, text: str) -> None:
@@ -154,11 +166,7 @@ GARBAGE = ['"str"', "5", "null", '{"type":5}', "[]", "{}", '{"type":"shout"}', '
 
 async def test_garbage_on_the_control_channel_is_dropped_and_the_call_lives(server_of_three, caplog):
     caplog.set_level(logging.WARNING, logger="peer.call")
-    async with join("garbage", server_of_three, "victim") as victim, \
-               join("garbage", server_of_three, "bob") as bob, \
-               join("garbage", server_of_three, "mallory") as mallory:
-        attack = await our_call(mallory, victim)
-        await our_call(victim, bob)
+    async with attacked_trio("garbage", server_of_three) as (victim, bob, mallory, attack):
         attack.control.transport._remote_max_message_size = 0  # let mallory send what aiortc would not
         for message in GARBAGE:
             attack.control.send(message)
