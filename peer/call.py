@@ -107,7 +107,7 @@ class Call(AsyncIOEventEmitter):
         self._receiver: Optional[FileReceiver] = None
         self._chat_backlog: list[str] = []
         self._pending_candidates: list[Optional[dict[str, Any]]] = []
-        self._complained: set[str] = set()
+        self._complain = Complaints(logger)
         self._watchdog: Optional[asyncio.Future] = None
         self._inbox = _Inbox(lambda: self.remote.name)
         self._tasks: list[asyncio.Future] = [asyncio.ensure_future(self._run())]
@@ -462,14 +462,21 @@ class Call(AsyncIOEventEmitter):
         self._tasks.append(asyncio.ensure_future(coroutine))
         return self._tasks[-1]
 
-    def _complain(self, kind: str, text: str, *args: Any) -> None:
-        """Log bad input of one ``kind`` from this member once as a warning, then only at
-        debug level: a hostile peer repeating it must not flood the log."""
-        if kind in self._complained:
-            logger.debug(text, *args)
+
+class Complaints:
+    """Bad input from outside, logged once per kind as a warning, then only at debug level:
+    whoever repeats it (a hostile peer or server) must not flood the log. One per source."""
+
+    def __init__(self, log: logging.Logger) -> None:
+        self._log = log
+        self._seen: set[str] = set()
+
+    def __call__(self, kind: str, text: str, *args: Any) -> None:
+        if kind in self._seen:
+            self._log.debug(text, *args)
             return
-        self._complained.add(kind)
-        logger.warning(text + " (more such are dropped quietly)", *args)
+        self._seen.add(kind)
+        self._log.warning(text + " (more such are dropped quietly)", *args)
 
 
 class _Inbox:

@@ -22,7 +22,7 @@ from pyee.asyncio import AsyncIOEventEmitter
 from signaling import protocol
 from signaling.protocol import JoinRequest, Member, ProtocolError
 
-from .call import Call
+from .call import Call, Complaints
 from .errors import JoinRefused, SignalingUnreachable, TransferError
 from .ice import IceSettings
 from .media.sources import LocalMedia
@@ -105,8 +105,8 @@ class Session(AsyncIOEventEmitter):
         outage of ours)."""
         self._too_many = False
         """Whether we said already that members past MAX_CALLS are not called."""
-        self._complained: set[str] = set()
-        """The server events we logged a bad payload of (once each; the rest at debug level)."""
+        self._complain = Complaints(logger)
+        """Bad payloads of server events: logged once per event, the rest at debug level."""
 
     async def connect(self) -> None:
         """Open the signaling connection; SignalingUnreachable when nothing answers."""
@@ -129,22 +129,22 @@ class Session(AsyncIOEventEmitter):
             ack = await self._sio.call(protocol.JOIN, self.request.to_payload(), timeout=CLASSIC_ACK_TIMEOUT)
         except socketio.exceptions.TimeoutError:
             return await self._join_classic()
-        _, others = self._in_room(*self._check_ack(ack))
+        me, others = self._check_ack(ack)
+        self._in_room(me, others)
         for member in others:
             if self._may_call(member):
                 self._new_call(member).start_offer()
         self.emit("joined", others)
         return others
 
-    def _in_room(self, me: Member, others: list[Member]) -> tuple[Member, list[Member]]:
+    def _in_room(self, me: Member, others: list[Member]) -> None:
         """Take a join acknowledgement's word: who we are, and who else the server lists in the
-        room (both returned). Added to what we know, not replacing it: a ``peer-joined`` may have
+        room. Added to what we know, not replacing it: a ``peer-joined`` may have
         been handled before the ack (``_listed`` was emptied when a connection dropped)."""
         self.me = me
         self.members.update({m.id: m for m in others})
         self._listed.update(m.id for m in others)
         self._present.set()
-        return me, others
 
     async def leave(self) -> None:
         """Hang up every call, leave the room and close the signaling connection."""
@@ -233,7 +233,8 @@ class Session(AsyncIOEventEmitter):
             return
         try:
             ack = await self._sio.call(protocol.JOIN, self.request.to_payload(), timeout=ACK_TIMEOUT)
-            me, others = self._in_room(*self._check_ack(ack))
+            me, others = self._check_ack(ack)
+            self._in_room(me, others)
         except (socketio.exceptions.TimeoutError, JoinRefused) as error:
             logger.warning("could not join room %s again: %s", self.request.room, error)
             return
@@ -300,11 +301,7 @@ class Session(AsyncIOEventEmitter):
         try:
             return Member.from_payload(payload)
         except ProtocolError as error:
-            if event in self._complained:
-                logger.debug("ignored a %s from the server: %s", event, error)
-            else:
-                self._complained.add(event)
-                logger.warning("ignored a %s from the server: %s (more such are dropped quietly)", event, error)
+            self._complain(event, "ignored a %s from the server: %s", event, error)
             return None
 
     async def _on_message(self, payload: Any = None, *_: Any) -> None:
