@@ -430,6 +430,10 @@ class GuardedEngineIO(engineio.AsyncServer):
         if sock is not None:
             self.spawn(sock.close(wait=False, abort=True, reason=self.reason.TRANSPORT_ERROR))
             sock.queue.put_nowait(None)  # ends a long-poll or the websocket writer waiting on it
+        self._abort_websocket(sid)
+
+    def _abort_websocket(self, sid: str) -> None:
+        """Cut ``sid``'s websocket at the TCP level: no closing handshake with it."""
         transport = self.websockets.pop(sid, None)
         if transport is not None:
             transport.abort()
@@ -462,9 +466,7 @@ class GuardedEngineIO(engineio.AsyncServer):
         try:
             await asyncio.wait_for(sock.queue.join(), self.limits.handshake_timeout)
         except asyncio.TimeoutError:
-            transport = self.websockets.pop(sid, None)
-            if transport is not None:
-                transport.abort()
+            self._abort_websocket(sid)
         self.sockets.pop(sid, None)
 
 
