@@ -6,7 +6,8 @@ survives an offer arriving while its own is pending by answering on a fresh conn
 
 import asyncio
 import sys
-from typing import Optional
+from pathlib import Path
+from typing import Any, Optional
 
 import socketio
 from aiohttp import web
@@ -17,10 +18,17 @@ from aiortc.sdp import candidate_from_sdp
 import aioice.ice
 
 
+HERE = Path(__file__).resolve().parent
+BLANK_PAGE = "<!doctype html><html><head><meta charset=utf-8><title>classic</title></head><body></body></html>"
+
+
 def relay_app() -> web.Application:
+    """The relay, and a blank page with the Socket.IO client for ``classic_page`` to fill."""
     sio = socketio.AsyncServer(async_mode="aiohttp", cors_allowed_origins="*")
     app = web.Application()
     sio.attach(app)
+    app.router.add_get("/", lambda request: web.Response(text=BLANK_PAGE, content_type="text/html"))
+    app.router.add_static("/web/", HERE.parent / "signaling" / "web")
     rooms: dict = {}
 
     @sio.on("join")
@@ -116,6 +124,20 @@ class ClassicClient:
         if self.pc is not None:
             await self.pc.close()
         await self.sio.disconnect()
+
+
+def classic_page(browser: Any, server: str, room: str, audio: bool = False) -> Any:
+    """A Chromium page running the classic tutorial's client (tests/web/classic.js), joined to
+    ``room`` on ``server`` (ours or the relay above); ``window.classic`` holds what it saw.
+    CSP is bypassed: our server's page policy forbids the script the test injects."""
+    context = browser.new_context(bypass_csp=True, viewport={"width": 800, "height": 600})
+    page = context.new_page()
+    page.goto(server + "/")
+    page.set_content(BLANK_PAGE)
+    page.add_script_tag(url="/web/socket.io.min.js")
+    page.add_script_tag(path=str(HERE / "web" / "classic.js"))
+    page.evaluate("([room, audio]) => startClassic(room, audio)", [room, audio])
+    return page
 
 
 def loopback_only() -> None:

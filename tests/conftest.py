@@ -18,8 +18,21 @@ from typing import Any, Optional
 
 import pytest
 
+try:
+    from playwright.sync_api import sync_playwright
+except ImportError:  # pragma: no cover - depends on the machine
+    sync_playwright = None
+
 ROOT = Path(__file__).resolve().parent.parent
 LOCAL = "127.0.0.1"
+CHROMIUM_FLAGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
+    "--allow-loopback-in-peer-connection", "--disable-features=WebRtcHideLocalIpsWithMdns",
+]
+CONNECTED_WITHIN = 20
+"""Seconds a call in a test may take to connect; about 2 s is usual."""
 
 
 def free_port() -> int:
@@ -243,6 +256,19 @@ def processes():
     yield Starter()
     for process in started:
         process.stop()
+
+
+@pytest.fixture(scope="module")
+def chromium():
+    """Debian's Chromium under Playwright, headless, with fake camera and microphone."""
+    executable = require("chromium")
+    if sync_playwright is None:
+        missing("playwright is not installed (pip install -e '.[test]')")
+    with sync_playwright() as playwright:
+        # launch() gives every browser a new, empty user-data-dir and deletes it afterwards.
+        browser = playwright.chromium.launch(executable_path=executable, headless=True, args=CHROMIUM_FLAGS)
+        yield browser
+        browser.close()
 
 
 @pytest.fixture

@@ -12,34 +12,15 @@ import time
 import numpy as np
 import pytest
 
-from conftest import LOCAL, Relay, Server, missing, require
+from conftest import CONNECTED_WITHIN, LOCAL, Relay, Server
 from media_check import likeness_to_testsrc, recorded_frames
 
 try:
-    from playwright.sync_api import expect, sync_playwright
-except ImportError:  # pragma: no cover - depends on the machine
-    sync_playwright = None
+    from playwright.sync_api import expect
+except ImportError:  # pragma: no cover - the chromium fixture says what is missing
+    expect = None
 
-CHROMIUM_FLAGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
-    "--allow-loopback-in-peer-connection", "--disable-features=WebRtcHideLocalIpsWithMdns",
-]
 PEER = ["--video", "testsrc", "--ice-host", LOCAL, "--no-window"]
-CONNECTED_WITHIN = 20  # seconds; about 2 s is usual
-
-
-@pytest.fixture(scope="module")
-def chromium():
-    executable = require("chromium")
-    if sync_playwright is None:
-        missing("playwright is not installed (pip install -e '.[test]')")
-    with sync_playwright() as playwright:
-        # launch() gives every browser a new, empty user-data-dir and deletes it afterwards.
-        browser = playwright.chromium.launch(executable_path=executable, headless=True, args=CHROMIUM_FLAGS)
-        yield browser
-        browser.close()
 
 
 @pytest.fixture
