@@ -9,6 +9,11 @@ aiortc cannot roll back an offer or restart ICE, so every recovery here is a fre
 ``RTCPeerConnection``: on glare (an offer arriving while ours is pending) it answers on a
 new one; when the path dies while the member is still in the room it offers on a new one,
 a bounded number of times.
+
+The other side may be a classic tutorial client rather than one of ours: it has no
+``control`` channel (or takes ours for chat and greets on it), knows no ``bye``, and when it
+is a browser that rolled back its own offer to answer ours, it may refuse our data channel.
+None of that ends or renews the call.
 """
 
 from __future__ import annotations
@@ -74,6 +79,7 @@ _START_OFFER = {"type": "_start-offer"}
 _CANDIDATE = re.compile(r"^a=(candidate:.+?)\r?$", re.MULTILINE)
 _MID = re.compile(r"^a=mid:(\S+)", re.MULTILINE)
 _UFRAG = re.compile(r"^a=ice-ufrag:(\S+)", re.MULTILINE)
+_BUNDLE = re.compile(r"^a=group:BUNDLE( [^\r\n]*)?$", re.MULTILINE)
 
 
 class Call(AsyncIOEventEmitter):
@@ -87,7 +93,7 @@ class Call(AsyncIOEventEmitter):
     def __init__(self, remote: Member, signal: Signal, ice: IceSettings, media: LocalMedia,
                  *, heartbeat_interval: float = 0.5, dead_after: float = 2.0,
                  downloads: Optional[Downloads] = None, still_there: Callable[[], bool] = lambda: False,
-                 initiator: Callable[[], bool] = lambda: True, trickle: bool = False) -> None:
+                 initiator: Callable[[], bool] = lambda: True, classic: bool = False) -> None:
         super().__init__()
         self.remote = remote
         self.downloads = downloads or Downloads()
@@ -100,7 +106,10 @@ class Call(AsyncIOEventEmitter):
         self._dead_after = dead_after
         self._still_there = still_there
         self._initiator = initiator
-        self._trickle = trickle
+        self._classic = classic
+        """The other side is a classic client on a classic server: our candidates go as
+        messages too, our offer has the classic layout, and it may wait for an answer as
+        long as it takes (nobody may be in the room yet)."""
         self.connected = False
         self.closed = False
         self._tries = 0
@@ -204,8 +213,14 @@ class Call(AsyncIOEventEmitter):
             if self.pc.signalingState != "have-local-offer":
                 logger.debug("answer from %s with no offer pending: ignored", self.remote.name)
                 return
-            await self.pc.setRemoteDescription(RTCSessionDescription(message["sdp"], "answer"))
+            sdp = message["sdp"]
+            if _rejects_data(sdp):
+                logger.warning("%s refused our data channel: no chat or files with it on this call "
+                               "(video and sound go on)", self.remote.name)
+                sdp = _bundle_rejected_data(sdp)
+            await self.pc.setRemoteDescription(RTCSessionDescription(sdp, "answer"))
             await self._flush_candidates()
+            self._watch(self.pc)
         elif kind == protocol.CANDIDATE:
             if len(self._pending_candidates) >= MAX_PENDING_CANDIDATES:
                 self._complain("candidates", "dropped candidates from %r: more than %d before its description",
@@ -228,7 +243,11 @@ class Call(AsyncIOEventEmitter):
         for track in self._media.subscribe():
             pc.addTrack(track)
             kinds.add(track.kind)
-        for kind in ("audio", "video"):
+        # A classic browser that rolled back its own offer to answer this one accepts our data
+        # channel only under the mid its own had: one more than its tracks. So toward classic
+        # clients we offer what we send and nothing more (the layout of a classic client with
+        # our devices); elsewhere we also ask for the kinds we do not send.
+        for kind in () if self._classic else ("audio", "video"):
             if kind not in kinds:
                 pc.addTransceiver(kind, direction="recvonly")
         await pc.setLocalDescription(await pc.createOffer())
@@ -273,7 +292,7 @@ class Call(AsyncIOEventEmitter):
     async def _trickle_candidates(self) -> None:
         """Classic clients expect candidates as messages: send ours too (they are in the SDP
         already), then an empty one for the end."""
-        if not self._trickle:
+        if not self._classic:
             return
         sdp = self.pc.localDescription.sdp
         mid = _MID.search(sdp)
@@ -290,10 +309,11 @@ class Call(AsyncIOEventEmitter):
     def _watch(self, pc: RTCPeerConnection) -> None:
         """Give this negotiation CONNECT_TIMEOUT seconds to connect. The watchdog of an
         earlier one goes: it would keep that connection in memory for nothing (a member that
-        sends offer after offer would pile them up)."""
+        sends offer after offer would pile them up). An offer to a classic room that nobody
+        answered is not a failure: it waits for whoever joins (the answer restarts the clock)."""
         async def watchdog() -> None:
             await asyncio.sleep(CONNECT_TIMEOUT)
-            if pc is self.pc and not self.connected:
+            if pc is self.pc and not self.connected and not (self._classic and pc.remoteDescription is None):
                 await self._lost(f"not connected after {CONNECT_TIMEOUT:g} s")
         if self._watchdog is not None and self._watchdog is not asyncio.current_task():
             self._watchdog.cancel()
@@ -329,9 +349,11 @@ class Call(AsyncIOEventEmitter):
         self._sender: Optional[FileSender] = None
         self._files_open = asyncio.Event()
         self._last_seen = time.monotonic()
+        self._chat_opened = False
         self._peer_is_ours = False
-        """Whether the other side speaks our control channel. Until it does (it could be a
-        classic client that took the channel for chat), nothing is sent there."""
+        """Whether the other side speaks our conventions: it opened a ``control`` channel (no
+        classic client does), or sent a well-formed control message on ours. Until then nothing
+        of ours goes to it (a classic client takes every channel for chat and greets on it)."""
 
         @pc.on("connectionstatechange")
         async def on_state() -> None:
@@ -370,6 +392,7 @@ class Call(AsyncIOEventEmitter):
             self.chat = channel
             channel.on("message", self._on_chat)
             channel.on("close", lambda: self._on_chat_closed(channel))
+            _when_open(channel, lambda: setattr(self, "_chat_opened", True))
             _when_open(channel, self._flush_chat)
         elif channel.label == CONTROL_CHANNEL:
             self.control = channel
@@ -405,18 +428,24 @@ class Call(AsyncIOEventEmitter):
         self.emit("chat", message)
 
     def _on_chat_closed(self, channel: RTCDataChannel) -> None:
-        """Classic clients have no heartbeat: the chat channel closing is how they hang up."""
-        if channel is self.chat and not self._peer_is_ours and not self.closed:
+        """Classic clients have no heartbeat: the chat channel closing is how they hang up.
+        One that never opened was refused in negotiation; the call goes on without it."""
+        if channel is self.chat and self._chat_opened and not self._peer_is_ours and not self.closed:
             self._spawn(self.close("left", notify=False))
 
     def _on_control(self, message: Any) -> None:
-        self._heard()
-        self._peer_is_ours = True
+        """Only a well-formed message counts: a classic client's greeting here is chat sent
+        to the wrong channel, and is ignored without a word."""
         try:
             parsed = control.parse(message)
         except control.BadControlMessage as error:
-            self._complain("control", "dropped a control message from %r: %s", self.remote.name, error)
+            if self._peer_is_ours:
+                self._complain("control", "dropped a control message from %r: %s", self.remote.name, error)
+            else:
+                logger.debug("ignored %r on the control channel of %s (not one of our peers)", message, self.remote.name)
             return
+        self._heard()
+        self._peer_is_ours = True
         if parsed.type == control.PING:
             _send(self.control, control.encode(control.PONG))
         elif parsed.type == control.BYE:
@@ -435,7 +464,11 @@ class Call(AsyncIOEventEmitter):
         try:
             parsed = message if isinstance(message, bytes) else parse_message(message)
         except BadMessage as error:
-            self._complain("files", "dropped a bad message on the files channel from %s: %s", self.remote.name, error)
+            if self._peer_is_ours:
+                self._complain("files", "dropped a bad message on the files channel from %s: %s",
+                               self.remote.name, error)
+            else:  # a classic client greeting on every channel
+                logger.debug("ignored %r on the files channel of %s (not one of our peers)", message, self.remote.name)
             return
         if isinstance(parsed, (Accept, Received, Failed)):
             self._sender.on_reply(parsed)  # the other side's answer to what we send
@@ -603,6 +636,26 @@ def _guard_receipt(transport: RTCSctpTransport, complain: Callable[[Exception], 
     transport._data_channel_receive = guarded  # type: ignore[method-assign]
     transport._receive_data_chunk = bounded  # type: ignore[method-assign]
     _guarded.add(transport)
+
+
+def _rejects_data(sdp: str) -> bool:
+    """Whether an answer refuses our data channel (its application section has port 0)."""
+    return re.search(r"^m=application 0 ", sdp, re.MULTILINE) is not None
+
+
+def _bundle_rejected_data(sdp: str) -> str:
+    """The answer with its refused data section put in the BUNDLE group. Left outside it,
+    aiortc gives that section an ICE transport of its own that nobody answers, so the
+    connection stays ``connecting`` although media flows; inside, it shares the media's
+    transport, and its SCTP association simply never starts."""
+    sections = sdp.split("\r\nm=")
+    for section in sections[1:]:
+        mid = _MID.search(section)
+        if section.startswith("application 0 ") and mid and (bundle := _BUNDLE.search(sdp)):
+            items = (bundle.group(1) or "").split()
+            if mid.group(1) not in items:
+                sdp = sdp[:bundle.start()] + "a=group:BUNDLE " + " ".join(items + [mid.group(1)]) + sdp[bundle.end():]
+    return sdp
 
 
 def _send(channel: Optional[RTCDataChannel], text: str) -> bool:

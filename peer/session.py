@@ -77,6 +77,9 @@ class Session(AsyncIOEventEmitter):
         self.calls: dict[str, Call] = {}
         self.classic = False
         """True against a server that speaks only the classic room-relay pattern."""
+        self._standing: Optional[Call] = None
+        """On a classic server, the offer we made on joining, as a classic client does: it
+        reaches whoever was there first, or nobody. Not a call until someone answers it."""
         self._leaving = False
         self.downloads = downloads or Downloads()
         """Which files offered are taken, where they go; one for every call, so quotas add up."""
@@ -131,11 +134,21 @@ class Session(AsyncIOEventEmitter):
             return await self._join_classic()
         me, others = self._check_ack(ack)
         self._in_room(me, others)
+        answered = await self._answer_waiting(ack, others)
         for member in others:
-            if self._may_call(member):
+            if member.id not in answered and self._may_call(member):
                 self._new_call(member).start_offer()
         self.emit("joined", others)
         return others
+
+    async def _answer_waiting(self, ack: Any, others: list[Member]) -> set[str]:
+        """Answer the offers the ack carries: classic clients offer on joining, and one alone
+        in the room offered to nobody, and waits. Offering to it instead would make a browser
+        roll its offer back, and then refuse our data channel. Returns who they came from."""
+        messages = protocol.parse_pending_offers(ack, others)
+        for message in messages:
+            await self._on_message(message)
+        return {message["from"] for message in messages}
 
     def _in_room(self, me: Member, others: list[Member]) -> None:
         """Take a join acknowledgement's word: who we are, and who else the server lists in the
@@ -153,7 +166,8 @@ class Session(AsyncIOEventEmitter):
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        await asyncio.gather(*(self._hang_up(call) for call in list(self.calls.values())))
+        standing = [self._standing] if self._standing is not None else []
+        await asyncio.gather(*(self._hang_up(call) for call in [*self.calls.values(), *standing]))
         if self._sio.connected and not self.classic:
             try:
                 await self._sio.call(protocol.LEAVE, {}, timeout=2)
@@ -217,7 +231,8 @@ class Session(AsyncIOEventEmitter):
         self.classic = True
         await self._sio.emit(protocol.JOIN, self.request.room)
         self.me = Member(id="me", name=self.request.name)
-        self._new_call(CLASSIC_PEER).start_offer()
+        self._standing = self._new_call(CLASSIC_PEER, standing=True)
+        self._standing.start_offer()
         self.emit("joined", [])
         return []
 
@@ -238,6 +253,7 @@ class Session(AsyncIOEventEmitter):
         except (socketio.exceptions.TimeoutError, JoinRefused) as error:
             logger.warning("could not join room %s again: %s", self.request.room, error)
             return
+        answered = await self._answer_waiting(ack, others)
         for call in self.calls.values():
             call.announce_id(me.id)
         self._awaiting_move -= {m.id for m in others}  # still there under their old ids: they did not move
@@ -251,6 +267,8 @@ class Session(AsyncIOEventEmitter):
         # page hangs up when told we left, and then waits for our offer).
         for member in others:
             call = self.calls.get(member.id)
+            if member.id in answered:
+                continue
             if call is None:
                 if self._may_call(member):
                     self._new_call(member).start_offer()
@@ -311,6 +329,9 @@ class Session(AsyncIOEventEmitter):
         if self.classic or not isinstance(sender, str):
             sender = CLASSIC_PEER.id
         call = self.calls.get(sender)
+        if call is None and sender == CLASSIC_PEER.id and self._standing is not None:
+            call, self._standing = self._standing, None  # someone took up our offer: now it is a call
+            self.calls[sender] = call
         if call is None:
             if payload.get("type") != protocol.OFFER:
                 logger.debug("%s from %s with no call: ignored", payload.get("type"), sender)
@@ -366,12 +387,14 @@ class Session(AsyncIOEventEmitter):
                            MAX_CALLS, member.name)
         return False
 
-    def _new_call(self, member: Member) -> Call:
-        call = Call(member, self._signal, self.ice, self.media, trickle=self.classic,
+    def _new_call(self, member: Member, standing: bool = False) -> Call:
+        """A call with ``member``, listed in ``calls`` unless it is our ``standing`` offer."""
+        call = Call(member, self._signal, self.ice, self.media, classic=self.classic,
                     still_there=lambda: call.remote.id in self.members or self.classic,
                     initiator=lambda: self.classic or (self.me is not None and self.me.id < call.remote.id),
                     **self._call_options)
-        self.calls[member.id] = call
+        if not standing:
+            self.calls[member.id] = call
         call.on("connected", lambda: self.emit("connected", call))
         call.on("chat", lambda text: self.emit("chat", call.remote, text))
         call.on("data", lambda value: self.emit("data", call.remote, value))
@@ -384,6 +407,9 @@ class Session(AsyncIOEventEmitter):
 
         @call.on("closed")
         def on_closed(reason: str) -> None:
+            if call is self._standing:  # hung up on leaving, before anyone took it up
+                self._standing = None
+                return
             if self.calls.get(call.remote.id) is call:
                 del self.calls[call.remote.id]
             self._awaiting_move.discard(call.remote.id)

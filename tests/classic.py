@@ -50,10 +50,13 @@ def relay_app() -> web.Application:
 
 
 class ClassicClient:
-    """Offers on join, answers offers, trickles nothing (aiortc can't), adds trickled candidates."""
+    """Offers on join, answers offers, trickles nothing (aiortc can't), adds trickled candidates.
+    With ``greet``, it says hello on every data channel it is given, as tutorial peers do."""
 
-    def __init__(self, server: str, room: str) -> None:
-        self.server, self.room = server, room
+    GREETING = "hello from a tutorial peer"
+
+    def __init__(self, server: str, room: str, greet: bool = False) -> None:
+        self.server, self.room, self.greet = server, room, greet
         self.sio = socketio.AsyncClient()
         self.pc: Optional[RTCPeerConnection] = None
         self.chat = None
@@ -74,6 +77,8 @@ class ClassicClient:
         @pc.on("datachannel")
         def on_datachannel(channel):
             self.use_chat(channel)
+            if self.greet:  # aiortc hands the channel over open
+                channel.send(self.GREETING)
 
         @pc.on("connectionstatechange")
         def on_state():

@@ -1,5 +1,6 @@
 """Our peer and the classic room-relay pattern: a classic client calls our peer, in both
-orders of arrival, through our server and through a minimal classic relay server."""
+orders of arrival, through our server and through a minimal classic relay server. The
+client is a tutorial's: it greets on every data channel it is given, ``control`` included."""
 
 import asyncio
 import sys
@@ -8,6 +9,9 @@ import pytest
 
 from classic import ClassicClient, loopback_only
 from conftest import LOCAL, ROOT, Process, free_port
+
+STEADY = 5
+"""Seconds the call must stand after chat went both ways."""
 
 
 @pytest.fixture(params=["our-server", "classic-relay"])
@@ -23,11 +27,11 @@ def any_server(request, server):
 
 
 @pytest.mark.parametrize("first", ["classic", "peer"])
-async def test_classic_client_calls_our_peer(any_server, processes, first):
+async def test_classic_client_calls_our_peer(any_server, processes, first, tmp_path):
     loopback_only()
-    client = ClassicClient(any_server, "classic")
+    client = ClassicClient(any_server, "classic", greet=True)
     flags = ["--room", "classic", "--server", any_server, "--video", "testsrc", "--video-size", "320x240",
-             "--ice-host", LOCAL, "--no-window"]
+             "--ice-host", LOCAL, "--no-window", "--record", str(tmp_path / "classic.mp4")]
     if first == "classic":
         await client.start()
         await asyncio.sleep(0.5)
@@ -52,8 +56,13 @@ async def test_classic_client_calls_our_peer(any_server, processes, first):
                 break
             await asyncio.sleep(0.1)
         assert "hello back" in client.received
+        await asyncio.sleep(STEADY)  # a heartbeat taken up by its greeting broke the call within 3 s
+        assert client.received == ["hello back"], "something of ours other than chat reached the tutorial"
+        assert len([line for line in ours.lines if "connected to" in line]) == 1
+        assert not [line for line in ours.lines if "lost" in line or "dropped" in line]
         await client.pc.close()  # a classic client just goes: no bye, no presence on a classic server
         await asyncio.to_thread(ours.expect, "call with .* ended", 10)
     finally:
         await client.stop()
     assert "Traceback" not in ours.output
+    assert [path.name for path in tmp_path.iterdir()] == ["classic.mp4"], "one connection, one recording"
