@@ -305,13 +305,14 @@ async def test_join_acks_and_offer_answer_relay(plain, connect):
     room = unique("call")
     a, b = await connect(plain), await connect(plain)
     ack_a = await a.join(room, "alice")
-    assert ack_a == {"ok": True, "id": a.id, "name": "alice", "room": room, "members": [], "capacity": 2}
+    assert ack_a == {"ok": True, "id": a.id, "name": "alice", "room": room, "members": [], "capacity": 2,
+                     "offers": []}
     assert isinstance(a.id, str) and a.id
     assert await a.expect("userInRoom") == 1
 
     ack_b = await b.join(room, "  bob ")
     assert ack_b == {"ok": True, "id": b.id, "name": "bob", "room": room,
-                     "members": [{"id": a.id, "name": "alice"}], "capacity": 2}
+                     "members": [{"id": a.id, "name": "alice"}], "capacity": 2, "offers": []}
     assert b.id != a.id
     assert await a.expect("peer-joined") == {"id": b.id, "name": "bob"}
     assert await a.expect("userInRoom") == 2
