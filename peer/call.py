@@ -36,7 +36,7 @@ from pyee.asyncio import AsyncIOEventEmitter
 from signaling import protocol
 from signaling.protocol import Member
 
-from . import control
+from . import control, rollback
 from .errors import TransferError
 from .ice import IceSettings
 from .media.sources import LocalMedia
@@ -57,6 +57,9 @@ CONNECT_TIMEOUT = 10.0
 """A negotiation not connected by then is tried again on a fresh connection."""
 MAX_TRIES = 3
 FILES_OPEN_TIMEOUT = 10.0
+WIDENED_ANSWER_WAIT = 3.0
+"""Seconds a widened offer waits for its answer before the plain one goes: a browser answers
+within a fraction of a second."""
 INBOX_SIZE = 100
 """Signaling messages from one member waiting to be handled. A negotiation takes an offer or
 an answer and a few dozen trickled candidates at most; a newer offer replaces queued older
@@ -79,7 +82,6 @@ _START_OFFER = {"type": "_start-offer"}
 _CANDIDATE = re.compile(r"^a=(candidate:.+?)\r?$", re.MULTILINE)
 _MID = re.compile(r"^a=mid:(\S+)", re.MULTILINE)
 _UFRAG = re.compile(r"^a=ice-ufrag:(\S+)", re.MULTILINE)
-_BUNDLE = re.compile(r"^a=group:BUNDLE( [^\r\n]*)?$", re.MULTILINE)
 
 
 class Call(AsyncIOEventEmitter):
@@ -108,8 +110,9 @@ class Call(AsyncIOEventEmitter):
         self._initiator = initiator
         self._classic = classic
         """The other side is a classic client on a classic server: our candidates go as
-        messages too, our offer has the classic layout, and it may wait for an answer as
-        long as it takes (nobody may be in the room yet)."""
+        messages too, our offer has the classic layout and is widened (``peer.rollback``),
+        and it may wait for an answer as long as it takes (nobody may be in the room yet)."""
+        self._widen = True
         self.connected = False
         self.closed = False
         self._tries = 0
@@ -213,11 +216,11 @@ class Call(AsyncIOEventEmitter):
             if self.pc.signalingState != "have-local-offer":
                 logger.debug("answer from %s with no offer pending: ignored", self.remote.name)
                 return
-            sdp = message["sdp"]
-            if _rejects_data(sdp):
+            sdp = rollback.narrow_answer(message["sdp"], self.pc.localDescription.sdp)
+            if rollback.refuses_data(sdp):
                 logger.warning("%s refused our data channel: no chat or files with it on this call "
                                "(video and sound go on)", self.remote.name)
-                sdp = _bundle_rejected_data(sdp)
+                sdp = rollback.bundle_refused_data(sdp)
             await self.pc.setRemoteDescription(RTCSessionDescription(sdp, "answer"))
             await self._flush_candidates()
             self._watch(self.pc)
@@ -252,9 +255,21 @@ class Call(AsyncIOEventEmitter):
                 pc.addTransceiver(kind, direction="recvonly")
         await pc.setLocalDescription(await pc.createOffer())
         # aiortc gathers every candidate during setLocalDescription: they travel in the SDP.
-        await self._signal({"type": protocol.OFFER, "sdp": pc.localDescription.sdp, "to": self.remote.id})
+        sdp = pc.localDescription.sdp
+        if self._classic and self._widen:
+            sdp = rollback.widen_offer(sdp)
+            self._spawn(self._unwiden_unless_answered(pc))
+        await self._signal({"type": protocol.OFFER, "sdp": sdp, "to": self.remote.id})
         await self._trickle_candidates()
         self._watch(pc)
+
+    async def _unwiden_unless_answered(self, pc: RTCPeerConnection) -> None:
+        """A widened offer (``peer.rollback``) that nobody answered soon either reached
+        nobody, or a stack that cannot answer it: offer again, plainly, once."""
+        await asyncio.sleep(WIDENED_ANSWER_WAIT)
+        if pc is self.pc and pc.remoteDescription is None and not self.closed:
+            self._widen = False
+            self._inbox.put(_START_OFFER, ours=True)
 
     async def _answer(self, sdp: str) -> None:
         if self.pc.signalingState != "stable" or self.pc.remoteDescription is not None:
@@ -263,7 +278,7 @@ class Call(AsyncIOEventEmitter):
             logger.info("new offer from %s: answering on a fresh connection", self.remote.name)
             await self._fresh_pc()
         pc = self.pc
-        await pc.setRemoteDescription(RTCSessionDescription(sdp, "offer"))
+        await pc.setRemoteDescription(RTCSessionDescription(rollback.single_data_section(sdp), "offer"))
         offered = {t.kind for t in pc.getTransceivers()}
         sending = {s.track.kind for s in pc.getSenders() if s.track is not None}
         for track in self._media.subscribe():
@@ -636,26 +651,6 @@ def _guard_receipt(transport: RTCSctpTransport, complain: Callable[[Exception], 
     transport._data_channel_receive = guarded  # type: ignore[method-assign]
     transport._receive_data_chunk = bounded  # type: ignore[method-assign]
     _guarded.add(transport)
-
-
-def _rejects_data(sdp: str) -> bool:
-    """Whether an answer refuses our data channel (its application section has port 0)."""
-    return re.search(r"^m=application 0 ", sdp, re.MULTILINE) is not None
-
-
-def _bundle_rejected_data(sdp: str) -> str:
-    """The answer with its refused data section put in the BUNDLE group. Left outside it,
-    aiortc gives that section an ICE transport of its own that nobody answers, so the
-    connection stays ``connecting`` although media flows; inside, it shares the media's
-    transport, and its SCTP association simply never starts."""
-    sections = sdp.split("\r\nm=")
-    for section in sections[1:]:
-        mid = _MID.search(section)
-        if section.startswith("application 0 ") and mid and (bundle := _BUNDLE.search(sdp)):
-            items = (bundle.group(1) or "").split()
-            if mid.group(1) not in items:
-                sdp = sdp[:bundle.start()] + "a=group:BUNDLE " + " ".join(items + [mid.group(1)]) + sdp[bundle.end():]
-    return sdp
 
 
 def _send(channel: Optional[RTCDataChannel], text: str) -> bool:

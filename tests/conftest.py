@@ -258,6 +258,25 @@ def processes():
         process.stop()
 
 
+def classic_relay(processes) -> str:
+    """Start the classic relay of tests/classic.py (a tutorial's server: bare-string join,
+    broadcast messages, nothing more); its URL."""
+    port = free_port()
+    relay = processes.add(Process([sys.executable, str(ROOT / "tests" / "classic.py"), str(port)],
+                                  name="classic-relay"))
+    relay.expect("ready")
+    return f"http://{LOCAL}:{port}"
+
+
+@pytest.fixture(params=["our-server", "classic-relay"])
+def any_server(request, processes):
+    """Our signaling server, then the classic relay: a test of the classic pattern runs on both."""
+    if request.param == "our-server":
+        server = processes.add(Server())
+        return server.url
+    return classic_relay(processes)
+
+
 @pytest.fixture(scope="module")
 def chromium():
     """Debian's Chromium under Playwright, headless, with fake camera and microphone."""

@@ -3,27 +3,14 @@ orders of arrival, through our server and through a minimal classic relay server
 client is a tutorial's: it greets on every data channel it is given, ``control`` included."""
 
 import asyncio
-import sys
 
 import pytest
 
 from classic import ClassicClient, loopback_only
-from conftest import LOCAL, ROOT, Process, free_port
+from conftest import LOCAL
 
 STEADY = 5
 """Seconds the call must stand after chat went both ways."""
-
-
-@pytest.fixture(params=["our-server", "classic-relay"])
-def any_server(request, server):
-    if request.param == "our-server":
-        yield server.url
-        return
-    port = free_port()
-    relay = Process([sys.executable, str(ROOT / "tests" / "classic.py"), str(port)], name="classic-relay")
-    relay.expect("ready")
-    yield f"http://{LOCAL}:{port}"
-    relay.stop()
 
 
 @pytest.mark.parametrize("first", ["classic", "peer"])

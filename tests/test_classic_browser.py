@@ -9,32 +9,33 @@ offered, Chromium would have rolled that offer back and refused our data channel
 
 import cv2  # noqa: F401  -- before av (media_check): see FIELD-NOTES
 
-import sys
 import time
 
 import numpy as np
 import pytest
 
 from classic import classic_page
-from conftest import CONNECTED_WITHIN, LOCAL, ROOT, Process, free_port
+from conftest import CONNECTED_WITHIN, LOCAL, classic_relay
+from peer.call import CONNECT_TIMEOUT
 from media_check import likeness_to_testsrc, recorded_frames
 
-STEADY = int(__import__('os').environ.get('STEADY', 30))
+STEADY = 30
 """Seconds a call must stand with no reconnection (a wrong heartbeat broke it within 3 s; a
 refused data channel, within 10 s)."""
 TROUBLE = ("lost", "calling again", "ended", "gave up", "refused")
 
 
-@pytest.fixture(params=["our-server", "classic-relay"])
-def any_server(request, server):
-    if request.param == "our-server":
-        yield server.url
-        return
-    port = free_port()
-    relay = Process([sys.executable, str(ROOT / "tests" / "classic.py"), str(port)], name="classic-relay")
-    relay.expect("ready")
-    yield f"http://{LOCAL}:{port}"
-    relay.stop()
+def chat_both_ways(page, ours, name: str) -> None:
+    """Where the classic client answered our offer it greeted on each of our channels too: on
+    chat that is a line to show, on the others nothing to act on."""
+    until(page, "window.classic.chatOpen", "the classic page's chat channel did not open")
+    page.evaluate("() => window.classic.send('hi from the tutorial')")
+    ours.expect(rf"^\[{name}\] hi from the tutorial$", 10)
+    ours.send("hello tutorial")
+    until(page, "window.classic.received.some(m => m.data === 'hello tutorial')",
+          "our chat line did not reach the classic page")
+    if classic(page, "greeted"):
+        ours.expect(rf"^\[{name}\] hello from the classic client$", 10)
 
 
 def classic(page, expression: str):
@@ -54,7 +55,7 @@ def test_classic_browser_and_our_peer(any_server, chromium, processes, tmp_path,
     room = f"tutorial-{first}"
     recording = tmp_path / "classic.mp4"
     flags = ["--room", room, "--server", any_server, "--video", "testsrc", "--ice-host", LOCAL, "--no-window",
-             "--record", str(recording), "-v"]
+             "--record", str(recording)]
     if first == "classic":
         page = classic_page(chromium, any_server, room)
         time.sleep(0.5)  # its offer has gone out, to nobody
@@ -75,19 +76,9 @@ def test_classic_browser_and_our_peer(any_server, chromium, processes, tmp_path,
         picture = cv2.cvtColor(cv2.imdecode(np.frombuffer(shot, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
         assert likeness_to_testsrc(picture) > 0.9, "the classic page does not show our testsrc"
 
-        # Chat both ways. Where it answered our offer it greeted on each of our channels too:
-        # on chat that is a line to show, on the others nothing to act on.
-        until(page, "window.classic.chatOpen", "the classic page's chat channel did not open")
-        page.evaluate("() => window.classic.send('hi from the tutorial')")
-        ours.expect(rf"^\[{name}\] hi from the tutorial$", 10)
-        ours.send("hello tutorial")
-        until(page, "window.classic.received.some(m => m.data === 'hello tutorial')",
-              "our chat line did not reach the classic page")
-        if classic(page, "greeted"):
-            ours.expect(rf"^\[{name}\] hello from the classic client$", 10)
-
+        chat_both_ways(page, ours, name)
         time.sleep(max(0.0, STEADY - (time.monotonic() - started)))
-        trouble = [line for line in ours.lines if any(word in line for word in TROUBLE) and " DEBUG" not in line and " INFO" not in line]
+        trouble = [line for line in ours.lines if any(word in line for word in TROUBLE)]
         assert not trouble, f"the call did not stand for {STEADY} s: {trouble}"
         assert len([line for line in ours.lines if "connected to" in line]) == 1
         assert classic(page, "errors") == []
@@ -106,17 +97,55 @@ def test_classic_browser_and_our_peer(any_server, chromium, processes, tmp_path,
     assert "Traceback" not in ours.output
 
 
+def test_classic_browser_with_a_microphone_was_first(chromium, processes):
+    """Its data section had mid "2"; we send video only, so our first data section has mid "1":
+    the widened offer (peer.rollback) carries one under "2" too, and that one is taken."""
+    relay = classic_relay(processes)
+    page = classic_page(chromium, relay, "av", audio=True)
+    time.sleep(0.5)
+    ours = processes.peer("--room", "av", "--server", relay, "--video", "testsrc", "--ice-host", LOCAL,
+                          "--no-window", name="ours")
+    try:
+        ours.expect(r"connected to peer; verification code", CONNECTED_WITHIN)
+        until(page, "window.classic.video.getVideoPlaybackQuality().totalVideoFrames > 30",
+              "the classic page decoded no video from our peer")
+        chat_both_ways(page, ours, "peer")
+        assert classic(page, "errors") == []
+    finally:
+        page.context.close()
+    assert not [line for line in ours.lines if any(word in line for word in TROUBLE)]
+
+
+def test_refused_data_channel(chromium, processes):
+    """We send sound and video, the classic client that was first only video: every data
+    section we offer has a mid above the one it keeps, so it refuses them all. The call stands
+    without chat (aiortc alone would stay "connecting" and renew it), and the peer says why."""
+    relay = classic_relay(processes)
+    page = classic_page(chromium, relay, "refused")
+    time.sleep(0.5)
+    ours = processes.peer("--room", "refused", "--server", relay, "--video", "testsrc", "--audio", "sine",
+                          "--ice-host", LOCAL, "--no-window", name="ours")
+    try:
+        ours.expect("peer refused our data channel: no chat or files", CONNECTED_WITHIN)
+        ours.expect(r"connected to peer; verification code", CONNECTED_WITHIN)
+        until(page, "window.classic.video.getVideoPlaybackQuality().totalVideoFrames > 30",
+              "the classic page decoded no video from our peer")
+        time.sleep(CONNECT_TIMEOUT + 2)  # a call that never counted as connected was renewed by now
+        trouble = [line for line in ours.lines if any(word in line for word in TROUBLE[:-1])]
+        assert not trouble, f"the call did not stand: {trouble}"
+        assert classic(page, "errors") == []
+    finally:
+        page.context.close()
+    assert "Traceback" not in ours.output
+
+
 def test_alone_on_a_classic_relay(processes):
     """Nobody else in a classic room: our offer waits for whoever comes; nothing is lost."""
-    port = free_port()
-    relay = processes.add(Process([sys.executable, str(ROOT / "tests" / "classic.py"), str(port)],
-                                  name="classic-relay"))
-    relay.expect("ready")
-    ours = processes.peer("--room", "empty", "--server", f"http://{LOCAL}:{port}", "--video", "testsrc",
+    ours = processes.peer("--room", "empty", "--server", classic_relay(processes), "--video", "testsrc",
                           "--ice-host", LOCAL, "--no-window", name="ours")
     ours.expect("waiting for someone to join room empty")
     time.sleep(STEADY)
-    trouble = [line for line in ours.lines if any(word in line for word in TROUBLE) and " DEBUG" not in line and " INFO" not in line]
+    trouble = [line for line in ours.lines if any(word in line for word in TROUBLE)]
     assert not trouble, f"alone, the peer said: {trouble}"
     ours.end_input()
     assert ours.wait() == 0
