@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from classic import ClassicClient, loopback_only
-from conftest import LOCAL
+from conftest import LOCAL, classic_relay
 
 STEADY = 5
 """Seconds the call must stand after chat went both ways."""
@@ -53,3 +53,22 @@ async def test_classic_client_calls_our_peer(any_server, processes, first, tmp_p
         await client.stop()
     assert "Traceback" not in ours.output
     assert [path.name for path in tmp_path.iterdir()] == ["classic.mp4"], "one connection, one recording"
+
+
+def test_two_of_our_peers_on_a_classic_relay(processes):
+    """Both speak the classic pattern there: the newcomer's widened offer meets the standing
+    offer of the one there first, which answers it on a fresh connection."""
+    relay = classic_relay(processes)
+    flags = ["--room", "pair", "--server", relay, "--video", "testsrc", "--video-size", "320x240",
+             "--ice-host", LOCAL, "--no-window"]
+    alice = processes.peer(*flags, name="alice")
+    alice.expect("waiting for someone to join room pair")
+    bob = processes.peer(*flags, name="bob")
+    bob.expect("connected to peer", 15)
+    alice.expect("connected to peer", 15)
+    bob.send("hi alice")
+    alice.expect(r"^\[peer\] hi alice$", 10)
+    alice.send("hi bob")
+    bob.expect(r"^\[peer\] hi bob$", 10)
+    for ours in (alice, bob):
+        assert not [line for line in ours.lines if "lost" in line or "refused" in line], ours.output
