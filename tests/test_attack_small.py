@@ -33,7 +33,7 @@ from peer.cli import embedded_server
 from signaling.server import SECURITY_HEADERS
 from signaling.text import PrintableFormatter, is_printable, printable
 from signaling.token import MAX_TTL, make_token
-from test_browser import chromium, join as join_page  # noqa: F401  -- chromium is a fixture
+from test_browser import join as join_page
 from test_signaling_server import Client
 
 TIMEOUT = 5.0
