@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 from .text import is_printable
 
@@ -41,6 +41,12 @@ many candidates and simulcast while refusing payloads meant to exhaust memory.""
 MAX_CANDIDATE_BYTES = 1024
 MAX_NAME_CHARS = 64
 MAX_TOKEN_CHARS = 256
+MAX_KEPT_CANDIDATES = 32
+"""Candidates kept with an offer that reached nobody (see ``join_ack``); a browser gathers
+a handful per network interface, so more is a client flooding the server's memory."""
+MAX_PENDING_MESSAGES = 64
+"""Items of a join ack's ``offers`` a client reads: one kept offer and its candidates fit
+twice over (only a member alone in its room has one)."""
 ROOM_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
 
 
@@ -154,11 +160,16 @@ def relayed(message: dict[str, Any], sender: Member) -> dict[str, Any]:
     return out
 
 
-def join_ack(me: Member, room: str, others: list[Member], capacity: int) -> dict[str, Any]:
+def join_ack(me: Member, room: str, others: list[Member], capacity: int,
+             offers: Sequence[dict[str, Any]] = ()) -> dict[str, Any]:
     """The acknowledgement of a successful ``join``.
 
     ``members`` lists who was there before; by the offerer rule the joiner sends an
-    offer to each of them and they wait for it.
+    offer to each of them and they wait for it. ``offers`` are the exception: messages
+    (``relayed`` form) of a member who offered while alone, a classic client that offers
+    on joining. That offer reached nobody and its sender waits for an answer; offering to
+    it instead makes a browser roll its offer back, and Chromium then rejects our data
+    channel. So the joiner answers these offers and does not offer to their senders.
     """
     return {
         "ok": True,
@@ -167,6 +178,7 @@ def join_ack(me: Member, room: str, others: list[Member], capacity: int) -> dict
         "room": room,
         "members": [m.to_payload() for m in others],
         "capacity": capacity,
+        "offers": list(offers),
     }
 
 
@@ -178,6 +190,42 @@ def parse_join_ack(payload: dict[str, Any], default_name: str = "") -> tuple[Mem
     if not isinstance(members, list):
         raise ProtocolError(BAD_PAYLOAD, "'members' must be a list")
     return me, [Member.from_payload(member) for member in members]
+
+
+def parse_pending_offers(ack: Any, members: list[Member]) -> list[dict[str, Any]]:
+    """Read a join acknowledgement's ``offers`` (see ``join_ack``) as a client: the offers
+    to answer and their candidates, as ``message`` events would bring them.
+
+    The server may be anyone's: an item is kept only if it is an offer with an SDP or a
+    candidate, checked as ``parse_message`` checks them, from one of ``members`` (whose
+    name it then carries); anything else is dropped, and at most ``MAX_PENDING_MESSAGES``
+    items are read. No ``offers`` (an older server) is no offers.
+    """
+    offers = ack.get("offers") if isinstance(ack, dict) else None
+    if not isinstance(offers, list):
+        return []
+    names = {member.id: member.name for member in members}
+    kept = []
+    for item in offers[:MAX_PENDING_MESSAGES]:
+        try:
+            kept.append(_pending_message(item, names))
+        except ProtocolError:
+            continue
+    return kept
+
+
+def _pending_message(item: Any, names: dict[str, str]) -> dict[str, Any]:
+    _require_dict(item, "offers item")
+    sender = item.get("from")
+    if not isinstance(sender, str) or sender not in names:
+        raise ProtocolError(BAD_PAYLOAD, "'from' must be a member listed in the ack")
+    if item.get("type") == OFFER:
+        clean: dict[str, Any] = {"type": OFFER, "sdp": _check_sdp(item.get("sdp"))}
+    elif item.get("type") == CANDIDATE and "candidate" in item:
+        clean = {"type": CANDIDATE, "candidate": _check_candidate(item["candidate"])}
+    else:
+        raise ProtocolError(UNKNOWN_TYPE, "an offers item is an offer or a candidate")
+    return relayed(clean, Member(id=sender, name=names[sender]))
 
 
 def _check_room(room: Any) -> str:

@@ -2,10 +2,22 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Any, Optional
 
-from .protocol import ALREADY_JOINED, ROOM_FULL, Member, ProtocolError
+from .protocol import ALREADY_JOINED, CANDIDATE, MAX_KEPT_CANDIDATES, OFFER, ROOM_FULL, Member, ProtocolError
+
+logger = logging.getLogger("signaling")
+
+
+@dataclass
+class KeptOffer:
+    """An offer that reached nobody (its sender was alone), and the candidates after it."""
+
+    offer: dict[str, Any]
+    candidates: list[dict[str, Any]] = field(default_factory=list)
+    overflowed: bool = False
 
 
 @dataclass
@@ -15,6 +27,7 @@ class Rooms:
     capacity: int = 2
     _members: dict[str, dict[str, Member]] = field(default_factory=dict)
     _room_of: dict[str, str] = field(default_factory=dict)
+    _pending: dict[str, KeptOffer] = field(default_factory=dict)
 
     def join(self, room: str, member: Member) -> list[Member]:
         """Add ``member`` to ``room`` and return who was already there.
@@ -33,6 +46,7 @@ class Rooms:
 
     def leave(self, member_id: str) -> Optional[tuple[str, Member]]:
         """Remove a member wherever it is; return (room, member), or None if it was in none."""
+        self._pending.pop(member_id, None)
         room = self._room_of.pop(member_id, None)
         if room is None:
             return None
@@ -40,6 +54,38 @@ class Rooms:
         if not self._members[room]:
             del self._members[room]
         return room, member
+
+    def keep(self, member_id: str, message: dict[str, Any]) -> None:
+        """Keep a message a member broadcast (``relayed`` form) if it reached nobody: an
+        offer, replacing an older one, or a candidate that follows a kept offer (at most
+        ``MAX_KEPT_CANDIDATES``). A classic client offers on joining, into an empty room,
+        and waits for an answer; the next member to join gets it (``take_offers``).
+
+        So a member has a kept offer only while it is alone, and it goes when the member
+        leaves: one offer per connection at most, and none once anyone has joined."""
+        room = self._room_of.get(member_id)
+        if room is None or len(self._members[room]) != 1:
+            return
+        kept = self._pending.get(member_id)
+        if message["type"] == OFFER:
+            self._pending[member_id] = KeptOffer(message)
+        elif message["type"] == CANDIDATE and kept is not None:
+            if len(kept.candidates) < MAX_KEPT_CANDIDATES:
+                kept.candidates.append(message)
+            elif not kept.overflowed:
+                kept.overflowed = True
+                logger.debug("%s sent more than %d candidates with an offer that reached nobody; "
+                             "the rest are dropped", member_id, MAX_KEPT_CANDIDATES)
+
+    def take_offers(self, room: str) -> list[dict[str, Any]]:
+        """The kept messages of every member of ``room``, offer then candidates, in the
+        order they joined and sent them; they are forgotten (an offer is answered once)."""
+        taken = []
+        for member_id in self._members.get(room, {}):
+            kept = self._pending.pop(member_id, None)
+            if kept is not None:
+                taken += [kept.offer, *kept.candidates]
+        return taken
 
     def room_of(self, member_id: str) -> Optional[str]:
         return self._room_of.get(member_id)

@@ -157,11 +157,15 @@ class SignalingServer:
             others = self.rooms.join(request.room, me)
         except ProtocolError as error:
             return await self._refuse(sid, protocol.JOIN, error)
+        # Offers that reached nobody go to a newcomer of ours, who answers them; a classic
+        # newcomer offers itself, which makes them moot. Either way they are gone now.
+        offers = self.rooms.take_offers(request.room)
         await self.sio.enter_room(sid, _sio_room(request.room))
         logger.info("%s (%s) joined %s", me.name, sid, request.room)
         await self.sio.emit(protocol.PEER_JOINED, me.to_payload(), room=_sio_room(request.room), skip_sid=sid)
         await self._announce_count(request.room)
-        return protocol.join_ack(me, request.room, others, self.rooms.capacity)
+        classic = isinstance(args[0], str)
+        return protocol.join_ack(me, request.room, others, self.rooms.capacity, [] if classic else offers)
 
     async def _on_leave(self, sid: str, *args: Any) -> dict[str, Any]:
         if not await self._leave(sid):
@@ -185,6 +189,7 @@ class SignalingServer:
         if target is not None:
             await self.sio.emit(protocol.MESSAGE, out, to=target)
         else:
+            self.rooms.keep(sid, out)  # only if it reaches nobody
             await self.sio.emit(protocol.MESSAGE, out, room=_sio_room(room), skip_sid=sid)
         return {"ok": True}
 

@@ -11,9 +11,10 @@ from hypothesis import strategies as st
 
 from signaling import protocol
 from signaling.protocol import (
-    ALREADY_JOINED, BAD_NAME, BAD_PAYLOAD, BAD_ROOM, BAD_TOKEN, MAX_CANDIDATE_BYTES, MAX_NAME_CHARS,
-    MAX_SDP_BYTES, MAX_TOKEN_CHARS, NOT_JOINED, ROOM_FULL, TOO_LARGE, UNKNOWN_TYPE, JoinRequest, Member,
-    ProtocolError, join_ack, parse_join, parse_message, relayed,
+    ALREADY_JOINED, BAD_NAME, BAD_PAYLOAD, BAD_ROOM, BAD_TOKEN, MAX_CANDIDATE_BYTES, MAX_KEPT_CANDIDATES,
+    MAX_NAME_CHARS, MAX_PENDING_MESSAGES, MAX_SDP_BYTES, MAX_TOKEN_CHARS, NOT_JOINED, ROOM_FULL, TOO_LARGE,
+    UNKNOWN_TYPE, JoinRequest, Member, ProtocolError, join_ack, parse_join, parse_message, parse_pending_offers,
+    relayed,
 )
 from signaling.rooms import Rooms
 from signaling.token import check_token, main as token_main, make_token
@@ -207,8 +208,10 @@ def test_join_ack_and_error_payloads():
     me, other = Member("b", "bob"), Member("a", "alice")
     assert join_ack(me, "demo", [other], 2) == {
         "ok": True, "id": "b", "name": "bob", "room": "demo",
-        "members": [{"id": "a", "name": "alice"}], "capacity": 2,
+        "members": [{"id": "a", "name": "alice"}], "capacity": 2, "offers": [],
     }
+    offer = relayed({"type": "offer", "sdp": SDP}, other)
+    assert join_ack(me, "demo", [other], 2, [offer])["offers"] == [offer]
     error = ProtocolError(ROOM_FULL, "full")
     assert str(error) == "full"
     assert error.to_payload("join") == {"ok": False, "event": "join", "code": "room-full", "error": "full"}
@@ -221,6 +224,75 @@ def test_member_from_payload():
     assert Member("a", "alice").to_payload() == {"id": "a", "name": "alice"}
     for bad in (None, "a", {"name": "x"}, {"id": ""}, {"id": 5}):
         assert code_of(Member.from_payload, bad) == BAD_PAYLOAD
+
+
+# offers kept for the next member (the join ack's "offers")
+
+ALICE, BOB = Member("a", "alice"), Member("b", "bob")
+
+
+def test_pending_offers_are_read_as_messages_of_members():
+    offer = {"type": "offer", "sdp": SDP, "from": "a", "name": "alice"}
+    candidate = {"type": "candidate", "candidate": CANDIDATE, "from": "a", "name": "alice"}
+    end = {"type": "candidate", "candidate": None, "from": "a", "name": "alice"}
+    ack = join_ack(BOB, "demo", [ALICE], 2, [offer, candidate, end])
+    assert parse_pending_offers(ack, [ALICE]) == [offer, candidate, end]
+    # The name is the member's as the ack lists it; fields the protocol does not define go.
+    forged = {**offer, "name": "mallory", "to": "b", "extra": [1], "candidate": CANDIDATE}
+    assert parse_pending_offers({"offers": [forged]}, [ALICE]) == [offer]
+    short = {"type": "candidate", "candidate": {"candidate": "", "sdpMid": "0"}, "from": "a"}
+    assert parse_pending_offers({"offers": [short]}, [ALICE]) == [{
+        "type": "candidate", "from": "a", "name": "alice",
+        "candidate": {"candidate": "", "sdpMid": "0", "sdpMLineIndex": None, "usernameFragment": None}}]
+
+
+@pytest.mark.parametrize("ack", [None, 5, "offers", [], {}, {"offers": None}, {"offers": {"0": {}}},
+                                 {"offers": "v=0"}, {"ok": True, "id": "b", "members": []}])
+def test_no_pending_offers_without_a_list(ack):
+    assert parse_pending_offers(ack, [ALICE]) == []
+
+
+@pytest.mark.parametrize("item", [
+    None, 5, "offer", [], {},
+    {"type": "offer", "sdp": SDP},  # from nobody
+    {"type": "offer", "sdp": SDP, "from": "c"},  # not a member
+    {"type": "offer", "sdp": SDP, "from": "b"},  # a member, but not listed
+    {"type": "offer", "sdp": SDP, "from": ["a"]},
+    {"type": "offer", "sdp": SDP, "from": {"a": 1}},
+    {"type": "answer", "sdp": SDP, "from": "a"},
+    {"type": "bye", "from": "a"},
+    {"type": "Offer", "sdp": SDP, "from": "a"},
+    {"type": ["offer"], "sdp": SDP, "from": "a"},
+    {"type": "offer", "from": "a"},
+    {"type": "offer", "sdp": "hello", "from": "a"},
+    {"type": "offer", "sdp": 5, "from": "a"},
+    {"type": "offer", "sdp": "v=0" + "a" * MAX_SDP_BYTES, "from": "a"},
+    {"type": "candidate", "from": "a"},  # an end of candidates is written out as null
+    {"type": "candidate", "candidate": "candidate:1 1 udp 1 192.0.2.1 1 typ host", "from": "a"},
+    {"type": "candidate", "candidate": {**CANDIDATE, "sdpMLineIndex": -1}, "from": "a"},
+    {"type": "candidate", "candidate": {**CANDIDATE, "candidate": "c" * (MAX_CANDIDATE_BYTES + 1)}, "from": "a"},
+])
+def test_bad_pending_offers_are_dropped(item):
+    good = {"type": "offer", "sdp": SDP, "from": "a", "name": "alice"}
+    assert parse_pending_offers({"offers": [item, good, item]}, [ALICE]) == [good]
+
+
+def test_pending_offers_are_bounded():
+    offer = {"type": "offer", "sdp": SDP, "from": "a", "name": "alice"}
+    assert parse_pending_offers({"offers": [offer] * 10_000}, [ALICE]) == [offer] * MAX_PENDING_MESSAGES
+    assert MAX_PENDING_MESSAGES >= 1 + MAX_KEPT_CANDIDATES
+
+
+@settings(max_examples=200, deadline=None)
+@given(offers=st.lists(st.fixed_dictionaries({}, optional={
+    "type": st.sampled_from(["offer", "candidate", "answer"]) | st.none(), "from": st.sampled_from(["a", "b"]),
+    "sdp": st.just(SDP) | st.text(max_size=8), "name": st.text(max_size=8),
+    "candidate": st.none() | st.just(CANDIDATE) | st.text(max_size=8)}) | st.none() | st.integers(), max_size=8))
+def test_pending_offers_only_ever_give_checked_messages(offers):
+    for message in parse_pending_offers({"offers": offers}, [ALICE]):
+        assert message["from"] == "a" and message["name"] == "alice"
+        sent = {key: value for key, value in message.items() if key not in ("from", "name")}
+        assert relayed(parse_message(sent), ALICE) == message
 
 
 JSON = st.recursive(
@@ -322,6 +394,45 @@ def test_rooms_are_independent():
     assert [m.id for m in rooms.members("x")] == ["a"]
     assert [m.id for m in rooms.members("y")] == ["b"]
     assert len(rooms) == 2
+
+
+def test_an_offer_to_nobody_is_kept_for_the_next_member():
+    rooms = Rooms(capacity=3)
+    rooms.join("r", ALICE)
+    offer = relayed({"type": "offer", "sdp": SDP}, ALICE)
+    candidates = [relayed({"type": "candidate", "candidate": {**CANDIDATE, "candidate": f"c{n}"}}, ALICE)
+                  for n in range(MAX_KEPT_CANDIDATES + 5)]
+    rooms.keep("a", relayed({"type": "candidate", "candidate": CANDIDATE}, ALICE))  # no offer yet: not kept
+    rooms.keep("a", relayed({"type": "offer", "sdp": SDP.replace("s=-", "s=old")}, ALICE))
+    rooms.keep("a", candidates[0])
+    rooms.keep("a", offer)  # a newer offer replaces the old one and its candidates
+    for candidate in candidates:
+        rooms.keep("a", candidate)
+    rooms.keep("a", relayed({"type": "answer", "sdp": SDP}, ALICE))
+    rooms.keep("a", relayed({"type": "bye"}, ALICE))
+    rooms.keep("nobody", offer)
+    assert rooms.take_offers("elsewhere") == []
+    rooms.join("r", BOB)
+    assert rooms.take_offers("r") == [offer, *candidates[:MAX_KEPT_CANDIDATES]]
+    assert rooms.take_offers("r") == [], "an offer is handed out once"
+    rooms.keep("a", offer)  # someone is there to receive it now
+    assert rooms.take_offers("r") == []
+
+
+def test_a_kept_offer_goes_with_its_member():
+    rooms = Rooms(capacity=2)
+    rooms.join("r", ALICE)
+    rooms.join("s", BOB)
+    for member in (ALICE, BOB):
+        rooms.keep(member.id, relayed({"type": "offer", "sdp": SDP}, member))
+    rooms.leave("a")
+    rooms.leave("b")
+    assert rooms._pending == {}, "nothing is held for members that left"
+    rooms.join("s", BOB)
+    rooms.join("r", ALICE)
+    rooms.join("r", Member("c", "carol"))
+    rooms.join("s", Member("d", "dave"))
+    assert rooms.take_offers("s") == [] and rooms.take_offers("r") == []
 
 
 # tokens

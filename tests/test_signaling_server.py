@@ -305,13 +305,14 @@ async def test_join_acks_and_offer_answer_relay(plain, connect):
     room = unique("call")
     a, b = await connect(plain), await connect(plain)
     ack_a = await a.join(room, "alice")
-    assert ack_a == {"ok": True, "id": a.id, "name": "alice", "room": room, "members": [], "capacity": 2}
+    assert ack_a == {"ok": True, "id": a.id, "name": "alice", "room": room, "members": [], "capacity": 2,
+                     "offers": []}
     assert isinstance(a.id, str) and a.id
     assert await a.expect("userInRoom") == 1
 
     ack_b = await b.join(room, "  bob ")
     assert ack_b == {"ok": True, "id": b.id, "name": "bob", "room": room,
-                     "members": [{"id": a.id, "name": "alice"}], "capacity": 2}
+                     "members": [{"id": a.id, "name": "alice"}], "capacity": 2, "offers": []}
     assert b.id != a.id
     assert await a.expect("peer-joined") == {"id": b.id, "name": "bob"}
     assert await a.expect("userInRoom") == 2
@@ -399,6 +400,93 @@ async def test_classic_client_bare_join_counts_and_relay(plain, connect):
     await nothing_crossed(outsider, first)
     assert outsider.seen("userInRoom") == [1], "head counts of another room leaked"
     assert outsider.seen("message") == []
+
+
+async def offer_alone(server: Any, connect: Any, room: str, candidates: int = 3) -> tuple[Client, list[dict]]:
+    """A classic client alone in ``room`` that offers on joining, into the empty room, and
+    trickles ``candidates``; the messages as the server stamps them, once it has them all."""
+    classic = await connect(server)
+    await classic.sio.emit("join", room)
+    assert await classic.expect("userInRoom") == 1
+    sent = [{"type": "offer", "sdp": sdp(unique("alone"))}] + [
+        {"type": "candidate", "candidate": {**CANDIDATE, "candidate": f"candidate:{n} 1 udp 1 192.0.2.7 {n} typ host"}}
+        for n in range(candidates)]
+    for message in sent:
+        await classic.sio.emit("message", message)  # no acks, as classic clients do
+    await classic.sync()
+    classic.id = classic.sio.get_sid()
+    classic.name = f"guest-{classic.id[:4]}"
+    return classic, [{**message, "from": classic.id, "name": classic.name} for message in sent]
+
+
+async def test_an_offer_that_reached_nobody_goes_to_the_next_member(trio, connect):
+    room = unique("waiting")
+    classic, kept = await offer_alone(trio, connect, room)
+    newcomer, later = await connect(trio), await connect(trio)
+    ack = await newcomer.join(room, "alice")
+    assert ack["members"] == [{"id": classic.id, "name": classic.name}]
+    assert ack["offers"] == kept
+    assert await classic.expect("peer-joined") == {"id": newcomer.id, "name": "alice"}
+
+    # The newcomer answers it; what the classic client sends now is relayed, as ever.
+    await relay(newcomer, classic, "answer", to=classic.id)
+    await classic.sio.emit("message", {"type": "candidate", "candidate": None})
+    assert await newcomer.expect("message") == {"type": "candidate", "candidate": None,
+                                                "from": classic.id, "name": classic.name}
+    await relay(classic, newcomer, "offer")  # with someone to hear it, an offer is not kept
+
+    # An offer is answered once.
+    assert (await later.join(room, "bob"))["offers"] == []
+    assert (await newcomer.expect("peer-joined"))["id"] == later.id
+    assert (await classic.expect("peer-joined"))["id"] == later.id
+    await nothing_crossed(newcomer, later)
+    assert later.seen("message") == []
+
+
+async def test_any_join_makes_a_kept_offer_moot(plain, connect):
+    """A classic newcomer offers itself; the kept offer is dropped, not handed to whoever
+    comes after it."""
+    room = unique("moot")
+    first, _ = await offer_alone(plain, connect, room)
+    second = await connect(plain)
+    assert (await second.call("join", room))["offers"] == []  # a bare-string join that asks for an ack
+    assert await second.call("leave") == {"ok": True}
+    newcomer = await connect(plain)
+    assert (await newcomer.join(room, "alice"))["offers"] == []
+
+
+async def test_an_offer_that_reached_someone_is_not_kept(plain, connect):
+    room = unique("heard")
+    a, b = await call_in(plain, connect, room)
+    await relay(a, b, "offer")  # no `to`: Bob hears it
+    await b.close()
+    assert await a.expect("peer-left") == {"id": b.id, "name": "bob"}
+    carol = await connect(plain)
+    assert (await carol.join(room, "carol"))["offers"] == []
+
+
+async def test_a_member_takes_its_kept_offer_along(plain, connect):
+    room = unique("gone")
+    a, b = await connect(plain), await connect(plain)
+    await a.join(room, "alice")
+    assert await a.call("message", {"type": "offer", "sdp": sdp("alone")}) == {"ok": True}
+    assert await a.call("leave") == {"ok": True}
+    assert (await a.join(room, "alice"))["offers"] == []  # the same connection, back in the room
+    assert (await b.join(room, "bob"))["offers"] == []
+
+
+async def test_kept_candidates_are_capped_and_rooms_keep_their_own(plain, connect):
+    mine, theirs = unique("flood"), unique("next-door")
+    bystanders = await call_in(plain, connect, unique("bystanders"))
+    flooder, flood = await offer_alone(plain, connect, mine, candidates=40)
+    other, kept = await offer_alone(plain, connect, theirs, candidates=1)
+    newcomer = await connect(plain)
+    assert (await newcomer.join(mine, "alice"))["offers"] == flood[:1 + 32]
+    neighbour = await connect(plain)
+    assert (await neighbour.join(theirs, "bob"))["offers"] == kept
+    await relay(*bystanders, "offer")
+    await nothing_crossed(*bystanders, newcomer, neighbour)
+    assert newcomer.seen("message") == [] and neighbour.seen("message") == []
 
 
 # Full rooms
