@@ -27,6 +27,7 @@
   const CONNECT_TIMEOUT_MS = 10000;  // a negotiation not connected by then is tried again
   const MAX_TRIES = 3;
   const ACK_TIMEOUT_MS = 10000;
+  const MAX_EARLY = 64;  // messages from before we joined kept: the ack's offers, or ones before it
   const REFUSED_DATA = /^m=application 0 /m;  // an answer's data section with port 0: refused
 
   const $ = (id) => document.getElementById(id);
@@ -43,6 +44,7 @@
   const members = new Map();  // id -> name: everyone else in the room
   const remotes = new Map();  // id -> Remote: one call per member
   const chatLines = [];
+  let early = null;           // messages that came before our join acknowledgement
   const errors = [];
 
   // State for people who script the page (and for the tests).
@@ -210,10 +212,8 @@
     $("join").disabled = true;
     await openLocalMedia();
     connectSocket();
-    let ack;
-    try {
-      ack = await socket.timeout(ACK_TIMEOUT_MS).emitWithAck("join", { room, name });
-    } catch (error) {
+    const ack = await askToJoin(room, name);
+    if (ack === null) {
       showError("the signaling server did not answer the join");
       $("join").disabled = false;
       return;
@@ -226,17 +226,32 @@
     enterRoom(ack);
   }
 
+  // The join acknowledgement, or null without one in time. Messages that come before it (the
+  // candidates of an offer the acknowledgement carries can) wait in `early` for enterRoom.
+  async function askToJoin(room, name) {
+    early = [];
+    let ack = null;
+    try {
+      ack = await socket.timeout(ACK_TIMEOUT_MS).emitWithAck("join", { room, name });
+    } catch (error) {
+      // no answer in time
+    }
+    if (!ack || !ack.ok) early = null;
+    return ack;
+  }
+
   function enterRoom(ack) {
+    const before = early || [];
+    early = null;
     me = { id: ack.id, name: ack.name, room: ack.room };
     members.clear();
     setJoined(true);
     log(`joined room ${me.room} as ${me.name}`, "info");
     for (const member of ack.members || []) members.set(member.id, member.name);
-    const stored = storedOffers(ack.offers);
-    for (const message of stored) onMessage(message);  // we answer these members
-    const answered = new Set(stored.map((message) => message.from));
+    // Members whose offer we have are answered; the newcomer offers to the others.
+    for (const message of storedOffers(ack.offers).concat(before)) onMessage(message);
     for (const [id, name] of members) {
-      if (!answered.has(id)) callFor(id, name).start();  // the newcomer offers to the others
+      if (!remotes.has(id)) callFor(id, name).start();
     }
     updateStatus();
   }
@@ -250,7 +265,7 @@
       return [];
     }
     const offered = new Set();
-    const kept = offers.filter((message) => {
+    const kept = offers.slice(0, MAX_EARLY).filter((message) => {
       if (!message || typeof message !== "object" || !members.has(message.from)) return false;
       if (message.type === "offer" && typeof message.sdp === "string" && !offered.has(message.from)) {
         offered.add(message.from);
@@ -265,12 +280,7 @@
   async function rejoin() {
     const room = me.room, name = me.name;
     for (const remote of Array.from(remotes.values())) remote.close("reconnecting");
-    let ack;
-    try {
-      ack = await socket.timeout(ACK_TIMEOUT_MS).emitWithAck("join", { room, name });
-    } catch (error) {
-      ack = null;
-    }
+    const ack = await askToJoin(room, name);
     if (!ack || !ack.ok) {
       showError(`could not join room ${room} again: ${ack ? describe(ack) : "no answer"}`);
       leaveRoom();
@@ -300,6 +310,10 @@
   }
 
   function onMessage(message) {
+    if (early) {
+      if (early.length < MAX_EARLY) early.push(message);
+      return;
+    }
     if (!me || !message || typeof message !== "object" || typeof message.from !== "string") return;
     let remote = remotes.get(message.from);
     if (!remote) {
