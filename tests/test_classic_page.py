@@ -9,13 +9,17 @@ so and keeps the call, video only.
 """
 
 import cv2  # before av (classic imports aiortc): see FIELD-NOTES
+import asyncio
+import threading
 import time
 
 import numpy as np
 import pytest
+import socketio
+from aiohttp import web
 
 from classic import classic_page
-from conftest import CONNECTED_WITHIN
+from conftest import CONNECTED_WITHIN, LOCAL, ROOT, free_port
 from test_browser import join, state
 
 try:
@@ -171,3 +175,90 @@ def test_page_keeps_a_call_whose_chat_channel_is_refused(server, chromium, open_
         assert classic.evaluate("() => window.classic.errors") == []
     finally:
         classic.context.close()
+
+
+# A hostile server's offers
+
+OFFER = "\r\n".join([
+    "v=0", "o=- 1 1 IN IP4 0.0.0.0", "s=-", "t=0 0", "a=group:BUNDLE 0",
+    "m=application 9 UDP/DTLS/SCTP webrtc-datachannel", "c=IN IP4 0.0.0.0", "a=mid:0",
+    "a=ice-ufrag:abcd", "a=ice-pwd:abcdefghijklmnopqrstuvwx",
+    "a=fingerprint:sha-256 " + ":".join(["AB"] * 32), "a=setup:actpass", "a=sctp-port:5000", ""])
+"""An offer Chromium takes: one a page that did not check `from` would answer."""
+
+MALFORMED_OFFERS = {
+    "not a list": {"type": "offer", "sdp": OFFER, "from": "bob", "name": "bob"},
+    "junk": [7, None, "offer", [], {"type": "offer", "sdp": OFFER, "from": "ghost", "name": "ghost"},
+             {"type": "candidate", "candidate": {"candidate": "", "sdpMid": "0"}, "from": "bob"},
+             {"type": "offer", "sdp": 5, "from": "bob"}, {"type": "answer", "sdp": OFFER, "from": "bob"},
+             {"type": "bye", "from": "bob"}],
+    "endless": [7] * 100_000 + [{"type": "offer", "sdp": OFFER, "from": "bob", "name": "bob"}],
+}
+
+
+WEB_ROOT = ROOT / "signaling" / "web"
+
+
+class HandingServer:
+    """A hostile signaling server in a thread of its own: it serves our page, answers every
+    join with a member "bob" and ``offers`` of its choosing, and keeps what the page sends."""
+
+    def __init__(self, offers: object) -> None:
+        self.offers = offers
+        self.sent: list = []
+        self.port = free_port()
+        self.url = f"http://{LOCAL}:{self.port}"
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+
+    def __enter__(self) -> "HandingServer":
+        self.thread.start()
+        asyncio.run_coroutine_threadsafe(self.start(), self.loop).result(10)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+    async def start(self) -> None:
+        sio = socketio.AsyncServer(async_mode="aiohttp")
+        sio.on("join", self.join)
+        sio.on("message", self.message)
+        app = web.Application()
+        sio.attach(app)
+        app.router.add_get("/", self.index)
+        app.router.add_static("/web/", WEB_ROOT)
+        self.runner = web.AppRunner(app)
+        await self.runner.setup()
+        await web.TCPSite(self.runner, LOCAL, self.port).start()
+
+    async def index(self, request: web.Request) -> web.FileResponse:
+        return web.FileResponse(WEB_ROOT / "index.html")
+
+    async def join(self, sid: str, payload: dict) -> dict:
+        return {"ok": True, "id": "victim", "name": payload["name"], "room": payload["room"],
+                "members": [{"id": "bob", "name": "bob"}], "capacity": 2, "offers": self.offers}
+
+    async def message(self, sid: str, payload: object) -> None:
+        self.sent.append(payload)
+
+
+@pytest.mark.parametrize("offers", MALFORMED_OFFERS.values(), ids=MALFORMED_OFFERS.keys())
+def test_offers_of_the_wrong_shape_are_ignored(open_page, offers):
+    """A server hands our page offers that are not a list, not objects, from someone not in
+    the room, of another type, a candidate before its offer, or past the first 64: the page
+    answers none of them, calls nobody but the member listed, and goes on to offer to it."""
+    with HandingServer(offers) as server:
+        ours = open_page()
+        join(ours, server.url, "handed", "victim")
+        ours.wait_for_function("() => window.peerState.members.length === 1")
+        deadline = time.monotonic() + CONNECTED_WITHIN
+        while not any(message.get("type") == "offer" for message in server.sent):
+            assert time.monotonic() < deadline, f"the page offered to nobody: {server.sent}"
+            time.sleep(0.05)
+        assert {message.get("to") for message in server.sent} == {"bob"}, server.sent
+        assert [message["type"] for message in server.sent if message["type"] not in ("candidate",)] == ["offer"]
+        assert list(state(ours, "video")) == ["bob"]
+        assert state(ours, "errors") == []
+        ours.goto("about:blank")  # hangs up, so that the server can stop
