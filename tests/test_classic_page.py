@@ -49,6 +49,24 @@ LOSE_THE_OFFER = """() => {
     };
 }"""
 
+NOISE_ON_CONTROL = """() => {
+    // The classic client also opens a channel named "control", and says on it what such
+    // clients say: a greeting, bytes, and text that looks like JSON but is not ours.
+    const Base = window.RTCPeerConnection;
+    window.RTCPeerConnection = class extends Base {
+        constructor(...args) {
+            super(...args);
+            const control = this.createDataChannel("control");
+            control.onmessage = (event) => window.classic.received.push({ label: "control", data: String(event.data) });
+            control.onopen = () => {
+                for (const noise of ["hello from the classic client", new Uint8Array([123, 125]), '{"type": "bye"',
+                                     '"bye"', "null", "[]", '{"type": ["bye"]}', '{"kind": "bye"}']) control.send(noise);
+                window.classic.noiseSent = true;
+            };
+        }
+    };
+}"""
+
 
 @pytest.fixture
 def open_page(chromium):
@@ -262,3 +280,21 @@ def test_offers_of_the_wrong_shape_are_ignored(open_page, offers):
         assert list(state(ours, "video")) == ["bob"]
         assert state(ours, "errors") == []
         ours.goto("about:blank")  # hangs up, so that the server can stop
+
+
+def test_noise_on_a_control_channel_is_ignored(server, chromium, open_page):
+    """A classic client that opens a "control" channel of its own and talks on it: nothing it
+    says there ends the call or gets an answer; chat and video go on."""
+    ours = open_page()
+    join(ours, server.url, "noise", "ours")
+    classic = open_classic(chromium, server.url, "noise", prelude=NOISE_ON_CONTROL)
+    try:
+        classic.wait_for_function("() => window.classic.noiseSent")
+        check_chat(ours, classic, "after the noise")
+        check_video(ours, classic)
+        assert not trouble(ours), trouble(ours)
+        assert len(state(ours, "connected")) == 1
+        assert [m for m in classic.evaluate("() => window.classic.received") if m["label"] != "chat"] == []
+        assert classic.evaluate("() => window.classic.errors") == []
+    finally:
+        classic.context.close()
