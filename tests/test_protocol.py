@@ -396,7 +396,8 @@ def test_rooms_are_independent():
     assert len(rooms) == 2
 
 
-def test_an_offer_to_nobody_is_kept_for_the_next_member():
+def test_an_offer_to_nobody_is_kept_for_the_next_member(caplog):
+    caplog.set_level("DEBUG", logger="signaling")
     rooms = Rooms(capacity=3)
     rooms.join("r", ALICE)
     offer = relayed({"type": "offer", "sdp": SDP}, ALICE)
@@ -414,6 +415,7 @@ def test_an_offer_to_nobody_is_kept_for_the_next_member():
     assert rooms.take_offers("elsewhere") == []
     rooms.join("r", BOB)
     assert rooms.take_offers("r") == [offer, *candidates[:MAX_KEPT_CANDIDATES]]
+    assert len([line for line in caplog.messages if "candidates" in line]) == 1, "one line for the drop"
     assert rooms.take_offers("r") == [], "an offer is handed out once"
     rooms.keep("a", offer)  # someone is there to receive it now
     assert rooms.take_offers("r") == []
