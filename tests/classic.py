@@ -131,9 +131,10 @@ class ClassicClient:
         await self.sio.disconnect()
 
 
-def classic_page(browser: Any, server: str, room: str, audio: bool = False) -> Any:
+def classic_page(browser: Any, server: str, room: str, audio: bool = False, prelude: str = "") -> Any:
     """A Chromium page running the classic tutorial's client (tests/web/classic.js), joined to
     ``room`` on ``server`` (ours or the relay above); ``window.classic`` holds what it saw.
+    ``prelude`` is a script run before the client starts (to bend its world, say its network).
     CSP is bypassed: our server's page policy forbids the script the test injects."""
     context = browser.new_context(bypass_csp=True, viewport={"width": 800, "height": 600})
     page = context.new_page()
@@ -141,6 +142,8 @@ def classic_page(browser: Any, server: str, room: str, audio: bool = False) -> A
     page.set_content(BLANK_PAGE)
     page.add_script_tag(url="/web/socket.io.min.js")
     page.add_script_tag(path=str(HERE / "web" / "classic.js"))
+    if prelude:
+        page.evaluate(prelude)
     page.evaluate("([room, audio]) => startClassic(room, audio)", [room, audio])
     return page
 

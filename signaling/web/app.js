@@ -3,10 +3,16 @@
 //
 // The rules it follows, the same as `python -m peer`:
 // - join with {room, name}; the acknowledgement lists who is there, and the newcomer offers
-//   to each of them (messages carry `to`); members already there wait for offers.
+//   to each of them (messages carry `to`); members already there wait for offers. The
+//   exception: a classic client offers as soon as it joins, and when that offer reached nobody
+//   the server hands it to the newcomer in the acknowledgement (`offers`). The newcomer
+//   answers it instead of offering: were it to offer, Chromium's implicit rollback of the
+//   classic client's offer makes its answer refuse our data channel.
 // - ICE candidates are trickled as `candidate` messages; received ones wait until the
 //   remote description is set; a null or empty candidate means end of candidates.
-// - `bye` (or `peer-left`) ends that member's call at once.
+// - `bye` (or `peer-left`) ends that member's call at once. So does an open chat channel
+//   closing (classic clients have no bye); one that closes without ever opening, or that the
+//   answer refuses (`m=application 0`), is a negotiation problem: the call goes on, video only.
 // - Data channels: "chat" carries plain text lines. Our Python peer also opens "control"
 //   and "files" when it offers. This page does not speak them, and it never opens or writes
 //   to "control" on its own, so the peer treats it as a classic client (no heartbeat, whichever
@@ -21,6 +27,8 @@
   const CONNECT_TIMEOUT_MS = 10000;  // a negotiation not connected by then is tried again
   const MAX_TRIES = 3;
   const ACK_TIMEOUT_MS = 10000;
+  const MAX_EARLY = 64;  // messages from before we joined kept: the ack's offers, or ones before it
+  const REFUSED_DATA = /^m=application 0 /m;  // an answer's data section with port 0: refused
 
   const $ = (id) => document.getElementById(id);
   const params = new URLSearchParams(location.search);
@@ -36,6 +44,7 @@
   const members = new Map();  // id -> name: everyone else in the room
   const remotes = new Map();  // id -> Remote: one call per member
   const chatLines = [];
+  let early = null;           // messages that came before our join acknowledgement
   const errors = [];
 
   // State for people who script the page (and for the tests).
@@ -203,10 +212,8 @@
     $("join").disabled = true;
     await openLocalMedia();
     connectSocket();
-    let ack;
-    try {
-      ack = await socket.timeout(ACK_TIMEOUT_MS).emitWithAck("join", { room, name });
-    } catch (error) {
+    const ack = await askToJoin(room, name);
+    if (ack === null) {
       showError("the signaling server did not answer the join");
       $("join").disabled = false;
       return;
@@ -219,27 +226,61 @@
     enterRoom(ack);
   }
 
+  // The join acknowledgement, or null without one in time. Messages that come before it (the
+  // candidates of an offer the acknowledgement carries can) wait in `early` for enterRoom.
+  async function askToJoin(room, name) {
+    early = [];
+    let ack = null;
+    try {
+      ack = await socket.timeout(ACK_TIMEOUT_MS).emitWithAck("join", { room, name });
+    } catch (error) {
+      // no answer in time
+    }
+    if (!ack || !ack.ok) early = null;
+    return ack;
+  }
+
   function enterRoom(ack) {
+    const before = early || [];
+    early = null;
     me = { id: ack.id, name: ack.name, room: ack.room };
     members.clear();
     setJoined(true);
     log(`joined room ${me.room} as ${me.name}`, "info");
-    for (const member of ack.members || []) {
-      members.set(member.id, member.name);
-      callFor(member.id, member.name).start();  // the newcomer offers
+    for (const member of ack.members || []) members.set(member.id, member.name);
+    // Members whose offer we have are answered; the newcomer offers to the others.
+    for (const message of storedOffers(ack.offers).concat(before)) onMessage(message);
+    for (const [id, name] of members) {
+      if (!remotes.has(id)) callFor(id, name).start();
     }
     updateStatus();
+  }
+
+  // The offers (each followed by its candidates) that members sent before we joined, as the
+  // server kept them: only those of listed members, a candidate only after its member's offer.
+  function storedOffers(offers) {
+    if (offers === undefined) return [];  // a server without the feature
+    if (!Array.isArray(offers)) {
+      console.warn("ignored the join acknowledgement's offers: not a list");
+      return [];
+    }
+    const offered = new Set();
+    const kept = offers.slice(0, MAX_EARLY).filter((message) => {
+      if (!message || typeof message !== "object" || !members.has(message.from)) return false;
+      if (message.type === "offer" && typeof message.sdp === "string" && !offered.has(message.from)) {
+        offered.add(message.from);
+        return true;
+      }
+      return message.type === "candidate" && offered.has(message.from);
+    });
+    if (kept.length < offers.length) console.warn(`ignored ${offers.length - kept.length} of the join acknowledgement's offers`);
+    return kept;
   }
 
   async function rejoin() {
     const room = me.room, name = me.name;
     for (const remote of Array.from(remotes.values())) remote.close("reconnecting");
-    let ack;
-    try {
-      ack = await socket.timeout(ACK_TIMEOUT_MS).emitWithAck("join", { room, name });
-    } catch (error) {
-      ack = null;
-    }
+    const ack = await askToJoin(room, name);
     if (!ack || !ack.ok) {
       showError(`could not join room ${room} again: ${ack ? describe(ack) : "no answer"}`);
       leaveRoom();
@@ -269,6 +310,10 @@
   }
 
   function onMessage(message) {
+    if (early) {
+      if (early.length < MAX_EARLY) early.push(message);
+      return;
+    }
     if (!me || !message || typeof message !== "object" || typeof message.from !== "string") return;
     let remote = remotes.get(message.from);
     if (!remote) {
@@ -334,6 +379,7 @@
         case "answer":
           if (this.pc.signalingState !== "have-local-offer") return;
           await this.pc.setRemoteDescription({ type: "answer", sdp: message.sdp });
+          if (REFUSED_DATA.test(message.sdp)) this.refuseChat();
           return this.flushCandidates();
         case "candidate":
           this.pending.push(message.candidate);
@@ -349,6 +395,7 @@
       const pc = this.pc = new RTCPeerConnection(rtcConfig);
       this.connected = false;
       this.chat = null;
+      this.chatRefused = false;
       this.channels = [];  // keep every channel referenced while the call lasts
       this.pending = [];   // candidates for this connection's remote description
       for (const track of this.stream.getTracks()) this.stream.removeTrack(track);
@@ -460,15 +507,26 @@
       this.channels.push(channel);
       if (channel.label === "chat") {
         this.chat = channel;
-        channel.onopen = () => this.flushChat();
+        const pc = this.pc;
+        let opened = channel.readyState === "open";
+        channel.onopen = () => {
+          opened = true;
+          this.flushChat();
+        };
         channel.onmessage = (event) => this.onChat(event.data);
         channel.onclose = () => {
-          // Classic clients have no bye: their chat channel closing is how they hang up.
-          if (channel === this.chat && !this.closed) this.close("left");
+          if (channel !== this.chat || this.closed) return;
+          // Classic clients have no bye: their chat channel closing is how they hang up. One
+          // that never opened was refused or lost in negotiation: the video may well flow. It
+          // closes while the answer is being applied: say why once that is done.
+          if (opened) this.close("left");
+          else this.enqueue(() => { if (pc === this.pc) this.refuseChat(); });
         };
         if (channel.readyState === "open") this.flushChat();
       } else if (channel.label === "control") {
+        // Only well-formed messages of ours count; a classic peer's greeting here is ignored.
         channel.onmessage = (event) => {
+          if (typeof event.data !== "string") return;
           let value;
           try { value = JSON.parse(event.data); } catch (error) { return; }
           if (value && value.type === "ping" && channel.readyState === "open") channel.send(JSON.stringify({ type: "pong" }));
@@ -492,8 +550,20 @@
       log(`[${this.name}] ${text}`);
     }
 
+    // Our chat channel will not open: the answer refused it (Chromium does so after rolling
+    // back an offer of its own), or it closed unopened. Say it once; the call goes on.
+    refuseChat() {
+      if (this.chatRefused) return;
+      this.chatRefused = true;
+      const sdp = this.pc.remoteDescription ? this.pc.remoteDescription.sdp : "";
+      const what = REFUSED_DATA.test(sdp) ? "'s browser refused the chat channel" : "'s chat channel closed before it opened";
+      const lost = this.backlog.length ? ` (${this.backlog.length} message(s) not sent)` : "";
+      this.backlog = [];
+      log(`${this.name}${what}; video only${lost}`, "info");
+    }
+
     sendChat(text) {
-      if (this.closed) return false;
+      if (this.closed || this.chatRefused) return false;
       if (this.chat && this.chat.readyState === "open") this.chat.send(text);
       else this.backlog.push(text);
       return true;
@@ -550,7 +620,8 @@
     const text = input.value;
     if (!text.trim() || !me) return;
     const sent = Array.from(remotes.values()).filter((r) => r.sendChat(text)).length;
-    log(sent ? `[${me.name}] ${text}` : "(nobody is connected yet; message not sent)", sent ? "mine" : "info");
+    const nobody = remotes.size ? "(nobody here can receive chat; message not sent)" : "(nobody is connected yet; message not sent)";
+    log(sent ? `[${me.name}] ${text}` : nobody, sent ? "mine" : "info");
     input.value = "";
   });
   window.addEventListener("pagehide", leave);
