@@ -79,6 +79,7 @@ the count above, and a lost chunk honestly holds back up to a congestion window 
 Signal = Callable[[dict[str, Any]], Awaitable[None]]
 
 _START_OFFER = {"type": "_start-offer"}
+_PLAIN_OFFER = {"type": "_plain-offer"}
 _CANDIDATE = re.compile(r"^a=(candidate:.+?)\r?$", re.MULTILINE)
 _MID = re.compile(r"^a=mid:(\S+)", re.MULTILINE)
 _UFRAG = re.compile(r"^a=ice-ufrag:(\S+)", re.MULTILINE)
@@ -113,6 +114,8 @@ class Call(AsyncIOEventEmitter):
         messages too, our offer has the classic layout and is widened (``peer.rollback``),
         and it may wait for an answer as long as it takes (nobody may be in the room yet)."""
         self._widen = True
+        self._widened: Optional[RTCPeerConnection] = None
+        """The connection whose offer went out widened, if any: only its answer is narrowed."""
         self.connected = False
         self.closed = False
         self._tries = 0
@@ -128,7 +131,9 @@ class Call(AsyncIOEventEmitter):
     # What the session calls
 
     def start_offer(self) -> None:
-        """Send an offer (the offerer rule says we are the newcomer)."""
+        """Send an offer (the offerer rule says we are the newcomer; or, on a classic server,
+        the one we made on joining again, after our signaling was away)."""
+        self._widen = True
         self._inbox.put(_START_OFFER, ours=True)
 
     def handle(self, message: dict[str, Any]) -> None:
@@ -138,7 +143,7 @@ class Call(AsyncIOEventEmitter):
     def send_chat(self, text: str) -> bool:
         """Send a line of chat; lines sent before the channel opens wait for it.
         False once the call is over."""
-        if self.closed:
+        if self.closed or self._chat_refused:
             return False
         if not _send(self.chat, text):
             self._chat_backlog.append(text)
@@ -157,9 +162,10 @@ class Call(AsyncIOEventEmitter):
         """Send a file; return its sha256 once the other side has checked and saved it."""
         try:
             await asyncio.wait_for(self._files_open.wait(), FILES_OPEN_TIMEOUT)
+            await asyncio.wait_for(self._ours.wait(), FILES_OPEN_TIMEOUT)  # a tutorial client takes files for chat
         except asyncio.TimeoutError:
             pass
-        if self._sender is None or self._sender.channel.readyState != "open":
+        if self._sender is None or self._sender.channel.readyState != "open" or not self._peer_is_ours:
             raise TransferError(f"cannot send {path.name}: no file channel to {self.remote.name} "
                                 "(not connected, or not one of our peers)")
         return await self._sender.send(path, progress)
@@ -210,14 +216,21 @@ class Call(AsyncIOEventEmitter):
         kind = message.get("type")
         if kind == _START_OFFER["type"]:
             await self._offer()
+        elif kind == _PLAIN_OFFER["type"]:
+            if self._widened is self.pc and self.pc.remoteDescription is None:
+                self._widen = False
+                await self._offer()
         elif kind == protocol.OFFER:
             await self._answer(message["sdp"])
         elif kind == protocol.ANSWER:
             if self.pc.signalingState != "have-local-offer":
                 logger.debug("answer from %s with no offer pending: ignored", self.remote.name)
                 return
-            sdp = rollback.narrow_answer(message["sdp"], self.pc.localDescription.sdp)
+            sdp = message["sdp"]
+            if self._widened is self.pc:
+                sdp = rollback.narrow_answer(sdp, self.pc.localDescription.sdp)
             if rollback.refuses_data(sdp):
+                self._chat_refused = True
                 logger.warning("%s refused our data channel: no chat or files with it on this call "
                                "(video and sound go on)", self.remote.name)
                 sdp = rollback.bundle_refused_data(sdp)
@@ -258,6 +271,7 @@ class Call(AsyncIOEventEmitter):
         sdp = pc.localDescription.sdp
         if self._classic and self._widen:
             sdp = rollback.widen_offer(sdp)
+            self._widened = pc
             self._spawn(self._unwiden_unless_answered(pc))
         await self._signal({"type": protocol.OFFER, "sdp": sdp, "to": self.remote.id})
         await self._trickle_candidates()
@@ -267,9 +281,8 @@ class Call(AsyncIOEventEmitter):
         """A widened offer (``peer.rollback``) that nobody answered soon either reached
         nobody, or a stack that cannot answer it: offer again, plainly, once."""
         await asyncio.sleep(WIDENED_ANSWER_WAIT)
-        if pc is self.pc and pc.remoteDescription is None and not self.closed:
-            self._widen = False
-            self._inbox.put(_START_OFFER, ours=True)
+        if pc is self.pc and not self.closed:
+            self._inbox.put(_PLAIN_OFFER, ours=True)  # checked again when its turn comes
 
     async def _answer(self, sdp: str) -> None:
         if self.pc.signalingState != "stable" or self.pc.remoteDescription is not None:
@@ -278,6 +291,7 @@ class Call(AsyncIOEventEmitter):
             logger.info("new offer from %s: answering on a fresh connection", self.remote.name)
             await self._fresh_pc()
         pc = self.pc
+        self._watch(pc)  # also when the offer turns out to be one aiortc cannot take
         await pc.setRemoteDescription(RTCSessionDescription(rollback.single_data_section(sdp), "offer"))
         offered = {t.kind for t in pc.getTransceivers()}
         sending = {s.track.kind for s in pc.getSenders() if s.track is not None}
@@ -289,7 +303,6 @@ class Call(AsyncIOEventEmitter):
         await pc.setLocalDescription(await pc.createAnswer())
         await self._signal({"type": protocol.ANSWER, "sdp": pc.localDescription.sdp, "to": self.remote.id})
         await self._trickle_candidates()
-        self._watch(pc)
 
     async def _fresh_pc(self) -> None:
         old, self.pc = self.pc, self._new_pc()
@@ -365,6 +378,8 @@ class Call(AsyncIOEventEmitter):
         self._files_open = asyncio.Event()
         self._last_seen = time.monotonic()
         self._chat_opened = False
+        self._chat_refused = False
+        self._ours = asyncio.Event()
         self._peer_is_ours = False
         """Whether the other side speaks our conventions: it opened a ``control`` channel (no
         classic client does), or sent a well-formed control message on ours. Until then nothing
@@ -381,13 +396,16 @@ class Call(AsyncIOEventEmitter):
                 self._heard()
                 self.emit("connected")
             elif pc.connectionState in ("failed", "closed"):
-                await self._lost(f"connection {pc.connectionState}")
+                if self._classic and self._chat_refused:  # no chat channel to close: this is how it leaves
+                    await self.close("left", notify=False)
+                else:
+                    await self._lost(f"connection {pc.connectionState}")
 
         @pc.on("datachannel")
         def on_datachannel(channel: RTCDataChannel) -> None:
             if pc is self.pc:
                 if channel.label == CONTROL_CHANNEL:
-                    self._peer_is_ours = True  # only our peers open a control channel
+                    self._mark_ours()  # only our peers open a control channel
                 self._adopt(channel)
 
         @pc.on("track")
@@ -460,7 +478,7 @@ class Call(AsyncIOEventEmitter):
                 logger.debug("ignored %r on the control channel of %s (not one of our peers)", message, self.remote.name)
             return
         self._heard()
-        self._peer_is_ours = True
+        self._mark_ours()
         if parsed.type == control.PING:
             _send(self.control, control.encode(control.PONG))
         elif parsed.type == control.BYE:
@@ -469,6 +487,10 @@ class Call(AsyncIOEventEmitter):
             self.emit("data", parsed.data)
         elif parsed.type == control.MOVED:
             self.emit("moved", parsed.id)  # the session checks it against the server's presence
+
+    def _mark_ours(self) -> None:
+        self._peer_is_ours = True
+        self._ours.set()
 
     def _on_files(self, message: Any) -> None:
         """Every message is checked, and a bad one dropped; any other failure costs that message

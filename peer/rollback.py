@@ -44,15 +44,17 @@ def widen_offer(sdp: str) -> str:
 def narrow_answer(answer: str, offer: str) -> str:
     """The answer to a widened offer as an answer to ``offer``, the plain one aiortc made:
     the data section the other side accepted (else the first) under the mid of ``offer``'s,
-    the others gone."""
+    the others gone. An answer with more data sections than the widened offer had is no
+    answer to it, and is left for aiortc to refuse."""
     head, sections = _split(answer)
     ours = [_mid(section) for section in _split(offer)[1] if _is_data(section)]
     data = [section for section in sections if _is_data(section)]
-    if len(ours) != 1 or len(data) < 2:
+    if len(ours) != 1 or not 2 <= len(data) <= 1 + EXTRA_DATA_SECTIONS:
         return answer
     chosen = next((section for section in data if not _is_refused(section)), data[0])
     kept = [section for section in sections if not _is_data(section) or section is chosen]
-    bundle = [mid for mid in _bundle(head) if mid not in {_mid(section) for section in data}]
+    data_mids = {_mid(section) for section in data}
+    bundle = [mid for mid in _bundle(head) if mid not in data_mids]
     if not _is_refused(chosen):
         bundle.append(ours[0])
     return _join(_with_bundle(head, bundle), [_with_mid(s, ours[0]) if s is chosen else s for s in kept])
@@ -67,7 +69,7 @@ def single_data_section(offer: str) -> str:
         return offer
     extra = {_mid(section) for section in data[1:]}
     head = _with_bundle(head, [mid for mid in _bundle(head) if mid not in extra])
-    return _join(head, [section for section in sections if section not in data[1:]])
+    return _join(head, [section for section in sections if not _is_data(section) or section is data[0]])
 
 
 def refuses_data(answer: str) -> bool:
@@ -83,9 +85,11 @@ def bundle_refused_data(answer: str) -> str:
     head, sections = _split(answer)
     refused = [_mid(section) for section in sections if _is_data(section) and _is_refused(section)]
     bundle = _bundle(head)
-    if not bundle or not refused:
+    bundled = set(bundle)
+    missing = [mid for mid in refused if mid not in bundled]
+    if not bundle or not missing:
         return answer
-    return _join(_with_bundle(head, bundle + [mid for mid in refused if mid not in bundle]), sections)
+    return _join(_with_bundle(head, bundle + missing), sections)
 
 
 def _split(sdp: str) -> tuple[str, list[str]]:
@@ -111,7 +115,7 @@ def _mid(section: str) -> str:
 
 
 def _with_mid(section: str, mid: str) -> str:
-    return re.sub(r"^a=mid:\S+", f"a=mid:{mid}", section, count=1, flags=re.MULTILINE)
+    return re.sub(r"^a=mid:\S+", lambda _: f"a=mid:{mid}", section, count=1, flags=re.MULTILINE)
 
 
 def _bundle(head: str) -> list[str]:
@@ -120,4 +124,5 @@ def _bundle(head: str) -> list[str]:
 
 
 def _with_bundle(head: str, mids: list[str]) -> str:
-    return re.sub(r"^a=group:BUNDLE[^\r\n]*", " ".join(["a=group:BUNDLE", *mids]), head, count=1, flags=re.MULTILINE)
+    line = " ".join(["a=group:BUNDLE", *mids])  # mids from the other side: not a template
+    return re.sub(r"^a=group:BUNDLE[^\r\n]*", lambda _: line, head, count=1, flags=re.MULTILINE)

@@ -45,6 +45,9 @@ MAX_CALLS = 16
 from the server, and a hostile one listing 3,000 members made a peer open 9,000 sockets and
 grow by 900 MB. Members past it are not called (one log line)."""
 
+MAX_EARLY_MESSAGES = 64
+"""Messages kept that come before a join acknowledgement; more are dropped."""
+
 _REFUSALS = {
     protocol.ROOM_FULL: "{reason}. Pick another room with --room.",
     protocol.BAD_TOKEN: "the server refused the room token: {reason}. Pass a valid one with --token.",
@@ -78,6 +81,8 @@ class Session(AsyncIOEventEmitter):
         self.classic = False
         """True against a server that speaks only the classic room-relay pattern."""
         self._standing: Optional[Call] = None
+        self._early: Optional[list[dict[str, Any]]] = None
+        """Messages that came while we waited for a join acknowledgement (see ``_ask_to_join``)."""
         """On a classic server, the offer we made on joining, as a classic client does: it
         reaches whoever was there first, or nobody. Not a call until someone answers it."""
         self._leaving = False
@@ -129,11 +134,9 @@ class Session(AsyncIOEventEmitter):
     async def join(self) -> list[Member]:
         """Join the room and offer to everyone already there; return who that is."""
         try:
-            ack = await self._sio.call(protocol.JOIN, self.request.to_payload(), timeout=CLASSIC_ACK_TIMEOUT)
+            ack, _, others = await self._ask_to_join(CLASSIC_ACK_TIMEOUT)
         except socketio.exceptions.TimeoutError:
             return await self._join_classic()
-        me, others = self._check_ack(ack)
-        self._in_room(me, others)
         answered = await self._answer_waiting(ack, others)
         for member in others:
             if member.id not in answered and self._may_call(member):
@@ -141,14 +144,30 @@ class Session(AsyncIOEventEmitter):
         self.emit("joined", others)
         return others
 
+    async def _ask_to_join(self, timeout: float) -> tuple[Any, Member, list[Member]]:
+        """Send ``join`` and take its acknowledgement's word (``_in_room``); the ack, who we
+        are and who else is there. Messages that come before it wait in ``_early`` for ``_answer_waiting``:
+        the candidates of an offer the acknowledgement carries can."""
+        self._early = []
+        try:
+            ack = await self._sio.call(protocol.JOIN, self.request.to_payload(), timeout=timeout)
+            me, others = self._check_ack(ack)
+        except BaseException:
+            self._early = None
+            raise
+        self._in_room(me, others)
+        return ack, me, others
+
     async def _answer_waiting(self, ack: Any, others: list[Member]) -> set[str]:
         """Answer the offers the ack carries: classic clients offer on joining, and one alone
         in the room offered to nobody, and waits. Offering to it instead would make a browser
-        roll its offer back, and then refuse our data channel. Returns who they came from."""
+        roll its offer back, and then refuse our data channel. Then handle what came before
+        the ack. Returns who the offers came from."""
+        early, self._early = self._early or [], None
         messages = protocol.parse_pending_offers(ack, others)
-        for message in messages:
+        for message in messages + early:
             await self._on_message(message)
-        return {message["from"] for message in messages}
+        return {message["from"] for message in messages if message["type"] == protocol.OFFER}
 
     def _in_room(self, me: Member, others: list[Member]) -> None:
         """Take a join acknowledgement's word: who we are, and who else the server lists in the
@@ -245,11 +264,11 @@ class Session(AsyncIOEventEmitter):
         flows (their members announce their new ids over the call), call the others."""
         if self.classic:
             await self._sio.emit(protocol.JOIN, self.request.room)
+            if self._standing is not None:  # whoever came meanwhile offered to a room we were not in
+                self._standing.start_offer()
             return
         try:
-            ack = await self._sio.call(protocol.JOIN, self.request.to_payload(), timeout=ACK_TIMEOUT)
-            me, others = self._check_ack(ack)
-            self._in_room(me, others)
+            ack, me, others = await self._ask_to_join(ACK_TIMEOUT)
         except (socketio.exceptions.TimeoutError, JoinRefused) as error:
             logger.warning("could not join room %s again: %s", self.request.room, error)
             return
@@ -324,6 +343,10 @@ class Session(AsyncIOEventEmitter):
 
     async def _on_message(self, payload: Any = None, *_: Any) -> None:
         if not isinstance(payload, dict):
+            return
+        if self._early is not None:
+            if len(self._early) < MAX_EARLY_MESSAGES:
+                self._early.append(payload)
             return
         sender = payload.get("from")
         if self.classic or not isinstance(sender, str):

@@ -198,19 +198,25 @@ def parse_pending_offers(ack: Any, members: list[Member]) -> list[dict[str, Any]
 
     The server may be anyone's: an item is kept only if it is an offer with an SDP or a
     candidate, checked as ``parse_message`` checks them, from one of ``members`` (whose
-    name it then carries); anything else is dropped, and at most ``MAX_PENDING_MESSAGES``
-    items are read. No ``offers`` (an older server) is no offers.
+    name it then carries), a candidate only after an offer of its member; anything else is
+    dropped, and at most ``MAX_PENDING_MESSAGES`` items are read. No ``offers`` (an older
+    server) is no offers.
     """
     offers = ack.get("offers") if isinstance(ack, dict) else None
     if not isinstance(offers, list):
         return []
     names = {member.id: member.name for member in members}
     kept = []
+    offered: set[str] = set()
     for item in offers[:MAX_PENDING_MESSAGES]:
         try:
-            kept.append(_pending_message(item, names))
+            message = _pending_message(item, names)
         except ProtocolError:
             continue
+        if message["type"] == OFFER:
+            offered.add(message["from"])
+        if message["from"] in offered:  # a candidate counts only after its member's offer
+            kept.append(message)
     return kept
 
 

@@ -8,7 +8,7 @@ import asyncio
 import logging
 import os
 import sys
-from typing import Any
+from typing import Any, Optional
 
 import pytest
 import socketio
@@ -20,7 +20,7 @@ from peer.api import ChatMessage
 from peer.session import MAX_CALLS
 from signaling import protocol
 from test_attack_files import Hostile
-from test_attack_moved import attacked_trio, chat_passes, join, our_call, until
+from test_attack_moved import a_real_offer, attacked_trio, chat_passes, join, our_call, until
 
 KB = 1024
 
@@ -275,3 +275,69 @@ async def test_the_cli_says_in_one_line_that_a_join_answer_is_malformed():
             victim.stop()
     assert victim.lines == ["peer: the server's answer to join makes no sense ('id' must be a non-empty string); "
                             "is --server a signaling server?"], victim.output
+
+
+class OfferingServer(HostileServer):
+    """A hostile server whose join answer lists bob and hands over ``offers`` said to be his;
+    it counts the offers the victim then sends bob."""
+
+    def __init__(self, offers: list, early: Optional[list] = None) -> None:
+        super().__init__()
+        self.offers = offers
+        self.early = early or []
+        """Messages sent before the join answer, as our server relays a kept offer's late candidates."""
+        self.offers_to_bob = 0
+        self.sio.on(protocol.MESSAGE, self.message)
+
+    async def join(self, sid: str, payload: Any) -> dict:
+        for message in self.early:
+            await self.sio.emit(protocol.MESSAGE, message, to=sid)
+        return {"ok": True, "id": "victim", "name": "victim", "room": "kept", "members": [BOB], "offers": self.offers}
+
+    async def message(self, sid: str, payload: Any) -> None:
+        if payload.get("type") == protocol.OFFER and payload.get("to") == BOB["id"]:
+            self.offers_to_bob += 1
+
+
+BOB = {"id": "zz-bob", "name": "bob"}  # after "victim": the victim offers again when a call breaks
+UNANSWERABLE = "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=rtpmap:96 nothing/1\r\n"
+
+
+@pytest.mark.parametrize("offers", [
+    [{"type": "candidate", "candidate": None, "from": BOB["id"]}],  # candidates, no offer
+    [{"type": "offer", "sdp": UNANSWERABLE, "from": BOB["id"]}],  # an offer aiortc cannot take
+], ids=["candidate-only", "unanswerable"])
+async def test_kept_offers_that_cannot_be_answered_do_not_leave_a_member_uncalled(offers, monkeypatch):
+    """Offers in a join answer are answered instead of offering to their members; whatever a
+    hostile server puts there, the victim still calls bob (at once, or when the answer that
+    never was times out), instead of holding a call that waits forever."""
+    monkeypatch.setattr(peer.call, "CONNECT_TIMEOUT", 1.0)
+    async with OfferingServer(offers) as server, \
+               peer.join("kept", server=server.url, name="victim", ice_hosts=[LOCAL]) as victim:
+        for _ in range(100):
+            if server.offers_to_bob:
+                break
+            await asyncio.sleep(0.05)
+        assert server.offers_to_bob, "the victim never offered to bob"
+        assert [member.name for member in victim.calling] == ["bob"]
+
+
+async def test_candidates_before_the_join_answer_serve_the_offer_it_carries():
+    """The server relays a kept offer's later candidates as they come, which can be before the
+    join answer that carries the offer: they are kept until the offer is answered."""
+    early = {"type": "candidate", "from": BOB["id"], "name": "bob", "candidate": {
+        "candidate": "candidate:early 1 udp 2130706431 127.0.0.1 9 typ host", "sdpMid": "0", "sdpMLineIndex": 0}}
+    browser_like = (await a_real_offer(0)).replace("a=end-of-candidates\r\n", "")  # more may come
+    offers = [{"type": "offer", "sdp": browser_like, "from": BOB["id"]}]
+    async with OfferingServer(offers, early=[early]) as server, \
+               peer.join("kept", server=server.url, name="victim", ice_hosts=[LOCAL]) as victim:
+        call = victim.session.calls[BOB["id"]]
+        for _ in range(100):
+            remote = [candidate for transceiver in call.pc.getTransceivers()
+                      for candidate in transceiver.receiver.transport.transport.getRemoteCandidates()]
+            if any(candidate.foundation == "early" for candidate in remote):
+                break
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError("the candidate that came before the join answer was lost")
+        assert server.offers_to_bob == 0, "bob offered: the victim answers him, and does not offer"

@@ -241,9 +241,17 @@ def test_pending_offers_are_read_as_messages_of_members():
     forged = {**offer, "name": "mallory", "to": "b", "extra": [1], "candidate": CANDIDATE}
     assert parse_pending_offers({"offers": [forged]}, [ALICE]) == [offer]
     short = {"type": "candidate", "candidate": {"candidate": "", "sdpMid": "0"}, "from": "a"}
-    assert parse_pending_offers({"offers": [short]}, [ALICE]) == [{
+    assert parse_pending_offers({"offers": [offer, short]}, [ALICE]) == [offer, {
         "type": "candidate", "from": "a", "name": "alice",
         "candidate": {"candidate": "", "sdpMid": "0", "sdpMLineIndex": None, "usernameFragment": None}}]
+
+
+def test_pending_candidates_count_only_after_their_members_offer():
+    """A member with candidates and no offer would be left unanswered and not offered to."""
+    offer = {"type": "offer", "sdp": SDP, "from": "a", "name": "alice"}
+    candidate = {"type": "candidate", "candidate": CANDIDATE, "from": "a", "name": "alice"}
+    assert parse_pending_offers({"offers": [candidate]}, [ALICE]) == []
+    assert parse_pending_offers({"offers": [candidate, offer, candidate]}, [ALICE]) == [offer, candidate]
 
 
 @pytest.mark.parametrize("ack", [None, 5, "offers", [], {}, {"offers": None}, {"offers": {"0": {}}},
@@ -289,7 +297,9 @@ def test_pending_offers_are_bounded():
     "sdp": st.just(SDP) | st.text(max_size=8), "name": st.text(max_size=8),
     "candidate": st.none() | st.just(CANDIDATE) | st.text(max_size=8)}) | st.none() | st.integers(), max_size=8))
 def test_pending_offers_only_ever_give_checked_messages(offers):
-    for message in parse_pending_offers({"offers": offers}, [ALICE]):
+    messages = parse_pending_offers({"offers": offers}, [ALICE])
+    assert not messages or messages[0]["type"] == "offer"
+    for message in messages:
         assert message["from"] == "a" and message["name"] == "alice"
         sent = {key: value for key, value in message.items() if key not in ("from", "name")}
         assert relayed(parse_message(sent), ALICE) == message

@@ -87,3 +87,21 @@ def test_our_peer_answers_a_widened_offer_with_its_first_data_section():
     plain = offer("video", "application")
     single = rollback.single_data_section(rollback.widen_offer(plain))
     assert sections(single) == sections(plain) and bundle(single) == bundle(plain)
+
+
+def test_an_answer_with_many_data_sections_is_left_alone_at_once():
+    """A hostile answer of 64 KiB with thousands of data sections is no answer to a widened
+    offer: it passes unchanged (aiortc refuses it), without being taken apart section by section."""
+    plain = offer("video", "application")
+    refused = "m=application 0 UDP/DTLS/SCTP webrtc-datachannel\r\na=mid:{}\r\n"
+    hostile = plain + "".join(refused.format(n) for n in range(2, 1500))
+    hostile = hostile.replace("a=group:BUNDLE 0 1", "a=group:BUNDLE 0 1 " + " ".join(map(str, range(2, 1500))))
+    assert rollback.narrow_answer(hostile, plain) == hostile
+    assert rollback.refuses_data(hostile)
+    assert bundle(rollback.bundle_refused_data(hostile)) == bundle(hostile)
+
+
+def test_a_copy_identical_to_the_first_data_section_does_not_take_it_along():
+    plain = offer("video", "application")
+    doubled = plain + plain[plain.index("m=application"):]
+    assert sections(rollback.single_data_section(doubled)) == sections(plain)
