@@ -428,7 +428,8 @@ async def _until_done(room: Room, window: Optional[Window], stop: asyncio.Event,
             if questions is not None and questions.answer(line):
                 continue
             if line.strip() and not room.send_text(line):
-                say("(nobody is connected yet; message not sent)")
+                say("(nobody here can receive chat; message not sent)" if room.calling else
+                    "(nobody is connected yet; message not sent)")
 
     waits.append(asyncio.ensure_future(chat()))
     try:

@@ -130,6 +130,8 @@ def test_refused_data_channel(chromium, processes):
         ours.expect(r"connected to peer; verification code", CONNECTED_WITHIN)
         until(page, "window.classic.video.getVideoPlaybackQuality().totalVideoFrames > 30",
               "the classic page decoded no video from our peer")
+        ours.send("anyone there?")
+        ours.expect(r"^\(nobody here can receive chat; message not sent\)$", 5)
         time.sleep(CONNECT_TIMEOUT + 2)  # a call that never counted as connected was renewed by now
         trouble = [line for line in ours.lines if any(word in line for word in TROUBLE[:-1])]
         assert not trouble, f"the call did not stand: {trouble}"
