@@ -380,10 +380,10 @@ class Call(AsyncIOEventEmitter):
         self._chat_opened = False
         self._chat_refused = False
         self._ours = asyncio.Event()
-        self._peer_is_ours = False
-        """Whether the other side speaks our conventions: it opened a ``control`` channel (no
-        classic client does), or sent a well-formed control message on ours. Until then nothing
-        of ours goes to it (a classic client takes every channel for chat and greets on it)."""
+        """Set once the other side shows it speaks our conventions: it opened a ``control``
+        channel (no classic client does), or sent a well-formed control message on ours. Until
+        then nothing of ours goes to it (a classic client takes every channel for chat and
+        greets on it)."""
 
         @pc.on("connectionstatechange")
         async def on_state() -> None:
@@ -405,7 +405,7 @@ class Call(AsyncIOEventEmitter):
         def on_datachannel(channel: RTCDataChannel) -> None:
             if pc is self.pc:
                 if channel.label == CONTROL_CHANNEL:
-                    self._mark_ours()  # only our peers open a control channel
+                    self._ours.set()  # only our peers open a control channel
                 self._adopt(channel)
 
         @pc.on("track")
@@ -472,13 +472,10 @@ class Call(AsyncIOEventEmitter):
         try:
             parsed = control.parse(message)
         except control.BadControlMessage as error:
-            if self._peer_is_ours:
-                self._complain("control", "dropped a control message from %r: %s", self.remote.name, error)
-            else:
-                logger.debug("ignored %r on the control channel of %s (not one of our peers)", message, self.remote.name)
+            self._dropped("control", "dropped a control message from %r: %s", message, error)
             return
         self._heard()
-        self._mark_ours()
+        self._ours.set()
         if parsed.type == control.PING:
             _send(self.control, control.encode(control.PONG))
         elif parsed.type == control.BYE:
@@ -488,9 +485,18 @@ class Call(AsyncIOEventEmitter):
         elif parsed.type == control.MOVED:
             self.emit("moved", parsed.id)  # the session checks it against the server's presence
 
-    def _mark_ours(self) -> None:
-        self._peer_is_ours = True
-        self._ours.set()
+    @property
+    def _peer_is_ours(self) -> bool:
+        return self._ours.is_set()
+
+    def _dropped(self, kind: str, text: str, message: Any, error: Exception) -> None:
+        """A message that breaks the rules of one of our channels: from a peer of ours, a
+        warning (once, see ``Complaints``); from a classic client, which greets on every
+        channel it is given, not a word."""
+        if self._peer_is_ours:
+            self._complain(kind, text, self.remote.name, error)
+        else:
+            logger.debug("ignored %r on the %s channel of %s (not one of our peers)", message, kind, self.remote.name)
 
     def _on_files(self, message: Any) -> None:
         """Every message is checked, and a bad one dropped; any other failure costs that message
@@ -501,11 +507,7 @@ class Call(AsyncIOEventEmitter):
         try:
             parsed = message if isinstance(message, bytes) else parse_message(message)
         except BadMessage as error:
-            if self._peer_is_ours:
-                self._complain("files", "dropped a bad message on the files channel from %s: %s",
-                               self.remote.name, error)
-            else:  # a classic client greeting on every channel
-                logger.debug("ignored %r on the files channel of %s (not one of our peers)", message, self.remote.name)
+            self._dropped("files", "dropped a bad message on the files channel from %s: %s", message, error)
             return
         if isinstance(parsed, (Accept, Received, Failed)):
             self._sender.on_reply(parsed)  # the other side's answer to what we send
