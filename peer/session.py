@@ -81,10 +81,10 @@ class Session(AsyncIOEventEmitter):
         self.classic = False
         """True against a server that speaks only the classic room-relay pattern."""
         self._standing: Optional[Call] = None
-        self._early: Optional[list[dict[str, Any]]] = None
-        """Messages that came while we waited for a join acknowledgement (see ``_ask_to_join``)."""
         """On a classic server, the offer we made on joining, as a classic client does: it
         reaches whoever was there first, or nobody. Not a call until someone answers it."""
+        self._early: Optional[list[dict[str, Any]]] = None
+        """Messages that came while we waited for a join acknowledgement (see ``_ask_to_join``)."""
         self._leaving = False
         self.downloads = downloads or Downloads()
         """Which files offered are taken, where they go; one for every call, so quotas add up."""
@@ -146,8 +146,8 @@ class Session(AsyncIOEventEmitter):
 
     async def _ask_to_join(self, timeout: float) -> tuple[Any, Member, list[Member]]:
         """Send ``join`` and take its acknowledgement's word (``_in_room``); the ack, who we
-        are and who else is there. Messages that come before it wait in ``_early`` for ``_answer_waiting``:
-        the candidates of an offer the acknowledgement carries can."""
+        are and who else is there. Messages that come before it wait in ``_early`` for
+        ``_answer_waiting``: the candidates of an offer the acknowledgement carries can."""
         self._early = []
         try:
             ack = await self._sio.call(protocol.JOIN, self.request.to_payload(), timeout=timeout)
