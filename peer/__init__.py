@@ -7,7 +7,8 @@ and test scripts (see docs/api.md).
 from .api import (CallEnded, ChatMessage, Connected, DataMessage, Event, FileFailed, FileOffer, FileProgress,
                   FileReceived, Member, PeerJoined, PeerLeft, Recorder, Rejoined, Retrying, Room, SignalingLost,
                   TrackReceived, join)
-from .errors import DisplayError, JoinRefused, MediaError, PeerError, SignalingUnreachable, TransferError
+from .errors import (DisplayError, JoinRefused, MediaError, NothingToRecord, PeerError, RoomClosed, SignalingUnreachable,
+                     TransferError, WaitTimeout)
 from .media.frames import FrameSource
 
 __all__ = [
@@ -15,4 +16,5 @@ __all__ = [
     "Retrying", "ChatMessage", "DataMessage", "FileReceived", "FileFailed", "FileProgress", "FileOffer",
     "TrackReceived", "SignalingLost", "Rejoined", "Recorder",
     "PeerError", "SignalingUnreachable", "JoinRefused", "MediaError", "DisplayError", "TransferError",
+    "WaitTimeout", "RoomClosed", "NothingToRecord",
 ]

@@ -28,6 +28,7 @@ from signaling.protocol import Member
 
 from . import control
 from .call import Call
+from .errors import NothingToRecord, RoomClosed, WaitTimeout
 from .ice import IceSettings
 from .media.recorder import Recorder
 from .media.sources import NONE, LocalMedia
@@ -313,10 +314,10 @@ class Room:
         encoded on a thread. The file is finished when those tracks end (the call ends, or
         its connection is renewed: record again on the next ``Connected``), on
         ``await recorder.stop()``, or when the room closes; ``await recorder.wait()`` for it.
-        Raises ValueError when the member sends no media."""
+        Raises NothingToRecord (a ValueError) when the member sends no media."""
         live = [remote for (member_id, _), remote in self._remote.items() if member_id == member.id and not remote.ended]
         if not live:
-            raise ValueError(f"{member.name} sends no media to record")
+            raise NothingToRecord(f"{member.name} sends no media to record")
         recorder = Recorder(path, [remote.track.kind for remote in live])
         for remote in live:
             recorder.follow(remote.frames(latest=False))
@@ -341,13 +342,13 @@ class Room:
             async with remote.arrived:
                 await remote.arrived.wait_for(lambda: remote.count >= count or remote.ended)
             if remote.count < count:
-                raise ConnectionError(f"the track ended after {remote.count} of {what}")
+                raise RoomClosed(f"the track ended after {remote.count} of {what}")
             return remote.count
 
         try:
             return await self._with_deadline(enough(), deadline, what)
         except TimeoutError:
-            raise TimeoutError(f"timed out waiting for {what} (got {remote.count})") from None
+            raise WaitTimeout(f"timed out waiting for {what} (got {remote.count})") from None
 
     async def wait_for_message(self, predicate: Optional[Callable[[Any], bool]] = None,
                                timeout: float = 15) -> Union[ChatMessage, DataMessage]:
@@ -358,7 +359,7 @@ class Room:
                     content = event.text if isinstance(event, ChatMessage) else event.value
                     if predicate is None or predicate(content):
                         return event
-            raise ConnectionError("the room closed")
+            raise RoomClosed("the room closed")
         return await self._with_deadline(first(), time.monotonic() + timeout, "a matching message")
 
     async def wait_for(self, event_type: type, predicate: Optional[Callable[[Any], bool]] = None,
@@ -368,7 +369,7 @@ class Room:
             async for event in self.events(history=history):
                 if isinstance(event, event_type) and (predicate is None or predicate(event)):
                     return event
-            raise ConnectionError("the room closed")
+            raise RoomClosed("the room closed")
         return await self._with_deadline(first(), time.monotonic() + timeout, f"a {event_type.__name__} event")
 
     # Internals
@@ -406,7 +407,7 @@ class Room:
             await self._media_changed.wait_for(lambda: find() or self._closed)
         found = find()
         if found is None:
-            raise ConnectionError("the room closed")
+            raise RoomClosed("the room closed")
         return found
 
     def _call(self, member: Optional[Member]) -> Optional[Call]:
@@ -426,7 +427,7 @@ class Room:
         try:
             result = await asyncio.wait_for(awaitable, max(0.0, deadline - time.monotonic()))
         except asyncio.TimeoutError:
-            raise TimeoutError(f"timed out waiting for {what}") from None
+            raise WaitTimeout(f"timed out waiting for {what}") from None
         _honour_cancellation()
         return result
 

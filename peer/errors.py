@@ -33,3 +33,17 @@ class DisplayError(PeerError):
 
 class TransferError(PeerError):
     """A file transfer did not complete."""
+
+
+class WaitTimeout(PeerError, TimeoutError):
+    """A wait of the room (``wait_for_peer``, ``wait_for_frames``, ...) ran out of time; the
+    message says what it waited for. Also a ``TimeoutError``."""
+
+
+class RoomClosed(PeerError, ConnectionError):
+    """What a wait of the room waited for can no longer come: the room closed, or the track
+    ended. Also a ``ConnectionError``."""
+
+
+class NothingToRecord(PeerError, ValueError):
+    """``Room.record`` was asked for a member who sends no media. Also a ``ValueError``."""

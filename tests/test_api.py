@@ -171,6 +171,23 @@ async def test_wait_helpers_time_out_saying_what_they_waited_for(server):
                 await waiting()
             assert str(error.value) == f"timed out waiting for {what}"
             assert 0.45 < time.monotonic() - started < 2
+            assert isinstance(error.value, peer.WaitTimeout) and isinstance(error.value, peer.PeerError)
+
+
+async def test_waits_the_room_closes_under_end_in_one_kind_of_error(server):
+    """A bot catches ``peer.PeerError`` alone: a wait cut short by the room closing is one
+    (``peer.RoomClosed``, also a ConnectionError), and so is asking to record nobody's media."""
+    async with join("closing", server, "alone") as room:
+        waits = [asyncio.ensure_future(room.wait_for(peer.FileReceived, timeout=30)),
+                 asyncio.ensure_future(room.wait_for_frames(5, timeout=30))]
+        await asyncio.sleep(0.2)
+        with pytest.raises(peer.NothingToRecord) as refused:
+            room.record(peer.Member("nobody", "nobody"), "never.mp4")
+        assert isinstance(refused.value, ValueError) and isinstance(refused.value, peer.PeerError)
+    for wait in waits:
+        with pytest.raises(peer.RoomClosed) as error:
+            await wait
+        assert isinstance(error.value, ConnectionError) and isinstance(error.value, peer.PeerError)
 
 
 # JSON messages
