@@ -202,6 +202,7 @@ class Call(AsyncIOEventEmitter):
     # Negotiation
 
     async def _run(self) -> None:
+        self._ice.apply()  # this task negotiates, and gathers, every connection of the call
         while True:
             message = await self._inbox.get()
             try:

@@ -118,7 +118,6 @@ class Session(AsyncIOEventEmitter):
 
     async def connect(self) -> None:
         """Open the signaling connection; SignalingUnreachable when nothing answers."""
-        self.ice.apply()
         try:
             await self._sio.connect(self.server, transports=["websocket"], wait_timeout=CONNECT_TIMEOUT)
         except (socketio.exceptions.ConnectionError, ValueError) as error:

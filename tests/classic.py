@@ -15,7 +15,7 @@ from aiortc import RTCPeerConnection, RTCSessionDescription, RTCConfiguration
 from aiortc.contrib.media import MediaPlayer
 from aiortc.sdp import candidate_from_sdp
 
-import aioice.ice
+from peer.ice import use_host_addresses
 
 
 HERE = Path(__file__).resolve().parent
@@ -149,7 +149,9 @@ def classic_page(browser: Any, server: str, room: str, audio: bool = False, prel
 
 
 def loopback_only() -> None:
-    aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: ["127.0.0.1"] if use_ipv4 else []
+    """ICE host candidates on 127.0.0.1 only, for this task and those it starts (what a
+    tutorial's user would do by patching aioice; that would last for the whole process)."""
+    use_host_addresses(["127.0.0.1"])
 
 
 async def serve_relay(port: int) -> None:

@@ -454,3 +454,30 @@ async def test_a_bot_cancelled_while_connecting_leaves_nothing_behind(tmp_path):
         bot.cancel()
         await cancelled(bot)
         await before.none_within()
+
+
+# ICE settings per room
+
+async def test_host_addresses_are_each_tasks_own():
+    """aioice asks one function of its module for host addresses; ours answers per task."""
+    import aioice.ice
+    from peer.ice import use_host_addresses
+
+    async def addresses(chosen):
+        use_host_addresses(chosen)
+        await asyncio.sleep(0.01)  # the other task sets its own meanwhile
+        return aioice.ice.get_host_addresses(use_ipv4=True, use_ipv6=True)
+
+    first, second = await asyncio.gather(addresses([LOCAL]), addresses(["203.0.113.7", "::1"]))
+    assert first == [LOCAL] and second == ["203.0.113.7", "::1"]
+
+
+async def test_two_rooms_in_one_process_keep_their_own_host_addresses(server, processes):
+    """Room A gathers on 127.0.0.1; room B, joined after it in the same process, on an address
+    this machine does not have (nothing is sent: binding to it fails). When a peer then calls
+    A, A still answers from 127.0.0.1: the last room to connect no longer decides for all."""
+    async with join("room-a", server, "a"), \
+               peer.join("room-b", server=server.url, name="b", ice_hosts=["203.0.113.7"]):
+        caller = processes.peer("--room", "room-a", "--server", server.url, "--video", "testsrc",
+                                "--video-size", "320x240", "--ice-host", LOCAL, "--no-window", name="caller")
+        await asyncio.to_thread(caller.expect, r"connected to a; verification code", 20)

@@ -26,6 +26,7 @@ from peer.api import ChatMessage, Room
 from peer.call import INBOX_SIZE, MAX_PENDING_CANDIDATES, Call
 from peer import control
 from peer.control import MAX_MESSAGE_BYTES
+from peer.ice import use_host_addresses
 from signaling import protocol
 from test_api import join, until
 
@@ -185,6 +186,7 @@ async def test_garbage_on_the_control_channel_is_dropped_and_the_call_lives(serv
 
 async def a_real_offer(padding: int) -> str:
     """An offer as our peers make it, padded with attribute lines to about ``padding`` bytes."""
+    use_host_addresses([LOCAL])
     pc = RTCPeerConnection()
     try:
         pc.createDataChannel("control")
