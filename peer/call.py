@@ -426,8 +426,7 @@ class Call(AsyncIOEventEmitter):
             self.chat = channel
             channel.on("message", self._on_chat)
             channel.on("close", lambda: self._on_chat_closed(channel))
-            _when_open(channel, lambda: setattr(self, "_chat_opened", True))
-            _when_open(channel, self._flush_chat)
+            _when_open(channel, self._on_chat_open)
         elif channel.label == CONTROL_CHANNEL:
             self.control = channel
             channel.on("message", self._on_control)
@@ -450,7 +449,10 @@ class Call(AsyncIOEventEmitter):
                        self.remote.name)
         self._spawn(_close_pc(pc))
 
-    def _flush_chat(self) -> None:
+    def _on_chat_open(self) -> None:
+        """Lines typed before the channel opened go now; and from now on, its closing means
+        the other side hung up (see ``_on_chat_closed``)."""
+        self._chat_opened = True
         backlog, self._chat_backlog = self._chat_backlog, []
         for text in backlog:
             _send(self.chat, text)
