@@ -1,5 +1,6 @@
 """The OpenCV window under Xvfb, checked by screenshots as a person would look at it."""
 
+import asyncio
 import re
 import subprocess
 import time
@@ -144,3 +145,38 @@ def test_a_verification_code_fits_a_small_video():
     assert " ".join(lines) == state.status and len(lines) == 3
     assert (image[-80:] == 0).any(), "no status drawn"
     assert (image[:, -5:] == 128).all(), "the status runs off the right edge"
+
+
+async def test_each_key_pressed_in_the_window_reaches_its_action(xvfb, monkeypatch):
+    """The window process reports every key; what a key does is one ``on_key`` in the parent.
+    q and Esc leave unless rebound."""
+    from peer.media.window import Window
+
+    xdotool = require("xdotool")
+    env = child_env(DISPLAY=xvfb)
+    monkeypatch.setenv("DISPLAY", xvfb)
+    window = Window()
+    pressed: list[str] = []
+    window.on_key("k", lambda: pressed.append("k"))
+    window.on_key("space", lambda: pressed.append("space"))
+    await window.open("keys test", "press a key")
+    try:
+        await asyncio.to_thread(window_geometry, xvfb, "keys test")
+        window_id = (await asyncio.to_thread(subprocess.run, [xdotool, "search", "--name", "keys test"], env=env,
+                                             capture_output=True, text=True)).stdout.split()[0]
+
+        async def press(key: str) -> None:
+            await asyncio.to_thread(subprocess.run, [xdotool, "windowfocus", "--sync", window_id], env=env, check=True)
+            await asyncio.to_thread(subprocess.run, [xdotool, "key", key], env=env, check=True)
+
+        for key in ("k", "x", "space"):  # x has no action: nothing happens
+            await press(key)
+        deadline = time.monotonic() + 5
+        while len(pressed) < 2 and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert pressed == ["k", "space"]
+        assert not window.quit.is_set()
+        await press("Escape")
+        await asyncio.wait_for(window.quit.wait(), 5)
+    finally:
+        await window.close()

@@ -12,7 +12,7 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 
@@ -22,6 +22,7 @@ logger = logging.getLogger(__name__)
 
 PROCESS = Path(__file__).with_name("window_process.py")
 READY_TIMEOUT = 20.0
+QUIT_KEYS = ("q", "Q", "esc")
 
 
 def check_display() -> None:
@@ -40,6 +41,9 @@ class Window:
         self._wake = asyncio.Event()
         self.quit = asyncio.Event()
         """Set when the user pressed q or Esc, closed the window, or the window died."""
+        self._keys: dict[str, Callable[[], object]] = {}
+        for key in QUIT_KEYS:
+            self.on_key(key, self.quit.set)
         self._tasks: list[asyncio.Task] = []
 
     async def open(self, title: str, waiting: str) -> None:
@@ -72,6 +76,12 @@ class Window:
 
     def set_status(self, text: str) -> None:
         self._control({"op": "status", "text": text})
+
+    def on_key(self, key: str, action: Callable[[], object]) -> None:
+        """Run ``action`` (on the event loop) when ``key`` is pressed in the window: a
+        character (``"m"``), or ``esc``, ``enter``, ``space``, ``tab``. Replaces what that key
+        did before; ``q`` and Esc set ``quit`` until then."""
+        self._keys[key] = action
 
     def show(self, key: str, name: str, picture: np.ndarray) -> None:
         """Show ``picture`` (BGR) in the tile ``key``; only the newest per tile is kept."""
@@ -134,3 +144,10 @@ class Window:
                     logger.info("the window process ended")
                 self.quit.set()
                 return
+            word, _, key = line.decode(errors="replace").strip().partition(" ")
+            action = self._keys.get(key) if word == "key" else None
+            if action is not None:
+                try:
+                    action()
+                except Exception:  # a key's action going wrong must not stop the keys
+                    logger.exception("the action of key %s failed", key)

@@ -11,8 +11,9 @@ Input on stdin, one JSON header line per message, followed by ``size`` raw bytes
   {"op": "status", "text": str}             drawn at the bottom, on as many lines as it needs (verification code)
   {"op": "frame", "id": str, "name": str, "w": int, "h": int, "size": int} + BGR bytes
   {"op": "remove", "id": str}               drop a tile
-Output on stdout, one word per line: ``ready`` once the window shows, ``quit`` when the
-user pressed q or Esc or closed the window.
+Output on stdout, one line each: ``ready`` once the window shows, ``key NAME`` for every key
+pressed (its character, or ``esc``), ``quit`` when the user closed the window. What a key
+does is the parent's business (``Window.on_key``): a new key needs no change here.
 """
 
 import cv2  # first, before anything that could load another libxcb  # noqa: I001
@@ -26,7 +27,7 @@ import numpy as np
 
 WINDOW = "peer"
 CANVAS = (480, 640)
-KEYS_QUIT = (ord("q"), ord("Q"), 27)
+KEY_NAMES = {27: "esc", 13: "enter", 32: "space", 9: "tab"}
 STATUS_SCALE = 0.6
 
 
@@ -140,6 +141,13 @@ def compose(state: State) -> tuple:
     return image, title
 
 
+def key_name(code: int) -> str:
+    """A key as the parent names it: its character when printable, else a word (or "")."""
+    if code in KEY_NAMES:
+        return KEY_NAMES[code]
+    return chr(code) if 33 <= code < 127 else ""
+
+
 def say(word: str) -> None:
     sys.stdout.write(word + "\n")
     sys.stdout.flush()
@@ -163,11 +171,13 @@ def main() -> int:
                 cv2.setWindowTitle(WINDOW, title)
                 shown_title = title
             shown_version = version
-        key = cv2.waitKey(15) & 0xFF
+        key = cv2.waitKey(15)
         if not ready:
             ready = True
             say("ready")
-        if key in KEYS_QUIT or cv2.getWindowProperty(WINDOW, cv2.WND_PROP_VISIBLE) < 1:
+        if key != -1 and (name := key_name(key & 0xFF)):
+            say(f"key {name}")
+        if cv2.getWindowProperty(WINDOW, cv2.WND_PROP_VISIBLE) < 1:
             say("quit")
             break
     cv2.destroyAllWindows()
