@@ -48,6 +48,7 @@ class SignalingServer:
     def __init__(self, config: Optional[ServerConfig] = None) -> None:
         self.config = config or ServerConfig()
         self.rooms = Rooms(capacity=self.config.room_size)
+        """The room state, kept in this process: the relay's store reads and changes it."""
         self.relay = Relay(MemoryStore(self.rooms), self.config.token_secret)
         refusals = Refusals()
         self._gate = ConnectionGate(self.config, refusals)
