@@ -10,8 +10,8 @@ Why this shape: the rules are written once wherever the room state lives. It sit
 answers over the network, so the methods here are async, and only to await the store. An
 emit names its receivers as one connection or a room (but one connection), which is what
 python-socketio's client managers reach on one node or, through a message queue, on many.
-Limits that need the client's address or the clock of a connection (the join rate,
-``signaling.limits``) stay with the server, which refuses through ``Relay.refuse``.
+Limits on what one client may take (the join rate per address, ``signaling.limits``) stay
+with the server, which knows the client's address, and refuse through ``Relay.refuse``.
 """
 
 from __future__ import annotations
