@@ -1,4 +1,7 @@
-"""Room membership as plain state, kept apart from Socket.IO so it is tested without sockets."""
+"""Room membership as plain state, kept apart from Socket.IO so it is tested without sockets.
+
+The room state of one process: ``signaling.store.MemoryStore`` puts it behind the store
+interface the relay rules use."""
 
 from __future__ import annotations
 

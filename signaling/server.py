@@ -1,7 +1,9 @@
-"""The Socket.IO signaling server: rooms and message relay over python-socketio on aiohttp.
+"""The Socket.IO signaling server: python-socketio on aiohttp, the adapter around the relay.
 
-All protocol rules come from ``signaling.protocol`` and all membership state from
-``signaling.rooms``; this module only moves payloads between sockets.
+The wire format is ``signaling.protocol``'s, the relay rules (who may join, who receives
+what) are ``signaling.relay``'s, and the room state is a ``signaling.store``; this module
+serves HTTP, keeps the limits on clients, hands each Socket.IO event to the relay and
+applies what comes out (rooms entered and left, events sent, the acknowledgement).
 """
 
 from __future__ import annotations
@@ -18,9 +20,10 @@ from aiohttp import web
 
 from . import protocol
 from .limits import ConnectionGate, GuardedSocketIO, JoinRate, Limits, Refusals, handler_args, request_address
-from .protocol import Member, ProtocolError
+from .protocol import ProtocolError
+from .relay import Outcome, Relay
 from .rooms import Rooms
-from .token import check_token
+from .store import MemoryStore
 
 logger = logging.getLogger("signaling")
 
@@ -45,7 +48,8 @@ class SignalingServer:
     def __init__(self, config: Optional[ServerConfig] = None) -> None:
         self.config = config or ServerConfig()
         self.rooms = Rooms(capacity=self.config.room_size)
-        self.connections: set[str] = set()
+        """The room state, kept in this process: the relay's store reads and changes it."""
+        self.relay = Relay(MemoryStore(self.rooms), self.config.token_secret)
         refusals = Refusals()
         self._gate = ConnectionGate(self.config, refusals)
         self._join_rate = JoinRate(self.config.join_rate, self.config.join_burst)
@@ -106,6 +110,11 @@ class SignalingServer:
             logger.warning("stopping: %d clients did not take their goodbye in time", len(self.connections))
         await self.sio.shutdown()
 
+    @property
+    def connections(self) -> set[str]:
+        """The sids of the Socket.IO sessions open now."""
+        return self.relay.connections
+
     def _check_join_rate(self, sid: str) -> None:
         address = request_address(self.sio.get_environ(sid) or {})
         if not self._join_rate.allow(address):
@@ -115,7 +124,8 @@ class SignalingServer:
     # HTTP
 
     async def _healthz(self, request: web.Request) -> web.Response:
-        return web.json_response({"status": "ok", "rooms": len(self.rooms), "connections": len(self.connections)})
+        rooms = await self.relay.store.count()
+        return web.json_response({"status": "ok", "rooms": rooms, "connections": len(self.connections)})
 
     async def _index(self, request: web.Request) -> web.FileResponse:
         return web.FileResponse(WEB_ROOT / "index.html")
@@ -124,7 +134,7 @@ class SignalingServer:
 
     async def _on_connect(self, sid: str, *environ_and_auth: Any) -> None:
         # *args: a client can also emit an event named "connect", with any arguments.
-        self.connections.add(sid)
+        self.relay.connect(sid)
         logger.debug("connect %s", sid)
 
     async def _on_disconnect(self, sid: str, *reason: Any) -> None:
@@ -133,88 +143,35 @@ class SignalingServer:
             # arguments) sent by a client that is still connected; on a real disconnect the
             # sid is already marked as leaving.
             return
-        self.connections.discard(sid)
-        if self._stopping:
-            self.rooms.leave(sid)
-        else:
-            await self._leave(sid)
+        await self._apply(sid, await self.relay.disconnect(sid, announce=not self._stopping))
         logger.debug("disconnect %s", sid)
 
     async def _on_join(self, sid: str, *args: Any) -> dict[str, Any]:
         try:
             self._check_join_rate(sid)
-            request = protocol.parse_join(args[0] if args else None)
-            if self.config.token_secret is not None:
-                reason = check_token(self.config.token_secret, request.room, request.token)
-                if reason is not None:
-                    raise ProtocolError(protocol.BAD_TOKEN, reason)
-            if sid not in self.connections:
-                # Already disconnected: a polling client can send join and disconnect in one
-                # request, and this handler runs after the disconnect one. Joining now would
-                # leave a ghost member that fills the room forever.
-                raise ProtocolError(protocol.NOT_JOINED, "disconnected before the join was handled")
-            me = Member(id=sid, name=request.name or f"guest-{sid[:4]}")
-            others = self.rooms.join(request.room, me)
         except ProtocolError as error:
-            return await self._refuse(sid, protocol.JOIN, error)
-        # Offers that reached nobody go to a newcomer of ours, who answers them; a classic
-        # newcomer offers itself, which makes them moot. Either way they are gone now.
-        offers = self.rooms.take_offers(request.room)
-        await self.sio.enter_room(sid, _sio_room(request.room))
-        logger.info("%s (%s) joined %s", me.name, sid, request.room)
-        await self.sio.emit(protocol.PEER_JOINED, me.to_payload(), room=_sio_room(request.room), skip_sid=sid)
-        await self._announce_count(request.room)
-        classic = isinstance(args[0], str)
-        return protocol.join_ack(me, request.room, others, self.rooms.capacity, [] if classic else offers)
+            return await self._apply(sid, self.relay.refuse(sid, protocol.JOIN, error))
+        return await self._apply(sid, await self.relay.join(sid, args[0] if args else None))
 
     async def _on_leave(self, sid: str, *args: Any) -> dict[str, Any]:
-        if not await self._leave(sid):
-            return await self._refuse(sid, protocol.LEAVE, ProtocolError(protocol.NOT_JOINED, "not in a room"))
-        return {"ok": True}
+        return await self._apply(sid, await self.relay.leave(sid))
 
     async def _on_message(self, sid: str, *args: Any) -> dict[str, Any]:
-        try:
-            message = protocol.parse_message(args[0] if args else None)
-            sender = self.rooms.member(sid)
-            if sender is None:
-                raise ProtocolError(protocol.NOT_JOINED, "join a room before sending messages")
-            room = self.rooms.room_of(sid)
-            assert room is not None  # a member (sender) is always in a room
-            target = message.get("to")
-            if target is not None and (target == sid or self.rooms.room_of(target) != room):
-                raise ProtocolError(protocol.UNKNOWN_TARGET, f"no member {target!r} in room {room!r}")
-        except ProtocolError as error:
-            return await self._refuse(sid, protocol.MESSAGE, error)
-        out = protocol.relayed(message, sender)
-        if target is not None:
-            await self.sio.emit(protocol.MESSAGE, out, to=target)
-        else:
-            self.rooms.keep(sid, out)  # only if it reaches nobody
-            await self.sio.emit(protocol.MESSAGE, out, room=_sio_room(room), skip_sid=sid)
-        return {"ok": True}
+        return await self._apply(sid, await self.relay.message(sid, args[0] if args else None))
 
-    async def _leave(self, sid: str) -> bool:
-        left = self.rooms.leave(sid)
-        if left is None:
-            return False
-        room, member = left
-        await self.sio.leave_room(sid, _sio_room(room))
-        logger.info("%s (%s) left %s", member.name, sid, room)
-        await self.sio.emit(protocol.PEER_LEFT, member.to_payload(), room=_sio_room(room))
-        await self._announce_count(room)
-        return True
-
-    async def _announce_count(self, room: str) -> None:
-        """The classic ``userInRoom`` head count, sent only to the room it counts."""
-        await self.sio.emit(protocol.USER_IN_ROOM, len(self.rooms.members(room)), room=_sio_room(room))
-
-    async def _refuse(self, sid: str, event: str, error: ProtocolError) -> dict[str, Any]:
-        """Tell the sender what was wrong, both as the ack and as an ``error`` event
-        (classic clients never ask for acks)."""
-        logger.info("refused %s from %s: %s", event, sid, error.reason)
-        payload = error.to_payload(event)
-        await self.sio.emit(protocol.ERROR, payload, to=sid)
-        return payload
+    async def _apply(self, sid: str, outcome: Outcome) -> dict[str, Any]:
+        """Do what the relay decided, in its order; return the acknowledgement."""
+        if outcome.entered is not None:
+            await self.sio.enter_room(sid, _sio_room(outcome.entered))
+        if outcome.left is not None:
+            await self.sio.leave_room(sid, _sio_room(outcome.left))
+        for emit in outcome.emits:
+            if emit.to is not None:
+                await self.sio.emit(emit.event, emit.payload, to=emit.to)
+            else:
+                assert emit.room is not None  # an emit goes to one connection or a room
+                await self.sio.emit(emit.event, emit.payload, room=_sio_room(emit.room), skip_sid=emit.skip)
+        return outcome.ack
 
 
 SECURITY_HEADERS = {

@@ -1,0 +1,177 @@
+"""The signaling server's relay rules without sockets: who may join, who receives what.
+
+What a client does goes in (a connection opens or closes, ``join``, ``message``, ``leave``
+with the payload it sent); an ``Outcome`` comes out: the acknowledgement, the room the
+sender's socket enters or leaves, and the events to send, in order. ``signaling.server``
+applies outcomes to Socket.IO; ``tests/test_relay.py`` reads them with no socket at all.
+
+Why this shape: the rules are written once wherever the room state lives. It sits behind
+``signaling.store.RoomStore``, in this process or shared by several nodes; a shared store
+answers over the network, so the methods here are async, and only to await the store. An
+emit names its receivers as one connection or a room (but one connection), which is what
+python-socketio's client managers reach on one node or, through a message queue, on many.
+Limits on what one client may take (the join rate per address, ``signaling.limits``) stay
+with the server, which knows the client's address, and refuse through ``Relay.refuse``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Optional, Union
+
+from . import protocol
+from .protocol import Member, ProtocolError
+from .store import RoomStore
+from .token import check_token
+
+logger = logging.getLogger("signaling")
+
+GONE = "disconnected before the join was handled"
+
+
+@dataclass(frozen=True)
+class Emit:
+    """One event to send: to the connection ``to``, or else to every member of ``room``
+    except ``skip``."""
+
+    event: str
+    payload: Union[dict[str, Any], int]
+    to: Optional[str] = None
+    room: Optional[str] = None
+    skip: Optional[str] = None
+
+
+@dataclass
+class Outcome:
+    """What one client event comes to. Applied in this order: the sender's socket enters
+    ``entered`` or leaves ``left`` (so a room's events then reach it, or no longer do),
+    ``emits`` go out, and ``ack`` answers the sender (empty where nobody waits for one)."""
+
+    ack: dict[str, Any] = field(default_factory=dict)
+    emits: list[Emit] = field(default_factory=list)
+    entered: Optional[str] = None
+    left: Optional[str] = None
+
+
+class Relay:
+    """The rules between connections (Socket.IO sids, which are also member ids) and rooms.
+
+    It knows which connections are open, because a join handled after its connection
+    closed must not take a seat (the ghost-join guard in ``join``)."""
+
+    def __init__(self, store: RoomStore, token_secret: Optional[str] = None) -> None:
+        self.store = store
+        self.token_secret = token_secret
+        self.connections: set[str] = set()
+
+    def connect(self, sid: str) -> None:
+        self.connections.add(sid)
+
+    async def disconnect(self, sid: str, announce: bool = True) -> Outcome:
+        """A connection closed: its member leaves its room, and the room hears it. With
+        ``announce`` False (the server itself is stopping) nobody is told: nobody left the
+        room, the server went, and peers rejoin when it is back."""
+        self.connections.discard(sid)
+        if not announce:
+            await self.store.leave(sid)
+            return Outcome()
+        return await self._leave(sid) or Outcome()
+
+    async def join(self, sid: str, payload: Any) -> Outcome:
+        """``join``: a seat in a room, announced to who was there (``peer-joined``, then the
+        classic ``userInRoom`` head count); the ack lists them and any kept offers."""
+        try:
+            request = protocol.parse_join(payload)
+            self._check_token(request)
+            me = Member(id=sid, name=request.name or f"guest-{sid[:4]}")
+            others = await self._seat(request.room, me)
+        except ProtocolError as error:
+            return self.refuse(sid, protocol.JOIN, error)
+        # Offers that reached nobody go to a newcomer of ours, who answers them; a classic
+        # newcomer offers itself, which makes them moot. Either way they are gone now.
+        offers = await self.store.take_offers(request.room)
+        logger.info("%s (%s) joined %s", me.name, sid, request.room)
+        classic = isinstance(payload, str)
+        return Outcome(
+            ack=protocol.join_ack(me, request.room, others, self.store.capacity, [] if classic else offers),
+            entered=request.room,
+            emits=[Emit(protocol.PEER_JOINED, me.to_payload(), room=request.room, skip=sid),
+                   _head_count(request.room, len(others) + 1)],
+        )
+
+    async def message(self, sid: str, payload: Any) -> Outcome:
+        """``message``: stamped with its sender and passed to the member named in ``to``
+        (who must share the sender's room), or else to everyone else in the room."""
+        try:
+            message = protocol.parse_message(payload)
+            found = await self.store.find(sid)
+            if found is None:
+                raise ProtocolError(protocol.NOT_JOINED, "join a room before sending messages")
+            room, sender = found
+            target = message.get("to")
+            if target is not None:
+                await self._check_target(sid, room, target)
+        except ProtocolError as error:
+            return self.refuse(sid, protocol.MESSAGE, error)
+        out = protocol.relayed(message, sender)
+        if target is not None:
+            return Outcome(ack={"ok": True}, emits=[Emit(protocol.MESSAGE, out, to=target)])
+        await self.store.keep(sid, out)  # only if it reaches nobody
+        return Outcome(ack={"ok": True}, emits=[Emit(protocol.MESSAGE, out, room=room, skip=sid)])
+
+    async def leave(self, sid: str) -> Outcome:
+        """``leave``: out of the room, which hears it (``peer-left``, then the head count)."""
+        return await self._leave(sid) or self.refuse(
+            sid, protocol.LEAVE, ProtocolError(protocol.NOT_JOINED, "not in a room"))
+
+    def refuse(self, sid: str, event: str, error: ProtocolError) -> Outcome:
+        """Tell the sender what was wrong, both as the ack and as an ``error`` event
+        (classic clients never ask for acks)."""
+        logger.info("refused %s from %s: %s", event, sid, error.reason)
+        payload = error.to_payload(event)
+        return Outcome(ack=payload, emits=[Emit(protocol.ERROR, payload, to=sid)])
+
+    def _check_token(self, request: protocol.JoinRequest) -> None:
+        if self.token_secret is not None:
+            reason = check_token(self.token_secret, request.room, request.token)
+            if reason is not None:
+                raise ProtocolError(protocol.BAD_TOKEN, reason)
+
+    async def _seat(self, room: str, me: Member) -> list[Member]:
+        """The store's join, for an open connection only. A polling client can send join
+        and disconnect in one request, and the join is then handled after the disconnect:
+        joining would leave a ghost member that fills the room forever. A store that
+        answers over the network is awaited, and the connection may close meanwhile, its
+        disconnect finding no seat to free: the seat is given back here."""
+        if me.id not in self.connections:
+            raise ProtocolError(protocol.NOT_JOINED, GONE)
+        others = await self.store.join(room, me)
+        if me.id not in self.connections:
+            await self.store.leave(me.id)
+            raise ProtocolError(protocol.NOT_JOINED, GONE)
+        return others
+
+    async def _check_target(self, sid: str, room: str, target: str) -> None:
+        """``to`` names another member of the sender's room, or the message goes nowhere."""
+        found = None if target == sid else await self.store.find(target)
+        if found is None or found[0] != room:
+            raise ProtocolError(protocol.UNKNOWN_TARGET, f"no member {target!r} in room {room!r}")
+
+    async def _leave(self, sid: str) -> Optional[Outcome]:
+        left = await self.store.leave(sid)
+        if left is None:
+            return None
+        room, member = left
+        logger.info("%s (%s) left %s", member.name, sid, room)
+        return Outcome(
+            ack={"ok": True},
+            left=room,
+            emits=[Emit(protocol.PEER_LEFT, member.to_payload(), room=room),
+                   _head_count(room, len(await self.store.members(room)))],
+        )
+
+
+def _head_count(room: str, count: int) -> Emit:
+    """The classic ``userInRoom`` head count, sent only to the room it counts."""
+    return Emit(protocol.USER_IN_ROOM, count, room=room)

@@ -1,0 +1,83 @@
+"""Where the room state lives, as one small interface the relay rules (``signaling.relay``) use.
+
+The state is who is in which room and the offers kept for the next member (see
+``Rooms.keep``). Today it lives in this process (``MemoryStore``, over ``signaling.rooms``);
+a store shared by several server nodes (Redis) does network I/O for every question, so the
+interface is async: the rules await it and do not care which one answers.
+
+A store owns the room-level rules that must hold atomically wherever the state lives: one
+room per member, the size limit. Everything else (tokens, names, who may be addressed) is
+the relay's and is written once.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional, Protocol
+
+from .protocol import Member
+from .rooms import Rooms
+
+
+class RoomStore(Protocol):
+    """The room state the relay reads and changes. Member ids are Socket.IO sids."""
+
+    @property
+    def capacity(self) -> int:
+        """The most members a room holds (told to joiners in the join acknowledgement)."""
+
+    async def join(self, room: str, member: Member) -> list[Member]:
+        """Add ``member`` to ``room`` and return who was already there, in the order they
+        joined. Raises ProtocolError (``ALREADY_JOINED``, ``ROOM_FULL``), changing nothing."""
+
+    async def leave(self, member_id: str) -> Optional[tuple[str, Member]]:
+        """Remove a member (and what was kept of it) wherever it is; return (room, member),
+        or None if it was in none."""
+
+    async def find(self, member_id: str) -> Optional[tuple[str, Member]]:
+        """Where a member is: (room, member), or None if it is in no room. One question,
+        not two (room, then member), so the answer cannot change halfway."""
+
+    async def members(self, room: str) -> list[Member]:
+        """Who is in ``room`` now, in the order they joined."""
+
+    async def keep(self, member_id: str, message: dict[str, Any]) -> None:
+        """Keep a broadcast message (``relayed`` form) if it reached nobody (``Rooms.keep``)."""
+
+    async def take_offers(self, room: str) -> list[dict[str, Any]]:
+        """The kept messages of ``room``'s members, forgotten as they are handed out."""
+
+    async def count(self) -> int:
+        """The number of rooms with at least one member (for the health check)."""
+
+
+class MemoryStore:
+    """The room state of one process: ``Rooms``, whose answers need no waiting."""
+
+    def __init__(self, rooms: Rooms) -> None:
+        self.rooms = rooms
+
+    @property
+    def capacity(self) -> int:
+        return self.rooms.capacity
+
+    async def join(self, room: str, member: Member) -> list[Member]:
+        return self.rooms.join(room, member)
+
+    async def leave(self, member_id: str) -> Optional[tuple[str, Member]]:
+        return self.rooms.leave(member_id)
+
+    async def find(self, member_id: str) -> Optional[tuple[str, Member]]:
+        room, member = self.rooms.room_of(member_id), self.rooms.member(member_id)
+        return None if room is None or member is None else (room, member)
+
+    async def members(self, room: str) -> list[Member]:
+        return self.rooms.members(room)
+
+    async def keep(self, member_id: str, message: dict[str, Any]) -> None:
+        self.rooms.keep(member_id, message)
+
+    async def take_offers(self, room: str) -> list[dict[str, Any]]:
+        return self.rooms.take_offers(room)
+
+    async def count(self) -> int:
+        return len(self.rooms)

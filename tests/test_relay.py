@@ -1,0 +1,237 @@
+"""Unit tests of the relay rules (signaling.relay) over the in-memory room store, without
+sockets: what each client event comes to (acknowledgement, rooms entered and left, events
+sent, in order)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Optional
+
+from signaling.protocol import (
+    ALREADY_JOINED, BAD_PAYLOAD, BAD_ROOM, BAD_TOKEN, ERROR, MESSAGE, NOT_JOINED, PEER_JOINED, PEER_LEFT,
+    ROOM_FULL, UNKNOWN_TARGET, UNKNOWN_TYPE, USER_IN_ROOM, Member,
+)
+from signaling.relay import Emit, Outcome, Relay
+from signaling.rooms import Rooms
+from signaling.store import MemoryStore
+from signaling.token import make_token
+
+SDP = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n"
+CANDIDATE = {"candidate": "candidate:1 1 udp 2130706431 192.0.2.1 50000 typ host",
+             "sdpMid": "0", "sdpMLineIndex": 0, "usernameFragment": "abcd"}
+A, B, C, D = "alice-sid", "bob-sid", "carol-sid", "dave-sid"
+ALICE, BOB = {"id": A, "name": "alice"}, {"id": B, "name": "bob"}
+OK = {"ok": True}
+
+
+def relay_of(rooms: Rooms, secret: Optional[str] = None) -> Relay:
+    """A relay over ``rooms`` with the connections A, B, C and D open."""
+    relay = Relay(MemoryStore(rooms), secret)
+    for sid in (A, B, C, D):
+        relay.connect(sid)
+    return relay
+
+
+async def seated(rooms: Rooms, *joins: tuple[str, str, str]) -> Relay:
+    """A relay where each (sid, room, name) of ``joins`` has joined."""
+    relay = relay_of(rooms)
+    for sid, room, name in joins:
+        assert (await relay.join(sid, {"room": room, "name": name})).ack["ok"] is True
+    return relay
+
+
+def assert_refused(outcome: Outcome, sid: str, event: str, code: str, error: str = "") -> None:
+    """A refusal: the same payload as the ack and as an ``error`` event to the sender
+    alone, and no room entered or left."""
+    assert outcome.ack["ok"] is False and outcome.ack["event"] == event and outcome.ack["code"] == code
+    assert error in outcome.ack["error"]
+    assert outcome.emits == [Emit(ERROR, outcome.ack, to=sid)]
+    assert outcome.entered is None and outcome.left is None
+
+
+# join
+
+
+async def test_join_enters_the_room_announces_the_joiner_then_counts(caplog):
+    caplog.set_level("INFO", logger="signaling")
+    rooms = Rooms(capacity=3)
+    relay = relay_of(rooms)
+    first = await relay.join(A, {"room": "r", "name": "alice"})
+    assert first == Outcome(
+        ack={"ok": True, "id": A, "name": "alice", "room": "r", "members": [], "capacity": 3, "offers": []},
+        entered="r",
+        emits=[Emit(PEER_JOINED, ALICE, room="r", skip=A), Emit(USER_IN_ROOM, 1, room="r")],
+    )
+    second = await relay.join(B, {"room": "r", "name": "bob"})
+    assert second.ack["members"] == [ALICE] and second.entered == "r"
+    assert second.emits == [Emit(PEER_JOINED, BOB, room="r", skip=B), Emit(USER_IN_ROOM, 2, room="r")]
+    assert rooms.members("r") == [Member(A, "alice"), Member(B, "bob")]
+    assert "alice (alice-sid) joined r" in caplog.messages and "bob (bob-sid) joined r" in caplog.messages
+
+
+async def test_a_joiner_without_a_name_is_a_guest_named_after_its_id():
+    relay = relay_of(Rooms(capacity=3))
+    assert (await relay.join(A, "r")).ack["name"] == "guest-alic"
+    assert (await relay.join(B, {"room": "r", "name": "   "})).ack["name"] == "guest-bob-"
+    assert (await relay.join(C, {"room": "r", "name": None})).emits[0] == \
+        Emit(PEER_JOINED, {"id": C, "name": "guest-caro"}, room="r", skip=C)
+
+
+async def test_a_bad_join_is_refused_to_its_sender_alone(caplog):
+    caplog.set_level("INFO", logger="signaling")
+    rooms = Rooms()
+    relay = relay_of(rooms)
+    assert_refused(await relay.join(A, {"room": "no spaces"}), A, "join", BAD_ROOM, "room name must be")
+    assert_refused(await relay.join(A, None), A, "join", BAD_PAYLOAD)
+    assert_refused(await relay.join(A, ["r"]), A, "join", BAD_PAYLOAD)
+    assert len(rooms) == 0
+    assert any(line.startswith("refused join from alice-sid: room name must be") for line in caplog.messages)
+
+
+async def test_a_room_token_admits_to_its_room_only():
+    rooms = Rooms()
+    relay = relay_of(rooms, secret="s3cret")
+    assert_refused(await relay.join(A, "demo"), A, "join", BAD_TOKEN)
+    assert_refused(await relay.join(A, {"room": "demo", "token": "123.abc"}), A, "join", BAD_TOKEN)
+    elsewhere = make_token("s3cret", "other", ttl=60)
+    assert_refused(await relay.join(A, {"room": "demo", "token": elsewhere}), A, "join", BAD_TOKEN)
+    assert_refused(await relay.join(A, {"room": "demo", "token": make_token("guess", "demo", ttl=60)}),
+                   A, "join", BAD_TOKEN)
+    assert len(rooms) == 0
+    joined = await relay.join(A, {"room": "demo", "token": make_token("s3cret", "demo", ttl=60)})
+    assert joined.ack["ok"] is True and joined.entered == "demo"
+
+
+async def test_the_store_refuses_a_full_room_and_a_second_join():
+    rooms = Rooms(capacity=2)
+    relay = await seated(rooms, (A, "r", "alice"), (B, "r", "bob"))
+    assert_refused(await relay.join(C, "r"), C, "join", ROOM_FULL, "room 'r' is full (2 members)")
+    assert_refused(await relay.join(A, "s"), A, "join", ALREADY_JOINED)
+    assert rooms.members("r") == [Member(A, "alice"), Member(B, "bob")] and rooms.members("s") == []
+
+
+async def test_no_seat_for_a_join_handled_after_its_disconnect():
+    """A polling client can send join and disconnect in one request; the join is then
+    handled after the disconnect and must not leave a ghost that fills the room."""
+    rooms = Rooms()
+    relay = relay_of(rooms)
+    assert await relay.disconnect(A) == Outcome()
+    assert_refused(await relay.join(A, "r"), A, "join", NOT_JOINED, "disconnected before the join was handled")
+    assert_refused(await relay.join("never-connected", "r"), "never-connected", "join", NOT_JOINED)
+    assert len(rooms) == 0 and relay.connections == {B, C, D}
+
+
+class SlowStore(MemoryStore):
+    """A store that answers a join when told to, as one across a network takes its time."""
+
+    def __init__(self, rooms: Rooms) -> None:
+        super().__init__(rooms)
+        self.asked = asyncio.Event()
+        self.answer = asyncio.Event()
+
+    async def join(self, room: str, member: Member) -> list[Member]:
+        self.asked.set()
+        await self.answer.wait()
+        return await super().join(room, member)
+
+
+async def test_a_connection_that_closes_while_the_store_seats_it_leaves_no_ghost():
+    rooms = Rooms()
+    store = SlowStore(rooms)
+    relay = Relay(store)
+    relay.connect(A)
+    joining = asyncio.ensure_future(relay.join(A, "r"))
+    await store.asked.wait()
+    assert await relay.disconnect(A) == Outcome(), "not seated yet: nothing to announce"
+    store.answer.set()
+    assert_refused(await joining, A, "join", NOT_JOINED, "disconnected before the join was handled")
+    assert len(rooms) == 0 and rooms.room_of(A) is None
+
+
+# offers kept for the next member
+
+
+async def test_an_offer_sent_alone_goes_to_the_next_joiner_in_its_ack():
+    rooms = Rooms(capacity=3)
+    relay = await seated(rooms, (A, "r", "alice"))
+    offer = await relay.message(A, {"type": "offer", "sdp": SDP})
+    candidate = await relay.message(A, {"type": "candidate", "candidate": CANDIDATE})
+    assert offer.ack == candidate.ack == OK
+    kept = [offer.emits[0].payload, candidate.emits[0].payload]
+    assert kept == [{"type": "offer", "sdp": SDP, "from": A, "name": "alice"},
+                    {"type": "candidate", "candidate": CANDIDATE, "from": A, "name": "alice"}]
+    assert (await relay.join(B, {"room": "r", "name": "bob"})).ack["offers"] == kept
+    assert (await relay.join(C, {"room": "r"})).ack["offers"] == [], "an offer is answered once"
+
+
+async def test_a_classic_joiner_gets_no_offers_and_they_are_gone():
+    """A classic client (a bare room string) offers itself on joining, which makes the
+    kept offer moot."""
+    rooms = Rooms(capacity=3)
+    relay = await seated(rooms, (A, "r", "alice"))
+    await relay.message(A, {"type": "offer", "sdp": SDP})
+    classic = await relay.join(B, "r")
+    assert classic.ack["offers"] == [] and classic.ack["members"] == [ALICE]
+    await relay.leave(B)
+    assert (await relay.join(C, {"room": "r"})).ack["offers"] == []
+
+
+# message
+
+
+async def test_a_message_goes_to_the_rest_of_the_room_stamped_with_its_sender():
+    rooms = Rooms(capacity=3)
+    relay = await seated(rooms, (A, "r", "alice"), (B, "r", "bob"), (C, "s", "carol"))
+    sent = await relay.message(A, {"type": "answer", "sdp": SDP, "from": B, "name": "bob", "extra": 1})
+    assert sent == Outcome(ack=OK, emits=[
+        Emit(MESSAGE, {"type": "answer", "sdp": SDP, "from": A, "name": "alice"}, room="r", skip=A)])
+    bye = await relay.message(B, {"type": "bye"})
+    assert bye.emits == [Emit(MESSAGE, {"type": "bye", "from": B, "name": "bob"}, room="r", skip=B)]
+
+
+async def test_to_reaches_another_member_of_the_senders_room_only():
+    rooms = Rooms(capacity=3)
+    relay = await seated(rooms, (A, "r", "alice"), (B, "r", "bob"), (C, "r", "carol"), (D, "s", "dave"))
+    direct = await relay.message(A, {"type": "offer", "sdp": SDP, "to": C})
+    assert direct == Outcome(ack=OK, emits=[
+        Emit(MESSAGE, {"type": "offer", "sdp": SDP, "from": A, "name": "alice"}, to=C)])
+    for target in (A, D, "nobody"):  # oneself, another room, no one
+        assert_refused(await relay.message(A, {"type": "offer", "sdp": SDP, "to": target}),
+                       A, "message", UNKNOWN_TARGET, f"no member {target!r} in room 'r'")
+
+
+async def test_a_message_before_joining_or_malformed_is_refused():
+    rooms = Rooms()
+    relay = await seated(rooms, (A, "r", "alice"))
+    assert_refused(await relay.message(B, {"type": "bye"}), B, "message", NOT_JOINED,
+                   "join a room before sending messages")
+    assert_refused(await relay.message(A, {"type": "hello"}), A, "message", UNKNOWN_TYPE)
+    assert_refused(await relay.message(A, None), A, "message", BAD_PAYLOAD)
+    assert_refused(await relay.message(A, {"type": "offer", "sdp": "x"}), A, "message", BAD_PAYLOAD)
+
+
+# leave and disconnect
+
+
+async def test_leave_goes_out_of_the_room_then_tells_it_and_counts(caplog):
+    caplog.set_level("INFO", logger="signaling")
+    rooms = Rooms()
+    relay = await seated(rooms, (A, "r", "alice"), (B, "r", "bob"))
+    assert await relay.leave(A) == Outcome(
+        ack=OK, left="r", emits=[Emit(PEER_LEFT, ALICE, room="r"), Emit(USER_IN_ROOM, 1, room="r")])
+    assert "alice (alice-sid) left r" in caplog.messages
+    assert_refused(await relay.leave(A), A, "leave", NOT_JOINED, "not in a room")
+    assert (await relay.join(A, {"room": "s"})).entered == "s", "a member that left may join again"
+    assert (await relay.leave(B)).emits[-1] == Emit(USER_IN_ROOM, 0, room="r")
+    assert rooms.members("r") == []
+
+
+async def test_a_disconnect_leaves_as_leave_does_unless_the_server_is_going():
+    rooms = Rooms(capacity=3)
+    relay = await seated(rooms, (A, "r", "alice"), (B, "r", "bob"), (C, "r", "carol"))
+    assert await relay.disconnect(B) == Outcome(
+        ack=OK, left="r", emits=[Emit(PEER_LEFT, BOB, room="r"), Emit(USER_IN_ROOM, 2, room="r")])
+    assert await relay.disconnect(A, announce=False) == Outcome(), "nobody left: the server went"
+    assert rooms.members("r") == [Member(C, "carol")]
+    assert await relay.disconnect(D) == Outcome(), "never joined: nothing to tell"
+    assert relay.connections == {C}
