@@ -5,7 +5,7 @@ websocket frame) but not what a client can pile up across packets and connection
 attachments a packet declares, the packets queued for a client that never reads, the
 connections one address holds open, the time a connection may sit without a request.
 The classes here add those bounds from outside the libraries (subclasses and a wrapping
-protocol), so the relay logic in ``signaling.server`` stays as it is. Every refusal is one
+protocol), so the relay rules in ``signaling.relay`` stay as they are. Every refusal is one
 log line, never a traceback; repeated refusals of one address are logged at 1, 10, 100, ...
 so a flood cannot fill the log either. The limits and their figures: ``docs/deploy.md``.
 """
