@@ -26,7 +26,7 @@ from aiortc.mediastreams import MediaStreamError
 
 from signaling.protocol import Member
 
-from . import control
+from . import wire
 from .call import Call
 from .errors import NothingToRecord, RoomClosed, WaitTimeout
 from .ice import IceSettings
@@ -269,9 +269,9 @@ class Room:
 
     def send_json(self, value: Any) -> int:
         """Send a JSON value to every connected peer of ours (``DataMessage`` there).
-        ValueError for one the other side would drop (see ``control.encode``), whoever is
+        ValueError for one the other side would drop (see ``wire.encode_control``), whoever is
         connected; encoded once for all."""
-        text = control.encode(control.DATA, data=value)
+        text = wire.encode_control(wire.DATA, data=value)
         return sum(call.send_control(text) for call in self.session.calls.values())
 
     async def send_file(self, path: Union[str, Path], to: Optional[Member] = None,

@@ -36,12 +36,11 @@ from pyee.asyncio import AsyncIOEventEmitter
 from signaling import protocol
 from signaling.protocol import Member
 
-from . import control, rollback
+from . import rollback, wire
 from .errors import TransferError
 from .ice import IceSettings
 from .media.sources import LocalMedia
-from .transfer import (Accept, BadMessage, Downloads, Failed, FileReceiver, FileSender, Progress, Received, Reply,
-                       encode, parse_message)
+from .transfer import Downloads, FileReceiver, FileSender, Progress
 from .verification import connection_code
 
 logger = logging.getLogger(__name__)
@@ -150,13 +149,13 @@ class Call(AsyncIOEventEmitter):
         return True
 
     def send_control(self, text: str) -> bool:
-        """Send a message made with ``control.encode`` to a peer of ours (not to classic
+        """Send a message made with ``wire.encode_control`` to a peer of ours (not to classic
         clients, which lack the channel)."""
         return self._peer_is_ours and _send(self.control, text)
 
     def announce_id(self, member_id: str) -> None:
         """Tell the other side our new signaling id after we rejoined, so it keeps this call."""
-        self.send_control(control.encode(control.MOVED, id=member_id))
+        self.send_control(wire.encode_control(wire.MOVED, id=member_id))
 
     async def send_file(self, path: Path, progress: Optional[Progress] = None) -> str:
         """Send a file; return its sha256 once the other side has checked and saved it."""
@@ -188,7 +187,7 @@ class Call(AsyncIOEventEmitter):
         if self.closed:
             return
         self.closed = True
-        if notify and self.send_control(control.encode(control.BYE)):
+        if notify and self.send_control(wire.encode_control(wire.BYE)):
             await asyncio.sleep(0.05)  # let the bye leave before the transport goes
         for task in self._tasks:
             if task is not asyncio.current_task():
@@ -274,7 +273,7 @@ class Call(AsyncIOEventEmitter):
             sdp = rollback.widen_offer(sdp)
             self._widened = pc
             self._spawn(self._unwiden_unless_answered(pc))
-        await self._signal({"type": protocol.OFFER, "sdp": sdp, "to": self.remote.id})
+        await self._signal(protocol.offer_message(sdp, self.remote.id))
         await self._trickle_candidates()
         self._watch(pc)
 
@@ -302,7 +301,7 @@ class Call(AsyncIOEventEmitter):
                 sending.add(track.kind)
         await self._flush_candidates()
         await pc.setLocalDescription(await pc.createAnswer())
-        await self._signal({"type": protocol.ANSWER, "sdp": pc.localDescription.sdp, "to": self.remote.id})
+        await self._signal(protocol.answer_message(pc.localDescription.sdp, self.remote.id))
         await self._trickle_candidates()
 
     async def _fresh_pc(self) -> None:
@@ -330,8 +329,8 @@ class Call(AsyncIOEventEmitter):
                 "usernameFragment": ufrag.group(1) if ufrag else None}
         first_section = sdp.split("\r\nm=")[1] if "\r\nm=" in sdp else sdp
         for line in _CANDIDATE.findall(first_section):
-            await self._signal({"type": protocol.CANDIDATE, "candidate": {"candidate": line, **base}})
-        await self._signal({"type": protocol.CANDIDATE, "candidate": {"candidate": "", **base}})
+            await self._signal(protocol.candidate_message({"candidate": line, **base}))
+        await self._signal(protocol.candidate_message({"candidate": "", **base}))
 
     # Staying connected
 
@@ -473,19 +472,19 @@ class Call(AsyncIOEventEmitter):
         """Only a well-formed message counts: a classic client's greeting here is chat sent
         to the wrong channel, and is ignored without a word."""
         try:
-            parsed = control.parse(message)
-        except control.BadControlMessage as error:
+            parsed = wire.parse_control(message)
+        except wire.BadControlMessage as error:
             self._dropped("control", "dropped a control message from %r: %s", message, error)
             return
         self._heard()
         self._ours.set()
-        if parsed.type == control.PING:
-            _send(self.control, control.encode(control.PONG))
-        elif parsed.type == control.BYE:
+        if parsed.type == wire.PING:
+            _send(self.control, wire.encode_control(wire.PONG))
+        elif parsed.type == wire.BYE:
             self._spawn(self.close("left", notify=False))
-        elif parsed.type == control.DATA:
+        elif parsed.type == wire.DATA:
             self.emit("data", parsed.data)
-        elif parsed.type == control.MOVED:
+        elif parsed.type == wire.MOVED:
             self.emit("moved", parsed.id)  # the session checks it against the server's presence
 
     @property
@@ -508,17 +507,17 @@ class Call(AsyncIOEventEmitter):
         if self.closed or self._sender is None or self._receiver is None:
             return
         try:
-            parsed = message if isinstance(message, bytes) else parse_message(message)
-        except BadMessage as error:
+            parsed = message if isinstance(message, bytes) else wire.parse_files(message)
+        except wire.BadFilesMessage as error:
             self._dropped("files", "dropped a bad message on the files channel from %s: %s", message, error)
             return
-        if isinstance(parsed, (Accept, Received, Failed)):
+        if isinstance(parsed, (wire.Accept, wire.Received, wire.Failed)):
             self._sender.on_reply(parsed)  # the other side's answer to what we send
         else:
             self._receiver.on_message(parsed)  # what the other side sends us
 
-    def _reply_files(self, reply: Reply) -> None:
-        _send(self._sender.channel if self._sender else None, encode(reply))
+    def _reply_files(self, reply: wire.Reply) -> None:
+        _send(self._sender.channel if self._sender else None, wire.encode_files(reply))
 
     async def _heartbeat(self, channel: RTCDataChannel) -> None:
         """Ping over the control channel; silence for ``dead_after`` seconds means the peer
@@ -526,7 +525,7 @@ class Call(AsyncIOEventEmitter):
         self._heard()
         while not self.closed and channel is self.control:
             if self._peer_is_ours:
-                _send(channel, control.encode(control.PING))
+                _send(channel, wire.encode_control(wire.PING))
             await asyncio.sleep(self._heartbeat_interval)
             if self._peer_is_ours and channel is self.control and time.monotonic() - self._last_seen > self._dead_after:
                 await self._lost(f"no answer for {self._dead_after:g} s")

@@ -20,7 +20,7 @@ import socketio
 from pyee.asyncio import AsyncIOEventEmitter
 
 from signaling import protocol
-from signaling.protocol import JoinRequest, Member, ProtocolError
+from signaling.protocol import JoinAck, JoinRequest, Member, ProtocolError
 
 from .call import Call, Complaints
 from .errors import JoinRefused, SignalingUnreachable, TransferError
@@ -133,40 +133,39 @@ class Session(AsyncIOEventEmitter):
     async def join(self) -> list[Member]:
         """Join the room and offer to everyone already there; return who that is."""
         try:
-            ack, _, others = await self._ask_to_join(CLASSIC_ACK_TIMEOUT)
+            ack = await self._ask_to_join(CLASSIC_ACK_TIMEOUT)
         except socketio.exceptions.TimeoutError:
             return await self._join_classic()
-        answered = await self._answer_waiting(ack, others)
+        others = ack.others
+        answered = self._answer_waiting(ack)
         for member in others:
             if member.id not in answered and self._may_call(member):
                 self._new_call(member).start_offer()
         self.emit("joined", others)
         return others
 
-    async def _ask_to_join(self, timeout: float) -> tuple[Any, Member, list[Member]]:
-        """Send ``join`` and take its acknowledgement's word (``_in_room``); the ack, who we
-        are and who else is there. Messages that come before it wait in ``_early`` for
-        ``_answer_waiting``: the candidates of an offer the acknowledgement carries can."""
+    async def _ask_to_join(self, timeout: float) -> JoinAck:
+        """Send ``join`` and take its acknowledgement's word (``_in_room``): who we are, who
+        else is there, the offers to answer. Messages that come before it wait in ``_early``
+        for ``_answer_waiting``: the candidates of an offer the acknowledgement carries can."""
         self._early = []
         try:
-            ack = await self._sio.call(protocol.JOIN, self.request.to_payload(), timeout=timeout)
-            me, others = self._check_ack(ack)
+            ack = self._check_ack(await self._sio.call(protocol.JOIN, self.request.to_payload(), timeout=timeout))
         except BaseException:
             self._early = None
             raise
-        self._in_room(me, others)
-        return ack, me, others
+        self._in_room(ack.me, ack.others)
+        return ack
 
-    async def _answer_waiting(self, ack: Any, others: list[Member]) -> set[str]:
+    def _answer_waiting(self, ack: JoinAck) -> set[str]:
         """Answer the offers the ack carries: classic clients offer on joining, and one alone
         in the room offered to nobody, and waits. Offering to it instead would make a browser
         roll its offer back, and then refuse our data channel. Then handle what came before
         the ack. Returns who the offers came from."""
         early, self._early = self._early or [], None
-        messages = protocol.parse_pending_offers(ack, others)
-        for message in messages + early:
-            await self._on_message(message)
-        return {message["from"] for message in messages if message["type"] == protocol.OFFER}
+        for message in ack.offers + early:
+            self._deliver(message)
+        return ack.offerers
 
     def _in_room(self, me: Member, others: list[Member]) -> None:
         """Take a join acknowledgement's word: who we are, and who else the server lists in the
@@ -229,25 +228,24 @@ class Session(AsyncIOEventEmitter):
 
     # Joining
 
-    def _check_ack(self, ack: Any) -> tuple[Member, list[Member]]:
-        """Who we are and who else is there, from the server's answer to ``join``; JoinRefused
+    def _check_ack(self, ack: Any) -> JoinAck:
+        """The server's answer to ``join``, read once (``protocol.parse_join_ack``); JoinRefused
         when it refused, or answered what no server of ours would."""
-        if isinstance(ack, dict) and ack.get("ok"):
-            try:
-                return protocol.parse_join_ack(ack, self.request.name)
-            except ProtocolError as error:
-                raise JoinRefused(f"the server's answer to join makes no sense ({error.reason}); "
-                                  "is --server a signaling server?", error.code) from None
-        code = ack.get("code", "") if isinstance(ack, dict) else ""
-        reason = ack.get("error", "join refused") if isinstance(ack, dict) else "join refused"
-        raise JoinRefused(_REFUSALS.get(code, "the server refused to join: {reason}.").format(reason=reason), code)
+        try:
+            return protocol.parse_join_ack(ack, self.request.name)
+        except protocol.Refusal as refusal:
+            raise JoinRefused(_REFUSALS.get(refusal.code, "the server refused to join: {reason}.")
+                              .format(reason=refusal.reason), refusal.code) from None
+        except ProtocolError as error:
+            raise JoinRefused(f"the server's answer to join makes no sense ({error.reason}); "
+                              "is --server a signaling server?", error.code) from None
 
     async def _join_classic(self) -> list[Member]:
         """A classic server: bare-string join, and offer at once like a classic client (the
         offer is lost in an empty room; the next member's offer then reaches us)."""
         logger.info("the server did not acknowledge join: speaking the classic room-relay pattern")
         self.classic = True
-        await self._sio.emit(protocol.JOIN, self.request.room)
+        await self._sio.emit(protocol.JOIN, self.request.to_classic_payload())
         self.me = Member(id="me", name=self.request.name)
         self._standing = self._new_call(CLASSIC_PEER, standing=True)
         self._standing.start_offer()
@@ -262,16 +260,17 @@ class Session(AsyncIOEventEmitter):
         """Back after a signaling outage: join again, keep the calls whose media still
         flows (their members announce their new ids over the call), call the others."""
         if self.classic:
-            await self._sio.emit(protocol.JOIN, self.request.room)
+            await self._sio.emit(protocol.JOIN, self.request.to_classic_payload())
             if self._standing is not None:  # whoever came meanwhile offered to a room we were not in
                 self._standing.start_offer()
             return
         try:
-            ack, me, others = await self._ask_to_join(ACK_TIMEOUT)
+            ack = await self._ask_to_join(ACK_TIMEOUT)
         except (socketio.exceptions.TimeoutError, JoinRefused) as error:
             logger.warning("could not join room %s again: %s", self.request.room, error)
             return
-        answered = await self._answer_waiting(ack, others)
+        me, others = ack.me, ack.others
+        answered = self._answer_waiting(ack)
         for call in self.calls.values():
             call.announce_id(me.id)
         self._awaiting_move -= {m.id for m in others}  # still there under their old ids: they did not move
@@ -341,29 +340,43 @@ class Session(AsyncIOEventEmitter):
             return None
 
     async def _on_message(self, payload: Any = None, *_: Any) -> None:
-        if not isinstance(payload, dict):
+        """A signaling message relayed to us, checked (``protocol.parse_relayed``): a bad one
+        costs one log line. A classic client's chatter (tutorials send strings such as
+        ``"got user media"`` on this event) is no news."""
+        try:
+            message = protocol.parse_relayed(payload)
+        except ProtocolError as error:
+            if isinstance(payload, dict):
+                self._complain(protocol.MESSAGE, "ignored a message from the server: %s", error)
+            else:
+                logger.debug("ignored a message that is no object: %r", payload)
             return
         if self._early is not None:
             if len(self._early) < MAX_EARLY_MESSAGES:
-                self._early.append(payload)
+                self._early.append(message)
             return
-        sender = payload.get("from")
-        if self.classic or not isinstance(sender, str):
+        self._deliver(message)
+
+    def _deliver(self, message: dict[str, Any]) -> None:
+        """Hand a checked message to the call with its sender; an offer from someone we have
+        no call with begins one."""
+        sender = message.get("from")
+        if self.classic or sender is None:
             sender = CLASSIC_PEER.id
         call = self.calls.get(sender)
         if call is None and sender == CLASSIC_PEER.id and self._standing is not None:
             call, self._standing = self._standing, None  # someone took up our offer: now it is a call
             self.calls[sender] = call
         if call is None:
-            if payload.get("type") != protocol.OFFER:
-                logger.debug("%s from %s with no call: ignored", payload.get("type"), sender)
+            if message["type"] != protocol.OFFER:
+                logger.debug("%s from %s with no call: ignored", message["type"], sender)
                 return
-            name = str(payload.get("name") or CLASSIC_PEER.name)
+            name = message.get("name") or CLASSIC_PEER.name
             member = self.members.setdefault(sender, Member(sender, name))
             if not self._may_call(member):
                 return
             call = self._new_call(member)
-        call.handle(payload)
+        call.handle(message)
 
     async def _on_error(self, payload: Any = None, *_: Any) -> None:
         logger.debug("server error: %s", payload)
@@ -499,7 +512,7 @@ class Session(AsyncIOEventEmitter):
         self.members[new_id] = call.remote
 
     async def _hang_up(self, call: Call) -> None:
-        await self._signal({"type": protocol.BYE, "to": call.remote.id})
+        await self._signal(protocol.bye_message(call.remote.id))
         await call.close()
 
     async def _signal(self, message: dict[str, Any]) -> None:
@@ -507,9 +520,10 @@ class Session(AsyncIOEventEmitter):
             logger.debug("signaling down: %s not sent", message.get("type"))
             return
         if self.classic:
-            message = {key: value for key, value in message.items() if key != "to"}
-            if message["type"] == protocol.BYE:
-                return  # classic clients know no bye; the data channel closing tells them
+            classic = protocol.for_classic_server(message)
+            if classic is None:
+                return  # a bye: classic clients know none
+            message = classic
         try:
             await self._sio.emit(protocol.MESSAGE, message)
         except socketio.exceptions.BadNamespaceError:

@@ -6,9 +6,10 @@ decided to take the file; binary chunks; a JSON ``end`` with the sha256; the rec
 ``received`` (or ``failed``) once the file is checked and in place.
 
 Everything the other side sends is hostile until checked: each message is parsed into a typed
-value (``parse_message``), a file is taken only when the ``Downloads`` policy and quotas say so,
-no more bytes are written than were announced, and each transfer writes into a temporary file
-of its own: the only path it ever removes.
+value (``peer.wire.parse_files``; the messages are defined there, this module does the I/O), a
+file is taken only when the ``Downloads`` policy and quotas say so, no more bytes are written
+than were announced, and each transfer writes into a temporary file of its own: the only path
+it ever removes.
 """
 
 from __future__ import annotations
@@ -17,22 +18,21 @@ import asyncio
 import concurrent.futures
 import hashlib
 import inspect
-import json
 import logging
 import os
 import re
 import tempfile
 import unicodedata
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Awaitable, Callable, ClassVar, Optional, TypeGuard, Union
+from typing import Any, Awaitable, Callable, Optional, Union
 
 from aiortc import RTCDataChannel
 
 from signaling.protocol import Member
 
-from .control import json_object
 from .errors import TransferError
+from .wire import Accept, End, Failed, Received, Reply, Start, encode_files, is_count
 
 logger = logging.getLogger(__name__)
 
@@ -54,94 +54,11 @@ MAX_NAME_BYTES = 200
 """Room for ``.NAME.RANDOM.part`` and ``NAME (NN)`` within the 255 bytes file systems allow."""
 MAX_NUMBERED = 1000
 """``NAME (2)`` up to ``NAME (1000)``; beyond that the file is refused rather than searched for."""
-MAX_REASON_CHARS = 200
 
 Progress = Callable[[int, int], None]
 
 
-# The messages, parsed and checked
-
-class BadMessage(ValueError):
-    """A files-channel message that is none of ours: logged and dropped; the call goes on."""
-
-
-@dataclass(frozen=True)
-class Start:
-    """The sender offers a file; ``name`` as sent (not yet made safe), ``size`` in bytes."""
-
-    TYPE: ClassVar[str] = "start"
-    name: str
-    size: int
-
-
-@dataclass(frozen=True)
-class Accept:
-    """The receiver takes the file offered: the sender may stream it."""
-
-    TYPE: ClassVar[str] = "accept"
-
-
-@dataclass(frozen=True)
-class End:
-    TYPE: ClassVar[str] = "end"
-    sha256: str
-
-
-@dataclass(frozen=True)
-class Received:
-    """The file is checked and saved."""
-
-    TYPE: ClassVar[str] = "received"
-    sha256: str
-
-
-@dataclass(frozen=True)
-class Failed:
-    """The receiver refused the file, or it did not arrive whole."""
-
-    TYPE: ClassVar[str] = "failed"
-    reason: str
-
-
-Message = Union[Start, Accept, End, Received, Failed]
-Reply = Union[Accept, Received, Failed]
-"""What a receiver answers, read by the sender."""
-
-_SHA256 = re.compile(r"[0-9a-f]{64}")
-
-
-def encode(message: Message) -> str:
-    return json.dumps({"type": message.TYPE, **asdict(message)})
-
-
-def parse_message(text: str) -> Message:
-    """A text message of the files channel as a typed value; BadMessage says what is wrong."""
-    value = json_object(text, BadMessage)
-    kind = value.get("type")
-    if kind == Start.TYPE:
-        name, size = value.get("name"), value.get("size")
-        if not isinstance(name, str):
-            raise BadMessage("a start without a name")
-        if not _is_count(size):
-            raise BadMessage("a start whose size is no whole number of bytes")
-        return Start(name, size)
-    if kind in (End.TYPE, Received.TYPE):
-        sha256 = value.get("sha256")
-        if not isinstance(sha256, str) or not _SHA256.fullmatch(sha256):
-            raise BadMessage(f"an {kind} without a sha256")
-        return End(sha256) if kind == End.TYPE else Received(sha256)
-    if kind == Accept.TYPE:
-        return Accept()
-    if kind == Failed.TYPE:
-        reason = value.get("reason")
-        return Failed(reason[:MAX_REASON_CHARS] if isinstance(reason, str) else "no reason given")
-    raise BadMessage("an unknown type" if isinstance(kind, str) else "no type")
-
-
-def _is_count(value: Any) -> TypeGuard[int]:
-    """A whole number >= 0: not a bool (True is an int), not a float (1e400 is inf)."""
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
-
+# File names
 
 _UNSAFE = re.compile(r'[<>:"|?*]')
 """Not allowed in Windows names (``a:b`` would even write a hidden stream there)."""
@@ -217,7 +134,7 @@ class Downloads:
             accept = directory is not None
         if accept is not False and directory is None:
             raise ValueError("accepting files needs a downloads directory")
-        if not _is_count(max_per_peer) or not _is_count(max_total):
+        if not is_count(max_per_peer) or not is_count(max_total):
             raise ValueError("download quotas are whole numbers of bytes")
         self.directory = Path(directory) if directory is not None else None
         self.accept = accept
@@ -270,14 +187,14 @@ class FileSender:
         async with self._lock:
             size = path.stat().st_size
             self._expect_reply()
-            self._send(encode(Start(path.name, size)))
+            self._send(encode_files(Start(path.name, size)))
             answer = await self._answer(f"{path.name}: the receiver did not answer within {ACCEPT_TIMEOUT:g} s",
                                         ACCEPT_TIMEOUT)
             if not isinstance(answer, Accept):
                 raise TransferError(f"{path.name}: the receiver refused it ({_reason(answer)})")
             self._expect_reply()
             sha256 = await self._stream(path, size, progress)
-            self._send(encode(End(sha256)))
+            self._send(encode_files(End(sha256)))
             answer = await self._answer(f"{path.name}: the receiver did not confirm within {CONFIRM_TIMEOUT:g} s",
                                         CONFIRM_TIMEOUT)
             if not isinstance(answer, Received) or answer.sha256 != sha256:
@@ -385,7 +302,7 @@ class FileReceiver:
         self._incoming: Optional[_Incoming] = None
 
     def on_message(self, message: Union[Start, End, bytes]) -> None:
-        """A message from the sender, checked by ``parse_message``."""
+        """A message from the sender, checked by ``wire.parse_files``."""
         if isinstance(message, bytes):
             self._on_chunk(message)
         elif isinstance(message, Start):

@@ -1,7 +1,8 @@
 """The signaling protocol as plain data: events, payloads, validation. No I/O.
 
-Both the server (``signaling.server``) and the peer (``peer.session``) import this
-module, so the rules of the wire live in one place and are tested without sockets.
+Both the server (``signaling.server``) and the peer (``peer.session``, ``peer.call``)
+import this module: what each side sends is built here and what each receives is read
+and checked here, so the rules of the wire live in one place and are tested without sockets.
 The wire format is documented for client writers in ``docs/protocol.md``.
 
 Compatibility with the classic room-relay pattern (``join`` with a bare room string,
@@ -40,6 +41,8 @@ MAX_SDP_BYTES = 64 * 1024
 many candidates and simulcast while refusing payloads meant to exhaust memory."""
 MAX_CANDIDATE_BYTES = 1024
 MAX_NAME_CHARS = 64
+MAX_ID_CHARS = 64
+"""A member id in ``to`` or ``from``; the server's ids (Socket.IO session ids) are 20 characters."""
 MAX_TOKEN_CHARS = 256
 MAX_KEPT_CANDIDATES = 32
 """Candidates kept with an offer that reached nobody (see ``join_ack``); a browser gathers
@@ -47,6 +50,10 @@ a handful per network interface, so more is a client flooding the server's memor
 MAX_PENDING_MESSAGES = 64
 """Items of a join ack's ``offers`` a client reads: one kept offer and its candidates fit
 twice over (only a member alone in its room has one)."""
+MAX_CODE_CHARS = 64
+MAX_REASON_CHARS = 200
+"""A refusal's ``code`` and ``error`` as a client reads them (the server's are a word and a
+sentence); longer ones are none of ours."""
 ROOM_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
 
 
@@ -90,6 +97,11 @@ class JoinRequest:
         if self.token is not None:
             payload["token"] = self.token
         return payload
+
+    def to_classic_payload(self) -> str:
+        """The classic form, for a server that speaks only the classic pattern: the bare room
+        (no name, no token)."""
+        return self.room
 
 
 @dataclass(frozen=True)
@@ -146,7 +158,7 @@ def parse_message(payload: Any) -> dict[str, Any]:
         clean["candidate"] = _check_candidate(payload.get("candidate"))
     to = payload.get("to")
     if to is not None:
-        if not isinstance(to, str) or not to or len(to) > 64:
+        if not isinstance(to, str) or not to or len(to) > MAX_ID_CHARS:
             raise ProtocolError(BAD_PAYLOAD, "'to' must be a member id string")
         clean["to"] = to
     return clean
@@ -182,14 +194,48 @@ def join_ack(me: Member, room: str, others: list[Member], capacity: int,
     }
 
 
-def parse_join_ack(payload: dict[str, Any], default_name: str = "") -> tuple[Member, list[Member]]:
-    """Read a successful ``join`` acknowledgement (see ``join_ack``) as a client: who we are
-    and who was there before. The server may be anyone's, so its answer is checked too."""
+class Refusal(ProtocolError):
+    """A failed acknowledgement as a client reads it: the server's ``code`` and ``error``
+    (empty and "join refused" when it sent none that make sense)."""
+
+
+@dataclass(frozen=True)
+class JoinAck:
+    """A successful ``join`` acknowledgement as a client reads it (see ``join_ack``)."""
+
+    me: Member
+    others: list[Member]
+    """Who was there before, in the order they joined: the joiner offers to each of them,
+    except to those whose offers it answers."""
+    offers: list[dict[str, Any]]
+    """Offers that reached nobody, and their candidates, in ``relayed`` form: to answer."""
+
+    @property
+    def offerers(self) -> set[str]:
+        """The ids of the members whose offers ``offers`` carries."""
+        return {message["from"] for message in self.offers if message["type"] == OFFER}
+
+
+def parse_join_ack(payload: Any, default_name: str = "") -> JoinAck:
+    """Read the server's answer to ``join`` as a client, all of it at once: who we are, who was
+    there before, and the offers to answer. ``Refusal`` when the server refused; ProtocolError
+    when it answered what no server of ours would. The server may be anyone's, so its answer
+    is checked and bounded too."""
+    if not isinstance(payload, dict) or not payload.get("ok"):
+        raise _refusal(payload)
     me = Member(id=_require_str(payload, "id"), name=str(payload.get("name") or default_name))
     members = payload.get("members", [])
     if not isinstance(members, list):
         raise ProtocolError(BAD_PAYLOAD, "'members' must be a list")
-    return me, [Member.from_payload(member) for member in members]
+    others = [Member.from_payload(member) for member in members]
+    return JoinAck(me, others, parse_pending_offers(payload, others))
+
+
+def _refusal(payload: Any) -> Refusal:
+    code = payload.get("code") if isinstance(payload, dict) else None
+    reason = payload.get("error", "join refused") if isinstance(payload, dict) else None
+    return Refusal(code if isinstance(code, str) and len(code) <= MAX_CODE_CHARS else "",
+                   reason[:MAX_REASON_CHARS] if isinstance(reason, str) else "join refused")
 
 
 def parse_pending_offers(ack: Any, members: list[Member]) -> list[dict[str, Any]]:
@@ -232,6 +278,66 @@ def _pending_message(item: Any, names: dict[str, str]) -> dict[str, Any]:
     else:
         raise ProtocolError(UNKNOWN_TYPE, "an offers item is an offer or a candidate")
     return relayed(clean, Member(id=sender, name=names[sender]))
+
+
+def parse_relayed(payload: Any) -> dict[str, Any]:
+    """Read a ``message`` event as a client: checked as ``parse_message`` checks what a client
+    sends (the server that relays it may be anyone's, or a classic one that checks nothing),
+    with the ``from`` and ``name`` our server stamps on it. Only those fields survive; a
+    classic server stamps neither, so both may be missing. ``name`` is bounded but may hold
+    control characters: the server is the judge of names, and names are escaped wherever
+    they are shown."""
+    _require_dict(payload, MESSAGE)
+    clean = parse_message({key: value for key, value in payload.items() if key != "to"})
+    sender = payload.get("from")
+    if sender is not None:
+        if not isinstance(sender, str) or not 0 < len(sender) <= MAX_ID_CHARS:
+            raise ProtocolError(BAD_PAYLOAD, "'from' must be a member id string")
+        clean["from"] = sender
+    name = payload.get("name")
+    if name is not None:
+        if not isinstance(name, str) or len(name) > MAX_NAME_CHARS:
+            raise ProtocolError(BAD_NAME, f"'name' must be a string of at most {MAX_NAME_CHARS} characters")
+        clean["name"] = name
+    return clean
+
+
+# What a client sends in ``message`` (the join payload is ``JoinRequest``'s)
+
+def offer_message(sdp: str, to: Optional[str]) -> dict[str, Any]:
+    """An SDP offer to member ``to`` (None: to whoever is in the room)."""
+    return _addressed({"type": OFFER, "sdp": sdp}, to)
+
+
+def answer_message(sdp: str, to: Optional[str]) -> dict[str, Any]:
+    """The SDP answer to member ``to``'s offer."""
+    return _addressed({"type": ANSWER, "sdp": sdp}, to)
+
+
+def candidate_message(candidate: Optional[dict[str, Any]], to: Optional[str] = None) -> dict[str, Any]:
+    """A trickled candidate as a browser's ``RTCIceCandidate.toJSON()`` gives it; one whose
+    ``candidate`` is ``""`` (or None) ends the candidates."""
+    return _addressed({"type": CANDIDATE, "candidate": candidate}, to)
+
+
+def bye_message(to: str) -> dict[str, Any]:
+    """Hang up on member ``to`` now."""
+    return _addressed({"type": BYE}, to)
+
+
+def for_classic_server(message: dict[str, Any]) -> Optional[dict[str, Any]]:
+    """``message`` as a server of the classic pattern takes it: without ``to`` (it knows no
+    member ids and relays to the whole room); None for a ``bye``, which classic clients do not
+    know (the data channel closing tells them)."""
+    if message["type"] == BYE:
+        return None
+    return {key: value for key, value in message.items() if key != "to"}
+
+
+def _addressed(message: dict[str, Any], to: Optional[str]) -> dict[str, Any]:
+    if to is not None:
+        message["to"] = to
+    return message
 
 
 def _check_room(room: Any) -> str:

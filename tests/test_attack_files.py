@@ -16,44 +16,14 @@ import pytest
 
 import peer
 from conftest import LOCAL, Server
-from peer.transfer import (BadMessage, Downloads, End, Failed, Received, Start, human_size, parse_message,
-                           parse_size, safe_name)
+from peer.transfer import Downloads, human_size, parse_size, safe_name
 from test_api import MB, join, random_file, sha256, until
+from test_wire import BAD_FILES_MESSAGES
 
 KB = 1024
 
 
 # The checks, without a network
-
-@pytest.mark.parametrize("text, expected", [
-    ('{"type": "start", "name": "a.bin", "size": 5}', Start("a.bin", 5)),
-    ('{"type": "start", "name": "", "size": 0}', Start("", 0)),
-    ('{"type": "end", "sha256": "' + "ab" * 32 + '"}', End("ab" * 32)),
-    ('{"type": "received", "sha256": "' + "0" * 64 + '"}', Received("0" * 64)),
-    ('{"type": "failed", "reason": "declined"}', Failed("declined")),
-    ('{"type": "failed", "reason": ["x"]}', Failed("no reason given")),
-    ('{"type": "failed", "reason": "' + "x" * 5000 + '"}', Failed("x" * 200)),
-])
-def test_files_messages_parse_into_their_types(text, expected):
-    assert parse_message(text) == expected
-
-
-BAD_MESSAGES = [
-    '"str"', "5", "null", "[]", "{}", "not json", "[" * 100_000, "1" * 5000,
-    '{"type": "start", "name": "x", "size": 1e400}', '{"type": "start", "name": 5, "size": 1}',
-    '{"type": "start", "name": "x", "size": true}', '{"type": "start", "name": "x", "size": -1}',
-    '{"type": "start", "name": "x", "size": 1.5}', '{"type": "start", "name": "x", "size": "5"}',
-    '{"type": "start", "name": "x"}', '{"type": "end", "sha256": 5}', '{"type": "end", "sha256": "zz"}',
-    '{"type": "received"}', '{"type": 5}', '{"type": ["start"]}', '{"type": "explode"}',
-]
-
-
-@pytest.mark.parametrize("text", BAD_MESSAGES)
-def test_wrong_typed_files_messages_are_refused_with_a_reason(text):
-    with pytest.raises(BadMessage) as refused:
-        parse_message(text)
-    assert str(refused.value) and len(str(refused.value)) < 80
-
 
 @pytest.mark.parametrize("name, saved", [
     ("report.pdf", "report.pdf"), ("../../etc/passwd", "passwd"), ("..\\..\\boot.ini", "boot.ini"),
@@ -338,7 +308,7 @@ async def test_wrong_typed_messages_on_the_files_channel_leave_the_call_alive(se
             join("garbage", server, "mallory") as mallory, join("garbage", server, "carol") as carol:
         await in_a_call(bob, mallory, carol)
         hostile = await Hostile.toward(mallory, member(mallory, "bob"))
-        for message in [*BAD_MESSAGES, os.urandom(5000), '{"type": "end", "sha256": "' + "0" * 64 + '"}',
+        for message in [*BAD_FILES_MESSAGES, os.urandom(5000), '{"type": "end", "sha256": "' + "0" * 64 + '"}',
                         '{"type": "accept"}', '{"type": "received", "sha256": "' + "0" * 64 + '"}',
                         '{"type": "failed", "reason": 5}']:
             hostile.send(message)

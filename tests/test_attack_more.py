@@ -174,6 +174,41 @@ async def test_malformed_presence_from_a_server_costs_one_log_line_and_no_call()
             victim.stop()
 
 
+RELAYED_GARBAGE = [
+    {"type": "_start-offer"}, {"type": "_plain-offer"}, {"type": "offer"}, {"type": "answer", "sdp": 5},
+    {"type": "offer", "sdp": "v=0" + "a" * 70_000}, {"type": "candidate", "candidate": "candidate:1 1 udp"},
+    {"type": "bye", "from": ["member0"]}, {"type": "bye", "name": "x" * 1000}, "got user media", 5, None,
+]
+
+
+async def test_malformed_messages_from_a_server_cost_one_log_line_and_do_not_touch_the_call():
+    """A hostile server relays the victim messages no server of ours would: the names of the
+    call's own internal steps (``_start-offer`` made the victim renegotiate its live call with
+    bob), offers without an SDP or with one too large, bad candidates, a bye whose sender is no
+    id. Each is checked as the server checks a message and dropped, one log line in all; the
+    call with bob is not renegotiated, and chat goes on both ways."""
+    async with ListingServer(0) as server, \
+               peer.join("relayed", server=server.url, name="bob", ice_hosts=[LOCAL]) as bob:
+        victim = victim_cli("relayed", server.url)
+        try:
+            await asyncio.to_thread(victim.expect, "connected to bob")
+            for payload in RELAYED_GARBAGE:
+                if isinstance(payload, dict):
+                    payload = {"from": "member0", "name": "bob", **payload}
+                await server.sio.emit(protocol.MESSAGE, payload, to=server.sids["member1"])
+            await asyncio.to_thread(victim.expect, "ignored a message from the server")
+            victim.send("after the garbage")
+            await bob.wait_for_message(lambda text: text == "after the garbage", timeout=10)
+            bob.send_text("still there?")
+            await asyncio.to_thread(victim.expect, r"^\[bob\] still there\?$")
+            assert victim.output.count("ignored a message from the server") == 1, victim.output
+            assert victim.output.count("connected to bob") == 1, victim.output
+            assert "calling again" not in victim.output and "Traceback" not in victim.output, victim.output
+            assert victim.proc.poll() is None
+        finally:
+            victim.stop()
+
+
 BAD_REQUESTS = [
     b"GET /healthz HTTP/1.1\r\nHost: x\r\nno colon here\r\n\r\n",
     b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Long: " + b"a" * 20_000 + b"\r\n\r\n",

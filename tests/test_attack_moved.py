@@ -24,8 +24,8 @@ import peer
 from conftest import LOCAL, Process, Relay, Server, child_env, rss_kib
 from peer.api import ChatMessage, Room
 from peer.call import INBOX_SIZE, MAX_PENDING_CANDIDATES, Call
-from peer import control
-from peer.control import MAX_MESSAGE_BYTES
+from peer import wire
+from peer.wire import MAX_MESSAGE_BYTES
 from peer.ice import use_host_addresses
 from signaling import protocol
 from test_api import join, until
@@ -173,7 +173,7 @@ async def test_garbage_on_the_control_channel_is_dropped_and_the_call_lives(serv
             attack.control.send(message)
         await send_text_bytes(attack, b"\xff\xfe not UTF-8")
         attack.chat.transport._data_channel_queue.append((attack.chat, WEBRTC_STRING, b"\xc3\x28"))
-        attack.send_control(control.encode(control.DATA, data="after the garbage"))
+        attack.send_control(wire.encode_control(wire.DATA, data="after the garbage"))
         await victim.wait_for_message(lambda value: value == "after the garbage", timeout=10)
 
         await chat_passes(victim, mallory, "after the garbage")

@@ -305,6 +305,106 @@ def test_pending_offers_only_ever_give_checked_messages(offers):
         assert relayed(parse_message(sent), ALICE) == message
 
 
+# the peer's half: what it sends, and what it reads from the server
+
+
+def test_what_the_peer_sends_keeps_the_documented_shape_and_passes_the_server_unchanged():
+    sent = [
+        (protocol.offer_message(SDP, "b"), [("type", "offer"), ("sdp", SDP), ("to", "b")]),
+        (protocol.answer_message(SDP, "b"), [("type", "answer"), ("sdp", SDP), ("to", "b")]),
+        (protocol.candidate_message(CANDIDATE), [("type", "candidate"), ("candidate", CANDIDATE)]),
+        (protocol.candidate_message(None, "b"), [("type", "candidate"), ("candidate", None), ("to", "b")]),
+        (protocol.bye_message("b"), [("type", "bye"), ("to", "b")]),
+    ]
+    for message, items in sent:
+        assert list(message.items()) == items  # the same JSON text as before, key order included
+        assert parse_message(message) == message
+    request = JoinRequest("demo", "alice", "t")
+    assert parse_join(request.to_payload()) == request
+    assert request.to_classic_payload() == "demo" and parse_join("demo") == JoinRequest("demo")
+
+
+def test_a_classic_server_gets_no_addresses_and_no_bye():
+    assert protocol.for_classic_server(protocol.offer_message(SDP, "b")) == {"type": "offer", "sdp": SDP}
+    assert protocol.for_classic_server(protocol.candidate_message(None)) == {"type": "candidate", "candidate": None}
+    assert protocol.for_classic_server(protocol.bye_message("b")) is None
+
+
+def test_relayed_messages_are_read_as_the_server_relays_them():
+    for sent in ({"type": "offer", "sdp": SDP}, {"type": "answer", "sdp": SDP}, {"type": "bye"},
+                 {"type": "candidate", "candidate": CANDIDATE}, {"type": "candidate", "candidate": None}):
+        message = relayed(parse_message(sent), ALICE)
+        assert protocol.parse_relayed(message) == message
+        assert protocol.parse_relayed(sent) == sent  # a classic server stamps no from or name
+    forged = {"type": "offer", "sdp": SDP, "from": "a", "name": "alice", "to": "b", "extra": [1]}
+    assert protocol.parse_relayed(forged) == {"type": "offer", "sdp": SDP, "from": "a", "name": "alice"}
+    stamped = {"type": "bye", "from": "a", "name": "\x1b[2Jmallory"}  # names are escaped where shown
+    assert protocol.parse_relayed(stamped) == stamped
+
+
+@pytest.mark.parametrize("payload, code", [
+    (None, BAD_PAYLOAD), ("got user media", BAD_PAYLOAD), ([], BAD_PAYLOAD),
+    ({"type": "_start-offer"}, UNKNOWN_TYPE), ({"type": "offer", "sdp": "hello"}, BAD_PAYLOAD),
+    ({"type": "offer", "sdp": "v=0" + "a" * MAX_SDP_BYTES}, TOO_LARGE),
+    ({"type": "candidate", "candidate": "candidate:1 1 udp 1 192.0.2.1 1 typ host"}, BAD_PAYLOAD),
+    ({"type": "bye", "from": 5}, BAD_PAYLOAD), ({"type": "bye", "from": ""}, BAD_PAYLOAD),
+    ({"type": "bye", "from": "x" * 65}, BAD_PAYLOAD), ({"type": "bye", "from": "a", "name": ["x"]}, BAD_NAME),
+    ({"type": "bye", "from": "a", "name": "x" * (MAX_NAME_CHARS + 1)}, BAD_NAME),
+])
+def test_bad_relayed_messages_are_refused(payload, code):
+    assert code_of(protocol.parse_relayed, payload) == code
+
+
+def test_the_join_ack_is_read_whole_once():
+    offer = {"type": "offer", "sdp": SDP, "from": "a", "name": "alice"}
+    candidate = {"type": "candidate", "candidate": CANDIDATE, "from": "a", "name": "alice"}
+    ack = protocol.parse_join_ack(join_ack(Member("c", "carol"), "demo", [ALICE, BOB], 3, [offer, candidate]))
+    assert ack == protocol.JoinAck(Member("c", "carol"), [ALICE, BOB], [offer, candidate])
+    assert ack.offerers == {"a"}
+    unnamed = protocol.parse_join_ack({"ok": True, "id": "c"}, "carol")  # an older server: no members, no offers
+    assert unnamed == protocol.JoinAck(Member("c", "carol"), [], [])
+
+
+@pytest.mark.parametrize("payload", [{"ok": True}, {"ok": True, "id": 5}, {"ok": True, "id": "c", "members": {}},
+                                     {"ok": True, "id": "c", "members": [{"name": "x"}]}])
+def test_a_join_ack_no_server_of_ours_would_send_is_refused(payload):
+    with pytest.raises(ProtocolError) as caught:
+        protocol.parse_join_ack(payload)
+    assert not isinstance(caught.value, protocol.Refusal) and caught.value.code == BAD_PAYLOAD
+
+
+@pytest.mark.parametrize("payload, code, reason", [
+    (ProtocolError(ROOM_FULL, "room 'demo' is full").to_payload("join"), ROOM_FULL, "room 'demo' is full"),
+    ({"ok": False}, "", "join refused"), (None, "", "join refused"), ("no", "", "join refused"),
+    ({"ok": False, "code": ["x"], "error": {"a": 1}}, "", "join refused"),
+    ({"ok": False, "code": "x" * 65, "error": "y" * 5000}, "", "y" * 200),
+])
+def test_a_refused_join_is_read_bounded(payload, code, reason):
+    with pytest.raises(protocol.Refusal) as caught:
+        protocol.parse_join_ack(payload)
+    assert (caught.value.code, caught.value.reason) == (code, reason)
+
+
+@settings(max_examples=200, deadline=None)
+@given(payload=st.none() | st.fixed_dictionaries({}, optional={
+    "type": st.sampled_from(protocol.MESSAGE_TYPES) | st.text(max_size=8), "sdp": st.just(SDP) | st.integers(),
+    "candidate": st.none() | st.just(CANDIDATE) | st.text(max_size=8), "to": st.text(max_size=4) | st.none(),
+    "from": st.text(max_size=70) | st.integers() | st.none(), "name": st.text(max_size=70) | st.integers() | st.none(),
+    "ok": st.booleans(), "id": st.text(max_size=4) | st.integers(), "members": st.lists(st.just({"id": "a"}), max_size=2),
+    "offers": st.lists(st.just({"type": "offer", "sdp": SDP, "from": "a"}), max_size=2),
+    "code": st.text(max_size=4) | st.integers(), "error": st.text(max_size=4) | st.integers()}))
+def test_what_the_peer_reads_only_ever_raises_protocol_errors(payload):
+    for parse in (protocol.parse_relayed, protocol.parse_join_ack):
+        try:
+            result = parse(payload)
+        except ProtocolError as error:
+            assert isinstance(error.code, str) and isinstance(error.reason, str)
+            continue
+        if parse is protocol.parse_relayed:
+            assert set(result) <= {"type", "sdp", "candidate", "from", "name"}
+            json.dumps(result)
+
+
 JSON = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
     lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
