@@ -21,7 +21,7 @@ def parser(description: str) -> argparse.ArgumentParser:
     """The flags every example takes; add your own, then ``parse_args()``."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--room", required=True, help="room to join")
-    parser.add_argument("--server", default="http://localhost:8080", help="signaling server URL (default %(default)s)")
+    parser.add_argument("--server", default=peer.DEFAULT_SERVER, help="signaling server URL (default %(default)s)")
     parser.add_argument("--ice-host", action="append", default=[], metavar="ADDRESS",
                         help="local address ICE may use (repeatable); 127.0.0.1 keeps calls on this machine")
     parser.add_argument("--name", default=parser.prog.removesuffix(".py"), help="name the others see")

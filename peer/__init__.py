@@ -9,7 +9,12 @@ from .api import (CallEnded, ChatMessage, Connected, DataMessage, Event, FileFai
                   TrackReceived, join)
 from .errors import (DisplayError, JoinRefused, MediaError, NothingToRecord, PeerError, RoomClosed, SignalingUnreachable,
                      TransferError, WaitTimeout)
+from .api import DEFAULT_SERVER
+from .call import MAX_TRIES
+from .ice import IceSettings
 from .media.frames import FrameSource
+from .media.sources import LocalMedia
+from .transfer import ASK_TIMEOUT, DEFAULT_MAX_PER_PEER, DEFAULT_MAX_TOTAL, human_size, parse_size
 
 __all__ = [
     "join", "Room", "FrameSource", "Member", "Event", "PeerJoined", "PeerLeft", "Connected", "CallEnded",
@@ -17,4 +22,6 @@ __all__ = [
     "TrackReceived", "SignalingLost", "Rejoined", "Recorder",
     "PeerError", "SignalingUnreachable", "JoinRefused", "MediaError", "DisplayError", "TransferError",
     "WaitTimeout", "RoomClosed", "NothingToRecord",
+    "DEFAULT_SERVER", "IceSettings", "LocalMedia", "MAX_TRIES", "ASK_TIMEOUT", "DEFAULT_MAX_PER_PEER",
+    "DEFAULT_MAX_TOTAL", "parse_size", "human_size",
 ]

@@ -18,12 +18,13 @@ import asyncio
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable, Optional, Sequence, Union
+from typing import Any, AsyncIterator, Awaitable, Callable, Optional, Sequence, Union
 
 import numpy as np
 from aiortc import MediaStreamTrack
 from aiortc.mediastreams import MediaStreamError
 
+from signaling import DEFAULT_PORT
 from signaling.protocol import Member
 
 from . import wire
@@ -38,8 +39,11 @@ from .transfer import DEFAULT_MAX_PER_PEER, DEFAULT_MAX_TOTAL, AcceptPolicy, Dow
 __all__ = [
     "Room", "join", "Member", "PeerJoined", "PeerLeft", "Connected", "CallEnded", "Retrying", "ChatMessage",
     "DataMessage", "FileReceived", "FileFailed", "FileProgress", "FileOffer", "TrackReceived", "SignalingLost",
-    "Rejoined", "Event", "Recorder",
+    "Rejoined", "Event", "Recorder", "DEFAULT_SERVER",
 ]
+
+DEFAULT_SERVER = f"http://localhost:{DEFAULT_PORT}"
+"""The signaling server ``join()``, the CLI and the examples use unless told otherwise."""
 
 
 @dataclass(frozen=True)
@@ -207,11 +211,7 @@ class Room:
     # Lifetime
 
     async def __aenter__(self) -> "Room":
-        try:
-            await self.session.__aenter__()
-        except BaseException:
-            self.session.media.stop()
-            raise
+        await self.session.__aenter__()
         return self
 
     async def __aexit__(self, *exc: Any) -> None:
@@ -236,6 +236,11 @@ class Room:
                     self._media_changed.notify_all()
 
     # Who is here
+
+    @property
+    def name(self) -> str:
+        """The room's name, as given to ``join()``."""
+        return self.session.request.room
 
     @property
     def me(self) -> Optional[Member]:
@@ -447,15 +452,24 @@ def _honour_cancellation() -> None:
 
 
 class _Joining:
-    """What ``join()`` returns: awaitable once, or used with ``async with``."""
+    """What ``join()`` returns, for ``async with``: entering opens the media (unless given),
+    connects and joins."""
 
-    def __init__(self, make: Callable[[], Any]) -> None:
+    def __init__(self, make: Callable[[], Awaitable[Session]], owns_media: bool) -> None:
         self._make = make
+        self._owns_media = owns_media
+        """Whether the media is ours to stop when joining fails (it is the caller's when given)."""
         self._room: Optional[Room] = None
 
     async def __aenter__(self) -> Room:
-        self._room = Room(await self._make())
-        room = await self._room.__aenter__()
+        session = await self._make()
+        self._room = Room(session)
+        try:
+            room = await self._room.__aenter__()
+        except BaseException:
+            if self._owns_media:
+                session.media.stop()
+            raise
         try:
             _honour_cancellation()
         except asyncio.CancelledError:
@@ -468,9 +482,10 @@ class _Joining:
             await self._room.__aexit__(*exc)
 
 
-def join(room: str, *, server: str = "http://localhost:8080", name: str = "bot", token: Optional[str] = None,
+def join(room: str, *, server: str = DEFAULT_SERVER, name: str = "bot", token: Optional[str] = None,
          video: Union[str, MediaStreamTrack] = NONE, audio: Union[str, MediaStreamTrack] = NONE,
-         video_size: str = "640x480", fps: int = 30, ice_hosts: Sequence[str] = (),
+         video_size: str = "640x480", fps: int = 30, media: Optional[LocalMedia] = None,
+         ice: Optional[IceSettings] = None, ice_hosts: Sequence[str] = (),
          stun: Sequence[str] = (), turn: Sequence[str] = (), turn_user: Optional[str] = None,
          turn_password: Optional[str] = None, downloads: Optional[Union[str, Path]] = None,
          accept_files: Optional[AcceptPolicy] = None, max_download_per_peer: int = DEFAULT_MAX_PER_PEER,
@@ -478,20 +493,30 @@ def join(room: str, *, server: str = "http://localhost:8080", name: str = "bot",
     """Join ``room``: ``async with peer.join("demo", ...) as room``.
 
     ``video``/``audio`` take the CLI's source names (``testsrc``, ``camera``, a file, a device,
-    ``none``) or a track such as ``FrameSource`` for frames you make. ``ice_hosts`` is the
-    CLI's ``--ice-host``. Received files are saved in ``downloads``; ``accept_files`` decides
+    ``none``) or a track such as ``FrameSource`` for frames you make. ``media`` takes sources
+    opened beforehand with ``LocalMedia.open`` instead (the CLI opens the camera before its
+    window): the room stops them when it closes, and a join that fails leaves them open, to
+    stop or to join with elsewhere. ``ice_hosts`` is the CLI's ``--ice-host``; ``ice`` an
+    ``IceSettings`` in place of ``ice_hosts``, ``stun``, ``turn``, ``turn_user`` and
+    ``turn_password``. Received files are saved in ``downloads``; ``accept_files`` decides
     which are taken: True, False, or a function of a ``FileOffer`` returning a bool (or an
     awaitable one); by default every file when ``downloads`` is given, none without. At most
     ``max_download_per_peer`` bytes from each peer and ``max_download_total`` in all are taken.
     Raises SignalingUnreachable, JoinRefused or MediaError with a message for people, and
-    ValueError for ``accept_files`` without ``downloads``.
+    ValueError for ``accept_files`` without ``downloads``, ``media`` with ``video`` or
+    ``audio``, or ``ice`` with the keywords it replaces.
     """
+    if media is not None and (video != NONE or audio != NONE):
+        raise ValueError("join() takes media, or video and audio to open, not both")
+    if ice is not None and (ice_hosts or stun or turn or turn_user or turn_password):
+        raise ValueError("join() takes ice, or ice_hosts, stun and turn, not both")
     files = Downloads(downloads, accept_files, max_per_peer=max_download_per_peer, max_total=max_download_total)
-    ice = IceSettings(host_addresses=tuple(ice_hosts), stun=tuple(stun), turn=tuple(turn),
-                      turn_user=turn_user, turn_password=turn_password)
+    if ice is None:
+        ice = IceSettings(host_addresses=tuple(ice_hosts), stun=tuple(stun), turn=tuple(turn),
+                          turn_user=turn_user, turn_password=turn_password)
 
     async def make() -> Session:
-        media = await LocalMedia.open(video, audio, video_size, fps)
-        return Session(room, server, name, token=token, media=media, ice=ice, downloads=files)
+        sources = media if media is not None else await LocalMedia.open(video, audio, video_size, fps)
+        return Session(room, server, name, token=token, media=sources, ice=ice, downloads=files)
 
-    return _Joining(make)
+    return _Joining(make, owns_media=media is None)

@@ -2,7 +2,8 @@
 
 The terminal carries chat (lines typed are sent, lines received are printed with the
 sender's name); the OpenCV window shows the remote video. Everything here is wiring and
-output for people on top of ``peer.api.Room``, the object bots get from ``peer.join()``.
+output for people on top of ``peer.Room``, the object bots get from ``peer.join()``: it
+imports only the public API (``peer``'s names, the signaling package's) and the window.
 """
 
 from __future__ import annotations
@@ -15,27 +16,21 @@ import signal
 import socket
 import sys
 import threading
+from contextlib import AsyncExitStack
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, AsyncContextManager, Callable, Optional, Sequence
 
-from signaling import SignalingServer
+from signaling import HostedServer, host_server
 from signaling.protocol import MAX_NAME_CHARS
-from signaling.server import ServerConfig, advertised_urls
 from signaling.text import log_to_stderr, printable
 
-from .api import (CallEnded, ChatMessage, Connected, Event, FileFailed, FileProgress, FileReceived, Member,
-                  PeerJoined, PeerLeft, Rejoined, Retrying, Room, SignalingLost, TrackReceived)
-from .call import MAX_TRIES
-from .errors import PeerError, SignalingUnreachable, TransferError
-from .ice import IceSettings
-from .media.sources import LocalMedia
+from . import (ASK_TIMEOUT, DEFAULT_MAX_PER_PEER, DEFAULT_MAX_TOTAL, DEFAULT_SERVER, MAX_TRIES, CallEnded, ChatMessage,
+               Connected, Event, FileFailed, FileOffer, FileProgress, FileReceived, LocalMedia, Member, PeerError,
+               PeerJoined, PeerLeft, Rejoined, Retrying, Room, SignalingLost, SignalingUnreachable, TrackReceived,
+               TransferError, human_size, join, parse_size)
 from .media.window import Window, check_display
-from .session import Session
-from .transfer import ASK_TIMEOUT, DEFAULT_MAX_PER_PEER, DEFAULT_MAX_TOTAL, Downloads, FileOffer, human_size, parse_size
 
 logger = logging.getLogger("peer")
-
-DEFAULT_SERVER = "http://localhost:8080"
 
 
 def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
@@ -194,10 +189,6 @@ class CallView:
         self._last_progress: dict[str, float] = {}
         self._showing: Optional[asyncio.Task] = None
 
-    @property
-    def room_name(self) -> str:
-        return self.room.session.request.room
-
     def start(self) -> None:
         """Show the room's events as they come, until the room closes."""
         self._showing = asyncio.ensure_future(self._show_events())
@@ -235,18 +226,18 @@ class CallView:
             case SignalingLost():
                 say("lost the signaling server; reconnecting (calls in progress go on)")
             case Rejoined():
-                say(f"back in room {self.room_name}")
+                say(f"back in room {self.room.name}")
 
     def waiting(self) -> None:
         if not self.room.calling:
-            say(f"waiting for someone to join room {self.room_name}")
+            say(f"waiting for someone to join room {self.room.name}")
         self._update_title()
 
     def _update_title(self) -> None:
         if self.window is None:
             return
         names = [member.name for member in self.room.calling]
-        self.window.set_title(printable(f"room {self.room_name} - " + (", ".join(names) if names else "waiting")))
+        self.window.set_title(printable(f"room {self.room.name} - " + (", ".join(names) if names else "waiting")))
 
     def _on_connected(self, member: Member, code: Optional[str]) -> None:
         say(f"connected to {member.name}; verification code {code} "
@@ -335,47 +326,29 @@ class CallView:
         await asyncio.gather(*tasks, return_exceptions=True)  # recordings say where they went
 
 
-async def open_session(args: argparse.Namespace, media: LocalMedia, ice: IceSettings,
-                       downloads: Downloads) -> tuple[Session, Optional[SignalingServer]]:
-    """Connect to the server; with no --server and nothing at the default, host one here."""
-    def session(url: str) -> Session:
-        return Session(args.room, url, args.name, token=args.token, media=media, ice=ice, downloads=downloads)
-
-    if args.server is not None:
-        chosen = session(args.server)
-        await chosen.connect()
-        return chosen, None
-    chosen = session(DEFAULT_SERVER)
+async def enter_room(stack: AsyncExitStack, args: argparse.Namespace,
+                     joining: Callable[[str], AsyncContextManager[Room]]) -> tuple[Room, Optional[HostedServer]]:
+    """Join on --server; with none, on the default server, or on one this process hosts
+    when nothing answers there (the server hosted is returned, to stop after the room)."""
     try:
-        await chosen.connect()
-        return chosen, None
+        return await stack.enter_async_context(joining(args.server or DEFAULT_SERVER)), None
     except SignalingUnreachable:
-        pass
-    server = embedded_server()
+        if args.server is not None:
+            raise
     try:
-        port = await server.start("0.0.0.0", 8080)
+        hosted = await host_server()
     except OSError:  # someone else started hosting at this very moment: use theirs
-        chosen = session(DEFAULT_SERVER)
-        await chosen.connect()
-        return chosen, None
-    url = (advertised_urls("0.0.0.0", port) or [f"http://ADDRESS:{port}"])[0]
-    say(f"No signaling server at {DEFAULT_SERVER}, so this process hosts one on port {port}.")
-    say(f"On the other machine run: python -m peer --room {args.room} --server {url}")
-    chosen = session(f"http://127.0.0.1:{port}")
-    await chosen.connect()
-    return chosen, server
-
-
-def embedded_server() -> SignalingServer:
-    """The server a peer hosts in-process. It listens on every interface, since the other
-    machine connects to it, but admits browser pages only from its own origin: a web page
-    the user visits must not join rooms through it."""
-    return SignalingServer(ServerConfig(allowed_origins=None))
+        return await stack.enter_async_context(joining(DEFAULT_SERVER)), None
+    say(f"No signaling server at {DEFAULT_SERVER}, so this process hosts one on port {hosted.port}.")
+    say(f"On the other machine run: python -m peer --room {args.room} --server {hosted.url}")
+    try:
+        return await stack.enter_async_context(joining(hosted.local_url)), hosted
+    except BaseException:
+        await hosted.stop()
+        raise
 
 
 async def run(args: argparse.Namespace) -> int:
-    ice = IceSettings(host_addresses=tuple(args.ice_host), stun=tuple(args.stun), turn=tuple(args.turn),
-                      turn_user=args.turn_user, turn_password=args.turn_password)
     if not args.no_window:
         check_display()
     stop = asyncio.Event()
@@ -383,18 +356,25 @@ async def run(args: argparse.Namespace) -> int:
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     window: Optional[Window] = None
-    server: Optional[SignalingServer] = None
+    hosted: Optional[HostedServer] = None
     view: Optional[CallView] = None
     questions = None if args.downloads else FileQuestions(sys.stdin.isatty())
-    downloads = Downloads(args.downloads or "downloads", True if questions is None else questions,
-                          max_per_peer=args.max_download_per_peer, max_total=args.max_download_total)
+    # Opened before the window, so that a wrong --video is said before a window appears.
     media = await LocalMedia.open(args.video, args.audio, args.video_size, args.fps)
+
+    def joining(server: str) -> AsyncContextManager[Room]:
+        return join(args.room, server=server, name=args.name, token=args.token, media=media,
+                    ice_hosts=args.ice_host, stun=args.stun, turn=args.turn, turn_user=args.turn_user,
+                    turn_password=args.turn_password, downloads=args.downloads or "downloads",
+                    accept_files=True if questions is None else questions,
+                    max_download_per_peer=args.max_download_per_peer, max_download_total=args.max_download_total)
+
     try:
         if not args.no_window:
             window = Window()
             await window.open(f"room {args.room} - waiting", f"waiting for someone to join room {args.room}")
-        session, server = await open_session(args, media, ice, downloads)
-        async with Room(session) as room:
+        async with AsyncExitStack() as stack:
+            room, hosted = await enter_room(stack, args, joining)
             view = CallView(room, window, args.record, args.send)
             view.start()
             assert room.me is not None  # the room is joined
@@ -410,8 +390,8 @@ async def run(args: argparse.Namespace) -> int:
             await view.close()
         if window is not None:
             await window.close()
-        if server is not None:
-            await server.stop()
+        if hosted is not None:
+            await hosted.stop()
 
 
 async def _until_done(room: Room, window: Optional[Window], stop: asyncio.Event,

@@ -481,3 +481,43 @@ async def test_two_rooms_in_one_process_keep_their_own_host_addresses(server, pr
         caller = processes.peer("--room", "room-a", "--server", server.url, "--video", "testsrc",
                                 "--video-size", "320x240", "--ice-host", LOCAL, "--no-window", name="caller")
         await asyncio.to_thread(caller.expect, r"connected to a; verification code", 20)
+
+
+async def test_join_takes_ice_settings_as_one_object(server):
+    """``ice=peer.IceSettings(...)`` is what ``ice_hosts`` and the rest build: the offer a
+    member of the room receives lists host candidates on the addresses chosen, and no other."""
+    from test_signaling_server import Client
+
+    async with Client(server.url) as listener:
+        await listener.join("ice-object", "listener")
+        async with peer.join("ice-object", server=server.url, name="bot", ice=peer.IceSettings(host_addresses=(LOCAL,))):
+            offer = await listener.expect("message", lambda message: message.get("type") == "offer")
+    hosts = re.findall(r"a=candidate:\S+ \d+ udp \d+ (\S+) \d+ typ host", offer["sdp"])
+    assert hosts and set(hosts) == {LOCAL}, offer["sdp"]
+
+
+def test_join_refuses_settings_given_twice():
+    with pytest.raises(ValueError, match="not both"):
+        peer.join("twice", ice=peer.IceSettings(), ice_hosts=[LOCAL])
+    with pytest.raises(ValueError, match="not both"):
+        peer.join("twice", media=peer.LocalMedia(), video="testsrc")
+
+
+# Media opened before joining
+
+async def test_media_given_outlives_a_join_that_fails_and_joins_elsewhere(server):
+    """The CLI opens its camera once, before its window, tries the default server, and joins
+    one it hosts when nothing answers: the sources stay open after the failed join, and the
+    room that takes them sends them (and stops them when it closes)."""
+    media = await peer.LocalMedia.open("testsrc", size="320x240", fps=15)
+    try:
+        with pytest.raises(peer.SignalingUnreachable):
+            async with peer.join("given", server=f"http://{LOCAL}:{free_port()}", media=media):
+                pass
+        async with peer.join("given", server=server.url, name="sender", media=media, ice_hosts=[LOCAL]) as sender, \
+                   join("given", server, "watcher") as watcher:
+            assert sender.name == watcher.name == "given"
+            await watcher.wait_for_frames(10, timeout=20)
+        assert media.video is not None and media.video.readyState == "ended"
+    finally:
+        media.stop()

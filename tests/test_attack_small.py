@@ -29,7 +29,7 @@ from hypothesis import strategies as st
 import peer
 from conftest import LOCAL, Process, Server, child_env, free_port, wait_healthy
 from peer.api import ChatMessage
-from peer.cli import embedded_server
+from signaling import embedded_server
 from signaling.server import SECURITY_HEADERS
 from signaling.text import PrintableFormatter, is_printable, printable
 from signaling.token import MAX_TTL, make_token
