@@ -11,6 +11,7 @@ import ssl
 import sys
 from typing import Optional, Union, overload
 
+from .embedded import DEFAULT_PORT
 from .server import ServerConfig, SignalingServer, advertised_urls
 from .text import log_to_stderr
 
@@ -30,7 +31,8 @@ def _env(name: str, default: Optional[str] = None) -> Optional[str]:
 def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m signaling", description="Socket.IO signaling server for WebRTC rooms.")
     parser.add_argument("--host", default=_env("HOST", "0.0.0.0"), help="address to listen on (env SIGNALING_HOST, default 0.0.0.0)")
-    parser.add_argument("--port", type=int, default=int(_env("PORT", "8080")), help="port (env SIGNALING_PORT, default 8080)")
+    parser.add_argument("--port", type=int, default=int(_env("PORT", str(DEFAULT_PORT))),
+                        help=f"port (env SIGNALING_PORT, default {DEFAULT_PORT})")
     parser.add_argument("--room-size", type=int, default=int(_env("ROOM_SIZE", "2")),
                         help="members per room; 2 is a one-to-one call, up to 4 for mesh calls (env SIGNALING_ROOM_SIZE)")
     parser.add_argument("--allowed-origins", default=_env("ALLOWED_ORIGINS", "*"),
