@@ -3,7 +3,7 @@
 A ``Call`` is driven by signaling messages put in its inbox and handled one at a time
 (python-socketio runs handlers concurrently; an answer overtaking its offer breaks aiortc).
 Media is not its business: local tracks come in from ``LocalMedia``, remote tracks leave
-through the ``track`` event.
+in ``TrackReceived`` events.
 
 aiortc cannot roll back an offer or restart ICE, so every recovery here is a fresh
 ``Connection`` (``peer.connection``: one ``RTCPeerConnection`` with its channels and
@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Any, Awaitable, Callable, Optional, Union
 
 from aiortc import RTCDataChannel, RTCPeerConnection
-from pyee.asyncio import AsyncIOEventEmitter
 
 from signaling import protocol
 from signaling.protocol import Member
@@ -35,6 +34,7 @@ from signaling.protocol import Member
 from . import control, rollback
 from .connection import MAX_PENDING_CANDIDATES, Connection
 from .errors import TransferError
+from .events import CallEnded, Connected, FileFailed, FileProgress, FileReceived, Publish, Retrying
 from .ice import IceSettings
 from .media.sources import LocalMedia
 from .transfer import Downloads, End, FileReceiver, FileSender, Progress, Reply, Start, encode
@@ -62,20 +62,21 @@ _MID = re.compile(r"^a=mid:(\S+)", re.MULTILINE)
 _UFRAG = re.compile(r"^a=ice-ufrag:(\S+)", re.MULTILINE)
 
 
-class Call(AsyncIOEventEmitter):
+class Call:
     """The call with one remote member: its inbox, its tries, and its current ``Connection``.
 
-    Events: ``connected``, ``chat`` (text), ``data`` (a JSON value), ``track`` (a remote
-    MediaStreamTrack), ``moved`` (the member's new id after it rejoined), ``retrying``
-    (reason, try number), file events (see ``Session``), and ``closed`` (reason).
+    What happens goes to ``publish`` as it happens (``peer.events``): ``Connected``,
+    ``Retrying``, the file events, ``CallEnded`` last; and, from its connections,
+    ``ChatMessage``, ``DataMessage``, ``TrackReceived`` and ``Moved``.
     """
 
     def __init__(self, remote: Member, signal: Signal, ice: IceSettings, media: LocalMedia,
-                 *, heartbeat_interval: float = 0.5, dead_after: float = 2.0,
+                 *, publish: Publish, heartbeat_interval: float = 0.5, dead_after: float = 2.0,
                  downloads: Optional[Downloads] = None, still_there: Callable[[], bool] = lambda: False,
                  initiator: Callable[[], bool] = lambda: True, classic: bool = False) -> None:
-        super().__init__()
         self.remote = remote
+        self.publish = publish
+        """Where what happens goes (the session)."""
         self.downloads = downloads or Downloads()
         """What is done with files offered (where they go, which are taken, the quotas);
         shared by every call of a session."""
@@ -195,7 +196,7 @@ class Call(AsyncIOEventEmitter):
             self._receiver.shutdown(f"{self.remote.name} left during the transfer")
         await self._connection.close()
         logger.info("call with %s closed: %s", self.remote.name, reason)
-        self.emit("closed", reason)
+        self.publish(CallEnded(self.remote, reason))
 
     # What the current connection tells (see ``peer.connection.Owner``)
 
@@ -203,7 +204,7 @@ class Call(AsyncIOEventEmitter):
         if not self.connected:
             self.connected = True
             self._tries = 0
-            self.emit("connected")
+            self.publish(Connected(self.remote, self.verification_code))
 
     async def on_lost(self, reason: str) -> None:
         if self._classic and self._connection.chat_refused:  # no chat channel to close: this is how it leaves
@@ -228,9 +229,9 @@ class Call(AsyncIOEventEmitter):
         if self._receiver is None:
             self._receiver = FileReceiver(
                 self.downloads, lambda: self.remote, self._reply_files,
-                lambda name, done, size: self.emit("file-progress", name, done, size),
-                lambda path, sha256: self.emit("file", path, sha256),
-                lambda name, reason: self.emit("file-failed", name, reason))
+                lambda name, done, size: self.publish(FileProgress(self.remote, name, done, size)),
+                lambda path, sha256: self.publish(FileReceived(self.remote, path, sha256)),
+                lambda name, reason: self.publish(FileFailed(self.remote, name, reason)))
         self._receiver.on_message(message)
 
     def _reply_files(self, reply: Reply) -> None:
@@ -371,7 +372,7 @@ class Call(AsyncIOEventEmitter):
             return
         self._tries += 1
         self.connected = False
-        self.emit("retrying", reason, self._tries)
+        self.publish(Retrying(self.remote, reason, self._tries))
         if self._initiator():
             self._inbox.put(_START_OFFER, ours=True)
         else:

@@ -27,6 +27,7 @@ from signaling.protocol import Member
 
 from . import control
 from .aiortc_fixes import close_connection, guard_receipt
+from .events import CallEvent, ChatMessage, DataMessage, Moved, TrackReceived
 from .ice import IceSettings
 from .transfer import Accept, BadMessage, End, Failed, FileSender, Received, Start, parse_message
 
@@ -48,8 +49,8 @@ class Owner(Protocol):
 
     remote: Member
 
-    def emit(self, event: str, *args: Any) -> bool:
-        """``chat`` (text), ``data`` (a JSON value), ``track``, ``moved`` (the member's new id)."""
+    def publish(self, event: CallEvent) -> None:
+        """``ChatMessage``, ``DataMessage``, ``TrackReceived``, ``Moved``."""
 
     def on_connected(self) -> None:
         """ICE and DTLS are up."""
@@ -73,8 +74,8 @@ class _Gone:
     def __init__(self, remote: Member) -> None:
         self.remote = remote
 
-    def emit(self, event: str, *args: Any) -> bool:
-        return False
+    def publish(self, event: CallEvent) -> None:
+        pass
 
     def on_connected(self) -> None:
         pass
@@ -123,7 +124,7 @@ class Connection:
         self._tasks: list[asyncio.Future] = []
         self.pc.on("connectionstatechange", self._on_state)
         self.pc.on("datachannel", self._on_datachannel)
-        self.pc.on("track", lambda track: self._owner.emit("track", track))
+        self.pc.on("track", lambda track: self._owner.publish(TrackReceived(self._owner.remote, track.kind, track)))
 
     # What the call does with it
 
@@ -264,7 +265,7 @@ class Connection:
         self._heard()
         if isinstance(message, bytes):
             message = message.decode("utf-8", "replace")
-        self._owner.emit("chat", message)
+        self._owner.publish(ChatMessage(self._owner.remote, message))
 
     def _on_chat_closed(self) -> None:
         """Classic clients have no heartbeat: the chat channel closing is how they hang up.
@@ -287,9 +288,9 @@ class Connection:
         elif parsed.type == control.BYE:
             self._owner.on_left()
         elif parsed.type == control.DATA:
-            self._owner.emit("data", parsed.data)
-        elif parsed.type == control.MOVED:
-            self._owner.emit("moved", parsed.id)  # the session checks it against the server's presence
+            self._owner.publish(DataMessage(self._owner.remote, parsed.data))
+        elif parsed.type == control.MOVED and parsed.id is not None:  # parse() checks that it is there
+            self._owner.publish(Moved(self._owner.remote, parsed.id))  # the session checks it against presence
 
     def _on_files(self, message: Any) -> None:
         """Every message is checked, and a bad one dropped; any other failure costs that message
