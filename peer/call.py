@@ -156,9 +156,10 @@ class Call:
         DTLS used: equal unless someone sits in the middle. None until DTLS has completed."""
         return connection_code(self.pc)
 
+    # The current connection's parts (negotiation uses them; the attack tests reach them here)
+
     @property
     def pc(self) -> RTCPeerConnection:
-        """The current connection's ``RTCPeerConnection``."""
         return self._connection.pc
 
     @property
