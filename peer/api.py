@@ -16,9 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, AsyncIterator, Awaitable, Callable, Optional, Sequence, Union
+from typing import Any, AsyncIterator, Awaitable, Callable, Optional, Sequence, TypeVar, Union
 
 import numpy as np
 from aiortc import MediaStreamTrack
@@ -30,6 +29,8 @@ from signaling.protocol import Member
 from . import wire
 from .call import Call
 from .errors import NothingToRecord, RoomClosed, WaitTimeout
+from .events import (CallEnded, ChatMessage, Connected, DataMessage, Event, FileFailed, FileProgress, FileReceived,
+                     PeerJoined, PeerLeft, Rejoined, Retrying, SignalingLost, TrackReceived)
 from .ice import IceSettings
 from .media.recorder import Recorder
 from .media.sources import NONE, LocalMedia
@@ -46,91 +47,7 @@ DEFAULT_SERVER = f"http://localhost:{DEFAULT_PORT}"
 """The signaling server ``join()``, the CLI and the examples use unless told otherwise."""
 
 
-@dataclass(frozen=True)
-class PeerJoined:
-    member: Member
-
-
-@dataclass(frozen=True)
-class PeerLeft:
-    member: Member
-
-
-@dataclass(frozen=True)
-class Connected:
-    member: Member
-    verification_code: Optional[str]
-
-
-@dataclass(frozen=True)
-class CallEnded:
-    member: Member
-    reason: str
-
-
-@dataclass(frozen=True)
-class Retrying:
-    """The connection to ``member`` broke (``reason``); a new one is on its way."""
-
-    member: Member
-    reason: str
-    tries: int
-
-
-@dataclass(frozen=True)
-class SignalingLost:
-    """The signaling server went away; calls in progress go on while the room reconnects."""
-
-
-@dataclass(frozen=True)
-class Rejoined:
-    """Back in the room after ``SignalingLost``."""
-
-
-@dataclass(frozen=True)
-class ChatMessage:
-    sender: Member
-    text: str
-
-
-@dataclass(frozen=True)
-class DataMessage:
-    """A JSON value sent with ``send_json``."""
-
-    sender: Member
-    value: Any
-
-
-@dataclass(frozen=True)
-class FileReceived:
-    sender: Member
-    path: Path
-    sha256: str
-
-
-@dataclass(frozen=True)
-class FileFailed:
-    sender: Member
-    name: str
-    reason: str
-
-
-@dataclass(frozen=True)
-class FileProgress:
-    sender: Member
-    name: str
-    done: int
-    size: int
-
-
-@dataclass(frozen=True)
-class TrackReceived:
-    sender: Member
-    kind: str
-
-
-Event = Union[PeerJoined, PeerLeft, Connected, CallEnded, Retrying, ChatMessage, DataMessage,
-              FileReceived, FileFailed, FileProgress, TrackReceived, SignalingLost, Rejoined]
+E = TypeVar("E", bound=Event)
 
 
 class _RemoteMedia:
@@ -191,22 +108,11 @@ class Room:
         self._subscribers: list[asyncio.Queue] = []
         self._history: list[Event] = []
         self._remote: dict[tuple[str, str], _RemoteMedia] = {}
-        self._media_changed = asyncio.Condition()
+        self._media_changed = asyncio.Event()
+        """Set, and replaced by a new one, whenever a remote track comes or the room closes."""
         self._recorders: list[Recorder] = []
         self._closed = False
-        session.on("peer-joined", lambda m: self._publish(PeerJoined(m)))
-        session.on("peer-left", lambda m: self._publish(PeerLeft(m)))
-        session.on("connected", lambda call: self._publish(Connected(call.remote, call.verification_code)))
-        session.on("call-closed", self._on_call_closed)
-        session.on("chat", lambda m, text: self._publish(ChatMessage(m, text)))
-        session.on("data", lambda m, value: self._publish(DataMessage(m, value)))
-        session.on("file", lambda m, path, sha: self._publish(FileReceived(m, Path(path), sha)))
-        session.on("file-failed", lambda m, name, reason: self._publish(FileFailed(m, name, reason)))
-        session.on("file-progress", lambda m, name, done, size: self._publish(FileProgress(m, name, done, size)))
-        session.on("track", self._on_track)
-        session.on("retrying", lambda m, reason, tries: self._publish(Retrying(m, reason, tries)))
-        session.on("disconnected", lambda: self._publish(SignalingLost()))
-        session.on("rejoined", lambda: self._publish(Rejoined()))
+        session.publish = self._on_event
 
     # Lifetime
 
@@ -232,8 +138,7 @@ class Room:
                 await asyncio.gather(*(r.task for r in self._remote.values()), return_exceptions=True)
                 for queue in self._subscribers:
                     queue.put_nowait(None)
-                async with self._media_changed:
-                    self._media_changed.notify_all()
+                self._media_change()
 
     # Who is here
 
@@ -367,10 +272,10 @@ class Room:
             raise RoomClosed("the room closed")
         return await self._with_deadline(first(), time.monotonic() + timeout, "a matching message")
 
-    async def wait_for(self, event_type: type, predicate: Optional[Callable[[Any], bool]] = None,
-                       timeout: float = 15, history: bool = True) -> Any:
-        """Until an event of ``event_type`` (that ``predicate`` accepts) happens."""
-        async def first() -> Any:
+    async def wait_for(self, event_type: type[E], predicate: Optional[Callable[[E], bool]] = None,
+                       timeout: float = 15, history: bool = True) -> E:
+        """Until an event of ``event_type`` (that ``predicate`` accepts) happens; returns it."""
+        async def first() -> E:
             async for event in self.events(history=history):
                 if isinstance(event, event_type) and (predicate is None or predicate(event)):
                     return event
@@ -379,28 +284,41 @@ class Room:
 
     # Internals
 
+    def _on_event(self, event: Event) -> None:
+        """Every event of the session and its calls: what concerns the room's media first, then
+        it is kept and handed to every reader."""
+        if isinstance(event, TrackReceived):
+            self._on_track(event)
+        elif isinstance(event, CallEnded):
+            self._on_call_ended(event)
+        self._publish(event)
+
     def _publish(self, event: Event) -> None:
         self._history.append(event)
         del self._history[:-1000]
         for queue in self._subscribers:
             queue.put_nowait(event)
 
-    async def _on_track(self, member: Member, track: MediaStreamTrack) -> None:
-        old = self._remote.get((member.id, track.kind))
+    def _on_track(self, event: TrackReceived) -> None:
+        if event.track is None:
+            return
+        old = self._remote.get((event.sender.id, event.kind))
         if old is not None:
             old.task.cancel()
-        self._remote[(member.id, track.kind)] = _RemoteMedia(member, track)
-        async with self._media_changed:
-            self._media_changed.notify_all()
-        self._publish(TrackReceived(member, track.kind))
+        self._remote[(event.sender.id, event.kind)] = _RemoteMedia(event.sender, event.track)
+        self._media_change()
 
-    def _on_call_closed(self, member: Member, reason: str) -> None:
+    def _on_call_ended(self, event: CallEnded) -> None:
         # Its tracks end with the call, also those aiortc never started receiving on (a call
         # closed while connecting): end them here so that no reader waits for them forever.
         for (member_id, _), remote in self._remote.items():
-            if member_id == member.id:
+            if member_id == event.member.id:
                 remote.task.cancel()
-        self._publish(CallEnded(member, reason))
+
+    def _media_change(self) -> None:
+        """Wake whoever waits for a remote track (``_remote_media``)."""
+        self._media_changed.set()
+        self._media_changed = asyncio.Event()
 
     async def _remote_media(self, member: Optional[Member], kind: str) -> _RemoteMedia:
         def find() -> Optional[_RemoteMedia]:
@@ -408,9 +326,8 @@ class Room:
                 if track_kind == kind and (member is None or member.id == member_id) and not remote.ended:
                     return remote
             return None
-        async with self._media_changed:
-            await self._media_changed.wait_for(lambda: find() or self._closed)
-        found = find()
+        while (found := find()) is None and not self._closed:
+            await self._media_changed.wait()
         if found is None:
             raise RoomClosed("the room closed")
         return found

@@ -17,13 +17,13 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 import socketio
-from pyee.asyncio import AsyncIOEventEmitter
 
 from signaling import protocol
 from signaling.protocol import JoinAck, JoinRequest, Member, ProtocolError
 
 from .call import Call, Complaints
 from .errors import JoinRefused, SignalingUnreachable, TransferError
+from .events import CallEnded, CallEvent, Event, Moved, PeerJoined, PeerLeft, Rejoined, SignalingLost
 from .ice import IceSettings
 from .media.sources import LocalMedia
 from .transfer import Downloads
@@ -55,22 +55,17 @@ _REFUSALS = {
 }
 
 
-class Session(AsyncIOEventEmitter):
+class Session:
     """Membership of one room and the calls with its other members.
 
-    Events: ``joined`` (the member list), ``peer-joined`` / ``peer-left`` (Member),
-    ``connected`` (Call), ``chat`` (Member, text), ``data`` (Member, value),
-    ``track`` (Member, MediaStreamTrack), ``retrying`` (Member, reason, try),
-    ``call-closed`` (Member, reason), ``file-progress`` (Member, name, done, size),
-    ``file`` (Member, path, sha256), ``file-failed`` (Member, name, reason),
-    ``disconnected`` (signaling lost; calls go on), ``rejoined``.
+    Its events (``peer.events``) go to ``publish``: its own (``PeerJoined``, ``PeerLeft``,
+    ``SignalingLost``, ``Rejoined``) and, unchanged, those of its calls.
     """
 
     def __init__(self, room: str, server: str, name: str = "", *, token: Optional[str] = None,
                  media: Optional[LocalMedia] = None, ice: Optional[IceSettings] = None,
                  heartbeat_interval: float = 0.5, dead_after: float = 2.0,
                  downloads: Optional[Downloads] = None) -> None:
-        super().__init__()
         self.request = JoinRequest(room=room, name=name, token=token)
         self.server = server
         self.media = media or LocalMedia()
@@ -78,6 +73,8 @@ class Session(AsyncIOEventEmitter):
         self.me: Optional[Member] = None
         self.members: dict[str, Member] = {}
         self.calls: dict[str, Call] = {}
+        self.publish: Callable[[Event], None] = lambda event: None
+        """Where the events of the room go (``Room`` takes them); until then, nowhere."""
         self.classic = False
         """True against a server that speaks only the classic room-relay pattern."""
         self._standing: Optional[Call] = None
@@ -141,7 +138,6 @@ class Session(AsyncIOEventEmitter):
         for member in others:
             if member.id not in answered and self._may_call(member):
                 self._new_call(member).start_offer()
-        self.emit("joined", others)
         return others
 
     async def _ask_to_join(self, timeout: float) -> JoinAck:
@@ -249,7 +245,6 @@ class Session(AsyncIOEventEmitter):
         self.me = Member(id="me", name=self.request.name)
         self._standing = self._new_call(CLASSIC_PEER, standing=True)
         self._standing.start_offer()
-        self.emit("joined", [])
         return []
 
     async def _on_connect(self) -> None:
@@ -275,7 +270,7 @@ class Session(AsyncIOEventEmitter):
             call.announce_id(me.id)
         self._awaiting_move -= {m.id for m in others}  # still there under their old ids: they did not move
         self._settle_claims()
-        self.emit("rejoined")
+        self.publish(Rejoined())
         unknown = [m for m in others if m.id not in self.calls]
         if unknown and any(call.alive for call in self.calls.values()):
             await asyncio.sleep(REMAP_GRACE)
@@ -310,7 +305,7 @@ class Session(AsyncIOEventEmitter):
             if any(call.remote.id == member.id for call in namesakes) or member.id not in self.members:
                 return
         if member.id not in self.calls or namesakes:
-            self.emit("peer-joined", member)
+            self.publish(PeerJoined(member))
 
     async def _on_peer_left(self, payload: Any = None, *_: Any) -> None:
         member = self._member(payload, protocol.PEER_LEFT)
@@ -328,7 +323,7 @@ class Session(AsyncIOEventEmitter):
             return
         if call is not None:
             await call.close("left", notify=False)
-        self.emit("peer-left", member)
+        self.publish(PeerLeft(member))
 
     def _member(self, payload: Any, event: str) -> Optional[Member]:
         """The member a presence event names. A server sending something else (wrong types,
@@ -387,7 +382,7 @@ class Session(AsyncIOEventEmitter):
         logger.info("signaling connection lost (%s)", reason)
         self._present.clear()
         self._listed.clear()  # the server's word from before; the rejoin tells it anew
-        self.emit("disconnected")
+        self.publish(SignalingLost())
         for call in self.calls.values():
             self._awaiting_move.add(call.remote.id)  # the others will see us back under a new id
         if reason == self._sio.reason.SERVER_DISCONNECT and (self._reconnecting is None or self._reconnecting.done()):
@@ -425,35 +420,35 @@ class Session(AsyncIOEventEmitter):
     def _new_call(self, member: Member, standing: bool = False) -> Call:
         """A call with ``member``, listed in ``calls`` unless it is our ``standing`` offer."""
         call = Call(member, self._signal, self.ice, self.media, classic=self.classic,
+                    publish=lambda event: self._from_call(call, event),
                     still_there=lambda: call.remote.id in self.members or self.classic,
                     initiator=lambda: self.classic or (self.me is not None and self.me.id < call.remote.id),
                     **self._call_options)
         if not standing:
             self.calls[member.id] = call
-        call.on("connected", lambda: self.emit("connected", call))
-        call.on("chat", lambda text: self.emit("chat", call.remote, text))
-        call.on("data", lambda value: self.emit("data", call.remote, value))
-        call.on("track", lambda track: self.emit("track", call.remote, track))
-        call.on("retrying", lambda reason, tries: self.emit("retrying", call.remote, reason, tries))
-        call.on("file-progress", lambda name, done, size: self.emit("file-progress", call.remote, name, done, size))
-        call.on("file", lambda path, sha256: self.emit("file", call.remote, path, sha256))
-        call.on("file-failed", lambda name, reason: self.emit("file-failed", call.remote, name, reason))
-        call.on("moved", lambda new_id: self._claim(call, new_id))
-
-        @call.on("closed")
-        def on_closed(reason: str) -> None:
-            if call is self._standing:  # hung up on leaving, before anyone took it up
-                self._standing = None
-                return
-            if self.calls.get(call.remote.id) is call:
-                del self.calls[call.remote.id]
-            self._awaiting_move.discard(call.remote.id)
-            self._claims.pop(call, None)
-            self.emit("call-closed", call.remote, reason)
-            if call.remote.id not in self.members and not self.classic and not self._leaving and reason != "left":
-                self.emit("peer-left", call.remote)
-
         return call
+
+    def _from_call(self, call: Call, event: CallEvent) -> None:
+        """What ``call`` reports: a claim to have moved is checked, an end is booked, and the
+        events go up as they are."""
+        if isinstance(event, Moved):
+            self._claim(call, event.id)
+        elif isinstance(event, CallEnded):
+            self._ended(call, event)
+        else:
+            self.publish(event)
+
+    def _ended(self, call: Call, event: CallEnded) -> None:
+        if call is self._standing:  # hung up on leaving, before anyone took it up
+            self._standing = None
+            return
+        if self.calls.get(call.remote.id) is call:
+            del self.calls[call.remote.id]
+        self._awaiting_move.discard(call.remote.id)
+        self._claims.pop(call, None)
+        self.publish(event)
+        if call.remote.id not in self.members and not self.classic and not self._leaving and event.reason != "left":
+            self.publish(PeerLeft(call.remote))
 
     def _claim(self, call: Call, new_id: str) -> None:
         """The other side of ``call`` says (``moved``) it rejoined under ``new_id``. Anyone

@@ -12,7 +12,7 @@ from aiortc import RTCConfiguration, RTCDataChannel, RTCPeerConnection, RTCSessi
 
 import peer
 from conftest import LOCAL
-from peer.call import CHAT_CHANNEL, CONTROL_CHANNEL, FILES_CHANNEL
+from peer.connection import CHAT_CHANNEL, CONTROL_CHANNEL, FILES_CHANNEL
 from peer.ice import use_host_addresses
 from peer.verification import connection_code
 from signaling import SignalingServer, protocol

@@ -23,7 +23,8 @@ from aiortc.rtcsctptransport import WEBRTC_STRING
 import peer
 from conftest import LOCAL, Process, Relay, Server, child_env, rss_kib
 from peer.api import ChatMessage, Room
-from peer.call import INBOX_SIZE, MAX_PENDING_CANDIDATES, Call
+from peer.call import INBOX_SIZE, Call
+from peer.connection import MAX_PENDING_CANDIDATES
 from peer import wire
 from peer.wire import MAX_MESSAGE_BYTES
 from peer.ice import use_host_addresses

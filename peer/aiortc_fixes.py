@@ -1,0 +1,108 @@
+"""Workarounds for aiortc's behaviour, in one place: each says what it works around.
+
+Written against aiortc 1.16.0. Two of them reach into aiortc's private parts (a coroutine's
+frame, ``RTCSctpTransport``'s receive steps and streams); when aiortc changes, this module is
+the one to check, and its tests are the attack tests on oversized and undecodable messages
+(tests/test_attack_more.py, tests/test_attack_moved.py) and every call that is renewed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+from typing import Callable
+
+from aiortc import RTCPeerConnection
+from aiortc.rtcsctptransport import (SCTP_DATA_FIRST_FRAG, SCTP_DATA_LAST_FRAG, DataChunk, RTCSctpTransport,
+                                     tsn_plus_one)
+
+MAX_MESSAGE_FRAGMENTS = 1024
+"""SCTP fragments of one data channel message (about 1.2 MB). We announce
+``a=max-message-size:65536`` (some 55 fragments), so an honest sender never comes near it;
+aiortc itself would reassemble a message of any size, rescanning its fragments on each new
+one, so a peer sending one of hundreds of megabytes would cost the victim that much memory
+and CPU time on the event loop. Past it, the connection is cut."""
+MAX_HELD_CHUNKS = 16384
+"""SCTP fragments one stream may hold in all (about 19 MB): a message sent out of order evades
+the count above, and a lost chunk honestly holds back up to a congestion window of later ones."""
+
+
+async def close_connection(pc: RTCPeerConnection) -> None:
+    """Close ``pc`` for good.
+
+    aiortc 1.16.0 connects in a task of its own (``RTCPeerConnection.__connect``) that
+    ``close()`` does not stop: closed half-way through connecting, that task then starts ICE
+    consent checks and RTCP loops on the closed connection that never end (or fails,
+    "RTCIceTransport is closed"). So it is cancelled first; aiortc keeps no handle on it, so
+    it is found among all tasks by its coroutine's name and the ``self`` of its frame.
+    """
+    connecting = [task for task in asyncio.all_tasks() if _connects(task, pc)]
+    for task in connecting:
+        task.cancel()
+    await asyncio.gather(*connecting, return_exceptions=True)
+    await pc.close()
+
+
+def _connects(task: asyncio.Task, pc: RTCPeerConnection) -> bool:
+    coroutine = task.get_coro()
+    frame = getattr(coroutine, "cr_frame", None)
+    return getattr(coroutine, "__qualname__", "") == "RTCPeerConnection.__connect" and \
+        frame is not None and frame.f_locals.get("self") is pc
+
+
+_guarded: "weakref.WeakSet[RTCSctpTransport]" = weakref.WeakSet()
+
+
+def guard_receipt(transport: RTCSctpTransport, complain: Callable[[Exception], None],
+                  oversized: Callable[[], None]) -> None:
+    """Make a data channel message that cannot be handled cost that message, not the connection.
+
+    aiortc 1.16.0 decodes text messages and runs the channels' ``message`` handlers inside its
+    DTLS receive loop; any exception on the way (text that is not UTF-8, a handler's error, a
+    second open of one stream) ends that loop, and with it the whole connection. So the
+    transport's receive step (``_data_channel_receive``) is wrapped, once per transport: the
+    exception is logged and the message dropped.
+
+    Its receipt of data chunks (``_receive_data_chunk``) is bounded too, since aiortc
+    reassembles messages of any size: once a stream receives a message of more than
+    ``MAX_MESSAGE_FRAGMENTS`` fragments in a row, or holds more than ``MAX_HELD_CHUNKS``
+    fragments of unfinished messages, they are dropped, nothing more is taken on that
+    transport, and ``oversized`` is called once.
+    """
+    if transport in _guarded:
+        return
+    receive = transport._data_channel_receive
+    receive_chunk = transport._receive_data_chunk
+    runs: dict[int, tuple[int, int]] = {}
+    """Per stream: the last chunk's TSN, and how many fragments in a row its message has had."""
+    cut = False
+
+    async def bounded(chunk: DataChunk) -> None:
+        nonlocal cut
+        if cut:
+            return
+        await receive_chunk(chunk)
+        last, count = runs.get(chunk.stream_id, (chunk.tsn, 0))
+        if chunk.flags & SCTP_DATA_FIRST_FRAG:
+            count = 1
+        elif count and chunk.tsn == tsn_plus_one(last):
+            count += 1
+        if chunk.flags & SCTP_DATA_LAST_FRAG:
+            count = 0
+        runs[chunk.stream_id] = (chunk.tsn, count)
+        stream = transport._inbound_streams.get(chunk.stream_id)
+        if count > MAX_MESSAGE_FRAGMENTS or stream is not None and len(stream.reassembly) > MAX_HELD_CHUNKS:
+            cut = True
+            if stream is not None:
+                stream.reassembly.clear()
+            oversized()
+
+    async def guarded(stream_id: int, pp_id: int, data: bytes) -> None:
+        try:
+            await receive(stream_id, pp_id, data)
+        except Exception as error:
+            complain(error)
+
+    transport._data_channel_receive = guarded  # type: ignore[method-assign]
+    transport._receive_data_chunk = bounded  # type: ignore[method-assign]
+    _guarded.add(transport)
