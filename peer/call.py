@@ -243,7 +243,7 @@ class Call:
 
     async def _run(self) -> None:
         self._ice.apply()  # this task negotiates, and gathers, every connection of the call
-        while True:
+        while not self.closed:  # a bye it handled closed the call: what was queued behind it goes too
             message = await self._inbox.get()
             try:
                 await self._dispatch(message)

@@ -1,0 +1,73 @@
+"""Attacks on the end of a call: a member that says ``bye`` and goes on talking to the call it
+ended, and one that makes the victim close a connection twice at once."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+import socketio
+from aiortc import RTCPeerConnection, RTCSessionDescription
+
+from conftest import LOCAL, Server
+from peer.api import CallEnded
+from peer.ice import use_host_addresses
+from signaling import protocol
+from test_api import join, until
+from test_attack_moved import chat_passes, our_call
+
+
+@pytest.fixture
+def server_of_three():
+    started = Server("--room-size", "3")
+    yield started
+    started.stop()
+
+
+async def an_offer() -> tuple[RTCPeerConnection, str]:
+    """A raw aiortc connection with a chat channel, and its offer."""
+    use_host_addresses([LOCAL])
+    pc = RTCPeerConnection()
+    pc.createDataChannel("chat")
+    await pc.setLocalDescription(await pc.createOffer())
+    return pc, pc.localDescription.sdp
+
+
+async def test_a_call_ended_by_bye_answers_nothing_more(server_of_three):
+    """mallory offers, then sends ``bye`` and a second offer right behind it: the call that
+    the bye ended must not take up that offer (a call nobody holds any more, whose connection
+    nobody would close), and its task ends; the victim's call with bob goes on."""
+    attacker = socketio.AsyncClient()
+    answers: asyncio.Queue = asyncio.Queue()
+    attacker.on(protocol.MESSAGE, lambda message: answers.put_nowait(message) if message.get("type") == "answer"
+                else None)
+    pcs: list[RTCPeerConnection] = []
+    try:
+        async with join("bye", server_of_three, "victim") as victim, join("bye", server_of_three, "bob") as bob:
+            await our_call(victim, bob)
+            await attacker.connect(server_of_three.url, transports=["websocket"])
+            await attacker.call(protocol.JOIN, {"room": "bye", "name": "mallory"})
+            first, sdp = await an_offer()
+            pcs.append(first)
+            await attacker.emit(protocol.MESSAGE, {"type": "offer", "sdp": sdp, "to": victim.me.id})
+            answer = await asyncio.wait_for(answers.get(), 10)
+            await first.setRemoteDescription(RTCSessionDescription(answer["sdp"], "answer"))
+            mallory = next(m.id for m in victim.members if m.name == "mallory")
+            call = victim.session.calls[mallory]
+            second, sdp = await an_offer()
+            pcs.append(second)
+            await attacker.emit(protocol.MESSAGE, {"type": "bye", "to": victim.me.id})
+            await attacker.emit(protocol.MESSAGE, {"type": "offer", "sdp": sdp, "to": victim.me.id})
+            await victim.wait_for(CallEnded, lambda event: event.member.id == mallory)
+            # Whatever was queued behind the bye goes with the call: its task ends, its last
+            # connection stays closed, and no connection of it lives on unheld.
+            await until(lambda: all(task.done() for task in call._tasks), 5, "the ended call's task to end")
+            assert call.pc.signalingState == "closed"
+            held = victim.session.calls.get(mallory)
+            assert held is None or held is not call
+            await chat_passes(victim, bob, "after the bye")
+    finally:
+        for pc in pcs:
+            await pc.close()
+        if attacker.connected:
+            await attacker.disconnect()
