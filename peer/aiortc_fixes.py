@@ -35,12 +35,17 @@ async def close_connection(pc: RTCPeerConnection) -> None:
     consent checks and RTCP loops on the closed connection that never end (or fails,
     "RTCIceTransport is closed"). So it is cancelled first; aiortc keeps no handle on it, so
     it is found among all tasks by its coroutine's name and the ``self`` of its frame.
+
+    ``close()`` itself is shielded: cancelled half-way, it would leave the connection marked
+    closing for good, and every later ``close()`` of it (the call hanging up, or renewing the
+    connection) would wait forever. A connection cut for an oversized message is closed by a
+    task of its own that the call may cancel so.
     """
     connecting = [task for task in asyncio.all_tasks() if _connects(task, pc)]
     for task in connecting:
         task.cancel()
     await asyncio.gather(*connecting, return_exceptions=True)
-    await pc.close()
+    await asyncio.shield(pc.close())
 
 
 def _connects(task: asyncio.Task, pc: RTCPeerConnection) -> bool:

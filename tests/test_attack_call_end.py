@@ -71,3 +71,29 @@ async def test_a_call_ended_by_bye_answers_nothing_more(server_of_three):
             await pc.close()
         if attacker.connected:
             await attacker.disconnect()
+
+
+@pytest.mark.parametrize("then", ["hang-up", "renew"])
+async def test_a_connection_cut_while_the_call_moves_on_still_closes(server_of_three, then):
+    """A member that sends an oversized message has its connection cut, by a task of that
+    connection. If the call ends (the member leaves, or says bye), or the member's next offer
+    renews the connection, while that close is under way, the task is cancelled half-way
+    through aiortc's ``close()``: the close that follows must not wait forever for it (the
+    call would never end, or would handle no signaling again). The cut is started here as
+    the receipt of an oversized message starts it (tests/test_attack_more.py sends one)."""
+    async with join("cut", server_of_three, "victim") as victim, join("cut", server_of_three, "bob") as bob, \
+               join("cut", server_of_three, "carol") as carol:
+        call = await our_call(victim, bob)
+        await our_call(victim, carol)
+        cut = call._connection
+        cut._cut_off()
+        for _ in range(3):  # the cut is under way in its task
+            await asyncio.sleep(0)
+        if then == "renew":
+            await asyncio.wait_for(call._renew(), 10)
+            assert cut.pc.connectionState == "closed"
+            await chat_passes(victim, carol, "after the cut")
+        else:
+            await asyncio.wait_for(call.close("left", notify=False), 10)  # as when the server says bob left
+            assert cut.pc.connectionState == "closed" and bob.me.id not in victim.session.calls
+            await chat_passes(victim, carol, "after the cut")
