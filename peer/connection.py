@@ -21,6 +21,7 @@ import time
 from typing import Any, Awaitable, Callable, Iterable, Optional, Protocol, Union
 
 from aiortc import MediaStreamTrack, RTCDataChannel, RTCPeerConnection, RTCSessionDescription
+from aiortc.mediastreams import MediaStreamError
 from aiortc.sdp import candidate_from_sdp
 
 from signaling.protocol import Member
@@ -125,7 +126,9 @@ class Connection:
         self._tasks: list[asyncio.Future] = []
         self.pc.on("connectionstatechange", self._on_state)
         self.pc.on("datachannel", self._on_datachannel)
-        self.pc.on("track", lambda track: self._owner.publish(TrackReceived(self._owner.remote, track.kind, track)))
+        self._tracks: dict[str, MediaStreamTrack] = {}
+        """The newest remote track of each kind: the one the room reads."""
+        self.pc.on("track", self._on_track)
 
     # What the call does with it
 
@@ -222,6 +225,15 @@ class Connection:
             self._owner.on_connected()
         elif self.pc.connectionState in ("failed", "closed"):
             await self._owner.on_lost(f"connection {self.pc.connectionState}")
+
+    def _on_track(self, track: MediaStreamTrack) -> None:
+        """A remote track goes up; one it replaces (the other side offered two of a kind: the
+        room reads the newest) is read here to its end, since aiortc queues every frame of a
+        track until it is read, for as long as the connection lives."""
+        self._owner.publish(TrackReceived(self._owner.remote, track.kind, track))
+        replaced, self._tracks[track.kind] = self._tracks.get(track.kind), track
+        if replaced is not None:
+            self.spawn(_drain(replaced))
 
     def _on_datachannel(self, channel: RTCDataChannel) -> None:
         if channel.label == CONTROL_CHANNEL:
@@ -339,6 +351,15 @@ class Connection:
 
     def _heard(self) -> None:
         self._last_seen = time.monotonic()
+
+
+async def _drain(track: MediaStreamTrack) -> None:
+    """Read ``track`` to its end, throwing its frames away."""
+    try:
+        while True:
+            await track.recv()
+    except MediaStreamError:
+        pass
 
 
 def _when_open(channel: RTCDataChannel, callback: Callable[[], Any]) -> None:

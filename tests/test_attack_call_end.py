@@ -9,8 +9,9 @@ import pytest
 import socketio
 from aiortc import RTCPeerConnection, RTCSessionDescription
 
+import peer
 from conftest import LOCAL, Server
-from peer.api import CallEnded
+from peer.api import CallEnded, TrackReceived
 from peer.ice import use_host_addresses
 from signaling import protocol
 from test_api import join, until
@@ -97,3 +98,42 @@ async def test_a_connection_cut_while_the_call_moves_on_still_closes(server_of_t
             await asyncio.wait_for(call.close("left", notify=False), 10)  # as when the server says bob left
             assert cut.pc.connectionState == "closed" and bob.me.id not in victim.session.calls
             await chat_passes(victim, carol, "after the cut")
+
+
+async def test_a_second_video_track_does_not_leave_the_first_piling_up_frames(server):
+    """mallory offers two video sections and sends on both: the room reads one track per member
+    and kind, the newest, but aiortc queues every frame of a track nobody reads, for as long as
+    the connection lives (decoded, some 100 KiB each at this size). So the track it replaced
+    must go on being drained."""
+    attacker = socketio.AsyncClient()
+    answers: asyncio.Queue = asyncio.Queue()
+    attacker.on(protocol.MESSAGE, lambda message: answers.put_nowait(message) if message.get("type") == "answer"
+                else None)
+    use_host_addresses([LOCAL])
+    pc = RTCPeerConnection()
+    sources = [peer.FrameSource(fps=15, size=(320, 240)) for _ in range(2)]
+    try:
+        async with join("twice", server, "victim") as victim:
+            for source in sources:
+                pc.addTrack(source)
+            await pc.setLocalDescription(await pc.createOffer())
+            await attacker.connect(server.url, transports=["websocket"])
+            await attacker.call(protocol.JOIN, {"room": "twice", "name": "mallory"})
+            await attacker.emit(protocol.MESSAGE, {"type": "offer", "sdp": pc.localDescription.sdp,
+                                                   "to": victim.me.id})
+            answer = await asyncio.wait_for(answers.get(), 10)
+            await pc.setRemoteDescription(RTCSessionDescription(answer["sdp"], "answer"))
+            await until(lambda: len([e for e in victim._history if isinstance(e, TrackReceived)]) == 2, 10,
+                        "both of mallory's tracks")
+            first, second = (e.track for e in victim._history if isinstance(e, TrackReceived))
+            read = victim._remote_media  # the room's reader of mallory's video
+            newest = await read(None, "video")
+            assert newest.track is second
+            await until(lambda: newest.count >= 30, 20, "30 frames of the newest track")
+            assert first._queue.qsize() < 10, f"{first._queue.qsize()} frames of the replaced track wait unread"
+    finally:
+        await pc.close()
+        for source in sources:
+            source.stop()
+        if attacker.connected:
+            await attacker.disconnect()
