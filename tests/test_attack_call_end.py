@@ -1,5 +1,6 @@
-"""Attacks on the end of a call: a member that says ``bye`` and goes on talking to the call it
-ended, and one that makes the victim close a connection twice at once."""
+"""Attacks on the end of a call and of its connections: a member that says ``bye`` and goes on
+talking to the call it ended, one that makes the victim close a connection twice at once, and
+one whose second track of a kind replaces its first while both still send."""
 
 from __future__ import annotations
 
@@ -100,7 +101,7 @@ async def test_a_connection_cut_while_the_call_moves_on_still_closes(server_of_t
             await chat_passes(victim, carol, "after the cut")
 
 
-async def test_a_second_video_track_does_not_leave_the_first_piling_up_frames(server):
+async def test_a_second_video_track_does_not_leave_the_first_piling_up_frames(server_of_three):
     """mallory offers two video sections and sends on both: the room reads one track per member
     and kind, the newest, but aiortc queues every frame of a track nobody reads, for as long as
     the connection lives (decoded, some 100 KiB each at this size). So the track it replaced
@@ -113,11 +114,12 @@ async def test_a_second_video_track_does_not_leave_the_first_piling_up_frames(se
     pc = RTCPeerConnection()
     sources = [peer.FrameSource(fps=15, size=(320, 240)) for _ in range(2)]
     try:
-        async with join("twice", server, "victim") as victim:
+        async with join("twice", server_of_three, "victim") as victim, \
+                   join("twice", server_of_three, "bob") as bob:
             for source in sources:
                 pc.addTrack(source)
             await pc.setLocalDescription(await pc.createOffer())
-            await attacker.connect(server.url, transports=["websocket"])
+            await attacker.connect(server_of_three.url, transports=["websocket"])
             await attacker.call(protocol.JOIN, {"room": "twice", "name": "mallory"})
             await attacker.emit(protocol.MESSAGE, {"type": "offer", "sdp": pc.localDescription.sdp,
                                                    "to": victim.me.id})
@@ -131,6 +133,8 @@ async def test_a_second_video_track_does_not_leave_the_first_piling_up_frames(se
             assert newest.track is second
             await until(lambda: newest.count >= 30, 20, "30 frames of the newest track")
             assert first._queue.qsize() < 10, f"{first._queue.qsize()} frames of the replaced track wait unread"
+            await our_call(victim, bob)
+            await chat_passes(victim, bob, "after the second track")
     finally:
         await pc.close()
         for source in sources:
