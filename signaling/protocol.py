@@ -230,6 +230,9 @@ def parse_join_ack(payload: Any, default_name: str = "") -> JoinAck:
     if not isinstance(members, list):
         raise ProtocolError(BAD_PAYLOAD, "'members' must be a list")
     others = [Member.from_payload(member) for member in members]
+    if len({member.id for member in others}) < len(others):
+        # Each listing would begin a call of its own, replacing the last under the same id.
+        raise ProtocolError(BAD_PAYLOAD, "'members' lists a member twice")
     return JoinAck(me, others, parse_pending_offers(payload, others))
 
 

@@ -421,3 +421,20 @@ async def test_a_join_ack_with_oversized_names_or_ids_is_refused(ack, server):
                 pass
     async with peer.join("oversized-ack", server=server.url, name="victim", ice_hosts=[LOCAL]) as room:
         assert room.me is not None and room.me.name == "victim"
+
+
+async def test_a_join_ack_listing_one_member_many_times_is_refused(server):
+    """A hostile server lists one member 3,000 times: each listing began a call of its own, and
+    each call replaced the last under the same id, so the MAX_CALLS bound never counted them and
+    leaving the room closed only the last (3,000 connections gathering, never closed). A member
+    listed twice is an answer no server of ours gives: the join fails with the usual sentence,
+    having begun no call, and the process then joins an honest server as ever."""
+    before = len(os.listdir("/proc/self/fd"))
+    ack = {"ok": True, "id": "me", "name": "victim", "members": [{"id": "ghost", "name": "ghost"}] * 3000}
+    async with AnsweringServer(ack) as hostile:
+        with pytest.raises(peer.JoinRefused, match="makes no sense"):
+            async with peer.join("listed-twice", server=hostile.url, name="victim", ice_hosts=[LOCAL]):
+                pass
+    assert len(os.listdir("/proc/self/fd")) < before + 20
+    async with peer.join("listed-twice", server=server.url, name="victim", ice_hosts=[LOCAL]) as room:
+        assert room.me is not None and room.me.name == "victim"

@@ -377,8 +377,9 @@ def test_a_join_ack_no_server_of_ours_would_send_is_refused(payload):
     {"ok": True, "id": "c" * 65}, {"ok": True, "id": "c", "name": "n" * 65}, {"ok": True, "id": "c", "name": 5},
     {"ok": True, "id": "c", "members": [{"id": "a" * 65, "name": "alice"}]},
     {"ok": True, "id": "c", "members": [{"id": "a", "name": "n" * 100_000}]},
+    {"ok": True, "id": "c", "members": [{"id": "a", "name": "alice"}, {"id": "a", "name": "alice"}]},
 ])
-def test_names_and_ids_in_a_join_ack_are_bounded_as_the_server_bounds_them(payload):
+def test_members_in_a_join_ack_are_bounded_and_listed_once_as_the_server_lists_them(payload):
     with pytest.raises(ProtocolError) as caught:
         protocol.parse_join_ack(payload)
     assert not isinstance(caught.value, protocol.Refusal)
