@@ -331,7 +331,7 @@ async def enter_room(stack: AsyncExitStack, args: argparse.Namespace,
     """Join on --server; with none, on the default server, or on one this process hosts
     when nothing answers there (the server hosted is returned, to stop after the room)."""
     try:
-        return await stack.enter_async_context(joining(args.server or DEFAULT_SERVER)), None
+        return await stack.enter_async_context(joining(DEFAULT_SERVER if args.server is None else args.server)), None
     except SignalingUnreachable:
         if args.server is not None:
             raise

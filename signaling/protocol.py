@@ -115,9 +115,11 @@ class Member:
         return {"id": self.id, "name": self.name}
 
     @classmethod
-    def from_payload(cls, payload: Any) -> "Member":
+    def from_payload(cls, payload: Any, default_name: str = "") -> "Member":
+        """A member as a client reads it from the server (which may be anyone's): an id and a
+        name bounded as the server bounds them."""
         _require_dict(payload, "member")
-        return cls(id=_require_str(payload, "id"), name=str(payload.get("name") or ""))
+        return cls(id=_member_id(payload.get("id")), name=_member_name(payload.get("name")) or default_name)
 
 
 def parse_join(payload: Any) -> JoinRequest:
@@ -223,11 +225,14 @@ def parse_join_ack(payload: Any, default_name: str = "") -> JoinAck:
     is checked and bounded too."""
     if not isinstance(payload, dict) or not payload.get("ok"):
         raise _refusal(payload)
-    me = Member(id=_require_str(payload, "id"), name=str(payload.get("name") or default_name))
+    me = Member.from_payload(payload, default_name)
     members = payload.get("members", [])
     if not isinstance(members, list):
         raise ProtocolError(BAD_PAYLOAD, "'members' must be a list")
     others = [Member.from_payload(member) for member in members]
+    if len({member.id for member in others}) < len(others):
+        # Each listing would begin a call of its own, replacing the last under the same id.
+        raise ProtocolError(BAD_PAYLOAD, "'members' lists a member twice")
     return JoinAck(me, others, parse_pending_offers(payload, others))
 
 
@@ -289,17 +294,29 @@ def parse_relayed(payload: Any) -> dict[str, Any]:
     they are shown."""
     _require_dict(payload, MESSAGE)
     clean = parse_message({key: value for key, value in payload.items() if key != "to"})
-    sender = payload.get("from")
-    if sender is not None:
-        if not isinstance(sender, str) or not 0 < len(sender) <= MAX_ID_CHARS:
-            raise ProtocolError(BAD_PAYLOAD, "'from' must be a member id string")
-        clean["from"] = sender
-    name = payload.get("name")
-    if name is not None:
-        if not isinstance(name, str) or len(name) > MAX_NAME_CHARS:
-            raise ProtocolError(BAD_NAME, f"'name' must be a string of at most {MAX_NAME_CHARS} characters")
-        clean["name"] = name
+    if payload.get("from") is not None:
+        clean["from"] = _member_id(payload["from"], "from")
+    if payload.get("name") is not None:
+        clean["name"] = _member_name(payload["name"])
     return clean
+
+
+def _member_id(value: Any, key: str = "id") -> str:
+    if not isinstance(value, str) or not value:
+        raise ProtocolError(BAD_PAYLOAD, f"'{key}' must be a non-empty string")
+    if len(value) > MAX_ID_CHARS:
+        raise ProtocolError(BAD_PAYLOAD, f"'{key}' longer than {MAX_ID_CHARS} characters")
+    return value
+
+
+def _member_name(value: Any) -> str:
+    """A name the server gave (None: none); bounded, but it may hold control characters:
+    the server is the judge of names, and names are escaped wherever they are shown."""
+    if value is None:
+        return ""
+    if not isinstance(value, str) or len(value) > MAX_NAME_CHARS:
+        raise ProtocolError(BAD_NAME, f"'name' must be a string of at most {MAX_NAME_CHARS} characters")
+    return value
 
 
 # What a client sends in ``message`` (the join payload is ``JoinRequest``'s)
@@ -382,10 +399,3 @@ def _check_candidate(candidate: Any) -> Optional[dict[str, Any]]:
 def _require_dict(payload: Any, what: str) -> None:
     if not isinstance(payload, dict):
         raise ProtocolError(BAD_PAYLOAD, f"{what} payload must be an object")
-
-
-def _require_str(payload: dict[str, Any], key: str) -> str:
-    value = payload.get(key)
-    if not isinstance(value, str) or not value:
-        raise ProtocolError(BAD_PAYLOAD, f"'{key}' must be a non-empty string")
-    return value

@@ -57,6 +57,14 @@ def test_wrong_server_port():
     assert one_line(result).startswith(f"peer: cannot reach the signaling server at http://127.0.0.1:{port}")
 
 
+def test_an_empty_server_is_a_wrong_server_not_the_default():
+    """``--server ""`` (a script's unset variable) names no server: it must not join whatever
+    answers at the default address, nor host one."""
+    result = run_peer("--room", "x", "--server", "", "--video", "none", "--no-window")
+    assert result.returncode == 1
+    assert one_line(result).startswith("peer: cannot reach the signaling server at  ("), result.stderr
+
+
 def test_full_room(server, processes):
     alice = processes.peer("--room", "full", "--server", server.url, *CALL, name="alice")
     bob = processes.peer("--room", "full", "--server", server.url, *CALL, name="bob")

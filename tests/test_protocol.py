@@ -373,6 +373,26 @@ def test_a_join_ack_no_server_of_ours_would_send_is_refused(payload):
     assert not isinstance(caught.value, protocol.Refusal) and caught.value.code == BAD_PAYLOAD
 
 
+@pytest.mark.parametrize("payload", [
+    {"ok": True, "id": "c" * 65}, {"ok": True, "id": "c", "name": "n" * 65}, {"ok": True, "id": "c", "name": 5},
+    {"ok": True, "id": "c", "members": [{"id": "a" * 65, "name": "alice"}]},
+    {"ok": True, "id": "c", "members": [{"id": "a", "name": "n" * 100_000}]},
+    {"ok": True, "id": "c", "members": [{"id": "a", "name": "alice"}, {"id": "a", "name": "alice"}]},
+])
+def test_members_in_a_join_ack_are_bounded_and_listed_once_as_the_server_lists_them(payload):
+    with pytest.raises(ProtocolError) as caught:
+        protocol.parse_join_ack(payload)
+    assert not isinstance(caught.value, protocol.Refusal)
+
+
+def test_a_member_is_read_bounded():
+    assert Member.from_payload({"id": "a" * 64, "name": "n" * 64}) == Member("a" * 64, "n" * 64)
+    assert Member.from_payload({"id": "a", "name": None}) == Member("a", "")
+    for payload in ({"id": "a" * 65}, {"id": "a", "name": "n" * 65}, {"id": "a", "name": ["n"]}):
+        with pytest.raises(ProtocolError):
+            Member.from_payload(payload)
+
+
 @pytest.mark.parametrize("payload, code, reason", [
     (ProtocolError(ROOM_FULL, "room 'demo' is full").to_payload("join"), ROOM_FULL, "room 'demo' is full"),
     ({"ok": False}, "", "join refused"), (None, "", "join refused"), ("no", "", "join refused"),
