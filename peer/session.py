@@ -133,12 +133,12 @@ class Session:
             ack = await self._ask_to_join(CLASSIC_ACK_TIMEOUT)
         except socketio.exceptions.TimeoutError:
             return await self._join_classic()
-        others = ack.others
-        answered = self._answer_waiting(ack)
-        for member in others:
-            if member.id not in answered and self._may_call(member):
+        self._answer_waiting(ack)
+        for member in ack.others:
+            # a call begun already answers an offer: one the ack carried, or one that came before it
+            if member.id not in self.calls and self._may_call(member):
                 self._new_call(member).start_offer()
-        return others
+        return ack.others
 
     async def _ask_to_join(self, timeout: float) -> JoinAck:
         """Send ``join`` and take its acknowledgement's word (``_in_room``): who we are, who
