@@ -102,15 +102,24 @@ def say(text: str) -> None:
     print(printable(text), flush=True)
 
 
+def stdin_is_terminal() -> bool:
+    """Whether a person types on stdin. A peer started by ``docker run`` without ``-i``, by
+    systemd or from a script has stdin at /dev/null, a pipe or closed (``sys.stdin`` is then None)."""
+    return sys.stdin is not None and sys.stdin.isatty()
+
+
 class Terminal:
-    """Lines typed on stdin, read on a thread so the event loop never waits for a person."""
+    """Lines typed on stdin, read on a thread so the event loop never waits for a person.
+    ``lines`` ends with None at end of input; ``interactive`` says whether that end is a
+    person's Ctrl-D (a leave) or just the end of a pipe or /dev/null (no more chat, no leave)."""
 
     def __init__(self) -> None:
         self.lines: asyncio.Queue[Optional[str]] = asyncio.Queue()
+        self.interactive = stdin_is_terminal()
         loop = asyncio.get_running_loop()
 
         def read() -> None:
-            for line in sys.stdin:
+            for line in sys.stdin or ():
                 loop.call_soon_threadsafe(self.lines.put_nowait, line.rstrip("\n"))
             loop.call_soon_threadsafe(self.lines.put_nowait, None)
 
@@ -358,7 +367,7 @@ async def run(args: argparse.Namespace) -> int:
     window: Optional[Window] = None
     hosted: Optional[HostedServer] = None
     view: Optional[CallView] = None
-    questions = None if args.downloads else FileQuestions(sys.stdin.isatty())
+    questions = None if args.downloads else FileQuestions(stdin_is_terminal())
     # Opened before the window, so that a wrong --video is said before a window appears.
     media = await LocalMedia.open(args.video, args.audio, args.video_size, args.fps)
 
@@ -396,12 +405,14 @@ async def run(args: argparse.Namespace) -> int:
 
 async def _until_done(room: Room, window: Optional[Window], stop: asyncio.Event,
                       questions: Optional[FileQuestions]) -> None:
-    """Chat until the person leaves: q/Esc in the window, Ctrl-C, or end of input. A line
-    typed while a question is asked answers it."""
+    """Chat until the person leaves: q/Esc in the window, Ctrl-C or a signal, or Ctrl-D at a
+    terminal. The end of stdin that is no terminal only ends chat: a headless peer (systemd,
+    ``docker run`` without ``-i``, ``< /dev/null``) would otherwise leave the instant it joined.
+    A line typed while a question is asked answers it."""
     terminal = Terminal()
-    waits: list[asyncio.Future[Any]] = [asyncio.ensure_future(stop.wait())]
+    leaves: list[asyncio.Future[Any]] = [asyncio.ensure_future(stop.wait())]
     if window is not None:
-        waits.append(asyncio.ensure_future(window.quit.wait()))
+        leaves.append(asyncio.ensure_future(window.quit.wait()))
 
     async def chat() -> None:
         while (line := await terminal.lines.get()) is not None:
@@ -411,11 +422,12 @@ async def _until_done(room: Room, window: Optional[Window], stop: asyncio.Event,
                 say("(nobody here can receive chat; message not sent)" if room.calling else
                     "(nobody is connected yet; message not sent)")
 
-    waits.append(asyncio.ensure_future(chat()))
+    chatting = asyncio.ensure_future(chat())
     try:
-        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait(leaves + [chatting] if terminal.interactive else leaves,
+                           return_when=asyncio.FIRST_COMPLETED)
     finally:
-        for task in waits:
+        for task in (*leaves, chatting):
             task.cancel()
 
 

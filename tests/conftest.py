@@ -109,7 +109,12 @@ class Process:
         self.proc.stdin.flush()
 
     def end_input(self) -> None:
+        """Close the pipe that is the process's stdin: for a peer, the end of chat input, not a leave."""
         self.proc.stdin.close()
+
+    def interrupt(self) -> None:
+        """Ctrl-C: how a person (or a service manager's SIGINT) makes a peer leave."""
+        self.proc.send_signal(signal.SIGINT)
 
     def wait(self, timeout: float = 15) -> int:
         try:

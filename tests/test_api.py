@@ -150,7 +150,7 @@ def test_cli_sends_and_saves_files_with_progress(server, processes, tmp_path):
         assert re.search(rf"^{what}: \[#+ *\] 100% 5\.2/5\.2 MB$", process.output, re.MULTILINE), process.output
     assert not (tmp_path / "alice-downloads").exists()
     for process in (alice, bob):
-        process.end_input()
+        process.interrupt()
         assert process.wait() == 0
         assert "Traceback" not in process.output
 

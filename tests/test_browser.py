@@ -95,7 +95,7 @@ def test_peer_calls_the_browser(server, processes, page, tmp_path):
                           name="ours")
     check_call(page, peer)
 
-    peer.end_input()  # the peer leaves: its bye removes its video from the page at once
+    peer.interrupt()  # the peer leaves: its bye removes its video from the page at once
     page.wait_for_function("() => window.peerState.connected.length === 0 && !document.querySelector('.tile.remote')",
                            timeout=2000)
     expect(page.locator("#log")).to_contain_text("call with ours ended (left)")
@@ -167,7 +167,7 @@ def test_browser_in_a_mesh_of_three(processes, page):
         page.click("#send")
         alice.expect(r"^\[browser\] hi both$", 10)
         bob.expect(r"^\[browser\] hi both$", 10)
-        bob.end_input()
+        bob.interrupt()
         expect(page.locator(".tile.remote .label")).to_have_text(["alice"], timeout=2000)
         assert bob.wait() == 0
         assert "Traceback" not in alice.output + bob.output

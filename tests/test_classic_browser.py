@@ -88,7 +88,7 @@ def test_classic_browser_and_our_peer(any_server, chromium, processes, tmp_path,
         page.evaluate("() => window.classic.pc.close()")  # the tutorial's hang-up
         page.context.close()
     ours.expect(f"call with {name} ended", 15)
-    ours.end_input()
+    ours.interrupt()
     assert ours.wait() == 0
     assert sorted(path.name for path in tmp_path.iterdir()) == ["classic.mp4"], "one call, one recording"
     frames = recorded_frames(str(recording))
@@ -149,6 +149,6 @@ def test_alone_on_a_classic_relay(processes):
     time.sleep(STEADY)
     trouble = [line for line in ours.lines if any(word in line for word in TROUBLE)]
     assert not trouble, f"alone, the peer said: {trouble}"
-    ours.end_input()
+    ours.interrupt()
     assert ours.wait() == 0
     assert "Traceback" not in ours.output

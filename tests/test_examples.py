@@ -232,7 +232,7 @@ def test_recorder_bot_records_each_peer_to_its_own_file(server, examples, proces
     alice.expect("connected to recorder_bot")
     bot.expect(r"recording alice to .*alice\.mp4")
     time.sleep(3)
-    alice.end_input()  # alice leaves: her file is finished at once
+    alice.interrupt()  # alice leaves: her file is finished at once
     assert alice.wait() == 0
     saved = bot.expect(r"saved (\S+alice\.mp4) \((\d+) frames of alice\)")
     assert Path(saved.group(1)) == out / "alice.mp4"

@@ -25,7 +25,7 @@ def test_call_media_chat_and_leaving(server, processes, tmp_path):
     time.sleep(2)  # two seconds of video each way
 
     started = time.monotonic()
-    bob.end_input()  # end of input in the terminal: bob leaves
+    bob.interrupt()  # Ctrl-C: bob leaves
     alice.expect(r"call with bob ended", timeout=2)
     assert time.monotonic() - started < 2.0
     assert bob.wait() == 0
@@ -39,9 +39,9 @@ def test_call_media_chat_and_leaving(server, processes, tmp_path):
     carol.send("me too")
     alice.expect(r"^\[carol\] me too$")
     time.sleep(1.5)  # some video of carol too
-    carol.end_input()
+    carol.interrupt()
     assert carol.wait() == 0
-    alice.end_input()
+    alice.interrupt()
     assert alice.wait() == 0
     alice.expect(r"recorded carol to .*alice-got-2\.mp4")
 
@@ -61,7 +61,7 @@ def test_ctrl_c_leaves_cleanly(server, processes):
     bob = processes.peer("--room", "ctrl-c", "--server", server.url, *CALL, name="bob")
     alice.expect("connected to bob")
     bob.expect("connected to alice")
-    alice.proc.send_signal(signal.SIGINT)
+    alice.interrupt()
     assert alice.wait() == 0
     bob.expect("call with alice ended", timeout=2)
     assert "Traceback" not in alice.output + bob.output
@@ -80,7 +80,7 @@ def test_embedded_server_when_nothing_answers(processes):
     assert "hosts one" not in guest.output
     guest.expect("connected to host")
     host.expect("connected to guest")
-    guest.end_input()
+    guest.interrupt()
     assert guest.wait() == 0
-    host.end_input()
+    host.interrupt()
     assert host.wait() == 0

@@ -95,6 +95,6 @@ def test_server_that_drops_mid_call(processes):
     alice.expect("lost the signaling server")
     alice.send("over the data channel")
     bob.expect(r"\[alice\] over the data channel")
-    alice.end_input()
+    alice.interrupt()
     assert alice.wait() == 0
     assert "Traceback" not in alice.output + bob.output

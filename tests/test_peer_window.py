@@ -117,7 +117,7 @@ def test_window_tiles_each_remote_and_drops_the_one_who_leaves(processes, xvfb, 
             assert time.monotonic() < deadline, "the window does not show two tiles of remote video"
             time.sleep(0.3)
 
-        bob.end_input()
+        bob.interrupt()
         assert bob.wait() == 0
         alice.expect("call with bob ended", timeout=3)
         box = window_geometry(xvfb, r"room tiles - carol$")

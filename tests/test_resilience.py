@@ -84,7 +84,7 @@ def test_server_restart_mid_call(processes, tmp_path, stop_signal):
         joins = alice.output.count("bob joined") + bob.output.count("alice joined")
         assert joins == 1, alice.output + "\n---\n" + bob.output
         call_seconds = time.monotonic() - call_started
-        alice.end_input()
+        alice.interrupt()
         assert alice.wait() == 0
     finally:
         restarted.stop()
@@ -117,13 +117,13 @@ def test_room_of_four_is_a_full_mesh(processes, tmp_path):
             for other in names:
                 if other != name:
                     process.expect(rf"^\[{other}\] hello from {other}$")
-        peers["dan"].end_input()
+        peers["dan"].interrupt()
         assert peers["dan"].wait() == 0
         for name in ("ann", "ben", "cat"):
             peers[name].expect("call with dan ended", timeout=3)
             peers[name].send("still here")
         for name in ("ann", "ben", "cat"):
-            peers[name].end_input()
+            peers[name].interrupt()
             assert peers[name].wait() == 0
     finally:
         server.stop()
