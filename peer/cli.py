@@ -25,9 +25,9 @@ from signaling.protocol import MAX_NAME_CHARS
 from signaling.text import log_to_stderr, printable
 
 from . import (ASK_TIMEOUT, DEFAULT_MAX_PER_PEER, DEFAULT_MAX_TOTAL, DEFAULT_SERVER, MAX_TRIES, CallEnded, ChatMessage,
-               Connected, Event, FileFailed, FileOffer, FileProgress, FileReceived, LocalMedia, Member, PeerError,
-               PeerJoined, PeerLeft, Rejoined, Retrying, Room, SignalingLost, SignalingUnreachable, TrackReceived,
-               TransferError, human_size, join, parse_size)
+               Connected, Device, Event, FileFailed, FileOffer, FileProgress, FileReceived, LocalMedia, Member,
+               PeerError, PeerJoined, PeerLeft, Rejoined, Retrying, Room, SignalingLost, SignalingUnreachable,
+               TrackReceived, TransferError, human_size, join, list_devices, parse_size)
 from .media.window import Window, check_display
 
 logger = logging.getLogger("peer")
@@ -35,7 +35,7 @@ logger = logging.getLogger("peer")
 
 def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m peer", description="Join a WebRTC video room from Python.")
-    parser.add_argument("--room", required=True, help="room to join; both sides use the same name")
+    parser.add_argument("--room", help="room to join; both sides use the same name (required)")
     parser.add_argument("--server", default=None,
                         help=f"signaling server URL (default {DEFAULT_SERVER}; if nothing answers there, "
                              "one is started inside this process)")
@@ -64,8 +64,12 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     parser.add_argument("--turn", action="append", default=[], metavar="URL", help="TURN server, e.g. turn:turn.example.org:3478")
     parser.add_argument("--turn-user", help="TURN user name")
     parser.add_argument("--turn-password", help="TURN password")
+    parser.add_argument("--list-devices", action="store_true",
+                        help="print the cameras, microphones and speakers found, and the flag for each; join no room")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logs")
     args = parser.parse_args(argv)
+    if not args.room and not args.list_devices:
+        parser.error("the following arguments are required: --room")
     if args.record and Path(args.record).suffix.lower() not in (".mp4", ".webm", ".mkv"):
         parser.error("--record needs a .mp4, .webm or .mkv file name")
     if not _is_size(args.video_size):
@@ -431,6 +435,19 @@ async def _until_done(room: Room, window: Optional[Window], stop: asyncio.Event,
             task.cancel()
 
 
+def device_lines(devices: Sequence[Device]) -> list[str]:
+    """One line a device, its kind first, and "none found" for a kind with none: a person can
+    tell an empty machine from a listing that failed."""
+    lines = []
+    for kind in ("camera", "microphone", "speaker"):
+        mine = [device for device in devices if device.kind == kind]
+        width = max((len(device.id) for device in mine), default=0)
+        lines += [f"{kind:<10}  {device.id:<{width}}  {device.name}  "
+                  f"({device.flag if device.flag else f'no flag takes a {kind} yet'})" for device in mine]
+        lines += [] if mine else [f"{kind:<10}  none found"]
+    return lines
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     args = parse_args(argv)
     log_to_stderr(logging.DEBUG if args.verbose else logging.WARNING,
@@ -438,6 +455,14 @@ def main(argv: Optional[list[str]] = None) -> int:
     if not args.verbose:
         for noisy in ("aioice", "aiortc", "socketio", "engineio"):
             logging.getLogger(noisy).setLevel(logging.ERROR)
+    if args.list_devices:
+        try:
+            lines = device_lines(list_devices())
+        except NotImplementedError as error:
+            lines = [str(error)]
+        for line in lines:
+            say(line)
+        return 0
     try:
         return asyncio.run(run(args))
     except PeerError as error:
