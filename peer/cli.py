@@ -43,6 +43,9 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     parser.add_argument("--token", help="room token, when the server requires one")
     parser.add_argument("--video", default="camera",
                         help="camera (default), a device path or name, a media file, testsrc, lavfi:GRAPH, or none")
+    parser.add_argument("--loop", action="store_true",
+                        help="play a media file given to --video or --audio again and again (without it, once, "
+                             "then a 'camera off' picture)")
     parser.add_argument("--video-size", default="640x480", help="capture size, WIDTHxHEIGHT (default 640x480)")
     parser.add_argument("--fps", type=int, default=30, help="capture frame rate (default 30)")
     parser.add_argument("--audio", default="none", help="none (default), sine, a media file, or lavfi:GRAPH")
@@ -116,6 +119,8 @@ class Terminal:
 
         threading.Thread(target=read, name="stdin", daemon=True).start()
 
+
+VIDEO_ENDED = "your video stopped (camera unplugged or end of file); sending a 'camera off' picture"
 
 QUESTION_TIMEOUT = ASK_TIMEOUT - 5
 """A little less than the receiver allows, so the person is told it is too late."""
@@ -360,7 +365,8 @@ async def run(args: argparse.Namespace) -> int:
     view: Optional[CallView] = None
     questions = None if args.downloads else FileQuestions(sys.stdin.isatty())
     # Opened before the window, so that a wrong --video is said before a window appears.
-    media = await LocalMedia.open(args.video, args.audio, args.video_size, args.fps)
+    media = await LocalMedia.open(args.video, args.audio, args.video_size, args.fps, loop=args.loop)
+    media.on_video_ended(lambda: say(VIDEO_ENDED))
 
     def joining(server: str) -> AsyncContextManager[Room]:
         return join(args.room, server=server, name=args.name, token=args.token, media=media,
