@@ -331,6 +331,33 @@ class CallView:
         await asyncio.gather(*tasks, return_exceptions=True)  # recordings say where they went
 
 
+def bind_media_keys(window: Window, media: LocalMedia) -> None:
+    """``v`` turns the camera off and on, ``m`` mutes the sound sent and unmutes it; each
+    change is said in one line, as the others see or hear it."""
+
+    def camera() -> None:
+        if media.video is None:
+            say("no camera to turn off (started with --video none)")
+            return
+        media.set_camera(not media.camera_on)
+        if not media.camera_on:
+            say("camera off: the others see a 'camera off' picture")
+        elif media.video_ended:
+            say("camera on, but your video has stopped: the others still see the 'camera off' picture")
+        else:
+            say("camera on")
+
+    def mute() -> None:
+        if media.audio is None:
+            say("no microphone to mute (started with --audio none)")
+            return
+        media.set_muted(not media.muted)
+        say("microphone muted: the others hear silence" if media.muted else "microphone on")
+
+    window.on_key("m", mute, "mute")
+    window.on_key("v", camera, "camera")
+
+
 async def enter_room(stack: AsyncExitStack, args: argparse.Namespace,
                      joining: Callable[[str], AsyncContextManager[Room]]) -> tuple[Room, Optional[HostedServer]]:
     """Join on --server; with none, on the default server, or on one this process hosts
@@ -378,6 +405,7 @@ async def run(args: argparse.Namespace) -> int:
     try:
         if not args.no_window:
             window = Window()
+            bind_media_keys(window, media)
             await window.open(f"room {args.room} - waiting", f"waiting for someone to join room {args.room}")
         async with AsyncExitStack() as stack:
             room, hosted = await enter_room(stack, args, joining)

@@ -122,9 +122,10 @@ def test_window_tiles_each_remote_and_drops_the_one_who_leaves(processes, xvfb, 
         alice.expect("call with bob ended", timeout=3)
         box = window_geometry(xvfb, r"room tiles - carol$")
         deadline = time.monotonic() + 10
-        # 0.9: the 25-digit verification code covers two lines at the bottom (two tiles score about 0)
-        while likeness_to_testsrc(screenshot(xvfb, box), "320x240") < 0.9:
-            assert time.monotonic() < deadline, "after bob left, carol's picture does not fill the window"
+        # 0.85: the 25-digit verification code covers two lines at the bottom and the keys' hint
+        # one more (two tiles score about 0)
+        while (likeness := likeness_to_testsrc(screenshot(xvfb, box), "320x240")) < 0.85:
+            assert time.monotonic() < deadline, f"after bob left, carol's picture does not fill the window ({likeness:.2f})"
             time.sleep(0.3)
     finally:
         server.stop()

@@ -23,6 +23,7 @@ logger = logging.getLogger(__name__)
 PROCESS = Path(__file__).with_name("window_process.py")
 READY_TIMEOUT = 20.0
 QUIT_KEYS = ("q", "Q", "esc")
+FULLSCREEN_KEY = "f"
 
 
 def check_display() -> None:
@@ -42,8 +43,10 @@ class Window:
         self.quit = asyncio.Event()
         """Set when the user pressed q or Esc, closed the window, or the window died."""
         self._keys: dict[str, Callable[[], object]] = {}
+        self._labels: dict[str, str] = {}
         for key in QUIT_KEYS:
-            self.on_key(key, self.quit.set)
+            self.on_key(key, self.quit.set, "leave" if key == QUIT_KEYS[0] else "")
+        self.on_key(FULLSCREEN_KEY, self.toggle_fullscreen, "fullscreen")
         self._tasks: list[asyncio.Task] = []
 
     async def open(self, title: str, waiting: str) -> None:
@@ -77,11 +80,19 @@ class Window:
     def set_status(self, text: str) -> None:
         self._control({"op": "status", "text": text})
 
-    def on_key(self, key: str, action: Callable[[], object]) -> None:
+    def toggle_fullscreen(self) -> None:
+        self._control({"op": "fullscreen"})
+
+    def on_key(self, key: str, action: Callable[[], object], label: str = "") -> None:
         """Run ``action`` (on the event loop) when ``key`` is pressed in the window: a
         character (``"m"``), or ``esc``, ``enter``, ``space``, ``tab``. Replaces what that key
-        did before; ``q`` and Esc set ``quit`` until then."""
+        did before; ``q`` and Esc set ``quit`` and ``f`` toggles fullscreen until then.
+        A ``label`` puts the key in the hint line at the bottom of the window (``m mute``)."""
         self._keys[key] = action
+        self._labels.pop(key, None)
+        if label:
+            self._labels[key] = label
+        self._control({"op": "hint", "text": "  ".join(f"{k} {text}" for k, text in self._labels.items())})
 
     def show(self, key: str, name: str, picture: np.ndarray) -> None:
         """Show ``picture`` (BGR) in the tile ``key``; only the newest per tile is kept."""
