@@ -184,9 +184,11 @@ class CallView:
     """What a person sees of the room: printed lines, the window, recordings, files sent."""
 
     def __init__(self, room: Room, window: Optional[Window], record: Optional[str],
-                 send: Sequence[str] = ()) -> None:
+                 send: Sequence[str] = (), media: Optional[LocalMedia] = None) -> None:
         self.room = room
         self.window = window
+        self.media = media
+        self._previewing = False
         self.record = Path(record) if record else None
         self.send = [Path(path) for path in send]
         self._recordings_made = 0
@@ -249,6 +251,9 @@ class CallView:
             "(the same on both sides means nobody is in the middle)")
         if self.window is not None:
             self.window.set_status(f"code {code}")
+            if self.media is not None and not self._previewing:
+                self._previewing = True
+                self._spawn(self._show_preview(self.media))
         self._update_title()
         if self.record is not None:  # again after a renewed connection: a new file
             self._spawn(self._record(member))
@@ -314,6 +319,13 @@ class CallView:
                 self.window.show(member.id, printable(member.name), picture)
         finally:
             self.window.remove(member.id)
+
+    async def _show_preview(self, media: LocalMedia) -> None:
+        """What we send, small in a corner of the window: from the first call on, since
+        reading it plays the source (a file played once would be over before anyone came)."""
+        assert self.window is not None  # only called with a window
+        async for picture in media.preview():
+            self.window.show_preview(picture)
 
     def _spawn(self, coroutine: Any) -> None:
         task = asyncio.ensure_future(coroutine)
@@ -409,7 +421,7 @@ async def run(args: argparse.Namespace) -> int:
             await window.open(f"room {args.room} - waiting", f"waiting for someone to join room {args.room}")
         async with AsyncExitStack() as stack:
             room, hosted = await enter_room(stack, args, joining)
-            view = CallView(room, window, args.record, args.send)
+            view = CallView(room, window, args.record, args.send, media)
             view.start()
             assert room.me is not None  # the room is joined
             say(f"joined room {args.room} as {room.me.name}")

@@ -177,3 +177,40 @@ def test_f_toggles_fullscreen_in_the_window_process():
     assert state.fullscreen
     state.apply({"op": "fullscreen"}, b"")
     assert not state.fullscreen
+
+
+async def test_the_window_shows_what_we_send_in_a_corner(server, processes, xvfb):
+    """The local preview: the test picture sent, small in the top right corner over the
+    other side's (plain green) video; with the camera off, the "camera off" picture there."""
+    from test_peer_window import screenshot
+
+    xdotool = require("xdotool")
+    env = child_env(DISPLAY=xvfb)
+    sender = processes.peer("--room", "preview", "--server", server.url, "--video", "testsrc", "--video-size",
+                            "320x240", "--fps", "15", "--ice-host", LOCAL, name="sender", env=env)
+    green = peer.FrameSource(fps=15, size=(320, 240))
+    green.push(np.full((240, 320, 3), (0, 200, 0), np.uint8))
+    async with peer.join("preview", server=server.url, name="bot", video=green, ice_hosts=[LOCAL]):
+        def corner() -> np.ndarray:
+            """The top right quarter's width of the window, as on the screen (RGB); read anew,
+            as the window takes the size of the remote video only once it comes."""
+            box = window_geometry(xvfb, r"room preview - bot")
+            width = box[2] // 4
+            return screenshot(xvfb, box)[8:8 + width * 3 // 4, box[2] - width - 8:box[2] - 8]
+
+        async def until(check, what: str) -> None:
+            deadline = time.monotonic() + 10
+            while not await asyncio.to_thread(check):
+                assert time.monotonic() < deadline, f"not within 10 s: {what}"
+                await asyncio.sleep(0.2)
+
+        await until(lambda: likeness_to_testsrc(corner(), "320x240") > 0.9, "the test picture in the corner")
+        box = window_geometry(xvfb, r"room preview - bot")
+        left = screenshot(xvfb, box)[box[3] // 3:box[3] * 2 // 3, :box[2] // 2]
+        assert (np.abs(left.astype(int) - (0, 200, 0)).sum(axis=2) < 40).mean() > 0.9, "not the bot's green"
+        window_id = (await asyncio.to_thread(subprocess.run, [xdotool, "search", "--name", "room preview"], env=env,
+                                             capture_output=True, text=True)).stdout.split()[0]
+        for command in (["windowfocus", "--sync", window_id], ["key", "v"]):
+            await asyncio.to_thread(subprocess.run, [xdotool, *command], env=env, check=True)
+        await until(lambda: is_camera_off(corner()), "the camera-off picture in the corner")
+    assert "Traceback" not in sender.output, sender.output

@@ -58,7 +58,8 @@ def test_window_shows_waiting_then_remote_video_and_q_leaves(server, processes, 
     xdotool = require("xdotool")
     env = child_env(DISPLAY=xvfb)
     flags = ["--room", "demo", "--server", server.url, "--video", "testsrc", "--ice-host", LOCAL]
-    alice = processes.peer(*flags, name="alice", env=env)
+    # alice sends nothing: no preview of her own video over the picture checked (the last --video counts)
+    alice = processes.peer(*flags, "--video", "none", name="alice", env=env)
     alice.expect("waiting for someone to join room demo")
 
     box = window_geometry(xvfb, r"room demo - waiting")
@@ -99,7 +100,7 @@ def test_window_tiles_each_remote_and_drops_the_one_who_leaves(processes, xvfb, 
     try:
         flags = ["--room", "tiles", "--server", server.url, "--video", "testsrc", "--video-size", "320x240",
                  "--fps", "15", "--ice-host", LOCAL]
-        alice = processes.peer(*flags, name="alice", env=child_env(DISPLAY=xvfb))
+        alice = processes.peer(*flags, "--video", "none", name="alice", env=child_env(DISPLAY=xvfb))
         alice.expect("waiting for someone")
         bob = processes.peer(*flags, "--no-window", name="bob")
         processes.peer(*flags, "--no-window", name="carol")

@@ -18,7 +18,7 @@ import os
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional, Union, cast
+from typing import Any, AsyncIterator, Callable, Optional, Union, cast
 
 import av
 import cv2
@@ -253,6 +253,25 @@ class LocalMedia:
         """Mute the sound source (the calls get silence) or unmute it."""
         if self.audio is not None:
             self.audio.muted = muted
+
+    async def preview(self, fps: float = 10) -> AsyncIterator[np.ndarray]:
+        """What the calls get of the video ("camera off" included), as BGR pictures, the newest
+        at most ``fps`` times a second; ends when the media stops. Reading it starts the source
+        (a file plays on) as a call does."""
+        if self.video is None:
+            return
+        track = self._relay.subscribe(self.video, buffered=False)
+        shown = 0.0
+        try:
+            while True:
+                frame = cast(av.VideoFrame, await track.recv())
+                if time.monotonic() - shown >= 1 / fps:
+                    shown = time.monotonic()
+                    yield frame.to_ndarray(format="bgr24")
+        except MediaStreamError:
+            return
+        finally:
+            track.stop()
 
     def subscribe(self) -> list[MediaStreamTrack]:
         """Fresh tracks for one connection (a track sent to two connections must be relayed)."""

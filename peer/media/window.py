@@ -23,6 +23,9 @@ logger = logging.getLogger(__name__)
 PROCESS = Path(__file__).with_name("window_process.py")
 READY_TIMEOUT = 20.0
 QUIT_KEYS = ("q", "Q", "esc")
+PREVIEW_WIDTH = 160
+"""About the width of the local preview, in pixels: the picture is thinned to it here, so the
+pipe to the window carries a sixteenth of a 640x480 frame."""
 FULLSCREEN_KEY = "f"
 
 
@@ -38,6 +41,7 @@ class Window:
     def __init__(self) -> None:
         self._process: Optional[asyncio.subprocess.Process] = None
         self._latest: dict[str, tuple[str, np.ndarray]] = {}
+        self._preview: Optional[np.ndarray] = None
         self._controls: list[dict] = []
         self._wake = asyncio.Event()
         self.quit = asyncio.Event()
@@ -99,6 +103,12 @@ class Window:
         self._latest[key] = (name, picture)
         self._wake.set()
 
+    def show_preview(self, picture: np.ndarray) -> None:
+        """Show ``picture`` (BGR, what we send) small in a corner; only the newest is kept."""
+        step = max(1, picture.shape[1] // PREVIEW_WIDTH)
+        self._preview = np.ascontiguousarray(picture[::step, ::step])
+        self._wake.set()
+
     def remove(self, key: str) -> None:
         self._latest.pop(key, None)
         self._control({"op": "remove", "id": key})
@@ -129,15 +139,21 @@ class Window:
                 self._wake.clear()
                 controls, self._controls = self._controls, []
                 latest, self._latest = self._latest, {}
+                preview, self._preview = self._preview, None
                 for message in controls:
                     self._process.stdin.write(json.dumps(message).encode() + b"\n")
                 for key, (name, picture) in latest.items():
-                    header = {"op": "frame", "id": key, "name": name, "w": picture.shape[1],
-                              "h": picture.shape[0], "size": picture.nbytes}
-                    self._process.stdin.write(json.dumps(header).encode() + b"\n" + picture.tobytes())
+                    self._write_picture({"op": "frame", "id": key, "name": name}, picture)
+                if preview is not None:
+                    self._write_picture({"op": "preview"}, preview)
                 await self._process.stdin.drain()
         except (ConnectionError, BrokenPipeError):
             self.quit.set()
+
+    def _write_picture(self, header: dict, picture: np.ndarray) -> None:
+        assert self._process is not None and self._process.stdin is not None  # started by open(), with pipes
+        header = {**header, "w": picture.shape[1], "h": picture.shape[0], "size": picture.nbytes}
+        self._process.stdin.write(json.dumps(header).encode() + b"\n" + picture.tobytes())
 
     async def _log_errors(self) -> None:
         """What the window process (OpenCV, Qt) says on stderr, to the log; read, so that

@@ -13,6 +13,7 @@ Input on stdin, one JSON header line per message, followed by ``size`` raw bytes
   {"op": "fullscreen"}                      fullscreen on, or off again
   {"op": "frame", "id": str, "name": str, "w": int, "h": int, "size": int} + BGR bytes
   {"op": "remove", "id": str}               drop a tile
+  {"op": "preview", "w": int, "h": int, "size": int} + BGR bytes: what we send, small in the top right corner
 Output on stdout, one line each: ``ready`` once the window shows, ``key NAME`` for every key
 pressed (its character, or ``esc``), ``quit`` when the user closed the window. What a key
 does is the parent's business (``Window.on_key``): a new key needs no change here.
@@ -24,6 +25,7 @@ import json
 import math
 import sys
 import threading
+from typing import Optional
 
 import numpy as np
 
@@ -46,6 +48,7 @@ class State:
         self.waiting = "waiting for someone to join"
         self.status = ""
         self.hint = ""
+        self.preview: Optional[np.ndarray] = None
         self.fullscreen = False
         self.version = 0
         self.eof = False
@@ -57,6 +60,8 @@ class State:
                 frame = np.frombuffer(payload, np.uint8).reshape(header["h"], header["w"], 3)
                 self.tiles[header["id"]] = frame
                 self.names[header["id"]] = header.get("name", "")
+            elif op == "preview":
+                self.preview = np.frombuffer(payload, np.uint8).reshape(header["h"], header["w"], 3)
             elif op == "remove":
                 self.tiles.pop(header.get("id"), None)
             elif op in ("title", "waiting", "status", "hint"):
@@ -138,11 +143,23 @@ def tiled(tiles: dict, names: dict) -> np.ndarray:
     return image
 
 
+def put_preview(image: np.ndarray, preview: np.ndarray) -> None:
+    """What we send, a quarter of the window's width, in its top right corner, framed."""
+    width = max(1, image.shape[1] // 4)
+    height = max(1, min(image.shape[0] // 2, round(preview.shape[0] * width / max(1, preview.shape[1]))))
+    x, y = image.shape[1] - width - 8, 8
+    cv2.rectangle(image, (x - 1, y - 1), (x + width, y + height), (255, 255, 255), 1)
+    image[y:y + height, x:x + width] = cv2.resize(preview, (width, height), interpolation=cv2.INTER_AREA)
+
+
 def compose(state: State) -> tuple:
     with state.lock:
         tiles, names = dict(state.tiles), dict(state.names)
         title, waiting, status, hint = state.title, state.waiting, state.status, state.hint
+        preview = state.preview
     image = tiled(tiles, names) if tiles else waiting_picture(waiting)
+    if preview is not None:
+        put_preview(image, preview)
     bottom = image.shape[0] - 12
     if hint:
         # one line, made smaller where the picture is narrower than the hint
