@@ -170,7 +170,7 @@ def test_f_toggles_fullscreen_in_the_window_process():
     from peer.media.window_process import State
 
     window = Window()
-    window._keys["f"]()
+    window.toggle_fullscreen()  # what f does
     state = State()
     for message in window._controls:
         state.apply(message, b"")

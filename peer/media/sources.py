@@ -241,7 +241,8 @@ class LocalMedia:
         return self.video is not None and self.video.ended
 
     def on_video_ended(self, action: Callable[[], object]) -> None:
-        """Run ``action`` (on the event loop) once, when the video source ends."""
+        """Run ``action`` (on the event loop) once, when the video source ends (in place of
+        an action given before)."""
         if self.video is not None:
             self.video.when_ended = action
 
