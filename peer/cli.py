@@ -43,6 +43,9 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     parser.add_argument("--token", help="room token, when the server requires one")
     parser.add_argument("--video", default="camera",
                         help="camera (default), a device path or name, a media file, testsrc, lavfi:GRAPH, or none")
+    parser.add_argument("--loop", action="store_true",
+                        help="play a media file given to --video or --audio again and again (without it, once, "
+                             "then a 'camera off' picture)")
     parser.add_argument("--video-size", default="640x480", help="capture size, WIDTHxHEIGHT (default 640x480)")
     parser.add_argument("--fps", type=int, default=30, help="capture frame rate (default 30)")
     parser.add_argument("--audio", default="none", help="none (default), sine, a media file, or lavfi:GRAPH")
@@ -130,6 +133,8 @@ class Terminal:
         threading.Thread(target=read, name="stdin", daemon=True).start()
 
 
+VIDEO_ENDED = "your video stopped (camera unplugged or end of file); sending a 'camera off' picture"
+
 QUESTION_TIMEOUT = ASK_TIMEOUT - 5
 """A little less than the receiver allows, so the person is told it is too late."""
 
@@ -192,9 +197,11 @@ class CallView:
     """What a person sees of the room: printed lines, the window, recordings, files sent."""
 
     def __init__(self, room: Room, window: Optional[Window], record: Optional[str],
-                 send: Sequence[str] = ()) -> None:
+                 send: Sequence[str] = (), media: Optional[LocalMedia] = None) -> None:
         self.room = room
         self.window = window
+        self.media = media
+        self._previewing = False
         self.record = Path(record) if record else None
         self.send = [Path(path) for path in send]
         self._recordings_made = 0
@@ -257,6 +264,9 @@ class CallView:
             "(the same on both sides means nobody is in the middle)")
         if self.window is not None:
             self.window.set_status(f"code {code}")
+            if self.media is not None and not self._previewing:
+                self._previewing = True
+                self._spawn(self._show_preview(self.media))
         self._update_title()
         if self.record is not None:  # again after a renewed connection: a new file
             self._spawn(self._record(member))
@@ -323,6 +333,13 @@ class CallView:
         finally:
             self.window.remove(member.id)
 
+    async def _show_preview(self, media: LocalMedia) -> None:
+        """What we send, small in a corner of the window: from the first call on, since
+        reading it plays the source (a file played once would be over before anyone came)."""
+        assert self.window is not None  # only called with a window
+        async for picture in media.preview():
+            self.window.show_preview(picture)
+
     def _spawn(self, coroutine: Any) -> None:
         task = asyncio.ensure_future(coroutine)
         self._tasks.add(task)
@@ -337,6 +354,33 @@ class CallView:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)  # recordings say where they went
+
+
+def bind_media_keys(window: Window, media: LocalMedia) -> None:
+    """``v`` turns the camera off and on, ``m`` mutes the sound sent and unmutes it; each
+    change is said in one line, as the others see or hear it."""
+
+    def camera() -> None:
+        if media.video is None:
+            say("no camera to turn off (started with --video none)")
+            return
+        media.set_camera(not media.camera_on)
+        if not media.camera_on:
+            say("camera off: the others see a 'camera off' picture")
+        elif media.video_ended:
+            say("camera on, but your video has stopped: the others still see the 'camera off' picture")
+        else:
+            say("camera on")
+
+    def mute() -> None:
+        if media.audio is None:
+            say("no microphone to mute (started with --audio none)")
+            return
+        media.set_muted(not media.muted)
+        say("microphone muted: the others hear silence" if media.muted else "microphone on")
+
+    window.on_key("m", mute, "mute")
+    window.on_key("v", camera, "camera")
 
 
 async def enter_room(stack: AsyncExitStack, args: argparse.Namespace,
@@ -373,7 +417,8 @@ async def run(args: argparse.Namespace) -> int:
     view: Optional[CallView] = None
     questions = None if args.downloads else FileQuestions(stdin_is_terminal())
     # Opened before the window, so that a wrong --video is said before a window appears.
-    media = await LocalMedia.open(args.video, args.audio, args.video_size, args.fps)
+    media = await LocalMedia.open(args.video, args.audio, args.video_size, args.fps, loop=args.loop)
+    media.on_video_ended(lambda: say(VIDEO_ENDED))
 
     def joining(server: str) -> AsyncContextManager[Room]:
         return join(args.room, server=server, name=args.name, token=args.token, media=media,
@@ -385,10 +430,11 @@ async def run(args: argparse.Namespace) -> int:
     try:
         if not args.no_window:
             window = Window()
+            bind_media_keys(window, media)
             await window.open(f"room {args.room} - waiting", f"waiting for someone to join room {args.room}")
         async with AsyncExitStack() as stack:
             room, hosted = await enter_room(stack, args, joining)
-            view = CallView(room, window, args.record, args.send)
+            view = CallView(room, window, args.record, args.send, media)
             view.start()
             assert room.me is not None  # the room is joined
             say(f"joined room {args.room} as {room.me.name}")

@@ -4,6 +4,7 @@ import cv2  # noqa: F401  -- before av
 
 import itertools
 from functools import lru_cache
+from pathlib import Path
 
 import av
 import numpy as np
@@ -32,3 +33,17 @@ def likeness_to_testsrc(picture: np.ndarray, size: str = "640x480") -> float:
 def recorded_frames(path: str) -> list:
     with av.open(path) as container:
         return [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
+
+
+def make_clip(path: Path, seconds: float = 2, size=(320, 240), fps: int = 15) -> Path:
+    """A short H.264 file of testsrc, as a media file a person would play."""
+    source = av.open(f"testsrc=size={size[0]}x{size[1]}:rate={fps}", format="lavfi")
+    with av.open(str(path), mode="w") as output:
+        stream = output.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = size[0], size[1], "yuv420p"
+        for frame in itertools.islice(source.decode(video=0), int(seconds * fps)):
+            frame.pts = None
+            output.mux(stream.encode(frame))
+        output.mux(stream.encode(None))
+    source.close()
+    return path

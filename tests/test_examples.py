@@ -6,7 +6,6 @@ import cv2  # noqa: F401  -- before av
 import asyncio
 import datetime
 import importlib.util
-import itertools
 import re
 import signal
 import sys
@@ -19,7 +18,7 @@ import pytest
 
 import peer
 from conftest import LOCAL, ROOT, Process, free_port
-from media_check import likeness_to_testsrc, recorded_frames
+from media_check import likeness_to_testsrc, make_clip, recorded_frames
 
 EXAMPLES = ROOT / "examples"
 SMALL = ["--video-size", "320x240", "--fps", "15"]
@@ -258,19 +257,6 @@ def test_recorder_bot_records_each_peer_to_its_own_file(server, examples, proces
 
 
 # player_bot
-
-def make_clip(path: Path, seconds: int = 2, size=(320, 240), fps: int = 15) -> Path:
-    source = av.open(f"testsrc=size={size[0]}x{size[1]}:rate={fps}", format="lavfi")
-    with av.open(str(path), mode="w") as output:
-        stream = output.add_stream("libx264", rate=fps)
-        stream.width, stream.height, stream.pix_fmt = size[0], size[1], "yuv420p"
-        for frame in itertools.islice(source.decode(video=0), seconds * fps):
-            frame.pts = None
-            output.mux(stream.encode(frame))
-        output.mux(stream.encode(None))
-    source.close()
-    return path
-
 
 async def test_player_bot_plays_the_file_in_a_loop(server, examples, tmp_path):
     clip = make_clip(tmp_path / "clip.mp4")

@@ -1,7 +1,10 @@
 """Local media sources: a camera, a file, FFmpeg's synthetic ``testsrc``, or nothing.
 
 Every source is an aiortc ``MediaPlayer`` (PyAV reads on its own thread), shared between
-calls through a ``MediaRelay`` so that each connection gets every frame.
+calls through a ``MediaRelay`` so that each connection gets every frame. The camera can be
+turned off and the microphone muted mid-call, and a source that ends (a camera unplugged, a
+file played once) leaves a "camera off" picture: all on the same tracks, so no call has to
+negotiate again.
 """
 
 from __future__ import annotations
@@ -9,13 +12,17 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import errno
+import fractions
 import logging
 import os
 import sys
+import time
 from dataclasses import dataclass, field
-from typing import Any, Optional, Union, cast
+from typing import Any, AsyncIterator, Callable, Optional, Union, cast
 
 import av
+import cv2
+import numpy as np
 from aiortc import MediaStreamTrack
 from aiortc.contrib.media import MediaPlayer, MediaRelay
 from aiortc.mediastreams import MediaStreamError
@@ -27,6 +34,11 @@ logger = logging.getLogger(__name__)
 CAMERA = "camera"
 TESTSRC = "testsrc"
 NONE = "none"
+OFF_FPS = 4
+"""The rate of the "camera off" picture: it does not change, so a few frames a second keep
+the stream (and the receivers' decoders) going at little cost."""
+OFF_GREY = 24
+_TIME_BASE = fractions.Fraction(1, 90000)
 
 
 @dataclass(frozen=True)
@@ -51,8 +63,9 @@ def camera_spec(device: Optional[str], size: str, fps: int) -> PlayerSpec:
     return PlayerSpec(f"video={device or 'Integrated Camera'}", "dshow", options, what=f"camera {device or ''}".strip())
 
 
-def video_spec(video: str, size: str, fps: int) -> Optional[PlayerSpec]:
-    """Turn the ``--video`` value into what PyAV opens; None means no video."""
+def video_spec(video: str, size: str, fps: int, loop: bool = True) -> Optional[PlayerSpec]:
+    """Turn the ``--video`` value into what PyAV opens; None means no video. A media file is
+    played in a loop unless ``loop`` is False."""
     if video == NONE:
         return None
     if video == CAMERA:
@@ -64,13 +77,13 @@ def video_spec(video: str, size: str, fps: int) -> Optional[PlayerSpec]:
     if video.startswith("/dev/video") or video.startswith("video="):
         return camera_spec(video.removeprefix("video="), size, fps)
     if os.path.isfile(video):
-        return PlayerSpec(video, loop=True, what=f"file {video}")
+        return PlayerSpec(video, loop=loop, what=f"file {video}")
     if sys.platform in ("darwin", "win32"):
         return camera_spec(video, size, fps)
     raise MediaError(f"no such camera or file: {video}. Give a device path, a media file, 'testsrc' or 'none'.")
 
 
-def audio_spec(audio: str) -> Optional[PlayerSpec]:
+def audio_spec(audio: str, loop: bool = True) -> Optional[PlayerSpec]:
     """Turn the ``--audio`` value into what PyAV opens: ``none``, ``sine``, a file, or ``lavfi:GRAPH``."""
     if audio == NONE:
         return None
@@ -79,7 +92,7 @@ def audio_spec(audio: str) -> Optional[PlayerSpec]:
     if audio.startswith("lavfi:"):
         return PlayerSpec(audio[len("lavfi:"):], "lavfi", what=audio)
     if os.path.isfile(audio):
-        return PlayerSpec(audio, loop=True, what=f"file {audio}")
+        return PlayerSpec(audio, loop=loop, what=f"file {audio}")
     raise MediaError(f"no such audio file: {audio}. Give a media file, 'sine' or 'none'.")
 
 
@@ -167,29 +180,36 @@ class _LoopingTrack(MediaStreamTrack):
 
 
 class LocalMedia:
-    """The local tracks of a session, relayed so every call gets its own subscription."""
+    """The local tracks of a session, relayed so every call gets its own subscription.
+
+    ``video`` and ``audio`` are switches around the sources: ``set_camera(False)`` sends the
+    "camera off" picture instead of the camera, ``set_muted(True)`` sends silence, and a video
+    source that ends sends the "camera off" picture from then on (``on_video_ended`` says when).
+    """
 
     def __init__(self, video: Optional[MediaStreamTrack] = None, audio: Optional[MediaStreamTrack] = None,
-                 players: Optional[list[Union[MediaPlayer, LoopingPlayer]]] = None) -> None:
-        self.video = video
-        self.audio = audio
+                 players: Optional[list[Union[MediaPlayer, LoopingPlayer]]] = None,
+                 size: tuple[int, int] = (640, 480)) -> None:
+        self.video = CameraSwitch(video, size) if video is not None else None
+        self.audio = MuteSwitch(audio) if audio is not None else None
         self._players = players or []
         self._relay = MediaRelay()
 
     @classmethod
     async def open(cls, video: Union[str, MediaStreamTrack] = NONE, audio: Union[str, MediaStreamTrack] = NONE,
-                   size: str = "640x480", fps: int = 30) -> "LocalMedia":
+                   size: str = "640x480", fps: int = 30, loop: bool = True) -> "LocalMedia":
         """Open the sources named by ``video``/``audio`` (or take the tracks given) off the
-        event loop, since a camera can take a second to open."""
-        loop = asyncio.get_running_loop()
-        specs = [video_spec(video, size, fps) if isinstance(video, str) else None,
-                 audio_spec(audio) if isinstance(audio, str) else None]
+        event loop, since a camera can take a second to open. A media file plays in a loop,
+        or once with ``loop=False`` (then the "camera off" picture)."""
+        loop_ = asyncio.get_running_loop()
+        specs = [video_spec(video, size, fps, loop) if isinstance(video, str) else None,
+                 audio_spec(audio, loop) if isinstance(audio, str) else None]
         players: list[Union[MediaPlayer, LoopingPlayer]] = []
         try:
             with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="media-open") as opener:
                 for spec in specs:
                     if spec is not None:
-                        players.append(await loop.run_in_executor(opener, open_player, spec))
+                        players.append(await loop_.run_in_executor(opener, open_player, spec))
         except BaseException:
             for player in players:
                 _stop_player(player)
@@ -202,7 +222,57 @@ class LocalMedia:
             raise MediaError(f"{video} has no video stream.")
         if isinstance(audio, MediaStreamTrack):
             audio_track = audio
-        return cls(video_track, audio_track, players)
+        width, _, height = size.partition("x")
+        return cls(video_track, audio_track, players, (int(width), int(height)))
+
+    @property
+    def camera_on(self) -> bool:
+        """Whether the camera is on (``set_camera``); it may have ended even so (``video_ended``)."""
+        return self.video is not None and self.video.camera_on
+
+    def set_camera(self, on: bool) -> None:
+        """Turn the camera off (the calls get the "camera off" picture) or on again."""
+        if self.video is not None:
+            self.video.turn(on)
+
+    @property
+    def video_ended(self) -> bool:
+        """Whether the video source has ended (unplugged, a file played once): for good."""
+        return self.video is not None and self.video.ended
+
+    def on_video_ended(self, action: Callable[[], object]) -> None:
+        """Run ``action`` (on the event loop) once, when the video source ends (in place of
+        an action given before)."""
+        if self.video is not None:
+            self.video.when_ended = action
+
+    @property
+    def muted(self) -> bool:
+        return self.audio is not None and self.audio.muted
+
+    def set_muted(self, muted: bool) -> None:
+        """Mute the sound source (the calls get silence) or unmute it."""
+        if self.audio is not None:
+            self.audio.muted = muted
+
+    async def preview(self, fps: float = 10) -> AsyncIterator[np.ndarray]:
+        """What the calls get of the video ("camera off" included), as BGR pictures, the newest
+        at most ``fps`` times a second; ends when the media stops. Reading it starts the source
+        (a file plays on) as a call does."""
+        if self.video is None:
+            return
+        track = self._relay.subscribe(self.video, buffered=False)
+        shown = 0.0
+        try:
+            while True:
+                frame = cast(av.VideoFrame, await track.recv())
+                if time.monotonic() - shown >= 1 / fps:
+                    shown = time.monotonic()
+                    yield frame.to_ndarray(format="bgr24")
+        except MediaStreamError:
+            return
+        finally:
+            track.stop()
 
     def subscribe(self) -> list[MediaStreamTrack]:
         """Fresh tracks for one connection (a track sent to two connections must be relayed)."""
@@ -219,6 +289,119 @@ class LocalMedia:
         for track in (self.audio, self.video):
             if track is not None:
                 track.stop()
+
+
+def camera_off_picture(width: int, height: int) -> np.ndarray:
+    """A dark BGR picture saying "camera off", at the size of the video it stands for."""
+    picture = np.full((height, width, 3), OFF_GREY, np.uint8)
+    text, font = "camera off", cv2.FONT_HERSHEY_SIMPLEX
+    scale = max(0.3, width / 400)
+    thickness = max(1, round(scale * 1.5))
+    (text_width, text_height), _ = cv2.getTextSize(text, font, scale, thickness)
+    origin = ((width - text_width) // 2, (height + text_height) // 2)
+    cv2.putText(picture, text, origin, font, scale, (200, 200, 200), thickness, cv2.LINE_AA)
+    return picture
+
+
+class CameraSwitch(MediaStreamTrack):
+    """The video sent: the source's frames, or the "camera off" picture while the camera is
+    off and once the source has ended.
+
+    While off, the source is still read (and its frames dropped): a camera's frames would
+    otherwise pile up in the player's queue, and its timestamps go on for the picture. After
+    the source ended, the picture's timestamps go on from the last frame by the clock.
+    """
+
+    kind = "video"
+
+    def __init__(self, source: MediaStreamTrack, size: tuple[int, int]) -> None:
+        super().__init__()
+        self._source = source
+        self.camera_on = True
+        self.ended = False
+        self.when_ended: Callable[[], object] = lambda: None
+        self._size = size
+        self._picture: Optional[np.ndarray] = None
+        self._time_base = _TIME_BASE
+        self._pts = -1
+        """The newest timestamp sent or read, in ``_time_base``."""
+        self._read_at = time.monotonic()
+        self._next_off = 0.0
+
+    def turn(self, on: bool) -> None:
+        self.camera_on = on
+        self._next_off = 0.0  # the picture goes at once
+
+    async def recv(self) -> av.VideoFrame:
+        while self.readyState == "live":
+            if self.ended:
+                await asyncio.sleep(max(0.0, self._next_off - time.monotonic()))
+                if self.readyState != "live":
+                    break
+                ticks = int((time.monotonic() - self._read_at) / self._time_base)
+                self._pts, self._read_at = max(self._pts + 1, self._pts + ticks), time.monotonic()
+                return self._off_frame()
+            try:
+                frame = cast(av.VideoFrame, await self._source.recv())
+            except MediaStreamError:
+                if self.readyState == "live":
+                    self._end()
+                continue
+            self._size, self._read_at = (frame.width, frame.height), time.monotonic()
+            if frame.pts is not None and frame.time_base is not None:
+                self._pts, self._time_base = frame.pts, frame.time_base
+            if self.camera_on:
+                return frame
+            if self._read_at >= self._next_off:
+                return self._off_frame()
+        raise MediaStreamError
+
+    def _end(self) -> None:
+        logger.info("the video source ended: sending the camera-off picture")
+        self.ended = True
+        self._next_off = 0.0
+        try:
+            self.when_ended()
+        except Exception:  # whoever is told must not stop the video
+            logger.exception("the action on the end of the video failed")
+
+    def _off_frame(self) -> av.VideoFrame:
+        self._next_off = time.monotonic() + 1 / OFF_FPS
+        if self._picture is None or self._picture.shape[1::-1] != self._size:
+            self._picture = camera_off_picture(*self._size)
+        frame = av.VideoFrame.from_ndarray(self._picture, format="bgr24")
+        frame.pts, frame.time_base = self._pts, self._time_base
+        return frame
+
+    def stop(self) -> None:
+        super().stop()
+        self._source.stop()
+
+
+class MuteSwitch(MediaStreamTrack):
+    """The sound sent: the source's, or silence of the same shape and timing while muted."""
+
+    kind = "audio"
+
+    def __init__(self, source: MediaStreamTrack) -> None:
+        super().__init__()
+        self._source = source
+        self.muted = False
+
+    async def recv(self) -> av.AudioFrame:
+        if self.readyState != "live":
+            raise MediaStreamError
+        frame = cast(av.AudioFrame, await self._source.recv())
+        if not self.muted:
+            return frame
+        silence = av.AudioFrame.from_ndarray(np.zeros_like(frame.to_ndarray()), format=frame.format.name,
+                                             layout=frame.layout.name)
+        silence.pts, silence.time_base, silence.sample_rate = frame.pts, frame.time_base, frame.sample_rate
+        return silence
+
+    def stop(self) -> None:
+        super().stop()
+        self._source.stop()
 
 
 class PrivateFrames(MediaStreamTrack):

@@ -23,6 +23,10 @@ logger = logging.getLogger(__name__)
 PROCESS = Path(__file__).with_name("window_process.py")
 READY_TIMEOUT = 20.0
 QUIT_KEYS = ("q", "Q", "esc")
+PREVIEW_WIDTH = 160
+"""About the width of the local preview, in pixels: the picture is thinned to it here, so the
+pipe to the window carries a sixteenth of a 640x480 frame."""
+FULLSCREEN_KEY = "f"
 
 
 def check_display() -> None:
@@ -37,13 +41,16 @@ class Window:
     def __init__(self) -> None:
         self._process: Optional[asyncio.subprocess.Process] = None
         self._latest: dict[str, tuple[str, np.ndarray]] = {}
+        self._preview: Optional[np.ndarray] = None
         self._controls: list[dict] = []
         self._wake = asyncio.Event()
         self.quit = asyncio.Event()
         """Set when the user pressed q or Esc, closed the window, or the window died."""
         self._keys: dict[str, Callable[[], object]] = {}
+        self._labels: dict[str, str] = {}
         for key in QUIT_KEYS:
-            self.on_key(key, self.quit.set)
+            self.on_key(key, self.quit.set, "leave" if key == QUIT_KEYS[0] else "")
+        self.on_key(FULLSCREEN_KEY, self.toggle_fullscreen, "fullscreen")
         self._tasks: list[asyncio.Task] = []
 
     async def open(self, title: str, waiting: str) -> None:
@@ -77,15 +84,29 @@ class Window:
     def set_status(self, text: str) -> None:
         self._control({"op": "status", "text": text})
 
-    def on_key(self, key: str, action: Callable[[], object]) -> None:
+    def toggle_fullscreen(self) -> None:
+        self._control({"op": "fullscreen"})
+
+    def on_key(self, key: str, action: Callable[[], object], label: str = "") -> None:
         """Run ``action`` (on the event loop) when ``key`` is pressed in the window: a
         character (``"m"``), or ``esc``, ``enter``, ``space``, ``tab``. Replaces what that key
-        did before; ``q`` and Esc set ``quit`` until then."""
+        did before; ``q`` and Esc set ``quit`` and ``f`` toggles fullscreen until then.
+        A ``label`` puts the key in the hint line at the bottom of the window (``m mute``)."""
         self._keys[key] = action
+        self._labels.pop(key, None)
+        if label:
+            self._labels[key] = label
+        self._control({"op": "hint", "text": "  ".join(f"{k} {text}" for k, text in self._labels.items())})
 
     def show(self, key: str, name: str, picture: np.ndarray) -> None:
         """Show ``picture`` (BGR) in the tile ``key``; only the newest per tile is kept."""
         self._latest[key] = (name, picture)
+        self._wake.set()
+
+    def show_preview(self, picture: np.ndarray) -> None:
+        """Show ``picture`` (BGR, what we send) small in a corner; only the newest is kept."""
+        step = max(1, picture.shape[1] // PREVIEW_WIDTH)
+        self._preview = np.ascontiguousarray(picture[::step, ::step])
         self._wake.set()
 
     def remove(self, key: str) -> None:
@@ -118,15 +139,21 @@ class Window:
                 self._wake.clear()
                 controls, self._controls = self._controls, []
                 latest, self._latest = self._latest, {}
+                preview, self._preview = self._preview, None
                 for message in controls:
                     self._process.stdin.write(json.dumps(message).encode() + b"\n")
                 for key, (name, picture) in latest.items():
-                    header = {"op": "frame", "id": key, "name": name, "w": picture.shape[1],
-                              "h": picture.shape[0], "size": picture.nbytes}
-                    self._process.stdin.write(json.dumps(header).encode() + b"\n" + picture.tobytes())
+                    self._write_picture({"op": "frame", "id": key, "name": name}, picture)
+                if preview is not None:
+                    self._write_picture({"op": "preview"}, preview)
                 await self._process.stdin.drain()
         except (ConnectionError, BrokenPipeError):
             self.quit.set()
+
+    def _write_picture(self, header: dict, picture: np.ndarray) -> None:
+        assert self._process is not None and self._process.stdin is not None  # started by open(), with pipes
+        header = {**header, "w": picture.shape[1], "h": picture.shape[0], "size": picture.nbytes}
+        self._process.stdin.write(json.dumps(header).encode() + b"\n" + picture.tobytes())
 
     async def _log_errors(self) -> None:
         """What the window process (OpenCV, Qt) says on stderr, to the log; read, so that

@@ -9,8 +9,11 @@ Input on stdin, one JSON header line per message, followed by ``size`` raw bytes
   {"op": "title", "text": str}              window title
   {"op": "waiting", "text": str}            picture shown while there is no remote video
   {"op": "status", "text": str}             drawn at the bottom, on as many lines as it needs (verification code)
+  {"op": "hint", "text": str}               the keys, on one line under everything else
+  {"op": "fullscreen"}                      fullscreen on, or off again
   {"op": "frame", "id": str, "name": str, "w": int, "h": int, "size": int} + BGR bytes
   {"op": "remove", "id": str}               drop a tile
+  {"op": "preview", "w": int, "h": int, "size": int} + BGR bytes: what we send, small in the top right corner
 Output on stdout, one line each: ``ready`` once the window shows, ``key NAME`` for every key
 pressed (its character, or ``esc``), ``quit`` when the user closed the window. What a key
 does is the parent's business (``Window.on_key``): a new key needs no change here.
@@ -22,6 +25,7 @@ import json
 import math
 import sys
 import threading
+from typing import Optional
 
 import numpy as np
 
@@ -29,6 +33,8 @@ WINDOW = "peer"
 CANVAS = (480, 640)
 KEY_NAMES = {27: "esc", 13: "enter", 32: "space", 9: "tab"}
 STATUS_SCALE = 0.6
+HINT_SCALE = 0.45
+HINT_HEIGHT = 20
 
 
 class State:
@@ -41,6 +47,9 @@ class State:
         self.title = "peer"
         self.waiting = "waiting for someone to join"
         self.status = ""
+        self.hint = ""
+        self.preview: Optional[np.ndarray] = None
+        self.fullscreen = False
         self.version = 0
         self.eof = False
 
@@ -51,10 +60,14 @@ class State:
                 frame = np.frombuffer(payload, np.uint8).reshape(header["h"], header["w"], 3)
                 self.tiles[header["id"]] = frame
                 self.names[header["id"]] = header.get("name", "")
+            elif op == "preview":
+                self.preview = np.frombuffer(payload, np.uint8).reshape(header["h"], header["w"], 3)
             elif op == "remove":
                 self.tiles.pop(header.get("id"), None)
-            elif op in ("title", "waiting", "status"):
+            elif op in ("title", "waiting", "status", "hint"):
                 setattr(self, op, header.get("text", ""))
+            elif op == "fullscreen":
+                self.fullscreen = not self.fullscreen
             self.version += 1
 
 
@@ -130,14 +143,32 @@ def tiled(tiles: dict, names: dict) -> np.ndarray:
     return image
 
 
+def put_preview(image: np.ndarray, preview: np.ndarray) -> None:
+    """What we send, a quarter of the window's width, in its top right corner, framed."""
+    width = max(1, image.shape[1] // 4)
+    height = max(1, min(image.shape[0] // 2, round(preview.shape[0] * width / max(1, preview.shape[1]))))
+    x, y = image.shape[1] - width - 8, 8
+    cv2.rectangle(image, (x - 1, y - 1), (x + width, y + height), (255, 255, 255), 1)
+    image[y:y + height, x:x + width] = cv2.resize(preview, (width, height), interpolation=cv2.INTER_AREA)
+
+
 def compose(state: State) -> tuple:
     with state.lock:
         tiles, names = dict(state.tiles), dict(state.names)
-        title, waiting, status = state.title, state.waiting, state.status
+        title, waiting, status, hint = state.title, state.waiting, state.status, state.hint
+        preview = state.preview
     image = tiled(tiles, names) if tiles else waiting_picture(waiting)
+    if preview is not None:
+        put_preview(image, preview)
+    bottom = image.shape[0] - 12
+    if hint:
+        # one line, made smaller where the picture is narrower than the hint
+        width = cv2.getTextSize(hint, cv2.FONT_HERSHEY_SIMPLEX, 1, 1)[0][0]
+        put_text(image, hint, (10, image.shape[0] - 6), min(HINT_SCALE, (image.shape[1] - 20) / width))
+        bottom -= HINT_HEIGHT
     lines = status_lines(status, image.shape[1] - 20, STATUS_SCALE)
     for i, line in enumerate(reversed(lines)):
-        put_text(image, line, (10, image.shape[0] - 12 - 24 * i), STATUS_SCALE)
+        put_text(image, line, (10, bottom - 24 * i), STATUS_SCALE)
     return image, title
 
 
@@ -157,11 +188,11 @@ def main() -> int:
     state = State()
     threading.Thread(target=read_input, args=(state,), daemon=True).start()
     cv2.namedWindow(WINDOW, cv2.WINDOW_AUTOSIZE | cv2.WINDOW_GUI_NORMAL)
-    shown_version, shown_title = -1, None
+    shown_version, shown_title, fullscreen = -1, None, False
     ready = False
     while True:
         with state.lock:
-            version, eof = state.version, state.eof
+            version, eof, wanted = state.version, state.eof, state.fullscreen
         if eof:
             break
         if version != shown_version or not ready:
@@ -170,6 +201,10 @@ def main() -> int:
             if title != shown_title:
                 cv2.setWindowTitle(WINDOW, title)
                 shown_title = title
+            if wanted != fullscreen:
+                fullscreen = wanted
+                cv2.setWindowProperty(WINDOW, cv2.WND_PROP_FULLSCREEN,
+                                      cv2.WINDOW_FULLSCREEN if fullscreen else cv2.WINDOW_NORMAL)
             shown_version = version
         key = cv2.waitKey(15)
         if not ready:
