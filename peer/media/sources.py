@@ -201,7 +201,7 @@ class LocalMedia:
         """Open the sources named by ``video``/``audio`` (or take the tracks given) off the
         event loop, since a camera can take a second to open. A media file plays in a loop,
         or once with ``loop=False`` (then the "camera off" picture)."""
-        loop_ = asyncio.get_running_loop()
+        event_loop = asyncio.get_running_loop()
         specs = [video_spec(video, size, fps, loop) if isinstance(video, str) else None,
                  audio_spec(audio, loop) if isinstance(audio, str) else None]
         players: list[Union[MediaPlayer, LoopingPlayer]] = []
@@ -209,7 +209,7 @@ class LocalMedia:
             with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="media-open") as opener:
                 for spec in specs:
                     if spec is not None:
-                        players.append(await loop_.run_in_executor(opener, open_player, spec))
+                        players.append(await event_loop.run_in_executor(opener, open_player, spec))
         except BaseException:
             for player in players:
                 _stop_player(player)
