@@ -22,12 +22,15 @@ def _testsrc(size: str) -> list:
     return frames
 
 
-def likeness_to_testsrc(picture: np.ndarray, size: str = "640x480") -> float:
-    """Best correlation of an RGB picture with any of the first 20 s of testsrc (1.0 = same)."""
-    small = _small(picture)
+def likeness_to_testsrc(picture: np.ndarray, size: str = "640x480", top: float = 1.0) -> float:
+    """Best correlation of an RGB picture with any of the first 20 s of testsrc (1.0 = same).
+    With ``top`` below 1, only that upper part of both is compared: what the window draws over
+    the bottom of a tile (the verification code, the keys' hint) then does not count."""
+    rows = max(1, round(24 * top))
+    small = _small(picture).reshape(24, 32, 3)[:rows].ravel()
     if small.std() == 0:
         return 0.0
-    return max(float(np.corrcoef(small, ref)[0, 1]) for ref in _testsrc(size))
+    return max(float(np.corrcoef(small, ref.reshape(24, 32, 3)[:rows].ravel())[0, 1]) for ref in _testsrc(size))
 
 
 def recorded_frames(path: str) -> list:
