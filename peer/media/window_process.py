@@ -57,11 +57,10 @@ class State:
         op = header.get("op")
         with self.lock:
             if op == "frame":
-                frame = np.frombuffer(payload, np.uint8).reshape(header["h"], header["w"], 3)
-                self.tiles[header["id"]] = frame
+                self.tiles[header["id"]] = picture(header, payload)
                 self.names[header["id"]] = header.get("name", "")
             elif op == "preview":
-                self.preview = np.frombuffer(payload, np.uint8).reshape(header["h"], header["w"], 3)
+                self.preview = picture(header, payload)
             elif op == "remove":
                 self.tiles.pop(header.get("id"), None)
             elif op in ("title", "waiting", "status", "hint"):
@@ -69,6 +68,11 @@ class State:
             elif op == "fullscreen":
                 self.fullscreen = not self.fullscreen
             self.version += 1
+
+
+def picture(header: dict, payload: bytes) -> np.ndarray:
+    """The BGR picture a ``frame`` or ``preview`` message carries (``Window._write_picture``)."""
+    return np.frombuffer(payload, np.uint8).reshape(header["h"], header["w"], 3)
 
 
 def read_input(state: State) -> None:
