@@ -211,6 +211,11 @@ class Call:
     async def on_lost(self, reason: str) -> None:
         if self._classic and self._connection.chat_refused:  # no chat channel to close: this is how it leaves
             await self.close("left", notify=False)
+        elif self._tries and not self.connected:
+            # Already calling again, and the watchdog gives each try its time: this is the
+            # connection we lost (the side that waits for an offer keeps it) failing at last,
+            # from aiortc's consent checks some 30 s on. Counted, it would end the last try early.
+            logger.debug("connection with %s: %s while calling again; the watchdog decides", self.remote.name, reason)
         else:
             await self._lost(reason)
 
