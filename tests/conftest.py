@@ -314,3 +314,15 @@ def xvfb():
     yield display
     proc.terminate()
     proc.wait(5)
+
+
+@pytest.fixture
+def sound():
+    """A PulseAudio server of this test's own, with a ``speaker`` and a ``mic`` null sink
+    (tests/soundserver.py); its ``env`` points a peer at it."""
+    from soundserver import SoundServer
+
+    started = SoundServer(require("pulseaudio"))
+    require("parec")
+    yield started
+    started.stop()
