@@ -15,7 +15,6 @@ import logging
 import signal
 import socket
 import sys
-import threading
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any, AsyncContextManager, Callable, Optional, Sequence
@@ -29,6 +28,7 @@ from . import (ASK_TIMEOUT, DEFAULT_MAX_PER_PEER, DEFAULT_MAX_TOTAL, DEFAULT_SER
                PeerError, PeerJoined, PeerLeft, Rejoined, Retrying, Room, SignalingLost, SignalingUnreachable,
                TrackReceived, TransferError, human_size, join, list_devices, parse_size)
 from .media.window import Window, check_display
+from .terminal import Terminal, say
 
 logger = logging.getLogger("peer")
 
@@ -103,36 +103,6 @@ def _size(text: str) -> int:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
-def say(text: str) -> None:
-    """Output for people, as opposed to logging. Names, chat lines, file names and reasons
-    come from others: escaped, they cannot drive the terminal (title, screen, clipboard)."""
-    print(printable(text), flush=True)
-
-
-def stdin_is_terminal() -> bool:
-    """Whether a person types on stdin. A peer started by ``docker run`` without ``-i``, by
-    systemd or from a script has stdin at /dev/null, a pipe or closed (``sys.stdin`` is then None)."""
-    return sys.stdin is not None and sys.stdin.isatty()
-
-
-class Terminal:
-    """Lines typed on stdin, read on a thread so the event loop never waits for a person.
-    ``lines`` ends with None at end of input; ``interactive`` says whether that end is a
-    person's Ctrl-D (a leave) or just the end of a pipe or /dev/null (no more chat, no leave)."""
-
-    def __init__(self) -> None:
-        self.lines: asyncio.Queue[Optional[str]] = asyncio.Queue()
-        self.interactive = stdin_is_terminal()
-        loop = asyncio.get_running_loop()
-
-        def read() -> None:
-            for line in sys.stdin or ():
-                loop.call_soon_threadsafe(self.lines.put_nowait, line.rstrip("\n"))
-            loop.call_soon_threadsafe(self.lines.put_nowait, None)
-
-        threading.Thread(target=read, name="stdin", daemon=True).start()
-
-
 VIDEO_ENDED = "your video stopped (camera unplugged or end of file); sending a 'camera off' picture"
 
 QUESTION_TIMEOUT = ASK_TIMEOUT - 5
@@ -197,8 +167,10 @@ class CallView:
     """What a person sees of the room: printed lines, the window, recordings, files sent."""
 
     def __init__(self, room: Room, window: Optional[Window], record: Optional[str],
-                 send: Sequence[str] = (), media: Optional[LocalMedia] = None) -> None:
+                 send: Sequence[str] = (), media: Optional[LocalMedia] = None,
+                 terminal: Optional[Terminal] = None) -> None:
         self.room = room
+        self.terminal = terminal or Terminal()
         self.window = window
         self.media = media
         self._previewing = False
@@ -206,7 +178,6 @@ class CallView:
         self.send = [Path(path) for path in send]
         self._recordings_made = 0
         self._tasks: set[asyncio.Task] = set()
-        self._last_progress: dict[str, float] = {}
         self._showing: Optional[asyncio.Task] = None
 
     def start(self) -> None:
@@ -236,10 +207,11 @@ class CallView:
             case ChatMessage(sender, text):
                 say(f"[{sender.name}] {text}")
             case FileProgress(sender, name, done, size):
-                self._progress(f"receiving {name} from {sender.name}", done, size)
+                self.terminal.progress(f"receiving {name} from {sender.name}", done, size)
             case FileReceived(sender, path, sha256):
                 say(f"received {path.name} from {sender.name}: saved to {path} (sha256 {sha256[:16]}…)")
             case FileFailed(sender, name, reason):
+                self.terminal.progress_ended(f"receiving {name} from {sender.name}")
                 say(f"could not receive {name} from {sender.name}: {reason}")
             case TrackReceived(sender, "video") if self.window is not None:
                 self._spawn(self._show_video(sender))
@@ -284,22 +256,12 @@ class CallView:
             try:
                 # ignore: mypy cannot infer the type of a lambda with a default argument
                 sha256 = await self.room.send_file(path, to=member,
-                                                   progress=lambda _, done, size, what=what: self._progress(what, done, size))  # type: ignore[misc]
+                                                   progress=lambda _, done, size, what=what: self.terminal.progress(what, done, size))  # type: ignore[misc]
             except TransferError as error:
+                self.terminal.progress_ended(what)
                 say(f"could not send {path.name} to {member.name}: {error}")
                 return
             say(f"sent {path.name} to {member.name} (sha256 {sha256[:16]}…)")
-
-    def _progress(self, what: str, done: int, size: int) -> None:
-        """A progress bar on a terminal; a line per quarter elsewhere (logs, pipes)."""
-        fraction = done / size if size else 1.0
-        bar = "#" * int(fraction * 20)
-        line = f"{what}: [{bar:<20}] {fraction:4.0%} {done / 1e6:.1f}/{size / 1e6:.1f} MB"
-        if sys.stdout.isatty():
-            print("\r" + printable(line), end="\n" if done >= size else "", flush=True)
-        elif int(fraction * 4) != int(self._last_progress.get(what, -1) * 4):
-            say(line)
-        self._last_progress[what] = fraction
 
     def _recording_path(self) -> Path:
         """The first call records to --record; later ones (others in a mesh, a new joiner)
@@ -415,7 +377,8 @@ async def run(args: argparse.Namespace) -> int:
     window: Optional[Window] = None
     hosted: Optional[HostedServer] = None
     view: Optional[CallView] = None
-    questions = None if args.downloads else FileQuestions(stdin_is_terminal())
+    terminal = Terminal()
+    questions = None if args.downloads else FileQuestions(terminal.interactive)
     # Opened before the window, so that a wrong --video is said before a window appears.
     media = await LocalMedia.open(args.video, args.audio, args.video_size, args.fps, loop=args.loop)
     media.on_video_ended(lambda: say(VIDEO_ENDED))
@@ -434,12 +397,12 @@ async def run(args: argparse.Namespace) -> int:
             await window.open(f"room {args.room} - waiting", f"waiting for someone to join room {args.room}")
         async with AsyncExitStack() as stack:
             room, hosted = await enter_room(stack, args, joining)
-            view = CallView(room, window, args.record, args.send, media)
+            view = CallView(room, window, args.record, args.send, media, terminal)
             view.start()
             assert room.me is not None  # the room is joined
             say(f"joined room {args.room} as {room.me.name}")
             view.waiting()
-            await _until_done(room, window, stop, questions)
+            await _until_done(room, window, stop, questions, terminal)
         await view.close()
         say(f"left room {args.room}")
         return 0
@@ -454,25 +417,23 @@ async def run(args: argparse.Namespace) -> int:
 
 
 async def _until_done(room: Room, window: Optional[Window], stop: asyncio.Event,
-                      questions: Optional[FileQuestions]) -> None:
+                      questions: Optional[FileQuestions], terminal: Terminal) -> None:
     """Chat until the person leaves: q/Esc in the window, Ctrl-C or a signal, or Ctrl-D at a
     terminal. The end of stdin that is no terminal only ends chat: a headless peer (systemd,
     ``docker run`` without ``-i``, ``< /dev/null``) would otherwise leave the instant it joined.
     A line typed while a question is asked answers it."""
-    terminal = Terminal()
     leaves: list[asyncio.Future[Any]] = [asyncio.ensure_future(stop.wait())]
     if window is not None:
         leaves.append(asyncio.ensure_future(window.quit.wait()))
 
-    async def chat() -> None:
-        while (line := await terminal.lines.get()) is not None:
-            if questions is not None and questions.answer(line):
-                continue
-            if line.strip() and not room.send_text(line):
-                say("(nobody here can receive chat; message not sent)" if room.calling else
-                    "(nobody is connected yet; message not sent)")
+    def take(line: str) -> None:
+        if questions is not None and questions.answer(line):
+            return
+        if line.strip() and not room.send_text(line):
+            say("(nobody here can receive chat; message not sent)" if room.calling else
+                "(nobody is connected yet; message not sent)")
 
-    chatting = asyncio.ensure_future(chat())
+    chatting = asyncio.ensure_future(terminal.read(take))
     try:
         await asyncio.wait(leaves + [chatting] if terminal.interactive else leaves,
                            return_when=asyncio.FIRST_COMPLETED)

@@ -147,7 +147,8 @@ def test_cli_sends_and_saves_files_with_progress(server, processes, tmp_path):
         percents = [int(m.group(1)) for line in process.lines
                     if line.startswith(what) and (m := re.search(r"\] +(\d+)% ", line))]
         assert len(percents) >= 3 and percents == sorted(percents) and percents[-1] == 100, process.output
-        assert re.search(rf"^{what}: \[#+ *\] 100% 5\.2/5\.2 MB$", process.output, re.MULTILINE), process.output
+        assert re.search(rf"^{what}: \[#{{20}}\] 100% 5\.24MB/5\.24MB in \d\d:\d\d, [\d.]+[kMG]?B/s$", process.output,
+                         re.MULTILINE), process.output
     assert not (tmp_path / "alice-downloads").exists()
     for process in (alice, bob):
         process.interrupt()

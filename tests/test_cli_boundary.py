@@ -17,6 +17,7 @@ from peer.cli import parse_args
 PUBLIC_MODULES = {
     "peer": set(peer.__all__),
     "peer.media.window": None,  # the CLI's own front end: the window it shows
+    "peer.terminal": None,  # and the terminal it reads and prints on
     "signaling": set(signaling.__all__),
     "signaling.protocol": None,  # the wire protocol, documented in docs/protocol.md
     "signaling.text": None,  # text from others made safe to print (docs/api.md)
