@@ -440,6 +440,7 @@ async def _until_done(room: Room, window: Optional[Window], stop: asyncio.Event,
     finally:
         for task in (*leaves, chatting):
             task.cancel()
+        await asyncio.wait([*leaves, chatting])  # the prompt gives the terminal back before what follows is said
 
 
 def device_lines(devices: Sequence[Device]) -> list[str]:

@@ -1,6 +1,7 @@
 """``python -m peer`` in a terminal, as a person uses it: a pseudo-terminal whose screen is
 modelled by pyte (a VT100 emulator, answering the cursor position requests real terminals
-answer), keys typed into it, the screen read back."""
+answer), keys typed into it, the screen read back. And without one: lines from a pipe or a
+file, progress as plain lines."""
 
 import asyncio
 import fcntl
@@ -23,6 +24,7 @@ import peer
 from conftest import LOCAL, ROOT, child_env
 from test_api import MB, join, random_file, sha256
 from test_attack_files import so_far
+from test_cli_headless import CLI as SENDING_VIDEO, leaves_on_sigint, still_in_the_call
 
 ROWS, COLUMNS = 40, 200
 CLI = ["--video", "none", "--ice-host", LOCAL, "--no-window"]
@@ -80,7 +82,8 @@ class TerminalPeer:
 
     @property
     def lines(self) -> list[str]:
-        return [line.rstrip() for line in self.screen.display]
+        with self._changed:
+            return [line.rstrip() for line in self.screen.display]
 
     def type(self, keys: str) -> None:
         os.write(self.master, keys.encode())
@@ -195,3 +198,43 @@ async def test_a_file_shows_its_rate_and_time_left_on_both_sides_and_arrives_who
     under_way = bob.expect(f"^receiving report\\.bin from alice: {running}", ever=True)  # in the toolbar
     assert int(under_way.group(1)) < 100
     assert not [line for line in bob.lines if re.search(running, line)], "the toolbar stayed after the file came"
+
+
+async def test_a_pasted_block_goes_as_its_lines(server, terminals):
+    bob = terminals("--room", "paste", "--server", server.url, *CLI, name="bob")
+    async with join("paste", server, "alice") as alice:
+        await alice.wait_for_peer()
+        await asyncio.to_thread(bob.expect, "^connected to alice")
+        bob.type("\x1b[200~first line\nsecond line\x1b[201~" + ENTER)  # a terminal's bracketed paste
+        await alice.wait_for_message(lambda text: text == "second line")
+        assert [event.text for event in so_far(alice, peer.ChatMessage)] == ["first line", "second line"]
+
+
+# Without a terminal: lines read from a pipe or a file, no prompt
+
+TOO_LONG = "x" * (100 * 1024)
+
+
+async def test_a_piped_line_over_64_kib_is_dropped_whole_and_the_next_goes(server, processes):
+    robot = processes.peer("--room", "long", "--server", server.url, *CLI, name="robot")
+    async with join("long", server, "alice") as alice:
+        await alice.wait_for_peer()
+        await asyncio.to_thread(robot.expect, "^connected to alice")
+        robot.send(TOO_LONG)
+        robot.send("after it")
+        await alice.wait_for_message(lambda text: text == "after it")
+        assert [event.text for event in so_far(alice, peer.ChatMessage)] == ["after it"], "a piece of it was sent"
+        robot.expect(r"^\(a line over 64 KiB was dropped, not sent\)$")
+
+
+async def test_a_file_as_stdin_is_read_to_its_end_and_the_peer_stays(server, processes, tmp_path):
+    """``python -m peer ... < lines.txt``: a file cannot be waited on like a pipe, yet is read."""
+    script = tmp_path / "lines.txt"
+    script.write_text(f"{TOO_LONG}\nhello\nno newline at the end")
+    with script.open() as stdin:
+        robot = processes.peer("--room", "script", "--server", server.url, *SENDING_VIDEO, name="robot", stdin=stdin)
+    await asyncio.to_thread(robot.expect, r"^\(nobody is connected yet; message not sent\)$", times=2)
+    robot.expect(r"^\(a line over 64 KiB was dropped, not sent\)$")
+    async with join("script", server, "alice") as alice:
+        await still_in_the_call(alice, robot)
+        await leaves_on_sigint(alice, robot, "script")
