@@ -6,7 +6,9 @@ being typed, which stays whole where it is, and files under way are shown below 
 prompt's bottom toolbar, redrawn in place. Ctrl-D on an empty line or Ctrl-C ends input there
 (and so leaves the room). Elsewhere (stdin a pipe, a file or /dev/null; output to a log or a
 pipe) lines are read as they come, without prompt-toolkit, and progress is a few plain lines,
-one a quarter, rather than a bar redrawn with carriage returns into a log.
+one a quarter, rather than a bar redrawn with carriage returns into a log. Output that is not
+the terminal typed on gets no prompt either: it would be drawn into the log, and lines going
+there cannot break what is typed (the kernel's line editing serves, Ctrl-D still leaves).
 
 Progress is measured by tqdm: its smoothed rate, time left and sizes. Its own drawing is not
 used (``Meter.display`` is its documented hook): it writes carriage returns to a stream, which
@@ -155,6 +157,7 @@ class Terminal:
         if meter is None or done < meter.n:  # a new transfer of the same name
             self.progress_ended(what)
             meter = self._meters[what] = Meter(what, size, self._show_meters)
+            self._show_meters()
         meter.update(done - meter.n)
         if done >= size:
             line = meter.final_line()
