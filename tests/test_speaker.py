@@ -16,7 +16,7 @@ import peer
 from conftest import LOCAL, Server, child_env
 from peer.media.audio import Converter
 from peer.media.speaker import CAP, NO_OUTPUT, TARGET, JitterBuffer, mix
-from soundserver import RATE, dominant_frequency
+from soundserver import MIC, RATE, dominant_frequency
 from test_api import join
 
 TONE = "lavfi:sine=frequency={}:sample_rate=48000"
@@ -212,6 +212,24 @@ def test_a_buffer_fed_too_slowly_plays_silence_and_fills_up_again():
     assert buffer.pull(480) is None, "after running dry it waits for the target again"
 
 
+def test_a_buffer_keeps_no_delay_from_a_late_start_or_a_burst():
+    """A device that starts pulling late, then a burst (a network stall over): the delay
+    comes back to the target instead of staying for the rest of the call."""
+    buffer = JitterBuffer(window=1.0)
+    for _ in range(50):  # a second of sound before the device's first pull
+        buffer.push(chunk())
+    assert buffer.level == buffer.target, "waiting to play, it keeps only the newest target"
+    assert buffer.pull(FRAME) is not None
+    for _ in range(5):  # a burst of 100 ms, under the cap
+        buffer.push(chunk())
+    assert buffer.level == buffer.target + 4 * FRAME
+    for _ in range(110):  # then sound as fast as it plays: over two windows of a second
+        assert buffer.pull(FRAME) is not None
+        buffer.push(chunk())
+    assert buffer.level <= buffer.target + FRAME, f"{buffer.level / RATE * 1000:.0f} ms kept"
+    assert buffer.underruns == 0
+
+
 def test_the_mix_sums_every_buffer_and_clips():
     loud, quiet, empty = JitterBuffer(), JitterBuffer(), JitterBuffer()
     for _ in range(2):
@@ -232,3 +250,20 @@ def test_a_buffer_refuses_samples_of_the_wrong_shape():
     with pytest.raises(ValueError):
         JitterBuffer().push(np.zeros((960, 2), np.float32))
 
+
+
+async def test_speaker_picks_an_output_by_name_and_a_wrong_name_is_said(server, processes, sound):
+    """The sound server's other sink, "Microphone", is a speaker too: the sound goes there only."""
+    ear = processes.peer("--room", "pick", "--server", server.url, *EAR, "--speaker", "Microphone", name="ear",
+                         env=sound_env(sound))
+    typo = processes.peer("--room", "typo", "--server", server.url, *EAR, "--speaker", "Headphones", name="typo",
+                          env=sound_env(sound))
+    async with join("pick", server, "singer", audio=TONE.format(880)) as singer, \
+            join("typo", server, "singer", audio=TONE.format(1320)):
+        await singer.wait_for_peer()
+        await asyncio.to_thread(ear.expect, "connected to singer")
+        await asyncio.to_thread(typo.expect, "^no speaker named 'Headphones' .*the call goes on$")
+        chosen, default = await asyncio.gather(asyncio.to_thread(sound.record, 1.5, MIC + ".monitor"),
+                                               record(sound, 1.5))
+    assert dominant_frequency(chosen) == pytest.approx(880, abs=10)
+    assert dominant_frequency(default) is None, "played on the default speaker too (or the typo's was)"

@@ -38,8 +38,13 @@ TARGET = 0.04
 """Seconds a buffer fills before it plays (again, after running dry): two 20 ms frames."""
 CAP = 0.2
 """Seconds a buffer holds at most; above, the oldest sound is dropped down to ``TARGET``."""
-PERIOD_MS = 10
-"""How much the device asks for at a time; its own buffer is a few such periods."""
+WINDOW = 1.0
+"""Seconds over which a buffer that never ran below ``TARGET`` sheds what it had too much."""
+PERIOD_MS = 20
+PERIODS = 2
+"""The device asks for ``PERIOD_MS`` at a time and holds ``PERIODS`` of them: 40 ms more of
+delay. 10 ms periods starved (the device took 3 to 15 % less than real time) on a loaded 2-core
+machine, where the callback's thread waits for the GIL."""
 
 NO_OUTPUT = "cannot play the sound others send: no sound output found (no sound server or device); the call goes on"
 
@@ -49,16 +54,21 @@ class JitterBuffer:
     the device's thread. Samples are ``int16`` shaped (samples, channels).
 
     It plays once ``target`` samples wait, and after running dry waits for ``target`` again
-    (silence meanwhile: one gap, not a stutter of tiny ones). Over ``cap`` it drops the oldest
-    down to ``target``. ``level`` (samples waiting), ``delay`` (seconds the chunk now playing
-    waited), ``underruns`` and ``dropped`` (samples) say how it goes."""
+    (silence meanwhile: one gap, not a stutter of tiny ones); while it waits it keeps only the
+    newest ``target`` (a device that starts late must not start late in the sound too). Over
+    ``cap`` it drops the oldest down to ``target``, and when it held more than ``target`` all
+    through a ``window`` of playing (a burst after a stall, a sender's clock a little fast)
+    it drops that excess: a delay gained once is not kept for the rest of the call.
+    ``level`` (samples waiting), ``delay`` (seconds the chunk now playing waited),
+    ``underruns`` and ``dropped`` (samples) say how it goes."""
 
     def __init__(self, channels: int = CHANNELS, rate: int = RATE, target: float = TARGET, cap: float = CAP,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 window: float = WINDOW, clock: Callable[[], float] = time.monotonic) -> None:
         self.channels = channels
         self.rate = rate
         self.target = int(target * rate)
         self.cap = max(int(cap * rate), self.target)
+        self.window = int(window * rate)
         self.level = 0
         self.delay = 0.0
         self.underruns = 0
@@ -68,6 +78,9 @@ class JitterBuffer:
         self._offset = 0
         """Samples of the first chunk already played or dropped."""
         self._playing = False
+        self._lowest = 0
+        """The lowest level after a pull in this window; ``_pulled`` samples of it so far."""
+        self._pulled = 0
         self._lock = threading.Lock()
 
     def push(self, samples: np.ndarray) -> None:
@@ -79,7 +92,7 @@ class JitterBuffer:
         with self._lock:
             self._chunks.append((samples, self._clock()))
             self.level += len(samples)
-            if self.level > self.cap:
+            if self.level > (self.cap if self._playing else self.target):
                 self._drop(self.level - self.target)
 
     def pull(self, count: int) -> Optional[np.ndarray]:
@@ -90,6 +103,7 @@ class JitterBuffer:
                 if self.level < self.target:
                     return None
                 self._playing = True
+                self._lowest, self._pulled = self.level, 0
             out = np.zeros((count, self.channels), np.int16)
             done = 0
             while done < count and self._chunks:
@@ -103,7 +117,18 @@ class JitterBuffer:
             if done < count:
                 self._playing = False
                 self.underruns += 1
+            else:
+                self._shed(count)
             return out
+
+    def _shed(self, pulled: int) -> None:
+        """At the end of each window, drop what stayed above the target all through it."""
+        self._lowest = min(self._lowest, self.level)
+        self._pulled += pulled
+        if self._pulled >= self.window:
+            if self._lowest > self.target:
+                self._drop(self._lowest - self.target)
+            self._lowest, self._pulled = self.level, 0
 
     def _drop(self, count: int) -> None:
         self.dropped += count
@@ -206,8 +231,8 @@ class Speaker:
                                     "the sound others send is not played; the call goes on")
                     return None
             device = miniaudio.PlaybackDevice(output_format=miniaudio.SampleFormat.SIGNED16, nchannels=CHANNELS,
-                                              sample_rate=RATE, buffersize_msec=PERIOD_MS, device_id=device_id,
-                                              app_name="peer")
+                                              sample_rate=RATE, buffersize_msec=PERIOD_MS, callback_periods=PERIODS,
+                                              device_id=device_id, app_name="peer")
         except miniaudio.MiniaudioError as error:
             logger.debug("no playback device: %s", error)
             self.problem = NO_OUTPUT
@@ -230,13 +255,26 @@ class Speaker:
 
 
 def _playback_id(miniaudio: Any, name: str) -> Any:
-    """miniaudio's id of the playback device called ``name`` (case aside), or None."""
-    playbacks = miniaudio.Devices().get_playbacks()
-    for wanted in (name, name.casefold()):
-        for device in playbacks:
-            if (device["name"] if wanted is name else device["name"].casefold()) == wanted:
-                return device["id"]
+    """miniaudio's id of the playback device called ``name``, or None. Its name for people
+    (PulseAudio's description) is what counts first; then the name PulseAudio or ALSA knows
+    it by (``alsa_output.pci-...``, ``hw:0,0``); then either, case aside."""
+    playbacks = [(device["id"], _names(miniaudio, device)) for device in miniaudio.Devices().get_playbacks()]
+    for matches in (lambda names: name == names[0], lambda names: name in names,
+                    lambda names: name.casefold() in (each.casefold() for each in names)):
+        for device_id, names in playbacks:
+            if matches(names):
+                return device_id
     return None
+
+
+def _names(miniaudio: Any, device: dict) -> list[str]:
+    names = [device["name"]]
+    for backend in ("pulse", "alsa"):
+        try:
+            names.append(miniaudio.ffi.string(getattr(device["id"], backend)).decode(errors="replace"))
+        except (AttributeError, TypeError):  # a miniaudio built without that backend
+            pass
+    return [each for each in names if each]
 
 
 _ALSA_ERROR_HANDLER = ctypes.CFUNCTYPE(None, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_int,
