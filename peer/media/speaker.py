@@ -233,7 +233,7 @@ class Speaker:
             device = miniaudio.PlaybackDevice(output_format=miniaudio.SampleFormat.SIGNED16, nchannels=CHANNELS,
                                               sample_rate=RATE, buffersize_msec=PERIOD_MS, callback_periods=PERIODS,
                                               device_id=device_id, app_name="peer")
-        except miniaudio.MiniaudioError as error:
+        except (miniaudio.MiniaudioError, OSError) as error:
             logger.debug("no playback device: %s", error)
             self.problem = NO_OUTPUT
             return None
