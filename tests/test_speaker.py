@@ -18,6 +18,7 @@ from peer.media.audio import Converter
 from peer.media.speaker import CAP, NO_OUTPUT, TARGET, JitterBuffer, mix
 from soundserver import MIC, RATE, dominant_frequency
 from test_api import join
+from test_peer_errors import run_peer
 
 TONE = "lavfi:sine=frequency={}:sample_rate=48000"
 EAR = ["--video", "none", "--ice-host", LOCAL, "--no-window"]
@@ -267,3 +268,9 @@ async def test_speaker_picks_an_output_by_name_and_a_wrong_name_is_said(server, 
                                                record(sound, 1.5))
     assert dominant_frequency(chosen) == pytest.approx(880, abs=10)
     assert dominant_frequency(default) is None, "played on the default speaker too (or the typo's was)"
+
+
+def test_speaker_and_no_audio_out_together_are_refused():
+    result = run_peer("--room", "x", "--speaker", "Speaker", "--no-audio-out")
+    assert result.returncode == 2
+    assert "--speaker and --no-audio-out go against each other" in result.stderr
