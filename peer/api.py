@@ -32,15 +32,17 @@ from .errors import NothingToRecord, RoomClosed, WaitTimeout
 from .events import (CallEnded, ChatMessage, Connected, DataMessage, Event, FileFailed, FileProgress, FileReceived,
                      PeerJoined, PeerLeft, Rejoined, Retrying, SignalingLost, TrackReceived)
 from .ice import IceSettings
+from .media.audio import AudioFrame, Converter
 from .media.recorder import Recorder
 from .media.sources import NONE, LocalMedia
+from .media.speaker import Speaker
 from .session import Session
 from .transfer import DEFAULT_MAX_PER_PEER, DEFAULT_MAX_TOTAL, AcceptPolicy, Downloads, FileOffer
 
 __all__ = [
     "Room", "join", "Member", "PeerJoined", "PeerLeft", "Connected", "CallEnded", "Retrying", "ChatMessage",
     "DataMessage", "FileReceived", "FileFailed", "FileProgress", "FileOffer", "TrackReceived", "SignalingLost",
-    "Rejoined", "Event", "Recorder", "DEFAULT_SERVER",
+    "Rejoined", "Event", "Recorder", "DEFAULT_SERVER", "AudioFrame", "Speaker",
 ]
 
 DEFAULT_SERVER = f"http://localhost:{DEFAULT_PORT}"
@@ -111,6 +113,7 @@ class Room:
         self._media_changed = asyncio.Event()
         """Set, and replaced by a new one, whenever a remote track comes or the room closes."""
         self._recorders: list[Recorder] = []
+        self._speakers: list[Speaker] = []
         self._closed = False
         session.publish = self._on_event
 
@@ -130,7 +133,8 @@ class Room:
         finally:
             self._closed = True
             try:
-                await asyncio.gather(*(recorder.stop() for recorder in self._recorders), return_exceptions=True)
+                await asyncio.gather(*(recorder.stop() for recorder in self._recorders),
+                                     *(speaker.close() for speaker in self._speakers), return_exceptions=True)
             finally:
                 # Every iterator and wait of this room ends: none is left waiting forever.
                 for remote in self._remote.values():
@@ -219,6 +223,30 @@ class Room:
         async for frame in remote.frames(latest):
             yield frame.to_ndarray(format="bgr24") if kind == "video" else frame.to_ndarray()
 
+    async def audio_frames(self, member: Optional[Member] = None, *, latest: bool = False) -> AsyncIterator[AudioFrame]:
+        """Remote sound as ``peer.AudioFrame``s: int16 samples shaped (samples, channels) with
+        their rate, layout and time. Every frame in order (``latest=False``, what sound needs
+        to stay whole), or the newest only."""
+        try:
+            remote = await self._remote_media(member, "audio")
+        except ConnectionError:
+            return  # the room closed before such a track came
+        convert = Converter()
+        async for frame in remote.frames(latest):
+            yield convert.frame(frame)
+
+    def play_audio(self, device: Optional[str] = None,
+                   on_problem: Optional[Callable[[str], None]] = None) -> Speaker:
+        """Play every member's sound, now and later, mixed on the default output device (or
+        the one called ``device``) until the room closes or ``await speaker.close()``. Where
+        no device opens, ``on_problem`` (default: a log warning) is told once; the calls go on."""
+        speaker = Speaker(device, on_problem)
+        self._speakers.append(speaker)
+        for (_, kind), remote in self._remote.items():
+            if kind == "audio" and not remote.ended:
+                speaker.follow(remote.frames(latest=False))
+        return speaker
+
     def record(self, member: Member, path: Union[str, Path]) -> Recorder:
         """Record what ``member`` sends (video, audio) to ``path`` (.mp4, .webm or .mkv),
         encoded on a thread. The file is finished when those tracks end (the call ends, or
@@ -305,7 +333,10 @@ class Room:
         old = self._remote.get((event.sender.id, event.kind))
         if old is not None:
             old.task.cancel()
-        self._remote[(event.sender.id, event.kind)] = _RemoteMedia(event.sender, event.track)
+        remote = self._remote[(event.sender.id, event.kind)] = _RemoteMedia(event.sender, event.track)
+        if event.kind == "audio":
+            for speaker in self._speakers:
+                speaker.follow(remote.frames(latest=False))
         self._media_change()
 
     def _on_call_ended(self, event: CallEnded) -> None:

@@ -50,6 +50,10 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     parser.add_argument("--fps", type=int, default=30, help="capture frame rate (default 30)")
     parser.add_argument("--audio", default="none", help="none (default), sine, a media file, or lavfi:GRAPH")
     parser.add_argument("--no-window", action="store_true", help="show no window; remote media is still received")
+    parser.add_argument("--speaker", metavar="DEVICE",
+                        help="play the others' sound on DEVICE (a speaker's name as --list-devices prints it; "
+                             "default: the default output)")
+    parser.add_argument("--no-audio-out", action="store_true", help="do not play the sound others send")
     parser.add_argument("--record", metavar="PATH", help="write the remote media to PATH (.mp4, .webm or .mkv)")
     parser.add_argument("--send", action="append", default=[], metavar="FILE",
                         help="send FILE to everyone who connects (repeatable)")
@@ -73,6 +77,8 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if not args.room and not args.list_devices:
         parser.error("the following arguments are required: --room")
+    if args.speaker is not None and args.no_audio_out:
+        parser.error("--speaker and --no-audio-out go against each other: give one")
     if args.record and Path(args.record).suffix.lower() not in (".mp4", ".webm", ".mkv"):
         parser.error("--record needs a .mp4, .webm or .mkv file name")
     if not _is_size(args.video_size):
@@ -399,6 +405,8 @@ async def run(args: argparse.Namespace) -> int:
             room, hosted = await enter_room(stack, args, joining)
             view = CallView(room, window, args.record, args.send, media, terminal)
             view.start()
+            if not args.no_audio_out:
+                room.play_audio(args.speaker, on_problem=say)
             assert room.me is not None  # the room is joined
             say(f"joined room {args.room} as {room.me.name}")
             view.waiting()
