@@ -31,6 +31,9 @@ CHROMIUM_FLAGS = [
     "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
     "--allow-loopback-in-peer-connection", "--disable-features=WebRtcHideLocalIpsWithMdns",
 ]
+# Peers in tests never reach a sound server of the machine (a developer's speakers and microphone):
+# only the one a test starts with the `sound` fixture, whose env sets PULSE_SERVER again.
+os.environ["PULSE_SERVER"] = "unix:/nonexistent/peer-tests-have-no-sound-server"
 CONNECTED_WITHIN = 20
 """Seconds a call in a test may take to connect; about 2 s is usual."""
 
