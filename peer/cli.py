@@ -504,11 +504,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         for noisy in ("aioice", "aiortc", "socketio", "engineio"):
             logging.getLogger(noisy).setLevel(logging.ERROR)
     if args.list_devices:
-        try:
-            lines = device_lines(list_devices())
-        except NotImplementedError as error:
-            lines = [str(error)]
-        for line in lines:
+        for line in device_lines(list_devices()):
             say(line)
         return 0
     try:
