@@ -376,7 +376,7 @@ def bind_media_keys(window: Window, media: LocalMedia) -> None:
 
     def mute() -> None:
         if media.audio is None:
-            say("no microphone to mute (started with --audio none)")
+            say("no microphone to mute (--audio none, or none found)")
             return
         media.set_muted(not media.muted)
         say("microphone muted: the others hear silence" if media.muted else "microphone on")
