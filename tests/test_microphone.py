@@ -101,6 +101,9 @@ def test_each_audio_value_names_its_source():
     assert audio_spec("sine:20").file == "sine=frequency=20.0:sample_rate=48000"
     assert audio_spec("lavfi:anoisesrc").file == "anoisesrc"
     assert audio_spec(__file__).what == f"file {__file__}"
+    for missing_file in ("/nonexistent/song.mp3", "song.WAV", "./song", ""):
+        with pytest.raises(MediaError, match=f"no such audio file: {re.escape(missing_file)}. Give a media file"):
+            audio_spec(missing_file)
 
 
 async def test_without_a_sound_system_the_peer_says_so_once_and_the_call_goes_on(server, processes):

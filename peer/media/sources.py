@@ -18,6 +18,7 @@ import os
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, AsyncIterator, Callable, Optional, Union, cast
 
 import av
@@ -37,6 +38,8 @@ TESTSRC = "testsrc"
 NONE = "none"
 MIC = "mic"
 SINE_MIN, SINE_MAX = 20, 20000
+MEDIA_SUFFIXES = {".wav", ".mp3", ".ogg", ".oga", ".opus", ".flac", ".m4a", ".aac", ".mp4", ".mkv", ".webm", ".mov"}
+"""What an ``--audio`` value ends with when it means a file, not a microphone's name."""
 PLAYING_LEVEL = 0.003
 """Remote sound quieter than this (RMS, -50 dB of full scale) is taken for silence: it does
 not turn the microphone down."""
@@ -103,8 +106,10 @@ def audio_spec(audio: str, loop: bool = True) -> Union[PlayerSpec, MicrophoneSpe
         return PlayerSpec(audio[len("lavfi:"):], "lavfi", what=audio)
     if os.path.isfile(audio):
         return PlayerSpec(audio, loop=loop, what=f"file {audio}")
-    if not audio.strip():
-        raise MediaError("--audio needs a value: mic, a microphone's name, a media file, sine, lavfi:GRAPH or none.")
+    if not audio.strip() or audio.startswith(("/", "./", "../", "~")) or \
+            Path(audio).suffix.lower() in MEDIA_SUFFIXES:
+        raise MediaError(f"no such audio file: {audio}. Give a media file, mic, a microphone's name, sine, "
+                         "lavfi:GRAPH or none.")
     return MicrophoneSpec(audio)
 
 
