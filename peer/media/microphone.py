@@ -9,9 +9,11 @@ too slowly, so the delay from the microphone to the call never grows past that q
 
 A microphone beside a loudspeaker hears what the speaker plays, and sends it back: the others
 hear themselves, and with two such peers the sound goes round and round into a howl. There is
-no echo canceller here (none of WebRTC's has a maintained binding we could rely on), so the
-microphone is turned down (``duck``) while remote sound plays, which keeps the loop's gain far
-below one. The speaker side tells it so through ``LocalMedia.playing``.
+no echo canceller here yet, so the microphone is turned down (``duck``) while remote sound
+plays, which keeps the loop's gain far below one. The speaker side tells it so through
+``LocalMedia.playing``, which hands over the very blocks it plays: the far-end reference an
+echo canceller would take (pywebrtc-audio, a young binding of WebRTC's, cancelled 20 dB of a
+synthetic echo here at 0.15 ms per 10 ms; it needs that reference in step with the microphone).
 """
 
 from __future__ import annotations
