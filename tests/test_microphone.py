@@ -50,8 +50,8 @@ async def heard(room: peer.Room, member: peer.Member, seconds: float = 0.5, time
 
 
 async def playing(sound, samples: np.ndarray):
-    """``sound.play`` on a thread: it writes the samples to a player that takes them at its pace,
-    which would hold the event loop (and the call's heartbeat) up for seconds."""
+    """``sound.play`` on a thread: it writes the samples to a player that takes a few seconds of them
+    at once and the rest at its pace, which would hold the event loop (and the call's heartbeat) up."""
     return await asyncio.to_thread(sound.play, samples)
 
 
@@ -66,7 +66,7 @@ async def test_a_tone_played_into_the_microphone_is_heard_at_the_other_side(serv
     async with join("mic", server, "alice") as alice:
         member = await alice.wait_for_peer(CONNECTED_WITHIN)
         await alice.wait_for(peer.TrackReceived, lambda event: event.kind == "audio")
-        player = await playing(sound, tone(660, 8))
+        player = await playing(sound, tone(660, 4))
         try:
             await assert_hears(alice, member, 660)
         finally:
@@ -141,7 +141,7 @@ async def test_a_microphone_is_picked_by_the_name_list_devices_prints(server, pr
     async with join("named", server, "alice") as alice:
         member = await alice.wait_for_peer(CONNECTED_WITHIN)
         await alice.wait_for(peer.TrackReceived, lambda event: event.kind == "audio")
-        player = await playing(sound, tone(550, 8))
+        player = await playing(sound, tone(550, 4))
         try:
             await assert_hears(alice, member, 550)
         finally:
@@ -194,7 +194,7 @@ async def test_the_microphone_is_turned_down_while_remote_sound_plays(sound, mon
     media = await peer.LocalMedia.open(audio="mic")
     try:
         assert isinstance(media.microphone, MicrophoneTrack)
-        player = await playing(sound, tone(660, 8))
+        player = await playing(sound, tone(660, 4))
 
         async def loudness() -> float:
             blocks = []
