@@ -49,8 +49,9 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     parser.add_argument("--video-size", default="640x480", help="capture size, WIDTHxHEIGHT (default 640x480)")
     parser.add_argument("--fps", type=int, default=30, help="capture frame rate (default 30)")
     parser.add_argument("--audio", default="mic",
-                        help="mic (the default microphone, the default), a microphone's name as --list-devices "
-                             "prints it, a media file, sine or sine:FREQ (a test tone), lavfi:GRAPH, or none")
+                        help="mic (default: the system's default microphone; with none, the call goes on without "
+                             "sound), a microphone's name as --list-devices prints it, a media file, sine or "
+                             "sine:FREQ (a test tone), lavfi:GRAPH, or none")
     parser.add_argument("--no-window", action="store_true", help="show no window; remote media is still received")
     parser.add_argument("--record", metavar="PATH", help="write the remote media to PATH (.mp4, .webm or .mkv)")
     parser.add_argument("--send", action="append", default=[], metavar="FILE",

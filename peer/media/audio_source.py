@@ -37,7 +37,8 @@ class AudioSource(MediaStreamTrack):
     def __init__(self, sample_rate: int = 48000, channels: int = 1, buffer: float = 0.5) -> None:
         super().__init__()
         if not isinstance(sample_rate, int) or not MIN_RATE <= sample_rate <= MAX_RATE:
-            raise ValueError(f"sample_rate must be a whole number of Hz from {MIN_RATE} to {MAX_RATE}, not {sample_rate!r}")
+            raise ValueError(f"sample_rate must be a whole number of Hz from {MIN_RATE} to {MAX_RATE}, "
+                             f"not {sample_rate!r}")
         if channels not in (1, 2):
             raise ValueError(f"channels must be 1 (mono) or 2 (stereo), not {channels!r}")
         if not FRAME_SECONDS <= buffer <= 60:
