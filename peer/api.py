@@ -411,10 +411,11 @@ def join(room: str, *, server: str = DEFAULT_SERVER, name: str = "bot", token: O
 
     ``video``/``audio`` take the CLI's source names (``testsrc``, ``camera``, ``mic``, ``sine:880``,
     a file, a device, ``none``) or a track such as ``FrameSource`` or ``AudioSource`` for frames
-    or samples you make; ``audio="mic"`` with no microphone there goes on without sound
-    (a warning is logged). ``media`` takes sources opened beforehand with ``LocalMedia.open``
-    instead (the CLI opens the camera before its window): the room stops them when it closes,
-    and a join that fails leaves them open, to stop or to join with elsewhere. ``ice_hosts`` is the CLI's ``--ice-host``; ``ice`` an
+    or samples you make; ``audio="mic"`` with no microphone there goes on without sound (a
+    warning is logged). ``media`` takes sources
+    opened beforehand with ``LocalMedia.open`` instead (the CLI opens the camera before its
+    window): the room stops them when it closes, and a join that fails leaves them open, to
+    stop or to join with elsewhere. ``ice_hosts`` is the CLI's ``--ice-host``; ``ice`` an
     ``IceSettings`` in place of ``ice_hosts``, ``stun``, ``turn``, ``turn_user`` and
     ``turn_password``. Received files are saved in ``downloads``; ``accept_files`` decides
     which are taken: True, False, or a function of a ``FileOffer`` returning a bool (or an
