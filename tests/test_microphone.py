@@ -224,6 +224,25 @@ async def test_the_microphone_is_turned_down_while_remote_sound_plays(sound, mon
     await asyncio.sleep(0.1)  # the device closes on a thread
 
 
+async def test_the_speakers_own_monitor_is_no_default_microphone(sound, monkeypatch, caplog):
+    """On a machine with no microphone PulseAudio makes the speaker's monitor the default input:
+    taken, it would send the others back what they said. Named, it is taken."""
+    monkeypatch.setenv("PULSE_SERVER", sound.env["PULSE_SERVER"])
+    sound.pactl("set-default-source", "speaker.monitor")
+    media = await peer.LocalMedia.open(audio="mic")
+    assert media.audio is None and media.microphone is None
+    assert [record.getMessage() for record in caplog.records if record.levelname == "WARNING"] == [
+        "no microphone: the default input is 'Monitor of Speaker', what the speaker plays, which would send the "
+        "others their own sound back; the call goes on without sound (python -m peer --list-devices shows what "
+        "there is)"]
+    media = await peer.LocalMedia.open(audio="Monitor of Speaker")
+    try:
+        assert isinstance(media.microphone, MicrophoneTrack)
+    finally:
+        media.stop()
+    await asyncio.sleep(0.1)  # the device closes on a thread
+
+
 async def test_the_microphone_never_queues_more_than_a_tenth_of_a_second(sound, monkeypatch):
     """A call that reads too slowly gets the newest sound, not a delay that grows."""
     monkeypatch.setenv("PULSE_SERVER", sound.env["PULSE_SERVER"])

@@ -14,6 +14,8 @@ plays, which keeps the loop's gain far below one. The speaker side tells it so t
 ``LocalMedia.playing``, which hands over the very blocks it plays: the far-end reference an
 echo canceller would take (pywebrtc-audio, a young binding of WebRTC's, cancelled 20 dB of a
 synthetic echo here at 0.15 ms per 10 ms; it needs that reference in step with the microphone).
+Worse than a microphone beside the speaker is the speaker's own monitor, which PulseAudio makes
+the default input where there is no microphone: the default microphone is never that one.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from aiortc import MediaStreamTrack
 from aiortc.mediastreams import MediaStreamError
 
 from ..errors import MediaError
-from .devices import MICROPHONE, find_sound_device, quiet_alsa, sound_backends
+from .devices import MICROPHONE, SPEAKER, SoundDevice, find_sound_device, quiet_alsa, sound_backends, sound_devices
 
 logger = logging.getLogger(__name__)
 
@@ -74,12 +76,25 @@ def open_capture(spec: MicrophoneSpec) -> miniaudio.CaptureDevice:
     """Open (not start) the capture device at RATE, 16-bit. Blocks: it talks to the sound server.
     Raises MediaError when a named device is not there, NoMicrophone when it cannot be opened."""
     quiet_alsa()
+    if spec.device is None:
+        refuse_speakers_monitor(sound_devices())
     handle = None if spec.device is None else find_sound_device(MICROPHONE, spec.device).handle
     try:
         return miniaudio.CaptureDevice(miniaudio.SampleFormat.SIGNED16, spec.channels, RATE, PERIOD_MS, handle,
                                        backends=sound_backends(), app_name="peer")
     except miniaudio.MiniaudioError as error:
         raise NoMicrophone(f"cannot open {spec.what} ({error.args[0] if error.args else error})") from None
+
+
+def refuse_speakers_monitor(devices: list[SoundDevice]) -> None:
+    """Raise NoMicrophone when the default input is the monitor of the default output (PulseAudio
+    makes it the default on a machine with no microphone): it hears exactly what the speaker
+    plays, the others' own voices, and would send them back round and round. Named, it is taken."""
+    default_in = next((device for device in devices if device.kind == MICROPHONE and device.default), None)
+    default_out = next((device for device in devices if device.kind == SPEAKER and device.default), None)
+    if default_in is not None and default_out is not None and default_in.id == f"{default_out.id}.monitor":
+        raise NoMicrophone(f"the default input is {default_in.name!r}, what the speaker plays, which would send "
+                           "the others their own sound back")
 
 
 class MicrophoneTrack(MediaStreamTrack):
