@@ -82,6 +82,19 @@ async def test_a_sine_is_heard_at_its_frequency(server, processes):
         await assert_hears(alice, await alice.wait_for_peer(CONNECTED_WITHIN), 880)
 
 
+async def test_a_microphone_that_goes_away_mid_call_is_said_once_and_the_call_goes_on(server, processes, sound):
+    robot = processes.peer("--room", "gone", "--server", server.url, *CLI, "--video", "testsrc", "--fps", "10",
+                           "--video-size", "160x120", "--audio", "mic", name="robot", env=child_env(**sound.env))
+    async with join("gone", server, "alice") as alice:
+        member = await alice.wait_for_peer(CONNECTED_WITHIN)
+        await alice.wait_for_frames(10, member, kind="audio")
+        sound.proc.kill()  # the sound server dies, as when a microphone is unplugged
+        await asyncio.to_thread(robot.expect, "^peer: the microphone stopped sending sound")
+        await alice.wait_for_frames(await alice.wait_for_frames(1, member) + 10, member)  # the video goes on
+        assert not [event for event in alice._history if isinstance(event, peer.CallEnded)]
+    assert robot.output.count("microphone") == 1 and "Traceback" not in robot.output, robot.output
+
+
 def test_a_sine_out_of_hearing_is_refused_in_one_line(processes):
     robot = processes.peer("--room", "sine", "--server", "http://127.0.0.1:9", *CLI, "--video", "none",
                            "--audio", "sine:30000", name="robot", stdin=None)

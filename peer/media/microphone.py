@@ -52,6 +52,9 @@ speaker comes back far quieter than it went out, and never builds up into a howl
 DUCK_HOLD = 0.3
 """How long the microphone stays turned down after the last remote sound played: sound
 takes its time from the speaker through the room into the microphone and its buffers."""
+LOST_AFTER = 2.0
+"""Seconds without a block from the device after which it is taken for gone (it calls back
+every 20 ms, silence included, while it works)."""
 _TIME_BASE = fractions.Fraction(1, RATE)
 
 
@@ -102,7 +105,8 @@ class MicrophoneTrack(MediaStreamTrack):
 
     Timestamps count the samples captured, those dropped included: a frame's ``pts`` is when it
     was heard, so the receiver's clock stays the microphone's. ``dropped`` counts frames the
-    call did not read in time.
+    call did not read in time. A device that stops (unplugged, its sound server gone) is said
+    once, and the call goes on without sound.
     """
 
     kind = "audio"
@@ -121,6 +125,8 @@ class MicrophoneTrack(MediaStreamTrack):
         self._ducked_until = 0.0
         self._ducked_level = 1.0
         self.dropped = 0
+        self.lost = False
+        """Whether the device stopped calling back: miniaudio says nothing when a device goes."""
 
     @classmethod
     async def open(cls, spec: MicrophoneSpec) -> "MicrophoneTrack":
@@ -174,9 +180,17 @@ class MicrophoneTrack(MediaStreamTrack):
     async def recv(self) -> av.AudioFrame:
         while not self._frames and self.readyState == "live":
             self._ready.clear()
-            await self._ready.wait()
+            try:
+                await asyncio.wait_for(self._ready.wait(), None if self.lost else LOST_AFTER)
+            except asyncio.TimeoutError:
+                self.lost = True
+                logger.warning("the microphone stopped sending sound (unplugged, or the sound server went away); "
+                               "the call goes on without it")
         if self.readyState != "live":
             raise MediaStreamError
+        if self.lost:
+            self.lost = False
+            logger.warning("the microphone is back")
         pts, data = self._frames.popleft()
         samples = np.frombuffer(data, dtype="<i2")
         if (gain := self.gain) != 1.0:
