@@ -12,6 +12,7 @@ from .errors import (DisplayError, JoinRefused, MediaError, NothingToRecord, Pee
 from .api import DEFAULT_SERVER
 from .call import MAX_TRIES
 from .ice import IceSettings
+from .media.audio_source import AudioSource
 from .media.devices import Device, list_devices
 from .media.frames import FrameSource
 from .media.sources import LocalMedia
@@ -24,5 +25,5 @@ __all__ = [
     "PeerError", "SignalingUnreachable", "JoinRefused", "MediaError", "DisplayError", "TransferError",
     "WaitTimeout", "RoomClosed", "NothingToRecord",
     "DEFAULT_SERVER", "IceSettings", "LocalMedia", "MAX_TRIES", "ASK_TIMEOUT", "DEFAULT_MAX_PER_PEER",
-    "DEFAULT_MAX_TOTAL", "parse_size", "human_size", "Device", "list_devices",
+    "DEFAULT_MAX_TOTAL", "parse_size", "human_size", "Device", "list_devices", "AudioSource",
 ]

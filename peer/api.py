@@ -440,8 +440,10 @@ def join(room: str, *, server: str = DEFAULT_SERVER, name: str = "bot", token: O
          max_download_total: int = DEFAULT_MAX_TOTAL) -> _Joining:
     """Join ``room``: ``async with peer.join("demo", ...) as room``.
 
-    ``video``/``audio`` take the CLI's source names (``testsrc``, ``camera``, a file, a device,
-    ``none``) or a track such as ``FrameSource`` for frames you make. ``media`` takes sources
+    ``video``/``audio`` take the CLI's source names (``testsrc``, ``camera``, ``mic``, ``sine:880``,
+    a file, a device, ``none``) or a track such as ``FrameSource`` or ``AudioSource`` for frames
+    or samples you make; ``audio="mic"`` with no microphone there goes on without sound (a
+    warning is logged). ``media`` takes sources
     opened beforehand with ``LocalMedia.open`` instead (the CLI opens the camera before its
     window): the room stops them when it closes, and a join that fails leaves them open, to
     stop or to join with elsewhere. ``ice_hosts`` is the CLI's ``--ice-host``; ``ice`` an

@@ -48,7 +48,10 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
                              "then a 'camera off' picture)")
     parser.add_argument("--video-size", default="640x480", help="capture size, WIDTHxHEIGHT (default 640x480)")
     parser.add_argument("--fps", type=int, default=30, help="capture frame rate (default 30)")
-    parser.add_argument("--audio", default="none", help="none (default), sine, a media file, or lavfi:GRAPH")
+    parser.add_argument("--audio", default="mic",
+                        help="mic (default: the system's default microphone; with none, the call goes on without "
+                             "sound), a microphone's name as --list-devices prints it, a media file, sine or "
+                             "sine:FREQ (a test tone), lavfi:GRAPH, or none")
     parser.add_argument("--no-window", action="store_true", help="show no window; remote media is still received")
     parser.add_argument("--speaker", metavar="DEVICE",
                         help="play the others' sound on DEVICE (a speaker's name as --list-devices prints it; "
@@ -342,7 +345,7 @@ def bind_media_keys(window: Window, media: LocalMedia) -> None:
 
     def mute() -> None:
         if media.audio is None:
-            say("no microphone to mute (started with --audio none)")
+            say("no microphone to mute (--audio none, or none found)")
             return
         media.set_muted(not media.muted)
         say("microphone muted: the others hear silence" if media.muted else "microphone on")
@@ -472,11 +475,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         for noisy in ("aioice", "aiortc", "socketio", "engineio"):
             logging.getLogger(noisy).setLevel(logging.ERROR)
     if args.list_devices:
-        try:
-            lines = device_lines(list_devices())
-        except NotImplementedError as error:
-            lines = [str(error)]
-        for line in lines:
+        for line in device_lines(list_devices()):
             say(line)
         return 0
     try:

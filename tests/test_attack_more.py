@@ -64,9 +64,10 @@ async def test_a_chat_message_larger_than_announced_is_cut_off_not_reassembled(s
 
 
 def victim_cli(room: str, server_url: str) -> Process:
-    """``python -m peer`` as ``victim`` in ``room``, with no camera and no window."""
+    """``python -m peer`` as ``victim`` in ``room``, with no camera, no sound and no window."""
     return Process([sys.executable, "-m", "peer", "--room", room, "--server", server_url, "--name", "victim",
-                    "--video", "none", "--no-window", "--ice-host", LOCAL], env=child_env(), name="victim")
+                    "--video", "none", "--audio", "none", "--no-window", "--ice-host", LOCAL],
+                   env=child_env(), name="victim")
 
 
 class HostileServer:

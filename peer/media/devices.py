@@ -1,37 +1,43 @@
 """The cameras, microphones and speakers this machine offers, for ``python -m peer --list-devices``.
 
-Linux only: cameras are the V4L2 capture nodes ``/dev/video*`` (a camera's metadata node is
-no camera), microphones and speakers are ALSA's PCM devices (``/proc/asound``) and, where
-``pactl`` answers, PulseAudio's or PipeWire's sources and sinks (a sink's ``.monitor`` is what
-the speaker plays, not a microphone). The parsing is pure, on texts and bytes; the reading is
-at the edges and blocks: it runs before any event loop.
+Cameras (Linux only) are the V4L2 capture nodes ``/dev/video*`` (a camera's metadata node is
+no camera). Microphones and speakers are what miniaudio finds through the sound system it
+reaches first (PulseAudio or PipeWire, else ALSA's sound cards; CoreAudio, WASAPI elsewhere),
+named as miniaudio names them: PulseAudio's descriptions, such as "Monitor of Speaker". The
+same listing opens a device by name (``find_sound_device``), so the names printed are the
+names the flags take. Nothing is kept between calls: devices come and go, and a child process
+finds its sound server through its own environment (``PULSE_SERVER``). The parsing is pure;
+the reading is at the edges and blocks: off the event loop.
 """
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import fcntl
+import functools
 import logging
 import os
-import re
-import shutil
+import shlex
 import struct
-import subprocess
 import sys
-from dataclasses import dataclass
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Any, Iterator, Optional, Sequence
+
+import miniaudio
+
+from ..errors import MediaError
 
 logger = logging.getLogger(__name__)
 
 CAMERA, MICROPHONE, SPEAKER = "camera", "microphone", "speaker"
 KINDS = (CAMERA, MICROPHONE, SPEAKER)
 
-MAX_TEXT = 64 * 1024
-"""The most read of one listing (a /proc file, pactl's output): far more than any machine's devices."""
 MAX_NAME = 80
-PACTL_TIMEOUT = 3.0
-"""pactl with no sound server answers at once; one that hangs does not hold the listing up."""
+MAX_SOUND_DEVICES = 256
+"""The most taken of one sound system's listing: far more than any machine has."""
 
 
 @dataclass(frozen=True)
@@ -64,46 +70,43 @@ def capture_card(capability: bytes) -> Optional[str]:
     return _name(card.split(b"\0")[0].decode("utf-8", "replace"))
 
 
-def alsa_cards(text: str) -> dict[int, tuple[str, str]]:
-    """``/proc/asound/cards``: card number to (id, name), e.g. ``0 [PCH ]: HDA-Intel - HDA Intel PCH``."""
-    cards = {}
-    for line in text.splitlines():
-        if match := re.fullmatch(r"\s*(\d+) \[(\S+)\s*\]: .*? - (.*)", line):
-            cards[int(match.group(1))] = (match.group(2), _name(match.group(3)))
-    return cards
+@dataclass(frozen=True)
+class SoundDevice:
+    """A microphone or speaker as miniaudio finds it: ``name`` is what the flags take, ``id`` the
+    sound system's own name for it (PulseAudio's ``mic.monitor``, ALSA's ``hw:0,0``), ``default``
+    whether the system takes it when none is named, ``handle`` what miniaudio opens it by."""
+
+    kind: str
+    name: str
+    id: str
+    default: bool = False
+    handle: Any = field(default=None, compare=False, repr=False)
 
 
-def alsa_devices(pcm: str, cards: dict[int, tuple[str, str]]) -> list[Device]:
-    """``/proc/asound/pcm`` (``00-00: ID : NAME : playback 1 : capture 1``) as microphones and
-    speakers named ``hw:CARD,DEV``, CARD the card's id (stable when cards come and go) if known."""
-    devices = []
-    for line in pcm.splitlines():
-        match = re.match(r"(\d+)-(\d+): ", line)
-        if not match:
-            continue
-        card, number = int(match.group(1)), int(match.group(2))
-        fields = [field.strip() for field in line[match.end():].split(" : ")]
-        roles = {field.split()[0] for field in fields if re.fullmatch(r"(playback|capture) \d+", field)}
-        names = [field for field in fields if field and field.split()[0] not in ("playback", "capture")]
-        card_id, card_name = cards.get(card, (str(card), ""))
-        name = _name(": ".join(part for part in (card_name, names[-1] if names else "") if part))
-        for role, kind in (("capture", MICROPHONE), ("playback", SPEAKER)):
-            if role in roles:
-                devices.append(Device(kind, f"hw:{card_id},{number}", name))
-    return devices
+def sound_flag(device: SoundDevice) -> str:
+    """The flag that picks ``device``, quoted for a shell: ``--audio 'Monitor of Microphone'``."""
+    return f"{'--audio' if device.kind == MICROPHONE else '--speaker'} {shlex.quote(device.name)}"
 
 
-def pulse_devices(short_list: str, kind: str) -> list[Device]:
-    """``pactl list short sources`` (kind MICROPHONE) or ``... sinks`` (SPEAKER): tab-separated
-    lines whose second field is the name. Monitors of sinks are no microphones."""
-    devices = []
-    for line in short_list.splitlines():
-        fields = line.split("\t")
-        if len(fields) < 2 or not fields[1] or (kind == MICROPHONE and fields[1].endswith(".monitor")):
-            continue
-        what = "PulseAudio/PipeWire " + ("source" if kind == MICROPHONE else "sink")
-        devices.append(Device(kind, _name(fields[1]), what))
-    return devices
+def is_alsa_card(device_id: str) -> bool:
+    """Whether an ALSA device is a sound card's (``hw:0,0``, ``default``) rather than one of the
+    plugins ALSA lists beside them (``null`` discards everything, ``pulse`` is the sound server)."""
+    return ":" in device_id or device_id == "default"
+
+
+def choose_sound_device(devices: Sequence[SoundDevice], kind: str, wanted: str) -> SoundDevice:
+    """The device of ``kind`` that ``wanted`` names: its name or id (any case), or else the one
+    whose name contains it. Raises MediaError saying what there is when none or several match."""
+    mine = [device for device in devices if device.kind == kind]
+    key = wanted.strip().casefold()
+    exact = [device for device in mine if key in (device.name.casefold(), device.id.casefold())]
+    found = exact or [device for device in mine if key and key in device.name.casefold()]
+    if len(found) == 1:
+        return found[0]
+    names = ", ".join(repr(device.name) for device in (found or mine)) or "none found"
+    if found:
+        raise MediaError(f"{wanted!r} names several {kind}s: {names}. Give the whole name.")
+    raise MediaError(f"no {kind} named {wanted!r} (found: {names}); python -m peer --list-devices shows them.")
 
 
 def _name(text: str) -> str:
@@ -113,16 +116,89 @@ def _name(text: str) -> str:
 # The reading, at the edges
 
 def list_devices() -> list[Device]:
-    """Every camera, microphone and speaker found, in that order. Raises NotImplementedError
-    off Linux (PyAV has no listing of avfoundation's or dshow's devices to rely on)."""
-    if not sys.platform.startswith("linux"):
-        raise NotImplementedError("listing devices is supported on Linux only")
-    found = _cameras()
-    cards = alsa_cards(_read(Path("/proc/asound/cards")))
-    found += alsa_devices(_read(Path("/proc/asound/pcm")), cards)
-    for kind, what in ((MICROPHONE, "sources"), (SPEAKER, "sinks")):
-        found += pulse_devices(_pactl("list", "short", what), kind)
+    """Every camera, microphone and speaker found, in that order. Cameras are listed on Linux
+    only (PyAV has no listing of avfoundation's or dshow's devices to rely on)."""
+    found = _cameras() if sys.platform.startswith("linux") else []
+    found += [Device(device.kind, device.id, device.name, sound_flag(device)) for device in sound_devices()]
     return sorted(found, key=lambda device: KINDS.index(device.kind))
+
+
+def find_sound_device(kind: str, wanted: str) -> SoundDevice:
+    """The microphone or speaker (``kind``) that ``wanted`` names, as ``choose_sound_device``
+    finds it among those there now. Blocks: call it off the event loop."""
+    return choose_sound_device(sound_devices(), kind, wanted)
+
+
+def sound_devices() -> list[SoundDevice]:
+    """The microphones and speakers of the first sound system miniaudio reaches; none when
+    there is no sound system at all. Blocks (it talks to the sound server)."""
+    with sound_context() as context:
+        return [] if context is None else _sound_devices_of(context)
+
+
+def sound_backends() -> list[miniaudio.Backend]:
+    """The sound systems to try, in miniaudio's order, without its "null" one: a device there
+    is silence that looks like a microphone, and hides that there is none."""
+    skipped = (miniaudio.Backend.NULL, miniaudio.Backend.CUSTOM)
+    return sorted((backend for backend in miniaudio.get_enabled_backends() if backend not in skipped),
+                  key=lambda backend: backend.value)
+
+
+@contextmanager
+def sound_context() -> Iterator[Any]:
+    """A miniaudio context on the first sound system that answers, or None when none does."""
+    quiet_alsa()
+    ffi, lib = miniaudio.ffi, miniaudio.lib
+    backends = sound_backends()
+    context = ffi.new("ma_context*")
+    if lib.ma_context_init(ffi.new("ma_backend[]", [backend.value for backend in backends]), len(backends),
+                           ffi.NULL, context) != lib.MA_SUCCESS:
+        yield None
+        return
+    try:
+        yield context
+    finally:
+        lib.ma_context_uninit(context)
+
+
+def _sound_devices_of(context: Any) -> list[SoundDevice]:
+    ffi, lib = miniaudio.ffi, miniaudio.lib
+    backend = ffi.string(lib.ma_get_backend_name(context[0].backend)).decode()
+    playbacks, playback_count = ffi.new("ma_device_info**"), ffi.new("ma_uint32*")
+    captures, capture_count = ffi.new("ma_device_info**"), ffi.new("ma_uint32*")
+    if lib.ma_context_get_devices(context, playbacks, playback_count, captures, capture_count) != lib.MA_SUCCESS:
+        logger.debug("%s lists no devices", backend)
+        return []
+    devices = []
+    for kind, infos, count in ((MICROPHONE, captures, capture_count), (SPEAKER, playbacks, playback_count)):
+        for info in (infos[0][index] for index in range(min(count[0], MAX_SOUND_DEVICES))):
+            name = _name(ffi.string(info.name).decode("utf-8", "replace"))
+            # PulseAudio's and ALSA's ids are C strings (elsewhere the id is no text: the name stands in)
+            device_id = _name(ffi.string(ffi.cast("char *", ffi.addressof(info.id)), MAX_NAME).decode(
+                "utf-8", "replace")) if backend in ("PulseAudio", "ALSA") else name
+            if name and (backend != "ALSA" or is_alsa_card(device_id)):
+                devices.append(SoundDevice(kind, name, device_id, bool(info.isDefault),
+                                           ffi.new("ma_device_id*", info.id)))
+    return devices
+
+
+@functools.cache
+def quiet_alsa() -> None:
+    """Keep ALSA's library from printing its errors to stderr: where there is no sound card it
+    prints dozens of lines for each device miniaudio tries, and the peer says what matters in one.
+    Once per process; nothing to do where there is no libasound."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        alsa = ctypes.CDLL("libasound.so.2")
+    except OSError:
+        return
+    alsa.snd_lib_error_set_handler(_ALSA_SILENCE)
+
+
+# ALSA's handler is variadic (file, line, function, err, fmt, ...); one that reads none of them can stay fixed.
+_ALSA_SILENCE = ctypes.CFUNCTYPE(None, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_int,
+                                 ctypes.c_char_p)(lambda *_: None)
 
 
 def _cameras() -> list[Device]:
@@ -154,27 +230,3 @@ def _capture_card_of(path: Path) -> Optional[str]:
         return capture_card(bytes(answer))
     finally:
         os.close(descriptor)
-
-
-def _read(path: Path) -> str:
-    try:
-        with path.open("rb") as file:
-            return file.read(MAX_TEXT).decode("utf-8", "replace")
-    except OSError:
-        return ""  # no sound card, or no ALSA in this kernel
-
-
-def _pactl(*arguments: str) -> str:
-    """pactl's output, or "" when there is no pactl or no sound server answering it."""
-    program = shutil.which("pactl")
-    if program is None:
-        return ""
-    try:
-        done = subprocess.run([program, *arguments], capture_output=True, timeout=PACTL_TIMEOUT, check=False)
-    except (OSError, subprocess.TimeoutExpired) as error:
-        logger.debug("pactl %s: %s", " ".join(arguments), error)
-        return ""
-    if done.returncode != 0:
-        logger.debug("pactl %s: %s", " ".join(arguments), done.stderr[:200])
-        return ""
-    return done.stdout[:MAX_TEXT].decode("utf-8", "replace")

@@ -18,6 +18,7 @@ import os
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, AsyncIterator, Callable, Optional, Union, cast
 
 import av
@@ -28,12 +29,20 @@ from aiortc.contrib.media import MediaPlayer, MediaRelay
 from aiortc.mediastreams import MediaStreamError
 
 from ..errors import MediaError
+from .microphone import MicrophoneSpec, MicrophoneTrack, NoMicrophone
 
 logger = logging.getLogger(__name__)
 
 CAMERA = "camera"
 TESTSRC = "testsrc"
 NONE = "none"
+MIC = "mic"
+SINE_MIN, SINE_MAX = 20, 20000
+MEDIA_SUFFIXES = {".wav", ".mp3", ".ogg", ".oga", ".opus", ".flac", ".m4a", ".aac", ".mp4", ".mkv", ".webm", ".mov"}
+"""What an ``--audio`` value ends with when it means a file, not a microphone's name."""
+PLAYING_LEVEL = 0.003
+"""Remote sound quieter than this (RMS, -50 dB of full scale) is taken for silence: it does
+not turn the microphone down."""
 OFF_FPS = 4
 """The rate of the "camera off" picture: it does not change, so a few frames a second keep
 the stream (and the receivers' decoders) going at little cost."""
@@ -83,17 +92,52 @@ def video_spec(video: str, size: str, fps: int, loop: bool = True) -> Optional[P
     raise MediaError(f"no such camera or file: {video}. Give a device path, a media file, 'testsrc' or 'none'.")
 
 
-def audio_spec(audio: str, loop: bool = True) -> Optional[PlayerSpec]:
-    """Turn the ``--audio`` value into what PyAV opens: ``none``, ``sine``, a file, or ``lavfi:GRAPH``."""
+def audio_spec(audio: str, loop: bool = True) -> Union[PlayerSpec, MicrophoneSpec, None]:
+    """Turn the ``--audio`` value into what opens it: ``none``, ``mic`` (the default microphone),
+    ``sine`` or ``sine:FREQ``, ``lavfi:GRAPH``, a media file, or else a microphone's name as
+    ``--list-devices`` prints it."""
     if audio == NONE:
         return None
-    if audio == "sine":
-        return PlayerSpec("sine=frequency=440:sample_rate=48000", "lavfi", what="sine")
+    if audio == MIC:
+        return MicrophoneSpec()
+    if audio == "sine" or audio.startswith("sine:"):
+        return PlayerSpec(f"sine=frequency={sine_frequency(audio)}:sample_rate=48000", "lavfi", what=audio)
     if audio.startswith("lavfi:"):
         return PlayerSpec(audio[len("lavfi:"):], "lavfi", what=audio)
     if os.path.isfile(audio):
         return PlayerSpec(audio, loop=loop, what=f"file {audio}")
-    raise MediaError(f"no such audio file: {audio}. Give a media file, 'sine' or 'none'.")
+    if not audio.strip() or audio.startswith(("/", "./", "../", "~")) or \
+            Path(audio).suffix.lower() in MEDIA_SUFFIXES:
+        raise MediaError(f"no such audio file: {audio}. Give a media file, mic, a microphone's name, sine, "
+                         "lavfi:GRAPH or none.")
+    return MicrophoneSpec(audio)
+
+
+def sine_frequency(audio: str) -> float:
+    """The frequency of ``sine`` (440 Hz) or ``sine:FREQ``, FREQ within what people hear."""
+    text = audio.partition(":")[2] if ":" in audio else "440"
+    try:
+        frequency = float(text)
+    except ValueError:
+        frequency = float("nan")
+    if not SINE_MIN <= frequency <= SINE_MAX:  # NaN fails too
+        raise MediaError(f"--audio {audio}: the frequency must be a number of Hz from {SINE_MIN} to {SINE_MAX}, "
+                         "e.g. sine:880.")
+    return frequency
+
+
+async def open_audio(spec: MicrophoneSpec) -> Optional[MicrophoneTrack]:
+    """The microphone, or None when the default one cannot be opened (no sound server, no
+    device): said once, as the call goes on without sound. A microphone named but not found
+    is an error (a typo should not pass for silence)."""
+    try:
+        return await MicrophoneTrack.open(spec)
+    except NoMicrophone as error:
+        if spec.device is not None:
+            raise
+        logger.warning("no microphone: %s; the call goes on without sound (python -m peer --list-devices "
+                       "shows what there is)", error)
+        return None
 
 
 def open_player(spec: PlayerSpec) -> Union[MediaPlayer, "LoopingPlayer"]:
@@ -192,6 +236,8 @@ class LocalMedia:
                  size: tuple[int, int] = (640, 480)) -> None:
         self.video = CameraSwitch(video, size) if video is not None else None
         self.audio = MuteSwitch(audio) if audio is not None else None
+        self.microphone = audio if isinstance(audio, MicrophoneTrack) else None
+        """The microphone sent, when the sound is one (not a file, a tone or a bot's)."""
         self._players = players or []
         self._relay = MediaRelay()
 
@@ -205,20 +251,25 @@ class LocalMedia:
         specs = [video_spec(video, size, fps, loop) if isinstance(video, str) else None,
                  audio_spec(audio, loop) if isinstance(audio, str) else None]
         players: list[Union[MediaPlayer, LoopingPlayer]] = []
+        microphone: Optional[MicrophoneTrack] = None
         try:
             with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="media-open") as opener:
                 for spec in specs:
-                    if spec is not None:
+                    if isinstance(spec, MicrophoneSpec):
+                        microphone = await open_audio(spec)
+                    elif spec is not None:
                         players.append(await event_loop.run_in_executor(opener, open_player, spec))
         except BaseException:
             for player in players:
                 _stop_player(player)
             raise
         video_track = next((p.video for p in players if p.video is not None), None)
-        audio_track = next((p.audio for p in players if p.audio is not None), None)
+        audio_track = microphone or next((p.audio for p in players if p.audio is not None), None)
         if isinstance(video, MediaStreamTrack):
             video_track = video
         elif video != NONE and video_track is None:
+            if microphone is not None:
+                microphone.stop()
             raise MediaError(f"{video} has no video stream.")
         if isinstance(audio, MediaStreamTrack):
             audio_track = audio
@@ -254,6 +305,19 @@ class LocalMedia:
         """Mute the sound source (the calls get silence) or unmute it."""
         if self.audio is not None:
             self.audio.muted = muted
+
+    def playing(self, samples: np.ndarray) -> None:
+        """What the speaker side calls with each block of remote sound it plays (any shape,
+        int16 or float in -1..1): unless the block is near silence, the microphone is turned down
+        while it plays and a moment after (``MicrophoneTrack.duck``), so that it does not send the
+        speaker's sound back into a loop. Sound that is no microphone's is left as it is."""
+        if self.microphone is None or samples.size == 0:
+            return
+        level = float(np.sqrt(np.mean(np.square(samples, dtype=np.float64))))
+        if samples.dtype.kind in "iu":
+            level /= 32768
+        if level >= PLAYING_LEVEL:
+            self.microphone.duck()
 
     async def preview(self, fps: float = 10) -> AsyncIterator[np.ndarray]:
         """What the calls get of the video ("camera off" included), as BGR pictures, the newest
