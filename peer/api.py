@@ -239,8 +239,9 @@ class Room:
                    on_problem: Optional[Callable[[str], None]] = None) -> Speaker:
         """Play every member's sound, now and later, mixed on the default output device (or
         the one called ``device``) until the room closes or ``await speaker.close()``. Where
-        no device opens, ``on_problem`` (default: a log warning) is told once; the calls go on."""
-        speaker = Speaker(device, on_problem)
+        no device opens, ``on_problem`` (default: a log warning) is told once; the calls go on.
+        While it plays, the room's own microphone is turned down (``LocalMedia.playing``)."""
+        speaker = Speaker(device, on_problem, on_sound=self.session.media.playing)
         self._speakers.append(speaker)
         for (_, kind), remote in self._remote.items():
             if kind == "audio" and not remote.ended:

@@ -5,6 +5,7 @@ monitor. Also the bot API's ``room.audio_frames()`` and a call recorded with its
 import cv2  # noqa: F401  -- before av
 
 import asyncio
+import time
 import os
 import re
 
@@ -15,6 +16,7 @@ import pytest
 import peer
 from conftest import LOCAL, Server, child_env
 from peer.media.audio import Converter
+from peer.media.microphone import DUCK_LEVEL
 from peer.media.speaker import CAP, NO_OUTPUT, TARGET, JitterBuffer, mix
 from soundserver import MIC, RATE, dominant_frequency
 from test_api import join
@@ -123,6 +125,23 @@ async def test_a_bot_plays_nothing_until_asked(server, sound, monkeypatch):
         await speaker.close()  # twice is fine
         assert dominant_frequency(await record(sound, 1)) is None, "still playing after close()"
     assert dominant_frequency(heard) == pytest.approx(880, abs=10)
+
+
+async def test_a_room_playing_remote_sound_turns_its_own_microphone_down(server, sound, monkeypatch):
+    """The echo policy end to end: the sound ``play_audio`` plays ducks the room's own microphone
+    (a microphone beside the loudspeaker would send it back); before it plays, nothing is ducked."""
+    monkeypatch.setenv("PULSE_SERVER", sound.env["PULSE_SERVER"])
+    async with join("duck", server, "singer", audio=TONE.format(880)) as singer, \
+            join("duck", server, "listener", audio="mic") as listener:
+        await singer.wait_for_peer()
+        await listener.wait_for_frames(10, await listener.wait_for_peer(), kind="audio")
+        microphone = listener.session.media.microphone
+        assert microphone is not None and microphone.gain == 1.0, "ducked before anything played"
+        listener.play_audio()
+        deadline = time.monotonic() + 10
+        while microphone.gain != DUCK_LEVEL:
+            assert time.monotonic() < deadline, "the microphone was not turned down while the tone played"
+            await asyncio.sleep(0.05)
 
 
 async def test_audio_frames_carry_their_rate_and_layout(server):

@@ -16,7 +16,6 @@ buffer's lock only to move a few kilobytes in memory: the loop never waits on th
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import logging
 import threading
 import time
@@ -26,7 +25,9 @@ from typing import Any, AsyncIterator, Callable, Generator, Optional
 import av
 import numpy as np
 
+from ..errors import MediaError
 from .audio import Converter
+from .devices import SPEAKER, find_sound_device, quiet_alsa
 
 logger = logging.getLogger(__name__)
 
@@ -166,13 +167,16 @@ class Speaker:
     ``on_problem`` is told once, in one line for people, and the tracks are left unplayed.
     """
 
-    def __init__(self, device: Optional[str] = None, on_problem: Optional[Callable[[str], None]] = None) -> None:
+    def __init__(self, device: Optional[str] = None, on_problem: Optional[Callable[[str], None]] = None,
+                 on_sound: Optional[Callable[[np.ndarray], None]] = None) -> None:
         self.device = device
         self.problem: Optional[str] = None
         """Why nothing plays, once that is known."""
         self.buffers: tuple[JitterBuffer, ...] = ()
         """One a track playing; replaced whole, so the device's thread reads a consistent one."""
         self._on_problem = on_problem or logger.warning
+        self._on_sound = on_sound
+        """Told each block put in to play: the microphone's ducking (``LocalMedia.playing``) hears of it."""
         self._opening: Optional[asyncio.Future] = None
         self._tasks: set[asyncio.Task] = set()
         self._closed = False
@@ -212,7 +216,10 @@ class Speaker:
         self.buffers += (buffer,)
         try:
             async for frame in frames:
-                buffer.push(convert(frame))
+                samples = convert(frame)
+                buffer.push(samples)
+                if self._on_sound is not None:
+                    self._on_sound(samples)
         finally:
             self.buffers = tuple(b for b in self.buffers if b is not buffer)
 
@@ -221,14 +228,14 @@ class Speaker:
         is asked): runs on a worker thread."""
         import miniaudio
 
-        _quiet_alsa()
+        quiet_alsa()
         try:
             device_id = None
             if self.device is not None:
-                device_id = _playback_id(miniaudio, self.device)
-                if device_id is None:
-                    self.problem = (f"no speaker named {self.device!r} (the names --list-devices prints): "
-                                    "the sound others send is not played; the call goes on")
+                try:
+                    device_id = find_sound_device(SPEAKER, self.device).handle
+                except MediaError as error:
+                    self.problem = f"{error} The sound others send is not played; the call goes on"
                     return None
             device = miniaudio.PlaybackDevice(output_format=miniaudio.SampleFormat.SIGNED16, nchannels=CHANNELS,
                                               sample_rate=RATE, buffersize_msec=PERIOD_MS, callback_periods=PERIODS,
@@ -252,50 +259,3 @@ class Speaker:
         count = yield b""
         while True:
             count = yield mix(self.buffers, count).tobytes()
-
-
-def _playback_id(miniaudio: Any, name: str) -> Any:
-    """miniaudio's id of the playback device called ``name``, or None. Its name for people
-    (PulseAudio's description) is what counts first; then the name PulseAudio or ALSA knows
-    it by (``alsa_output.pci-...``, ``hw:0,0``); then either, case aside."""
-    playbacks = [(device["id"], _names(miniaudio, device)) for device in miniaudio.Devices().get_playbacks()]
-    for matches in (lambda names: name == names[0], lambda names: name in names,
-                    lambda names: name.casefold() in (each.casefold() for each in names)):
-        for device_id, names in playbacks:
-            if matches(names):
-                return device_id
-    return None
-
-
-def _names(miniaudio: Any, device: dict) -> list[str]:
-    names = [device["name"]]
-    for backend in ("pulse", "alsa"):
-        try:
-            names.append(miniaudio.ffi.string(getattr(device["id"], backend)).decode(errors="replace"))
-        except (AttributeError, TypeError):  # a miniaudio built without that backend
-            pass
-    return [each for each in names if each]
-
-
-_ALSA_ERROR_HANDLER = ctypes.CFUNCTYPE(None, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_int,
-                                       ctypes.c_char_p)
-_quieted: list[Any] = []
-"""The handler given to ALSA, kept alive for as long as the process (ALSA holds a bare pointer)."""
-
-
-def _quiet_alsa() -> None:
-    """Send ALSA's complaints to the debug log. Where neither a card nor a sound server is,
-    miniaudio's try of ALSA makes the system's alsa-lib print a dozen lines to stderr: the
-    person is meant to read one line saying there is no sound output, not those."""
-    if _quieted:
-        return
-
-    def handler(file: Optional[bytes], line: int, function: Optional[bytes], error: int,
-                message: Optional[bytes]) -> None:
-        logger.debug("ALSA %s: %s (error %d)", function, message, error)
-
-    _quieted.append(_ALSA_ERROR_HANDLER(handler))
-    try:
-        ctypes.CDLL("libasound.so.2").snd_lib_error_set_handler(_quieted[0])
-    except (OSError, AttributeError):  # no ALSA here (macOS, Windows): nothing to quiet
-        pass
