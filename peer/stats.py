@@ -95,7 +95,7 @@ class CallStats:
 
     def summary(self) -> str:
         """One short line for people (the CLI's status line), the name left out."""
-        return f"{_number(self.fps_in)}/{_number(self.fps_out)} fps in/out, {self.path}"
+        return f"{_number(self.fps_in)}/{_number(self.fps_out)} fps in/out, rtt {_milliseconds(self.rtt_ms)}, {self.path}"
 
 
 @dataclass(frozen=True)
