@@ -184,39 +184,41 @@ async def _read(call: Watched) -> Optional[_Reading]:
         packets_in=sum(s.packetsReceived for s in inbound), lost_in=sum(max(0, s.packetsLost) for s in inbound),
         frames_in=call.frames_in, count_in=call.frames_in.count if call.frames_in else 0,
         frames_out=meter_out, count_out=meter_out.count if meter_out else 0,
-        rtt_ms=rtts[0] * 1000 if rtts else None,
+        rtt_ms=max(0.0, rtts[0] * 1000) if rtts else None,  # from the other side's reports: never below 0
         loss_out=max((s.fractionLost / 256 for s in remote_inbound), default=None),
     )
 
 
 def _compare(call: Watched, before: Optional[_Reading], now: _Reading) -> CallStats:
     """The figures of ``now``, its rates taken from ``before`` when that is of the same connection."""
-    same = before is not None and before.pc is now.pc and now.at > before.at
-    seconds = now.at - before.at if before is not None and same else 0.0
+    if before is None or before.pc is not now.pc or now.at <= before.at:
+        before = None
 
-    def rate(old: Optional[float], new: Optional[float], scale: float = 1.0) -> Optional[float]:
-        if not same or old is None or new is None or new < old:
+    def per_second(old: Optional[float], new: Optional[float]) -> Optional[float]:
+        if before is None or old is None or new is None or new < old:
             return None
-        return (new - old) * scale / seconds
+        return (new - old) / (now.at - before.at)
 
     def fps(old_meter: Optional[FrameMeter], old: int, meter: Optional[FrameMeter], new: int) -> Optional[float]:
-        return rate(old, new) if meter is not None and meter is old_meter else None
+        return per_second(old, new) if meter is not None and meter is old_meter else None
 
-    packets = lost = None
-    if same and before is not None:
-        packets, lost = now.packets_in - before.packets_in, now.lost_in - before.lost_in
+    def bits(old: Optional[int], new: Optional[int]) -> Optional[float]:
+        rate = per_second(old, new)
+        return None if rate is None else rate * 8
+
+    loss_in = None
+    if before is not None:
+        packets, lost = now.packets_in - before.packets_in, max(0, now.lost_in - before.lost_in)
+        loss_in = lost / (packets + lost) if packets + lost > 0 else None
     return CallStats(
         member=call.member, time=time.time(), path=selected_path(now.pc), codec=negotiated_codec(now.pc, "video"),
         resolution_in=now.frames_in.size if now.frames_in else None,
         resolution_out=now.frames_out.size if now.frames_out else None,
         fps_in=fps(before.frames_in, before.count_in, now.frames_in, now.count_in) if before else None,
         fps_out=fps(before.frames_out, before.count_out, now.frames_out, now.count_out) if before else None,
-        bitrate_in=rate(before.bytes_in if before else None, now.bytes_in, 8),
-        bitrate_out=rate(before.bytes_out if before else None, now.bytes_out, 8),
-        rtt_ms=now.rtt_ms,
-        loss_in=lost / (packets + lost) if packets is not None and lost is not None and packets + lost > 0 and lost >= 0
-        else None,
-        loss_out=now.loss_out,
+        bitrate_in=bits(before.bytes_in, now.bytes_in) if before else None,
+        bitrate_out=bits(before.bytes_out, now.bytes_out) if before else None,
+        rtt_ms=now.rtt_ms, loss_in=loss_in, loss_out=now.loss_out,
     )
 
 
