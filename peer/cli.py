@@ -420,13 +420,18 @@ class StatsView:
             overlay = self.window is not None and self.window.stats_shown
             if not (status or overlay or self.file):
                 continue
-            calls = await self.room.stats()
-            if overlay:
-                self._show(calls)
-            if self.file is not None and calls:
-                self._write(calls)
-            if status and calls:
-                say(f"status: {len(calls)} connected | " + " | ".join(f"{call.member.name} {call.summary()}" for call in calls))
+            try:
+                self._report(await self.room.stats(), status, overlay)
+            except Exception:  # figures gone wrong once must not end them for the rest of the call
+                logger.exception("could not show the call statistics")
+
+    def _report(self, calls: list[CallStats], status: bool, overlay: bool) -> None:
+        if overlay:
+            self._show(calls)
+        if self.file is not None and calls:
+            self._write(calls)
+        if status and calls:
+            say(f"status: {len(calls)} connected | " + " | ".join(f"{call.member.name} {call.summary()}" for call in calls))
 
     def _show(self, calls: list[CallStats]) -> None:
         assert self.window is not None  # only with the overlay on
