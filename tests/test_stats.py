@@ -73,7 +73,8 @@ def test_stats_file_has_a_json_line_a_second_per_call_and_the_status_line_is_pri
              "--fps", "15", "--ice-host", LOCAL]
     alice = processes.peer(*flags, "--stats", str(out), "--quiet", name="alice")
     alice.expect("joined room cli")
-    bob = processes.peer(*flags, name="bob")
+    bob_name = 'bob "the\\ón"'  # quotes, a backslash, a letter beyond ASCII: JSON escapes them
+    bob = processes.peer(*flags, name=bob_name)
     bob.expect(r"status: 1 connected \| alice \d+/\d+ fps in/out, rtt .+, direct")
 
     def lines() -> list[str]:
@@ -88,8 +89,9 @@ def test_stats_file_has_a_json_line_a_second_per_call_and_the_status_line_is_pri
     assert alice.wait() == 0
     assert "status:" not in alice.output, "--quiet printed a status line"
 
+    assert '"member": "bob \\"the\\\\\\u00f3n\\""' in out.read_text()
     records = [json.loads(line) for line in lines()]
-    assert {(r["member"], r["member_id"]) for r in records} == {("bob", records[0]["member_id"])}
+    assert {(r["member"], r["member_id"]) for r in records} == {(bob_name, records[0]["member_id"])}
     for record in records:
         assert record.keys() >= {"time", "member", "member_id", "path", "codec", "resolution_in", "resolution_out",
                                  "fps_in", "fps_out", "bitrate_in", "bitrate_out", "rtt_ms", "loss_in", "loss_out"}
