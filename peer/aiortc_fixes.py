@@ -12,13 +12,15 @@ statistics' reaches fail soft: a figure they cannot read is None, a path "unknow
 from __future__ import annotations
 
 import asyncio
-import weakref
 import logging
+import weakref
 from typing import Any, Callable, Optional
 
 from aiortc import RTCPeerConnection, RTCRtpReceiver
 from aiortc.rtcsctptransport import (SCTP_DATA_FIRST_FRAG, SCTP_DATA_LAST_FRAG, DataChunk, RTCSctpTransport,
                                      tsn_plus_one)
+
+logger = logging.getLogger(__name__)
 
 MAX_MESSAGE_FRAGMENTS = 1024
 """SCTP fragments of one data channel message (about 1.2 MB). We announce
@@ -116,8 +118,6 @@ def guard_receipt(transport: RTCSctpTransport, complain: Callable[[Exception], N
     transport._receive_data_chunk = bounded  # type: ignore[method-assign]
     _guarded.add(transport)
 
-
-logger = logging.getLogger(__name__)
 
 PATHS = {"host": "direct", "srflx": "through NAT", "prflx": "through NAT", "relay": "relayed"}
 """What a pair of ICE candidates says of the path, by the candidates' types: the pair's path

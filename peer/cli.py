@@ -27,8 +27,8 @@ from signaling.protocol import MAX_NAME_CHARS
 from signaling.text import log_to_stderr, printable
 
 from . import (ASK_TIMEOUT, DEFAULT_MAX_PER_PEER, DEFAULT_MAX_TOTAL, DEFAULT_SERVER, MAX_TRIES, CallEnded, CallStats,
-               ChatMessage, Connected, Device, Event, FileFailed, FileOffer, FileProgress, FileReceived, LocalMedia, Member,
-               PeerError, PeerJoined, PeerLeft, Rejoined, Retrying, Room, SignalingLost, SignalingUnreachable,
+               ChatMessage, Connected, Device, Event, FileFailed, FileOffer, FileProgress, FileReceived, LocalMedia,
+               Member, PeerError, PeerJoined, PeerLeft, Rejoined, Retrying, Room, SignalingLost, SignalingUnreachable,
                TrackReceived, TransferError, human_size, join, list_devices, parse_size)
 from .media.window import Window, check_display
 
@@ -431,7 +431,8 @@ class StatsView:
         if self.file is not None and calls:
             self._write(calls)
         if status and calls:
-            say(f"status: {len(calls)} connected | " + " | ".join(f"{call.member.name} {call.summary()}" for call in calls))
+            say(f"status: {len(calls)} connected | "
+                + " | ".join(f"{call.member.name} {call.summary()}" for call in calls))
 
     def _show(self, calls: list[CallStats]) -> None:
         assert self.window is not None  # only with the overlay on

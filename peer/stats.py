@@ -95,7 +95,8 @@ class CallStats:
 
     def summary(self) -> str:
         """One short line for people (the CLI's status line), the name left out."""
-        return f"{_number(self.fps_in)}/{_number(self.fps_out)} fps in/out, rtt {_milliseconds(self.rtt_ms)}, {self.path}"
+        rates = f"{_number(self.fps_in)}/{_number(self.fps_out)} fps in/out"
+        return f"{rates}, rtt {_milliseconds(self.rtt_ms)}, {self.path}"
 
 
 @dataclass(frozen=True)
