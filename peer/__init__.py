@@ -16,12 +16,13 @@ from .media.audio_source import AudioSource
 from .media.devices import Device, list_devices
 from .media.frames import FrameSource
 from .media.sources import LocalMedia
+from .stats import CallStats
 from .transfer import ASK_TIMEOUT, DEFAULT_MAX_PER_PEER, DEFAULT_MAX_TOTAL, human_size, parse_size
 
 __all__ = [
     "join", "Room", "FrameSource", "Member", "Event", "PeerJoined", "PeerLeft", "Connected", "CallEnded",
     "Retrying", "ChatMessage", "DataMessage", "FileReceived", "FileFailed", "FileProgress", "FileOffer",
-    "TrackReceived", "SignalingLost", "Rejoined", "Recorder", "AudioFrame", "Speaker",
+    "TrackReceived", "SignalingLost", "Rejoined", "Recorder", "AudioFrame", "Speaker", "CallStats",
     "PeerError", "SignalingUnreachable", "JoinRefused", "MediaError", "DisplayError", "TransferError",
     "WaitTimeout", "RoomClosed", "NothingToRecord",
     "DEFAULT_SERVER", "IceSettings", "LocalMedia", "MAX_TRIES", "ASK_TIMEOUT", "DEFAULT_MAX_PER_PEER",

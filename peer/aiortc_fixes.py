@@ -1,20 +1,26 @@
 """Workarounds for aiortc's behaviour, in one place: each says what it works around.
 
-Written against aiortc 1.16.0. Two of them reach into aiortc's private parts (a coroutine's
-frame, ``RTCSctpTransport``'s receive steps and streams); when aiortc changes, this module is
-the one to check, and its tests are the attack tests on oversized and undecodable messages
-(tests/test_attack_more.py, tests/test_attack_moved.py) and every call that is renewed.
+Written against aiortc 1.16.0 and aioice 0.13.0. Some reach into their private parts (a
+coroutine's frame, ``RTCSctpTransport``'s receive steps and streams, and for the call
+statistics a transceiver's codecs, a receiver's packet handler, aioice's nominated pair);
+when aiortc or aioice changes, this module is the one to check, and its tests are the attack
+tests on oversized and undecodable messages (tests/test_attack_more.py,
+tests/test_attack_moved.py), every call that is renewed, and tests/test_stats.py. The
+statistics' reaches fail soft: a figure they cannot read is None, a path "unknown".
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import weakref
-from typing import Callable
+from typing import Any, Callable, Optional
 
-from aiortc import RTCPeerConnection
+from aiortc import RTCPeerConnection, RTCRtpReceiver
 from aiortc.rtcsctptransport import (SCTP_DATA_FIRST_FRAG, SCTP_DATA_LAST_FRAG, DataChunk, RTCSctpTransport,
                                      tsn_plus_one)
+
+logger = logging.getLogger(__name__)
 
 MAX_MESSAGE_FRAGMENTS = 1024
 """SCTP fragments of one data channel message (about 1.2 MB). We announce
@@ -111,3 +117,71 @@ def guard_receipt(transport: RTCSctpTransport, complain: Callable[[Exception], N
     transport._data_channel_receive = guarded  # type: ignore[method-assign]
     transport._receive_data_chunk = bounded  # type: ignore[method-assign]
     _guarded.add(transport)
+
+
+PATHS = {"host": "direct", "srflx": "through NAT", "prflx": "through NAT", "relay": "relayed"}
+"""What a pair of ICE candidates says of the path, by the candidates' types: the pair's path
+is the farthest of its two ("relayed" over "through NAT" over "direct")."""
+UNKNOWN_PATH = "unknown"
+
+
+def selected_path(pc: RTCPeerConnection) -> str:
+    """"direct", "through NAT", "relayed" (or "unknown"), from the ICE candidate pair the
+    connection uses. aiortc does not expose that pair: it is aioice's ``Connection._nominated``
+    (component 1, the only one with bundle and rtcp-mux), behind ``RTCIceTransport._connection``."""
+    try:
+        transport = pc.sctp.transport.transport if pc.sctp is not None else \
+            next(t.sender.transport.transport for t in pc.getTransceivers() if t.sender.transport is not None)
+        pair = transport._connection._nominated.get(1)
+        if pair is None:
+            return UNKNOWN_PATH
+        paths = [PATHS.get(candidate.type, UNKNOWN_PATH) for candidate in (pair.local_candidate, pair.remote_candidate)]
+    except (AttributeError, StopIteration, TypeError) as error:
+        logger.debug("no ICE path to read: %r", error)
+        return UNKNOWN_PATH
+    for path in (UNKNOWN_PATH, "relayed", "through NAT"):
+        if path in paths:
+            return path
+    return "direct"
+
+
+def negotiated_codec(pc: RTCPeerConnection, kind: str) -> Optional[str]:
+    """The codec (``VP8``, ``H264``, ``opus``) of the first ``kind`` transceiver: the first of its
+    negotiated codecs that is not retransmission, which is the one aiortc's sender encodes
+    with (``RTCRtpTransceiver._codecs``, set from the descriptions). None before negotiation."""
+    for transceiver in pc.getTransceivers():
+        if transceiver.kind != kind:
+            continue
+        codecs: Any = getattr(transceiver, "_codecs", ())
+        for codec in codecs:
+            name = str(getattr(codec, "mimeType", "")).partition("/")[2]
+            if name and name.lower() != "rtx":
+                return name
+    return None
+
+
+_received: "weakref.WeakKeyDictionary[RTCRtpReceiver, list[int]]" = weakref.WeakKeyDictionary()
+
+
+def received_bytes(receiver: RTCRtpReceiver) -> Optional[int]:
+    """The RTP payload bytes ``receiver`` has taken since this was first asked of it (0 then),
+    or None where aiortc's receiver is not as expected.
+
+    aiortc 1.16.0's inbound-rtp statistics have no ``bytesReceived`` (outbound-rtp has
+    ``bytesSent``): so its packet handler (``_handle_rtp_packet``, looked up on the receiver
+    for each packet) is wrapped to count, once per receiver.
+    """
+    if receiver in _received:
+        return _received[receiver][0]
+    handle = getattr(receiver, "_handle_rtp_packet", None)
+    if handle is None:
+        return None
+    total = [0]
+
+    async def counted(packet: Any, arrival_time_ms: int) -> None:
+        total[0] += len(packet.payload)
+        await handle(packet, arrival_time_ms=arrival_time_ms)
+
+    receiver._handle_rtp_packet = counted  # type: ignore[method-assign]
+    _received[receiver] = total
+    return 0

@@ -37,12 +37,13 @@ from .media.recorder import Recorder
 from .media.sources import NONE, LocalMedia
 from .media.speaker import Speaker
 from .session import Session
+from .stats import CallStats, FrameMeter, StatsSampler, Watched
 from .transfer import DEFAULT_MAX_PER_PEER, DEFAULT_MAX_TOTAL, AcceptPolicy, Downloads, FileOffer
 
 __all__ = [
     "Room", "join", "Member", "PeerJoined", "PeerLeft", "Connected", "CallEnded", "Retrying", "ChatMessage",
     "DataMessage", "FileReceived", "FileFailed", "FileProgress", "FileOffer", "TrackReceived", "SignalingLost",
-    "Rejoined", "Event", "Recorder", "DEFAULT_SERVER", "AudioFrame", "Speaker",
+    "Rejoined", "Event", "Recorder", "DEFAULT_SERVER", "AudioFrame", "Speaker", "CallStats",
 ]
 
 DEFAULT_SERVER = f"http://localhost:{DEFAULT_PORT}"
@@ -61,6 +62,8 @@ class _RemoteMedia:
         self.member = member
         self.track = track
         self.count = 0
+        self.meter = FrameMeter() if track.kind == "video" else None
+        """The frames and their size, for the call's statistics."""
         self.arrived = asyncio.Condition()
         self.ended = False
         self._readers: set[asyncio.Queue] = set()
@@ -90,6 +93,8 @@ class _RemoteMedia:
             while True:
                 frame = await self.track.recv()
                 self.count += 1
+                if self.meter is not None:
+                    self.meter.saw(frame)
                 self._hand(frame)
                 async with self.arrived:
                     self.arrived.notify_all()
@@ -114,6 +119,7 @@ class Room:
         """Set, and replaced by a new one, whenever a remote track comes or the room closes."""
         self._recorders: list[Recorder] = []
         self._speakers: list[Speaker] = []
+        self._stats = StatsSampler()
         self._closed = False
         session.publish = self._on_event
 
@@ -262,6 +268,22 @@ class Room:
             recorder.follow(remote.frames(latest=False))
         self._recorders = [r for r in self._recorders if not r.finished] + [recorder]
         return recorder
+
+    # Statistics
+
+    async def stats(self) -> list[CallStats]:
+        """The statistics of each connected call: resolutions, fps and bitrates both ways,
+        round-trip time, packet loss, video codec and path (see ``CallStats``). Rates are over
+        the time since the room last read that connection: asked within a second, the same
+        figures again; the first time for a connection, it is read twice, a second apart."""
+        return await self._stats.sample(self._watched)
+
+    def _watched(self) -> list[Watched]:
+        def meter(member: Member) -> Optional[FrameMeter]:
+            remote = self._remote.get((member.id, "video"))
+            return remote.meter if remote is not None else None
+        return [Watched(call.remote, call.pc, meter(call.remote)) for call in self.session.calls.values()
+                if call.connected and not call.closed]
 
     # Waiting, for tests
 

@@ -11,21 +11,23 @@ from __future__ import annotations
 import argparse
 import asyncio
 import getpass
+import itertools
+import json
 import logging
 import signal
 import socket
 import sys
 from contextlib import AsyncExitStack
 from pathlib import Path
-from typing import Any, AsyncContextManager, Callable, Optional, Sequence
+from typing import Any, AsyncContextManager, Callable, Optional, Sequence, TextIO
 
 from signaling import HostedServer, host_server
 from signaling.protocol import MAX_NAME_CHARS
 from signaling.text import log_to_stderr, printable
 
-from . import (ASK_TIMEOUT, DEFAULT_MAX_PER_PEER, DEFAULT_MAX_TOTAL, DEFAULT_SERVER, MAX_TRIES, CallEnded, ChatMessage,
-               Connected, Device, Event, FileFailed, FileOffer, FileProgress, FileReceived, LocalMedia, Member,
-               PeerError, PeerJoined, PeerLeft, Rejoined, Retrying, Room, SignalingLost, SignalingUnreachable,
+from . import (ASK_TIMEOUT, DEFAULT_MAX_PER_PEER, DEFAULT_MAX_TOTAL, DEFAULT_SERVER, MAX_TRIES, CallEnded, CallStats,
+               ChatMessage, Connected, Device, Event, FileFailed, FileOffer, FileProgress, FileReceived, LocalMedia,
+               Member, PeerError, PeerJoined, PeerLeft, Rejoined, Retrying, Room, SignalingLost, SignalingUnreachable,
                TrackReceived, TransferError, human_size, join, list_devices, parse_size)
 from .media.window import Window, check_display
 from .terminal import Terminal, say
@@ -76,6 +78,9 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     parser.add_argument("--turn-password", help="TURN password")
     parser.add_argument("--list-devices", action="store_true",
                         help="print the cameras, microphones and speakers found, and the flag for each; join no room")
+    parser.add_argument("--stats", metavar="PATH",
+                        help="append one JSON line of statistics a second per call to PATH")
+    parser.add_argument("--quiet", action="store_true", help="no status line every few seconds")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logs")
     args = parser.parse_args(argv)
     if not args.room and not args.list_devices:
@@ -89,7 +94,16 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     for path in args.send:
         if not Path(path).is_file():
             parser.error(f"--send {path}: no such file")
+    args.stats_file = _open_stats(parser, args.stats) if args.stats else None
     return args
+
+
+def _open_stats(parser: argparse.ArgumentParser, path: str) -> TextIO:
+    """The --stats file, opened at the start: a path that cannot be written is said before joining."""
+    try:
+        return open(path, "a", encoding="utf-8")
+    except OSError as error:
+        parser.error(f"--stats {path}: {error.strerror or error}")
 
 
 def default_name() -> str:
@@ -354,6 +368,61 @@ def bind_media_keys(window: Window, media: LocalMedia) -> None:
     window.on_key("v", camera, "camera")
 
 
+STATUS_EVERY = 5
+"""Seconds between two status lines."""
+
+
+class StatsView:
+    """The calls' statistics for people: the window's overlay (``s``), a status line every
+    ``STATUS_EVERY`` seconds unless ``--quiet``, and ``--stats``' JSON lines. The room is read
+    once a second while one of them wants it, never otherwise."""
+
+    def __init__(self, room: Room, window: Optional[Window], file: Optional[TextIO], quiet: bool) -> None:
+        self.room = room
+        self.window = window
+        self.file = file
+        self.quiet = quiet
+
+    async def run(self) -> None:
+        """Until cancelled."""
+        for second in itertools.count(1):
+            await asyncio.sleep(1)
+            status = not self.quiet and second % STATUS_EVERY == 0
+            overlay = self.window is not None and self.window.stats_shown
+            if not (status or overlay or self.file):
+                continue
+            try:
+                self._report(await self.room.stats(), status, overlay)
+            except Exception:  # figures gone wrong once must not end them for the rest of the call
+                logger.exception("could not show the call statistics")
+
+    def _report(self, calls: list[CallStats], status: bool, overlay: bool) -> None:
+        if overlay:
+            self._show(calls)
+        if self.file is not None and calls:
+            self._write(calls)
+        if status and calls:
+            say(f"status: {len(calls)} connected | "
+                + " | ".join(f"{call.member.name} {call.summary()}" for call in calls))
+
+    def _show(self, calls: list[CallStats]) -> None:
+        assert self.window is not None  # only with the overlay on
+        for call in calls:
+            self.window.set_stats(call.member.id, call.lines())
+
+    def _write(self, calls: list[CallStats]) -> None:
+        """A line per call, appended and flushed: a few hundred bytes a second, which the
+        system's page cache takes at once (no fsync). A write that fails (a full disk) is said
+        once, and the file left alone from then on."""
+        assert self.file is not None  # only with --stats
+        try:
+            self.file.write("".join(json.dumps(call.as_dict()) + "\n" for call in calls))
+            self.file.flush()
+        except OSError as error:
+            say(f"stopped writing statistics to {self.file.name}: {error.strerror or error}")
+            self.file = None
+
+
 async def enter_room(stack: AsyncExitStack, args: argparse.Namespace,
                      joining: Callable[[str], AsyncContextManager[Room]]) -> tuple[Room, Optional[HostedServer]]:
     """Join on --server; with none, on the default server, or on one this process hosts
@@ -403,6 +472,7 @@ async def run(args: argparse.Namespace) -> int:
         if not args.no_window:
             window = Window()
             bind_media_keys(window, media)
+            window.on_key("s", window.toggle_stats, "stats")
             await window.open(f"room {args.room} - waiting", f"waiting for someone to join room {args.room}")
         async with AsyncExitStack() as stack:
             room, hosted = await enter_room(stack, args, joining)
@@ -410,6 +480,8 @@ async def run(args: argparse.Namespace) -> int:
             view.start()
             if not args.no_audio_out:
                 room.play_audio(args.speaker, on_problem=say)
+            statistics = asyncio.ensure_future(StatsView(room, window, args.stats_file, args.quiet).run())
+            stack.callback(statistics.cancel)
             assert room.me is not None  # the room is joined
             say(f"joined room {args.room} as {room.me.name}")
             view.waiting()
@@ -419,6 +491,8 @@ async def run(args: argparse.Namespace) -> int:
         return 0
     finally:
         media.stop()
+        if args.stats_file is not None:
+            args.stats_file.close()
         if view is not None:
             await view.close()
         if window is not None:

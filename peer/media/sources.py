@@ -30,6 +30,7 @@ from aiortc.mediastreams import MediaStreamError
 
 from ..errors import MediaError
 from .microphone import MicrophoneSpec, MicrophoneTrack, NoMicrophone
+from ..stats import FrameMeter
 
 logger = logging.getLogger(__name__)
 
@@ -482,11 +483,14 @@ class PrivateFrames(MediaStreamTrack):
     def __init__(self, source: MediaStreamTrack) -> None:
         super().__init__()
         self._source = source
+        self.meter = FrameMeter()
+        """The frames this connection encodes, for the call's statistics."""
 
     async def recv(self) -> av.VideoFrame:
         frame = cast(av.VideoFrame, await self._source.recv())  # the frames of a video track
         private = av.VideoFrame.from_ndarray(frame.to_ndarray(format="yuv420p"), format="yuv420p")
         private.pts, private.time_base = frame.pts, frame.time_base
+        self.meter.saw(private)
         return private
 
     def stop(self) -> None:

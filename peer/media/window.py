@@ -48,6 +48,8 @@ class Window:
         """Set when the user pressed q or Esc, closed the window, or the window died."""
         self._keys: dict[str, Callable[[], object]] = {}
         self._labels: dict[str, str] = {}
+        self.stats_shown = False
+        """Whether the statistics overlay is on (``toggle_stats``)."""
         for key in QUIT_KEYS:
             self.on_key(key, self.quit.set, "leave" if key == QUIT_KEYS[0] else "")
         self.on_key(FULLSCREEN_KEY, self.toggle_fullscreen, "fullscreen")
@@ -86,6 +88,15 @@ class Window:
 
     def toggle_fullscreen(self) -> None:
         self._control({"op": "fullscreen"})
+
+    def toggle_stats(self) -> None:
+        """The statistics overlay on, or off again; what it shows comes with ``set_stats``."""
+        self.stats_shown = not self.stats_shown
+        self._control({"op": "overlay", "on": self.stats_shown})
+
+    def set_stats(self, key: str, lines: list[str]) -> None:
+        """The statistics of the tile ``key``, a few short lines, shown while the overlay is on."""
+        self._control({"op": "stats", "id": key, "lines": lines})
 
     def on_key(self, key: str, action: Callable[[], object], label: str = "") -> None:
         """Run ``action`` (on the event loop) when ``key`` is pressed in the window: a

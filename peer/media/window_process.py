@@ -12,7 +12,9 @@ Input on stdin, one JSON header line per message, followed by ``size`` raw bytes
   {"op": "hint", "text": str}               the keys, on one line under everything else
   {"op": "fullscreen"}                      fullscreen on, or off again
   {"op": "frame", "id": str, "name": str, "w": int, "h": int, "size": int} + BGR bytes
-  {"op": "remove", "id": str}               drop a tile
+  {"op": "remove", "id": str}               drop a tile (and its statistics)
+  {"op": "stats", "id": str, "lines": [str]}  a tile's statistics, drawn under its name while the overlay is on
+  {"op": "overlay", "on": bool}             the statistics overlay on or off
   {"op": "preview", "w": int, "h": int, "size": int} + BGR bytes: what we send, small in the top right corner
 Output on stdout, one line each: ``ready`` once the window shows, ``key NAME`` for every key
 pressed (its character, or ``esc``), ``quit`` when the user closed the window. What a key
@@ -35,6 +37,10 @@ KEY_NAMES = {27: "esc", 13: "enter", 32: "space", 9: "tab"}
 STATUS_SCALE = 0.6
 HINT_SCALE = 0.45
 HINT_HEIGHT = 20
+STATS_SCALE = 0.5
+STATS_STEP = 22
+"""Pixels from one line of the statistics to the next at ``STATS_SCALE``."""
+MEASURING = ["statistics: measuring..."]
 
 
 class State:
@@ -44,6 +50,8 @@ class State:
         self.lock = threading.Lock()
         self.tiles: dict = {}
         self.names: dict = {}
+        self.stats: dict = {}
+        self.overlay = False
         self.title = "peer"
         self.waiting = "waiting for someone to join"
         self.status = ""
@@ -63,6 +71,11 @@ class State:
                 self.preview = picture(header, payload)
             elif op == "remove":
                 self.tiles.pop(header.get("id"), None)
+                self.stats.pop(header.get("id"), None)
+            elif op == "stats":
+                self.stats[header["id"]] = [str(line) for line in header.get("lines", [])]
+            elif op == "overlay":
+                self.overlay = bool(header.get("on"))
             elif op in ("title", "waiting", "status", "hint"):
                 setattr(self, op, header.get("text", ""))
             elif op == "fullscreen":
@@ -128,12 +141,23 @@ def waiting_picture(text: str) -> np.ndarray:
     return image
 
 
-def tiled(tiles: dict, names: dict) -> np.ndarray:
-    """One remote: its picture as it comes. More: a grid, each tile labelled with its name."""
+def put_lines(image: np.ndarray, lines: list, origin: tuple, scale: float) -> None:
+    """``lines`` one under the other from ``origin`` (the statistics of a tile)."""
+    x, y = origin
+    step = round(STATS_STEP * scale / STATS_SCALE)
+    for i, line in enumerate(lines):
+        put_text(image, line, (x, y + step * i), scale)
+
+
+def tiled(tiles: dict, names: dict, stats: Optional[dict] = None) -> np.ndarray:
+    """One remote: its picture as it comes. More: a grid, each tile labelled with its name.
+    With ``stats`` (the overlay on), each tile's statistics under its name."""
     if len(tiles) == 1:
         (key, frame), = tiles.items()
         image = frame.copy()
         put_text(image, names.get(key, ""), (10, 25))
+        if stats is not None:
+            put_lines(image, stats.get(key, MEASURING), (10, 52), STATS_SCALE)
         return image
     columns = math.ceil(math.sqrt(len(tiles)))
     rows = math.ceil(len(tiles) / columns)
@@ -143,6 +167,8 @@ def tiled(tiles: dict, names: dict) -> np.ndarray:
         row, column = divmod(index, columns)
         cell = cv2.resize(tiles[key], (cell_w, cell_h))
         put_text(cell, names.get(key, ""), (8, 22), 0.6)
+        if stats is not None:
+            put_lines(cell, stats.get(key, MEASURING), (8, 44), STATS_SCALE * 0.8)
         image[row * cell_h:(row + 1) * cell_h, column * cell_w:(column + 1) * cell_w] = cell
     return image
 
@@ -159,9 +185,10 @@ def put_preview(image: np.ndarray, preview: np.ndarray) -> None:
 def compose(state: State) -> tuple:
     with state.lock:
         tiles, names = dict(state.tiles), dict(state.names)
+        stats = dict(state.stats) if state.overlay else None
         title, waiting, status, hint = state.title, state.waiting, state.status, state.hint
         preview = state.preview
-    image = tiled(tiles, names) if tiles else waiting_picture(waiting)
+    image = tiled(tiles, names, stats) if tiles else waiting_picture(waiting)
     if preview is not None:
         put_preview(image, preview)
     bottom = image.shape[0] - 12

@@ -1,0 +1,184 @@
+"""Call statistics as people and bots meet them: ``room.stats()``, ``--stats FILE``, the status
+line, and the window's overlay toggled with ``s``."""
+
+import cv2  # noqa: F401  -- before av
+
+import asyncio
+import datetime
+import json
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+import peer
+from conftest import LOCAL, ROOT, child_env, require
+from media_check import likeness_to_testsrc
+from test_peer_window import screenshot, window_geometry
+
+
+def join(room: str, server, name: str, **options):
+    return peer.join(room, server=server.url, name=name, ice_hosts=[LOCAL], **options)
+
+
+async def test_room_stats_give_each_calls_video_rates_and_path(server):
+    async with join("stats", server, "alice", video="testsrc") as alice, \
+            join("stats", server, "bob", video="testsrc") as bob:
+        await alice.wait_for_peer()
+        await bob.wait_for_peer()
+        await alice.wait_for_frames(30)
+        first = await alice.stats()
+        again = await alice.stats()  # within the second: the same reading, not a new one
+        assert again == first
+        (call,) = await bob.stats()  # bob's first reading: the rates over a second of it
+        assert call.member.name == "alice"
+        assert isinstance(call, peer.CallStats)
+        assert call.resolution_in == (640, 480) and call.resolution_out == (640, 480)
+        assert call.fps_in is not None and call.fps_in > 10
+        assert call.fps_out is not None and call.fps_out > 10
+        assert call.bitrate_in is not None and call.bitrate_in > 10_000
+        assert call.bitrate_out is not None and call.bitrate_out > 10_000
+        assert call.codec == "VP8"
+        assert call.path == "direct"
+        assert call.loss_in is not None and 0 <= call.loss_in <= 1
+        assert abs(call.time - time.time()) < 5
+        # The round trip comes from the other side's receiver reports, about once a second.
+        deadline = time.monotonic() + 10
+        while (rtt := (await bob.stats())[0].rtt_ms) is None and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+        assert rtt is not None and 0 <= rtt < 1000
+        line = json.loads(json.dumps(call.as_dict()))
+        assert line["member"] == "alice" and line["resolution_in"] == "640x480" and line["path"] == "direct"
+
+
+async def test_a_peer_sending_nothing_has_no_outgoing_video_figures(server):
+    async with join("one-way", server, "alice", video="testsrc") as alice, join("one-way", server, "bob") as bob:
+        await bob.wait_for_peer()
+        await alice.wait_for_peer()
+        await bob.wait_for_frames(10)
+        (call,) = await bob.stats()
+        assert call.resolution_in == (640, 480) and call.fps_in is not None and call.fps_in > 10
+        assert call.resolution_out is None and call.fps_out is None
+        (theirs,) = await alice.stats()
+        assert theirs.resolution_in is None and theirs.fps_in is None
+        assert theirs.fps_out is not None and theirs.fps_out > 10
+
+
+
+def test_stats_file_has_a_json_line_a_second_per_call_and_the_status_line_is_printed_unless_quiet(
+        server, processes, tmp_path):
+    out = tmp_path / "out.jsonl"
+    flags = ["--room", "cli", "--server", server.url, "--no-window", "--video", "testsrc", "--video-size", "320x240",
+             "--fps", "15", "--ice-host", LOCAL]
+    alice = processes.peer(*flags, "--stats", str(out), "--quiet", name="alice")
+    alice.expect("joined room cli")
+    bob_name = 'bob "the\\ón"'  # quotes, a backslash, a letter beyond ASCII: JSON escapes them
+    bob = processes.peer(*flags, name=bob_name)
+    bob.expect(r"status: 1 connected \| alice \d+/\d+ fps in/out, rtt .+, direct")
+
+    def lines() -> list[str]:
+        return out.read_text().splitlines() if out.exists() else []
+
+    # Six readings of a connected call: any five seconds in a row include a status line's turn.
+    deadline = time.monotonic() + 15
+    while len(lines()) < 6:
+        assert time.monotonic() < deadline, f"not 6 lines of statistics in 15 s: {lines()}"
+        time.sleep(0.2)
+    alice.interrupt()
+    assert alice.wait() == 0
+    assert "status:" not in alice.output, "--quiet printed a status line"
+
+    assert '"member": "bob \\"the\\\\\\u00f3n\\""' in out.read_text()
+    records = [json.loads(line) for line in lines()]
+    assert {(r["member"], r["member_id"]) for r in records} == {(bob_name, records[0]["member_id"])}
+    for record in records:
+        assert record.keys() >= {"time", "member", "member_id", "path", "codec", "resolution_in", "resolution_out",
+                                 "fps_in", "fps_out", "bitrate_in", "bitrate_out", "rtt_ms", "loss_in", "loss_out"}
+        assert record["path"] == "direct" and record["codec"] == "VP8"
+        assert record["resolution_in"] == record["resolution_out"] == "320x240"
+        assert record["fps_in"] > 0 and record["fps_out"] > 0  # a busy machine may send fewer than 15 now and then
+        assert record["bitrate_in"] > 0 and record["bitrate_out"] > 0
+    assert sorted(r["fps_in"] for r in records)[len(records) // 2] > 7
+    times = [datetime.datetime.fromisoformat(r["time"].replace("Z", "+00:00")).timestamp() for r in records]
+    gaps = [later - earlier for earlier, later in zip(times, times[1:])]
+    assert all(gap >= 0.99 for gap in gaps), f"more than a line a second: {gaps}"
+
+
+def test_a_stats_path_that_cannot_be_written_is_said_at_the_start(tmp_path):
+    for path, reason in ((tmp_path / "no" / "such" / "dir.jsonl", "No such file or directory"),
+                         (tmp_path, "Is a directory")):
+        finished = subprocess.run([sys.executable, "-m", "peer", "--room", "r", "--no-window", "--video", "none",
+                                   "--server", "http://127.0.0.1:9", "--stats", str(path)],
+                                  capture_output=True, text=True, timeout=30, env=child_env(), cwd=ROOT)
+        assert finished.returncode == 2
+        assert f"--stats {path}: {reason}" in finished.stderr.splitlines()[-1]
+        assert "Traceback" not in finished.stderr
+
+
+def test_s_shows_the_statistics_over_the_tile_and_hides_them_again(server, processes, xvfb):
+    xdotool = require("xdotool")
+    env = child_env(DISPLAY=xvfb)
+    flags = ["--room", "overlay", "--server", server.url, "--video", "testsrc", "--ice-host", LOCAL]
+    alice = processes.peer(*flags, "--video", "none", name="alice", env=env)  # no preview over the tile
+    alice.expect("waiting for someone")
+    processes.peer(*flags, "--no-window", name="bob")
+    alice.expect("connected to bob")
+    box = window_geometry(xvfb, r"room overlay - bob")
+    deadline = time.monotonic() + 10
+    while likeness_to_testsrc(screenshot(xvfb, box), top=0.7) < 0.95:
+        assert time.monotonic() < deadline, "bob's picture is not shown"
+        time.sleep(0.3)
+
+    def overlay_region() -> np.ndarray:
+        """Under the name, where the second and third lines of figures go (the first one says
+        "measuring" until there are figures): a part of testsrc that does not move (its cyan bar)."""
+        return screenshot(xvfb, box)[62:100, 90:160].astype(int)
+
+    def changed(before: np.ndarray) -> float:
+        return float((np.abs(overlay_region() - before).max(axis=2) > 60).mean())
+
+    window_id = subprocess.run([xdotool, "search", "--name", "room overlay"], env=env,
+                               capture_output=True, text=True).stdout.split()[0]
+
+    def press_s() -> None:
+        subprocess.run([xdotool, "windowfocus", "--sync", window_id], env=env, check=True)
+        subprocess.run([xdotool, "key", "s"], env=env, check=True)
+
+    plain = overlay_region()
+    press_s()
+    deadline = time.monotonic() + 10
+    while (share := changed(plain)) < 0.5:
+        assert time.monotonic() < deadline, f"no statistics drawn after s ({share:.0%} of their place changed)"
+        time.sleep(0.2)
+    press_s()
+    deadline = time.monotonic() + 5
+    while (share := changed(plain)) > 0.05:
+        assert time.monotonic() < deadline, f"the statistics stay after a second s ({share:.0%} still changed)"
+        time.sleep(0.2)
+    assert "Traceback" not in alice.output
+
+
+def test_the_overlay_is_drawn_only_while_on_and_goes_with_its_tile():
+    """What the window process draws from the lines the parent sends (no X server needed)."""
+    from peer.media.window_process import State, compose
+
+    state = State()
+    picture = np.full((480, 640, 3), 128, np.uint8)
+    state.apply({"op": "frame", "id": "bob", "name": "bob", "w": 640, "h": 480, "size": picture.nbytes},
+                picture.tobytes())
+    plain, _ = compose(state)
+    state.apply({"op": "stats", "id": "bob", "lines": ["in  640x480 30 fps 500 kbit/s", "VP8, direct"]}, b"")
+    assert (compose(state)[0] == plain).all(), "statistics drawn with the overlay off"
+    state.apply({"op": "overlay", "on": True}, b"")
+    shown, _ = compose(state)
+    drawn = (shown != plain).any(axis=2)
+    second_line = np.s_[62:80, 10:90]
+    assert drawn[40:58, 10:190].mean() > 0.5 and drawn[second_line].mean() > 0.5, "not two lines under the name"
+    assert not drawn[100:].any(), "drawn elsewhere"
+    state.apply({"op": "remove", "id": "bob"}, b"")
+    state.apply({"op": "frame", "id": "bob", "name": "bob", "w": 640, "h": 480, "size": picture.nbytes},
+                picture.tobytes())
+    again = (compose(state)[0] != plain).any(axis=2)
+    assert again[40:58, 10:190].mean() > 0.5 and not again[second_line].any(), \
+        "a tile that came back shows the figures of its last call, not one 'measuring' line"
