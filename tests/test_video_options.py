@@ -140,7 +140,8 @@ BGR = (40, 160, 230)
 def paint_screen(display: str, processes, size: tuple) -> None:
     """Cover the X screen with one colour: a window of its size (there is no window manager)."""
     script = ("import cv2, numpy, sys; cv2.namedWindow('paint', cv2.WINDOW_AUTOSIZE); "
-              f"cv2.imshow('paint', numpy.full(({size[1]}, {size[0]}, 3), {BGR}, numpy.uint8)); cv2.moveWindow('paint', 0, 0)\n"
+              f"cv2.imshow('paint', numpy.full(({size[1]}, {size[0]}, 3), {BGR}, numpy.uint8)); "
+              "cv2.moveWindow('paint', 0, 0)\n"
               "while cv2.waitKey(100) != 27: pass")
     processes.add(_Painter([sys.executable, "-c", script], child_env(DISPLAY=display)))
     window_geometry(display, "^paint$")

@@ -97,7 +97,8 @@ def _first(codecs: list, mime_type: str) -> list:
     ordered = []
     for codec in main:
         ordered.append(codec)
-        ordered += [c for c in codecs if c.mimeType.lower() == "video/rtx" and c.parameters.get("apt") == codec.payloadType]
+        ordered += [c for c in codecs
+                    if c.mimeType.lower() == "video/rtx" and c.parameters.get("apt") == codec.payloadType]
     return ordered
 
 

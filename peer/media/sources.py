@@ -82,7 +82,8 @@ def screen_spec(fps: int) -> PlayerSpec:
         return PlayerSpec("desktop", "gdigrab", options, what="screen")
     display = os.environ.get("DISPLAY")
     if not display:
-        raise MediaError("no screen to share: DISPLAY is not set. Start it from a desktop session, or use --video testsrc.")
+        raise MediaError("no screen to share: DISPLAY is not set. "
+                         "Start it from a desktop session, or use --video testsrc.")
     return PlayerSpec(display, "x11grab", options, what=f"screen {display}")
 
 
@@ -92,7 +93,8 @@ def parse_video_size(text: str) -> tuple[int, int]:
     width, _, height = text.partition("x")
     if not (width.isdigit() and height.isdigit()) or not all(
             16 <= int(side) <= MAX_SIDE and int(side) % 2 == 0 for side in (width, height)):
-        raise ValueError(f"not a video size: {text!r} (WIDTHxHEIGHT, even numbers from 16 to {MAX_SIDE}, such as 640x480)")
+        raise ValueError(f"not a video size: {text!r} "
+                         f"(WIDTHxHEIGHT, even numbers from 16 to {MAX_SIDE}, such as 640x480)")
     return int(width), int(height)
 
 
@@ -124,7 +126,8 @@ def video_spec(video: str, size: Optional[str] = None, fps: Optional[int] = None
         return PlayerSpec(video, loop=loop, what=f"file {video}")
     if sys.platform in ("darwin", "win32"):
         return camera_spec(video, size, fps)
-    raise MediaError(f"no such camera or file: {video}. Give a device path, a media file, 'screen', 'testsrc' or 'none'.")
+    raise MediaError(f"no such camera or file: {video}. "
+                     "Give a device path, a media file, 'screen', 'testsrc' or 'none'.")
 
 
 def audio_spec(audio: str, loop: bool = True) -> Optional[PlayerSpec]:
@@ -450,7 +453,8 @@ class Shaped(MediaStreamTrack):
                 continue
             if self._size is None or (frame.width, frame.height) == self._size:
                 return frame
-            scaled = frame.reformat(width=self._size[0], height=self._size[1])
+            # off the event loop: scaling a screen of 1920x1080 takes milliseconds a frame
+            scaled = await asyncio.to_thread(frame.reformat, width=self._size[0], height=self._size[1])
             scaled.pts, scaled.time_base = frame.pts, frame.time_base
             return scaled
 
