@@ -424,7 +424,8 @@ def join(room: str, *, server: str = DEFAULT_SERVER, name: str = "bot", token: O
     ``video_size`` (``"320x240"``) and ``fps`` make the video sent that size and at most that
     rate (see ``LocalMedia.open``); ``codec`` (``"vp8"`` or ``"h264"``) is put first in every
     offer and answer; ``bitrate`` (``"500k"``, ``"2M"`` or bits/s) is where the encoders start
-    and the most they send, for every encoder of this process (``peer.media.codecs``).
+    and the most they send, for every encoder of this process (``peer.media.codecs``; so is
+    the frame rate H.264 is told, from ``fps``).
     Raises SignalingUnreachable, JoinRefused or MediaError with a message for people, and
     ValueError for ``accept_files`` without ``downloads``, ``media`` with ``video`` or
     ``audio``, ``ice`` with the keywords it replaces, or a codec, bitrate, size or rate we
@@ -447,6 +448,8 @@ def join(room: str, *, server: str = DEFAULT_SERVER, name: str = "bot", token: O
         if rate is not None:
             codecs.set_bitrate(rate)
         sources = media if media is not None else await LocalMedia.open(video, audio, video_size, fps)
+        if sources.fps is not None:
+            codecs.set_frame_rate(sources.fps)
         return Session(room, server, name, token=token, media=sources, ice=ice, downloads=files, codec=codec)
 
     return _Joining(make, owns_media=media is None)

@@ -236,8 +236,10 @@ class LocalMedia:
 
     def __init__(self, video: Optional[MediaStreamTrack] = None, audio: Optional[MediaStreamTrack] = None,
                  players: Optional[list[Union[MediaPlayer, LoopingPlayer]]] = None,
-                 size: tuple[int, int] = (640, 480)) -> None:
+                 size: tuple[int, int] = (640, 480), fps: Optional[int] = None) -> None:
         self.video = CameraSwitch(video, size) if video is not None else None
+        self.fps = fps
+        """The most frames a second sent, when asked for (``open``'s ``fps``)."""
         self.audio = MuteSwitch(audio) if audio is not None else None
         self._players = players or []
         self._relay = MediaRelay()
@@ -276,7 +278,7 @@ class LocalMedia:
             audio_track = audio
         if video_track is not None and shape != (None, None):
             video_track = Shaped(video_track, *shape)
-        return cls(video_track, audio_track, players, shape[0] or parse_video_size(DEFAULT_SIZE))
+        return cls(video_track, audio_track, players, shape[0] or parse_video_size(DEFAULT_SIZE), shape[1])
 
     @property
     def camera_on(self) -> bool:
