@@ -24,5 +24,5 @@ async def main(args):
 if __name__ == "__main__":
     parser = _common.parser("Play a media file into a room, looping.")
     parser.add_argument("--file", required=True, help="the media file (or testsrc, lavfi:GRAPH, a camera)")
-    parser.add_argument("--video-size", default="640x480", help="size for testsrc and cameras (default 640x480)")
+    parser.add_argument("--video-size", help="size to send, WIDTHxHEIGHT (default: the file's own)")
     _common.run(main, parser.parse_args())

@@ -14,8 +14,10 @@ from .call import MAX_TRIES
 from .ice import IceSettings
 from .media.audio_source import AudioSource
 from .media.devices import Device, list_devices
+from .media.codecs import CODECS as VIDEO_CODECS
+from .media.codecs import parse_bitrate
 from .media.frames import FrameSource
-from .media.sources import LocalMedia
+from .media.sources import LocalMedia, check_fps, parse_video_size
 from .stats import CallStats
 from .transfer import ASK_TIMEOUT, DEFAULT_MAX_PER_PEER, DEFAULT_MAX_TOTAL, human_size, parse_size
 
@@ -26,5 +28,6 @@ __all__ = [
     "PeerError", "SignalingUnreachable", "JoinRefused", "MediaError", "DisplayError", "TransferError",
     "WaitTimeout", "RoomClosed", "NothingToRecord",
     "DEFAULT_SERVER", "IceSettings", "LocalMedia", "MAX_TRIES", "ASK_TIMEOUT", "DEFAULT_MAX_PER_PEER",
-    "DEFAULT_MAX_TOTAL", "parse_size", "human_size", "Device", "list_devices", "AudioSource",
+    "DEFAULT_MAX_TOTAL", "parse_size", "human_size", "Device", "list_devices", "AudioSource", "VIDEO_CODECS", "parse_bitrate",
+    "parse_video_size", "check_fps",
 ]

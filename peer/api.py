@@ -33,6 +33,7 @@ from .events import (CallEnded, ChatMessage, Connected, DataMessage, Event, File
                      PeerJoined, PeerLeft, Rejoined, Retrying, SignalingLost, TrackReceived)
 from .ice import IceSettings
 from .media.audio import AudioFrame, Converter
+from .media import codecs
 from .media.recorder import Recorder
 from .media.sources import NONE, LocalMedia
 from .media.speaker import Speaker
@@ -455,7 +456,8 @@ class _Joining:
 
 def join(room: str, *, server: str = DEFAULT_SERVER, name: str = "bot", token: Optional[str] = None,
          video: Union[str, MediaStreamTrack] = NONE, audio: Union[str, MediaStreamTrack] = NONE,
-         video_size: str = "640x480", fps: int = 30, media: Optional[LocalMedia] = None,
+         video_size: Optional[str] = None, fps: Optional[int] = None, codec: Optional[str] = None,
+         bitrate: Optional[Union[int, str]] = None, media: Optional[LocalMedia] = None,
          ice: Optional[IceSettings] = None, ice_hosts: Sequence[str] = (),
          stun: Sequence[str] = (), turn: Sequence[str] = (), turn_user: Optional[str] = None,
          turn_password: Optional[str] = None, downloads: Optional[Union[str, Path]] = None,
@@ -475,21 +477,35 @@ def join(room: str, *, server: str = DEFAULT_SERVER, name: str = "bot", token: O
     which are taken: True, False, or a function of a ``FileOffer`` returning a bool (or an
     awaitable one); by default every file when ``downloads`` is given, none without. At most
     ``max_download_per_peer`` bytes from each peer and ``max_download_total`` in all are taken.
+    ``video_size`` (``"320x240"``) and ``fps`` make the video sent that size and at most that
+    rate (see ``LocalMedia.open``); ``codec`` (``"vp8"`` or ``"h264"``) is put first in every
+    offer and answer; ``bitrate`` (``"500k"``, ``"2M"`` or bits/s) is where the encoders start
+    and the most they send, for every encoder of this process (``peer.media.codecs``; so is
+    the frame rate H.264 is told, from ``fps``).
     Raises SignalingUnreachable, JoinRefused or MediaError with a message for people, and
     ValueError for ``accept_files`` without ``downloads``, ``media`` with ``video`` or
-    ``audio``, or ``ice`` with the keywords it replaces.
+    ``audio``, ``ice`` with the keywords it replaces, or a codec, bitrate, size or rate we
+    cannot send.
     """
     if media is not None and (video != NONE or audio != NONE):
         raise ValueError("join() takes media, or video and audio to open, not both")
     if ice is not None and (ice_hosts or stun or turn or turn_user or turn_password):
         raise ValueError("join() takes ice, or ice_hosts, stun and turn, not both")
+    if codec is not None and codec not in codecs.CODECS:
+        raise ValueError(f"not a video codec: {codec!r} (one of {', '.join(codecs.CODECS)})")
+    rate = codecs.parse_bitrate(bitrate) if isinstance(bitrate, str) else \
+        codecs.check_bitrate(bitrate) if bitrate is not None else None
     files = Downloads(downloads, accept_files, max_per_peer=max_download_per_peer, max_total=max_download_total)
     if ice is None:
         ice = IceSettings(host_addresses=tuple(ice_hosts), stun=tuple(stun), turn=tuple(turn),
                           turn_user=turn_user, turn_password=turn_password)
 
     async def make() -> Session:
+        if rate is not None:
+            codecs.set_bitrate(rate)
         sources = media if media is not None else await LocalMedia.open(video, audio, video_size, fps)
-        return Session(room, server, name, token=token, media=sources, ice=ice, downloads=files)
+        if sources.fps is not None:
+            codecs.set_frame_rate(sources.fps)
+        return Session(room, server, name, token=token, media=sources, ice=ice, downloads=files, codec=codec)
 
     return _Joining(make, owns_media=media is None)

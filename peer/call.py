@@ -74,7 +74,8 @@ class Call:
     def __init__(self, remote: Member, signal: Signal, ice: IceSettings, media: LocalMedia,
                  *, publish: Publish, heartbeat_interval: float = 0.5, dead_after: float = 2.0,
                  downloads: Optional[Downloads] = None, still_there: Callable[[], bool] = lambda: False,
-                 initiator: Callable[[], bool] = lambda: True, classic: bool = False) -> None:
+                 initiator: Callable[[], bool] = lambda: True, classic: bool = False,
+                 codec: Optional[str] = None) -> None:
         self.remote = remote
         self.publish = publish
         """Where what happens goes (the session)."""
@@ -92,6 +93,8 @@ class Call:
         """The other side is a classic client on a classic server: our candidates go as
         messages too, our offer has the classic layout and is widened (``peer.rollback``),
         and it may wait for an answer as long as it takes (nobody may be in the room yet)."""
+        self._codec = codec
+        """The video codec this call's connections prefer (``peer.media.codecs``)."""
         self._widen = True
         self.connected = False
         self.closed = False
@@ -325,7 +328,7 @@ class Call:
 
     def _new_connection(self) -> Connection:
         return Connection(self, self._ice, self._complain, heartbeat_interval=self._heartbeat_interval,
-                          dead_after=self._dead_after)
+                          dead_after=self._dead_after, codec=self._codec)
 
     async def _renew(self) -> None:
         """Throw the current connection away, with what was pending on it, for a fresh one."""

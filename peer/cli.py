@@ -25,10 +25,11 @@ from signaling import HostedServer, host_server
 from signaling.protocol import MAX_NAME_CHARS
 from signaling.text import log_to_stderr, printable
 
-from . import (ASK_TIMEOUT, DEFAULT_MAX_PER_PEER, DEFAULT_MAX_TOTAL, DEFAULT_SERVER, MAX_TRIES, CallEnded, CallStats,
-               ChatMessage, Connected, Device, Event, FileFailed, FileOffer, FileProgress, FileReceived, LocalMedia,
-               Member, PeerError, PeerJoined, PeerLeft, Rejoined, Retrying, Room, SignalingLost, SignalingUnreachable,
-               TrackReceived, TransferError, human_size, join, list_devices, parse_size)
+from . import (ASK_TIMEOUT, DEFAULT_MAX_PER_PEER, DEFAULT_MAX_TOTAL, DEFAULT_SERVER, MAX_TRIES, VIDEO_CODECS, CallEnded,
+               CallStats, ChatMessage, Connected, Device, Event, FileFailed, FileOffer, FileProgress, FileReceived,
+               LocalMedia, Member, PeerError, PeerJoined, PeerLeft, Rejoined, Retrying, Room, SignalingLost,
+               SignalingUnreachable, TrackReceived, TransferError, check_fps, human_size, join, list_devices,
+               parse_bitrate, parse_size, parse_video_size)
 from .media.window import Window, check_display
 from .terminal import Terminal, say
 
@@ -44,12 +45,21 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     parser.add_argument("--name", default=default_name(), help="name the others see (default: user@host)")
     parser.add_argument("--token", help="room token, when the server requires one")
     parser.add_argument("--video", default="camera",
-                        help="camera (default), a device path or name, a media file, testsrc, lavfi:GRAPH, or none")
+                        help="camera (default), a device path or name, screen, a media file, testsrc, lavfi:GRAPH, "
+                             "or none")
     parser.add_argument("--loop", action="store_true",
                         help="play a media file given to --video or --audio again and again (without it, once, "
                              "then a 'camera off' picture)")
-    parser.add_argument("--video-size", default="640x480", help="capture size, WIDTHxHEIGHT (default 640x480)")
-    parser.add_argument("--fps", type=int, default=30, help="capture frame rate (default 30)")
+    parser.add_argument("--video-size", type=_checked(parse_video_size), metavar="WxH",
+                        help="size of the video sent, WIDTHxHEIGHT (default: 640x480 from a camera or testsrc, "
+                             "the screen's, a file's own)")
+    parser.add_argument("--fps", type=_checked(check_fps),
+                        help="most frames a second sent (default: 30 from a camera, the screen or testsrc)")
+    parser.add_argument("--codec", choices=sorted(VIDEO_CODECS),
+                        help="video codec to prefer (default: the other side's preference, else vp8)")
+    parser.add_argument("--bitrate", type=_checked(parse_bitrate), metavar="RATE",
+                        help="video bitrate to start at and never exceed, e.g. 500k or 2M (default: aiortc's, "
+                             "500k for vp8 and 1M for h264, adapting up to 1.5M and 3M)")
     parser.add_argument("--audio", default="mic",
                         help="mic (default: the system's default microphone; with none, the call goes on without "
                              "sound), a microphone's name as --list-devices prints it, a media file, sine or "
@@ -89,8 +99,6 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
         parser.error("--speaker and --no-audio-out go against each other: give one")
     if args.record and Path(args.record).suffix.lower() not in (".mp4", ".webm", ".mkv"):
         parser.error("--record needs a .mp4, .webm or .mkv file name")
-    if not _is_size(args.video_size):
-        parser.error("--video-size must look like 640x480")
     for path in args.send:
         if not Path(path).is_file():
             parser.error(f"--send {path}: no such file")
@@ -114,9 +122,14 @@ def default_name() -> str:
     return f"{user}@{socket.gethostname()}"[:MAX_NAME_CHARS]
 
 
-def _is_size(text: str) -> bool:
-    width, _, height = text.partition("x")
-    return width.isdigit() and height.isdigit()
+def _checked(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    """An argparse type from a parser raising ValueError: its message is the error shown."""
+    def check(text: str) -> Any:
+        try:
+            return parse(text)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+    return check
 
 
 def _size(text: str) -> int:
@@ -458,12 +471,13 @@ async def run(args: argparse.Namespace) -> int:
     terminal = Terminal()
     questions = None if args.downloads else FileQuestions(terminal.interactive)
     # Opened before the window, so that a wrong --video is said before a window appears.
-    media = await LocalMedia.open(args.video, args.audio, args.video_size, args.fps, loop=args.loop)
+    size = "{}x{}".format(*args.video_size) if args.video_size else None
+    media = await LocalMedia.open(args.video, args.audio, size, args.fps, loop=args.loop)
     media.on_video_ended(lambda: say(VIDEO_ENDED))
 
     def joining(server: str) -> AsyncContextManager[Room]:
         return join(args.room, server=server, name=args.name, token=args.token, media=media,
-                    ice_hosts=args.ice_host, stun=args.stun, turn=args.turn, turn_user=args.turn_user,
+                    codec=args.codec, bitrate=args.bitrate, ice_hosts=args.ice_host, stun=args.stun, turn=args.turn, turn_user=args.turn_user,
                     turn_password=args.turn_password, downloads=args.downloads or "downloads",
                     accept_files=True if questions is None else questions,
                     max_download_per_peer=args.max_download_per_peer, max_download_total=args.max_download_total)

@@ -30,6 +30,7 @@ from . import wire
 from .aiortc_fixes import close_connection, guard_receipt
 from .events import CallEvent, ChatMessage, DataMessage, Moved, TrackReceived
 from .ice import IceSettings
+from .media import codecs
 from .transfer import FileSender
 from .wire import Accept, End, Failed, Received, Start
 
@@ -99,8 +100,10 @@ class Connection:
     """One ``RTCPeerConnection`` and what lives on it, serving ``owner`` until ``close()``."""
 
     def __init__(self, owner: Owner, ice: IceSettings, complain: Callable[..., None], *,
-                 heartbeat_interval: float, dead_after: float) -> None:
+                 heartbeat_interval: float, dead_after: float, codec: Optional[str] = None) -> None:
         self.pc = RTCPeerConnection(ice.configuration())
+        self._codec = codec
+        """The video codec to put first (``peer.media.codecs``): None leaves aiortc's order."""
         self._owner: Owner = owner
         self._complain = complain
         """The call's ``Complaints``: one warning per kind of bad input from its member."""
@@ -145,6 +148,7 @@ class Connection:
         for kind in receive:
             if kind not in kinds:
                 self.pc.addTransceiver(kind, direction="recvonly")
+        codecs.prefer(self.pc, self._codec)
         await self.pc.setLocalDescription(await self.pc.createOffer())
         # aiortc gathers every candidate during setLocalDescription: they travel in the SDP.
         return self.pc.localDescription.sdp
@@ -160,6 +164,7 @@ class Connection:
                 self.pc.addTrack(track)
                 sending.add(track.kind)
         await self.flush_candidates()
+        codecs.prefer(self.pc, self._codec)
         await self.pc.setLocalDescription(await self.pc.createAnswer())
         return self.pc.localDescription.sdp
 

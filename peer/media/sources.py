@@ -1,4 +1,4 @@
-"""Local media sources: a camera, a file, FFmpeg's synthetic ``testsrc``, or nothing.
+"""Local media sources: a camera, the screen, a file, FFmpeg's synthetic ``testsrc``, or nothing.
 
 Every source is an aiortc ``MediaPlayer`` (PyAV reads on its own thread), shared between
 calls through a ``MediaRelay`` so that each connection gets every frame. The camera can be
@@ -14,6 +14,7 @@ import concurrent.futures
 import errno
 import fractions
 import logging
+import math
 import os
 import sys
 import time
@@ -36,6 +37,7 @@ logger = logging.getLogger(__name__)
 
 CAMERA = "camera"
 TESTSRC = "testsrc"
+SCREEN = "screen"
 NONE = "none"
 MIC = "mic"
 SINE_MIN, SINE_MAX = 20, 20000
@@ -44,6 +46,12 @@ MEDIA_SUFFIXES = {".wav", ".mp3", ".ogg", ".oga", ".opus", ".flac", ".m4a", ".aa
 PLAYING_LEVEL = 0.003
 """Remote sound quieter than this (RMS, -50 dB of full scale) is taken for silence: it does
 not turn the microphone down."""
+DEFAULT_SIZE = "640x480"
+DEFAULT_FPS = 30
+"""What a camera, ``testsrc`` and the screen are captured at unless told (the screen at its
+own size): ``--video-size`` and ``--fps`` given make every source fit them (``Shaped``)."""
+MAX_FPS = 60
+MAX_SIDE = 4096
 OFF_FPS = 4
 """The rate of the "camera off" picture: it does not change, so a few frames a second keep
 the stream (and the receivers' decoders) going at little cost."""
@@ -73,11 +81,49 @@ def camera_spec(device: Optional[str], size: str, fps: int) -> PlayerSpec:
     return PlayerSpec(f"video={device or 'Integrated Camera'}", "dshow", options, what=f"camera {device or ''}".strip())
 
 
-def video_spec(video: str, size: str, fps: int, loop: bool = True) -> Optional[PlayerSpec]:
+def screen_spec(fps: int) -> PlayerSpec:
+    """The whole screen through PyAV: X11's ``x11grab`` on Linux (the display in $DISPLAY;
+    a Wayland session shares what XWayland shows), ``avfoundation``'s first screen on macOS,
+    ``gdigrab``'s desktop on Windows (those two untested here)."""
+    options = {"framerate": str(fps)}
+    if sys.platform == "darwin":
+        return PlayerSpec("Capture screen 0:none", "avfoundation", {**options, "capture_cursor": "1"}, what="screen")
+    if sys.platform == "win32":
+        return PlayerSpec("desktop", "gdigrab", options, what="screen")
+    display = os.environ.get("DISPLAY")
+    if not display:
+        raise MediaError("no screen to share: DISPLAY is not set. "
+                         "Start it from a desktop session, or use --video testsrc.")
+    return PlayerSpec(display, "x11grab", options, what=f"screen {display}")
+
+
+def parse_video_size(text: str) -> tuple[int, int]:
+    """``640x480`` as (width, height); ValueError with a sentence for people unless both are
+    even (the encoders' 4:2:0 pictures need it) and from 16 to 4096."""
+    width, _, height = text.partition("x")
+    if not (width.isdigit() and height.isdigit()) or not all(
+            16 <= int(side) <= MAX_SIDE and int(side) % 2 == 0 for side in (width, height)):
+        raise ValueError(f"not a video size: {text!r} "
+                         f"(WIDTHxHEIGHT, even numbers from 16 to {MAX_SIDE}, such as 640x480)")
+    return int(width), int(height)
+
+
+def check_fps(fps: Union[int, str]) -> int:
+    """``fps`` (``15`` or ``"15"``) if it is a frame rate we capture at, 1 to 60; else ValueError."""
+    if not str(fps).isdigit() or not 1 <= int(fps) <= MAX_FPS:
+        raise ValueError(f"not a frame rate: {fps!r} (a whole number from 1 to {MAX_FPS})")
+    return int(fps)
+
+
+def video_spec(video: str, size: Optional[str] = None, fps: Optional[int] = None,
+               loop: bool = True) -> Optional[PlayerSpec]:
     """Turn the ``--video`` value into what PyAV opens; None means no video. A media file is
     played in a loop unless ``loop`` is False."""
     if video == NONE:
         return None
+    if video == SCREEN:
+        return screen_spec(fps or DEFAULT_FPS)
+    size, fps = size or DEFAULT_SIZE, fps or DEFAULT_FPS
     if video == CAMERA:
         return camera_spec(None, size, fps)
     if video == TESTSRC:
@@ -90,7 +136,8 @@ def video_spec(video: str, size: str, fps: int, loop: bool = True) -> Optional[P
         return PlayerSpec(video, loop=loop, what=f"file {video}")
     if sys.platform in ("darwin", "win32"):
         return camera_spec(video, size, fps)
-    raise MediaError(f"no such camera or file: {video}. Give a device path, a media file, 'testsrc' or 'none'.")
+    raise MediaError(f"no such camera or file: {video}. "
+                     "Give a device path, a media file, 'screen', 'testsrc' or 'none'.")
 
 
 def audio_spec(audio: str, loop: bool = True) -> Union[PlayerSpec, MicrophoneSpec, None]:
@@ -234,8 +281,10 @@ class LocalMedia:
 
     def __init__(self, video: Optional[MediaStreamTrack] = None, audio: Optional[MediaStreamTrack] = None,
                  players: Optional[list[Union[MediaPlayer, LoopingPlayer]]] = None,
-                 size: tuple[int, int] = (640, 480)) -> None:
+                 size: tuple[int, int] = (640, 480), fps: Optional[int] = None) -> None:
         self.video = CameraSwitch(video, size) if video is not None else None
+        self.fps = fps
+        """The most frames a second sent, when asked for (``open``'s ``fps``)."""
         self.audio = MuteSwitch(audio) if audio is not None else None
         self.microphone = audio if isinstance(audio, MicrophoneTrack) else None
         """The microphone sent, when the sound is one (not a file, a tone or a bot's)."""
@@ -244,10 +293,15 @@ class LocalMedia:
 
     @classmethod
     async def open(cls, video: Union[str, MediaStreamTrack] = NONE, audio: Union[str, MediaStreamTrack] = NONE,
-                   size: str = "640x480", fps: int = 30, loop: bool = True) -> "LocalMedia":
+                   size: Optional[str] = None, fps: Optional[int] = None, loop: bool = True) -> "LocalMedia":
         """Open the sources named by ``video``/``audio`` (or take the tracks given) off the
         event loop, since a camera can take a second to open. A media file plays in a loop,
-        or once with ``loop=False`` (then the "camera off" picture)."""
+        or once with ``loop=False`` (then the "camera off" picture). With ``size`` (``640x480``)
+        or ``fps`` the video sent has that size and at most that rate, whatever the source gives
+        (a camera may not offer the size asked, a file has its own); without, a camera and
+        ``testsrc`` are captured at 640x480 and 30 fps, the rest sent as they come.
+        ValueError for a size or rate out of bounds (``parse_video_size``, ``check_fps``)."""
+        shape = (parse_video_size(size) if size is not None else None, check_fps(fps) if fps is not None else None)
         event_loop = asyncio.get_running_loop()
         specs = [video_spec(video, size, fps, loop) if isinstance(video, str) else None,
                  audio_spec(audio, loop) if isinstance(audio, str) else None]
@@ -274,8 +328,9 @@ class LocalMedia:
             raise MediaError(f"{video} has no video stream.")
         if isinstance(audio, MediaStreamTrack):
             audio_track = audio
-        width, _, height = size.partition("x")
-        return cls(video_track, audio_track, players, (int(width), int(height)))
+        if video_track is not None and shape != (None, None):
+            video_track = Shaped(video_track, *shape)
+        return cls(video_track, audio_track, players, shape[0] or parse_video_size(DEFAULT_SIZE), shape[1])
 
     @property
     def camera_on(self) -> bool:
@@ -437,6 +492,47 @@ class CameraSwitch(MediaStreamTrack):
         frame = av.VideoFrame.from_ndarray(self._picture, format="bgr24")
         frame.pts, frame.time_base = self._pts, self._time_base
         return frame
+
+    def stop(self) -> None:
+        super().stop()
+        self._source.stop()
+
+
+class Shaped(MediaStreamTrack):
+    """A video source made to fit ``--video-size`` and ``--fps``: frames of another size are
+    scaled, and frames coming faster than ``fps`` dropped (by their timestamps), so what
+    reaches the others is what was asked whatever the device or file gives."""
+
+    kind = "video"
+
+    def __init__(self, source: MediaStreamTrack, size: Optional[tuple[int, int]], fps: Optional[int]) -> None:
+        super().__init__()
+        self._source = source
+        self._size = size
+        self._period = 1 / fps if fps else 0.0
+        self._due = -math.inf
+        """When the next frame may go, in the source's seconds."""
+
+    async def recv(self) -> av.VideoFrame:
+        while True:
+            frame = cast(av.VideoFrame, await self._source.recv())
+            if self._period and not self._in_time(frame):
+                continue
+            if self._size is None or (frame.width, frame.height) == self._size:
+                return frame
+            # off the event loop: scaling a screen of 1920x1080 takes milliseconds a frame
+            scaled = await asyncio.to_thread(frame.reformat, width=self._size[0], height=self._size[1])
+            scaled.pts, scaled.time_base = frame.pts, frame.time_base
+            return scaled
+
+    def _in_time(self, frame: av.VideoFrame) -> bool:
+        """Whether ``frame`` may go: not too soon after the last one sent (a tenth of a period's
+        leeway for jitter); a source whose clock jumps (back, or ahead after a stall) starts over."""
+        at = float(frame.time) if frame.time is not None else time.monotonic()
+        if self._due - 1 < at < self._due - self._period / 10:
+            return False
+        self._due = at + self._period if abs(at - self._due) > self._period else self._due + self._period
+        return True
 
     def stop(self) -> None:
         super().stop()

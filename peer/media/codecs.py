@@ -1,0 +1,117 @@
+"""How video is encoded: which codec is preferred, and the encoders' bitrates, in one place.
+
+Written against aiortc 1.16.0. Its VP8 (libvpx) and H.264 (libx264, through PyAV) encoders
+take their bitrate limits from module constants, ``aiortc.codecs.vpx`` and
+``aiortc.codecs.h264``'s ``DEFAULT_BITRATE`` (where an encoder starts), ``MIN_BITRATE`` and
+``MAX_BITRATE`` (the range REMB, the receiver's estimate of what the path carries, moves it
+in); there is no ``setParameters``. Those constants are set here and nowhere else: on import,
+to the values below (aiortc 1.16.0's own, written down so that a new aiortc cannot change what
+we send unnoticed), and by ``set_bitrate`` when a bitrate is asked for.
+
+The H.264 encoder's frame rate is one too (``set_frame_rate``). Being module constants, they
+are **process-wide**: every encoder made after ``set_bitrate``
+in this process (every connection of every room) takes the newest setting; one started
+before keeps its start value but is clamped to the new range at the next REMB. A process
+that hosts bots wanting different bitrates has to run them in processes of their own.
+
+The codec is per connection: ``prefer`` puts the codec asked for first in what a connection
+offers and answers, the others after it, so a peer that cannot do it still gets a call.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Optional
+
+from aiortc import RTCPeerConnection, RTCRtpSender
+from aiortc.codecs import h264, vpx
+from aiortc.rtcrtpparameters import RTCRtpCodecCapability
+
+CODECS = {"vp8": "video/VP8", "h264": "video/H264"}
+"""``--codec`` names and the MIME types they stand for."""
+
+DEFAULT_FRAME_RATE = 30
+"""aiortc 1.16.0's ``h264.MAX_FRAME_RATE``."""
+DEFAULTS = {vpx: (250_000, 500_000, 1_500_000), h264: (500_000, 1_000_000, 3_000_000)}
+"""Minimum, start and maximum bitrate (bits/s) of each encoder module when none is asked for."""
+
+MIN_RATE = 100_000
+MAX_RATE = 10_000_000
+"""The bitrates ``--bitrate`` takes: below 100 kbit/s a picture is mush; above 10 Mbit/s
+is more than a call needs, and more than aiortc's pacing-free sender should burst."""
+
+_RATE = re.compile(r"(\d+(?:\.\d+)?)([kKmM]?)")
+
+
+def parse_bitrate(text: str) -> int:
+    """``500k``, ``2M``, ``1.5M`` or ``800000`` as bits per second (k and M are powers of 1000);
+    ValueError with a sentence for people when it is not one, or out of bounds."""
+    match = _RATE.fullmatch(text.strip())
+    if match is None:
+        raise ValueError(f"not a bitrate: {text!r} (examples: 500k, 2M)")
+    return check_bitrate(int(float(match.group(1)) * {"": 1, "k": 1000, "m": 1_000_000}[match.group(2).lower()]))
+
+
+def check_bitrate(rate: int) -> int:
+    """``rate`` (bits/s) if it is within the bounds we send at, else ValueError."""
+    if not MIN_RATE <= rate <= MAX_RATE:
+        raise ValueError(f"bitrate {rate} bit/s is out of bounds: give one from 100k to 10M")
+    return rate
+
+
+def set_bitrate(rate: Optional[int]) -> None:
+    """Encoders made from now on in this process start at ``rate`` bits/s and never go above it;
+    REMB may lower it down to the encoder's usual floor (or ``rate``, if lower). None puts
+    aiortc 1.16.0's defaults back. Process-wide: see the module's docstring."""
+    for module, (low, start, high) in DEFAULTS.items():
+        if rate is not None:
+            low, start, high = min(low, rate), rate, rate
+        for name, value in zip(("MIN_BITRATE", "DEFAULT_BITRATE", "MAX_BITRATE"), (low, start, high)):
+            setattr(module, name, value)
+
+
+def set_frame_rate(fps: int) -> None:
+    """Tell the H.264 encoders made from now on in this process that frames come ``fps`` times a
+    second. libx264 spreads its bitrate over the rate it is told (aiortc tells it
+    ``h264.MAX_FRAME_RATE``, 30), not the rate frames come at: at 15 fps it sent a third of the
+    bitrate asked. (aiortc's VP8 encoder keeps to the bitrate whatever the rate.) Process-wide."""
+    h264.MAX_FRAME_RATE = fps
+
+
+def preferences(codec: str) -> list[RTCRtpCodecCapability]:
+    """What aiortc can send of video, ``codec`` first (with its retransmission codec), the rest
+    in aiortc's order after it."""
+    wanted = CODECS[codec].lower()
+    available = RTCRtpSender.getCapabilities("video").codecs
+    return sorted(available, key=lambda c: c.mimeType.lower() != wanted)  # stable: keeps the order within
+
+
+def prefer(pc: RTCPeerConnection, codec: Optional[str]) -> None:
+    """Make ``codec`` the first of every video transceiver of ``pc`` (None: aiortc's order, or
+    the other side's when answering). Called before ``createOffer``, and before ``createAnswer``
+    when the remote offer was already taken: aiortc negotiates an answer's codecs in
+    ``setRemoteDescription`` (its ``_codecs``, in the offer's order), so those are reordered
+    too. aiortc sends with the first codec of that list, and the answer lists them in it."""
+    if codec is None:
+        return
+    wanted = CODECS[codec].lower()
+    for transceiver in pc.getTransceivers():
+        if transceiver.kind == "video":
+            transceiver.setCodecPreferences(preferences(codec))
+            transceiver._codecs = _first(transceiver._codecs, wanted)
+
+
+def _first(codecs: list, mime_type: str) -> list:
+    """``codecs`` with those of ``mime_type`` first, each followed by its rtx, as they were."""
+    main = [c for c in codecs if c.mimeType.lower() != "video/rtx"]
+    main.sort(key=lambda c: c.mimeType.lower() != mime_type)
+    ordered = []
+    for codec in main:
+        ordered.append(codec)
+        ordered += [c for c in codecs
+                    if c.mimeType.lower() == "video/rtx" and c.parameters.get("apt") == codec.payloadType]
+    return ordered
+
+
+set_bitrate(None)
+set_frame_rate(DEFAULT_FRAME_RATE)
