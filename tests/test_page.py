@@ -11,13 +11,14 @@ import cv2  # noqa: F401  -- before av (peer imports it): see FIELD-NOTES
 
 import asyncio
 import threading
+import time
 from typing import Any, Awaitable, Callable
 
 import numpy as np
 import pytest
 
 import peer
-from conftest import CONNECTED_WITHIN, LOCAL
+from conftest import CHROMIUM_FLAGS, CONNECTED_WITHIN, LOCAL, require
 from test_browser import page, state  # noqa: F401  -- page: the fixture, with its check of console errors
 
 try:
@@ -25,17 +26,19 @@ try:
 except ImportError:  # pragma: no cover - the chromium fixture says what is missing
     expect = None
 
-CODE = r"^\d{5}( \d{5}){4}$"
+HOST = "page.test"
+"""A name for 127.0.0.1 that Chromium does not count as localhost (see the test of plain http)."""
 
 
 class Bot:
     """A Python peer in the room, driven from the test's thread: ``bot.run(coroutine)``."""
 
-    def __init__(self, server_url: str, room: str, name: str) -> None:
+    def __init__(self, server_url: str, room: str, name: str, audio: str) -> None:
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
-        self._joining = peer.join(room, server=server_url, name=name, video="testsrc", ice_hosts=[LOCAL])
+        self._joining = peer.join(room, server=server_url, name=name, video="testsrc", audio=audio,
+                                  ice_hosts=[LOCAL])
         self.room = self.run(self._joining.__aenter__())
 
     def run(self, coroutine: Awaitable[Any], timeout: float = CONNECTED_WITHIN) -> Any:
@@ -81,8 +84,8 @@ def camera_off(picture: np.ndarray) -> bool:
 def bot(server):
     started: list[Bot] = []
 
-    def start(room: str, name: str = "bot") -> Bot:
-        started.append(Bot(server.url, room, name))
+    def start(room: str, name: str = "bot", audio: str = "none") -> Bot:
+        started.append(Bot(server.url, room, name, audio))
         return started[-1]
 
     yield start
@@ -137,6 +140,48 @@ def test_the_page_and_a_bot_show_the_same_verification_code(server, page, bot):
     assert tile.locator("i, b").count() == 0
     expect(page.locator("#log")).to_contain_text(f"verification code with <i>bot</i>: {code}")
     assert state(page, "errors") == []
+
+
+def test_a_page_on_a_plain_http_address(server, chromium, bot):
+    """The page at http://HOST:PORT/ from another machine: browsers give such a page neither
+    camera nor SHA-256, and hold its sound back until the user acts (a link joins with no
+    click). The page joins to watch, shows no code rather than a wrong one and says why, plays
+    the others' video muted, and the first key pressed gives the sound. A host name mapped to
+    127.0.0.1 stands for the other machine's address: it is no localhost to Chromium."""
+    browser = chromium.browser_type.launch(
+        executable_path=require("chromium"), headless=True,
+        args=CHROMIUM_FLAGS + [f"--host-resolver-rules=MAP {HOST} {LOCAL}",
+                               "--autoplay-policy=document-user-activation-required"])
+    try:
+        page = browser.new_page()
+        waiting = bot("plain", audio="sine")  # sound to hold back: a picture alone may play
+        page.goto(f"http://{HOST}:{server.port}/?room=plain&name=ann")
+        # Playwright's own evaluate counts as an act of the user: until the sound is held back,
+        # the page is read through the DevTools protocol without one.
+        quiet = page.context.new_cdp_session(page)
+
+        def read(expression: str) -> Any:
+            answer = quiet.send("Runtime.evaluate", {"expression": expression, "returnByValue": True,
+                                                     "userGesture": False})
+            return answer["result"].get("value")
+
+        deadline = time.monotonic() + CONNECTED_WITHIN
+        while "hear the others" not in read("document.querySelector('#log').textContent"):
+            assert time.monotonic() < deadline, read("document.querySelector('#log').textContent")
+            time.sleep(0.1)
+        assert read("window.peerState.soundMuted") == ["bot"]
+        log = page.locator("#log")
+        expect(log).to_contain_text("camera unavailable: browsers allow it only on https:// or http://localhost pages")
+        page.wait_for_function("() => window.peerState.connected.includes('bot')")
+        expect(log).to_contain_text("no verification code for the call with bot: "
+                                    "browsers compute SHA-256 only on https:// or http://localhost pages")
+        assert state(page, "codes") == {"bot": None}
+        assert page.locator(".tile.remote .code").text_content() == ""
+        page.keyboard.press("x")
+        page.wait_for_function("() => window.peerState.soundMuted.length === 0")
+        assert waiting.room.connected and state(page, "errors") == []
+    finally:
+        browser.close()
 
 
 def test_keys_typed_in_the_chat_box_are_chat(server, page, bot):
@@ -199,3 +244,8 @@ def test_keys_show_statistics_mute_and_turn_the_camera_off(server, page, bot):
     page.keyboard.press("f")
     page.wait_for_function("() => !window.peerState.fullscreen")
     assert state(page, "joined") and state(page, "errors") == []
+
+    # Esc leaves, as q does.
+    page.keyboard.press("Escape")
+    waiting.run(waiting.room.wait_for(peer.PeerLeft, lambda event: event.member.id == member.id))
+    assert not state(page, "joined")

@@ -65,6 +65,7 @@
   let cameraOff = false;
   let offPicture = null;      // the "camera off" track sent instead of the camera while it is off
   let statsTimer = null;      // set while the statistics overlay is shown
+  let soundWaiting = false;   // the others' sound is muted until the user clicks or presses a key
 
   // State for people who script the page (and for the tests).
   window.peerState = {
@@ -82,6 +83,7 @@
     get cameraOff() { return cameraOff; },
     get statsShown() { return statsTimer !== null; },
     get fullscreen() { return document.fullscreenElement !== null; },
+    get soundMuted() { return Array.from(remotes.values()).filter((r) => r.video.muted).map((r) => r.name); },
     // {name: "DDDDD DDDDD DDDDD DDDDD DDDDD"}, or null where there is no code (yet).
     get codes() { return Object.fromEntries(Array.from(remotes.values(), (r) => [r.name, r.code])); },
     // {name: the overlay's text}, filled while the overlay is shown.
@@ -199,7 +201,8 @@
       log(`no camera or microphone (${lastError && lastError.name}); joining to watch and chat`, "info");
       localStream = new MediaStream();
     }
-    $("local-video").srcObject = localStream;
+    // A video of a stream without tracks never has a picture, and delays the page's load event for good.
+    if (localStream.getVideoTracks().length) $("local-video").srcObject = localStream;
   }
 
   function closeLocalMedia() {
@@ -279,6 +282,22 @@
     const off = [micMuted && "muted", cameraOff && "camera off"].filter(Boolean);
     $("local-label").textContent = off.length ? `you (${off.join(", ")})` : "you";
     $("local").classList.toggle("camera-off", cameraOff);
+  }
+
+  // The browser started the others' sound muted: say so once, unmute at the first click or key.
+  function soundWaitsForTheUser() {
+    if (soundWaiting) return;
+    soundWaiting = true;
+    log("click or press a key in the page to hear the others (the browser starts the sound muted)", "info");
+    const unmute = () => {
+      soundWaiting = false;
+      for (const event of ["pointerdown", "keydown"]) document.removeEventListener(event, unmute, true);
+      for (const remote of remotes.values()) {
+        remote.video.muted = false;
+        remote.video.play().catch(() => {});
+      }
+    };
+    for (const event of ["pointerdown", "keydown"]) document.addEventListener(event, unmute, true);
   }
 
   // f: the tiles and the hint fill the screen, and back (Esc also leaves fullscreen).
@@ -775,9 +794,11 @@
 
     play() {
       this.video.play().catch(() => {
-        // Autoplay with sound needs a click on the page first; start muted rather than not at all.
+        // Autoplay with sound needs a click or key on the page first (a link joins without
+        // one): start muted rather than not at all, and give the sound at the first.
         this.video.muted = true;
         this.video.play().catch(() => {});
+        soundWaitsForTheUser();
       });
     }
 
