@@ -1,6 +1,8 @@
 """The page the signaling server serves, as the Python peer's window: a link joins at once, each
 remote tile shows the call's verification code and (key s) its statistics, and the keys m, v,
-q act as in the window, except while typing in the chat box.
+f, q and Esc act as in the window, except while typing in the chat box. On a plain-http page
+(no camera, no SHA-256, sound held back) it shows no code, says why, and gives the sound at the
+first key.
 
 Real parts: our server, Chromium (fake camera and microphone) through Playwright, and a Python
 bot (``peer.join``) on an event loop of its own thread, so that the test can read what the
@@ -13,6 +15,7 @@ import asyncio
 import threading
 import time
 from typing import Any, Awaitable, Callable
+from urllib.parse import urlencode
 
 import numpy as np
 import pytest
@@ -93,10 +96,17 @@ def bot(server):
         one.close()
 
 
-def call(page, server, bot, room: str, name: str = "ann", bot_name: str = "bot") -> tuple[Bot, peer.Member]:
-    """The bot waits in ``room``; the page joins from a link and calls it. Both connected."""
+def call(page, server, bot, room: str, name: str = "ann", bot_name: str = "bot",
+         page_first: bool = False) -> tuple[Bot, peer.Member]:
+    """The page joins ``room`` from a link and the bot joins it; the newcomer offers (the bot
+    is there first unless ``page_first``). Both connected."""
+    link = f"{server.url}/?{urlencode({'room': room, 'name': name})}"
+    if page_first:
+        page.goto(link)
+        page.wait_for_function("() => window.peerState.joined")
     waiting = bot(room, bot_name)
-    page.goto(f"{server.url}/?room={room}&name={name}")
+    if not page_first:
+        page.goto(link)
     member = waiting.run(waiting.room.wait_for_peer(CONNECTED_WITHIN), CONNECTED_WITHIN + 5)
     page.wait_for_function(f"() => window.peerState.connected.includes({bot_name!r})")
     return waiting, member
@@ -126,10 +136,11 @@ def test_a_link_with_bad_values_leaves_the_form(server, page, query, problem):
     assert page.locator("#hint").is_hidden()
 
 
-def test_the_page_and_a_bot_show_the_same_verification_code(server, page, bot):
+@pytest.mark.parametrize("page_first", [False, True], ids=["page-offers", "bot-offers"])
+def test_the_page_and_a_bot_show_the_same_verification_code(server, page, bot, page_first):
     """The page computes the code from Chromium's DTLS certificates as peer/verification.py
-    does from aiortc's; names from others are shown as text (never markup)."""
-    waiting, member = call(page, server, bot, "codes", name="<b>ann</b>", bot_name="<i>bot</i>")
+    does from aiortc's, whichever side offers; names from others are shown as text (never markup)."""
+    waiting, member = call(page, server, bot, "codes", name="<b>ann</b>", bot_name="<i>bot</i>", page_first=page_first)
     assert member.name == "<b>ann</b>"
     page.wait_for_function("() => Object.values(window.peerState.codes).every((code) => code)")
     code = state(page, "codes")["<i>bot</i>"]
