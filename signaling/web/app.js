@@ -21,6 +21,11 @@
 //
 // ICE servers: none by default (host candidates are enough on one network). Add them with
 // ?stun=stun:host:3478 and ?turn=turn:host:3478&turn-user=U&turn-password=P in the page URL.
+//
+// As the Python peer's window: each remote tile shows the call's verification code (computed
+// as docs/protocol.md states, from the certificates DTLS used), a statistics overlay toggled
+// with s, and the keys m (mute), v (camera off and on), f (fullscreen), s, q or Esc (leave),
+// none of which fires while typing in a text box. A link /?room=demo&name=ann joins at once.
 "use strict";
 
 (() => {
@@ -29,6 +34,16 @@
   const ACK_TIMEOUT_MS = 10000;
   const MAX_EARLY = 64;  // messages from before we joined kept: the ack's offers, or ones before it
   const REFUSED_DATA = /^m=application 0 /m;  // an answer's data section with port 0: refused
+  // What the server accepts in a join (signaling/protocol.py: ROOM_PATTERN, MAX_NAME_CHARS and
+  // text.py's unprintable characters), so that a bad link is explained here, not refused there.
+  const ROOM_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$/;
+  const MAX_NAME_CHARS = 64;
+  const UNPRINTABLE = /[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\u2028\u2029\ud800-\udfff]/u;
+  const CODE_LABEL = "pypeer verification code v1\n";  // docs/protocol.md, "Verification code"
+  const CODE_TRIES = 5;  // DTLS is done when the connection is; its stats may lag a moment
+  const STATS_EVERY_MS = 1000;
+  const OFF_FPS = 5;  // the "camera off" picture does not change: a few frames a second do
+  const OFF_GREY = 24;  // its background, as the Python peer's (peer/media/sources.py)
 
   const $ = (id) => document.getElementById(id);
   const params = new URLSearchParams(location.search);
@@ -46,6 +61,11 @@
   const chatLines = [];
   let early = null;           // messages that came before our join acknowledgement
   const errors = [];
+  let micMuted = false;
+  let cameraOff = false;
+  let offPicture = null;      // the "camera off" track sent instead of the camera while it is off
+  let statsTimer = null;      // set while the statistics overlay is shown
+  let soundWaiting = false;   // the others' sound is muted until the user clicks or presses a key
 
   // State for people who script the page (and for the tests).
   window.peerState = {
@@ -58,6 +78,16 @@
     get chat() { return chatLines.slice(); },
     get errors() { return errors.slice(); },
     get localTracks() { return localStream ? localStream.getTracks().map((t) => t.kind) : []; },
+    get muted() { return micMuted; },
+    get audioEnabled() { return localStream ? localStream.getAudioTracks().map((t) => t.enabled) : []; },
+    get cameraOff() { return cameraOff; },
+    get statsShown() { return statsTimer !== null; },
+    get fullscreen() { return document.fullscreenElement !== null; },
+    get soundMuted() { return Array.from(remotes.values()).filter((r) => r.video.muted).map((r) => r.name); },
+    // {name: "DDDDD DDDDD DDDDD DDDDD DDDDD"}, or null where there is no code (yet).
+    get codes() { return Object.fromEntries(Array.from(remotes.values(), (r) => [r.name, r.code])); },
+    // {name: the overlay's text}, filled while the overlay is shown.
+    get stats() { return Object.fromEntries(Array.from(remotes.values(), (r) => [r.name, r.statsBox.textContent])); },
     get video() {
       const out = {};
       for (const r of remotes.values()) {
@@ -120,6 +150,26 @@
     $("name").disabled = joined;
     $("chat-input").disabled = !joined;
     $("send").disabled = !joined;
+    $("hint").hidden = !joined;
+  }
+
+  // The server's rules for a join, checked before asking it: null when fine, else what is wrong.
+  function joinProblem(room, name) {
+    if (!ROOM_PATTERN.test(room)) return "room name must be 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit";
+    if (Array.from(name).length > MAX_NAME_CHARS) return `name must be at most ${MAX_NAME_CHARS} characters`;
+    if (UNPRINTABLE.test(name)) return "name must not contain control characters, bidi controls or line separators";
+    return null;
+  }
+
+  // Join from the form or a link (`where`, " from this link", says so in the message); bad values
+  // leave the form shown.
+  function requestJoin(room, name, where) {
+    const problem = joinProblem(room, name);
+    if (problem) {
+      showError(`cannot join${where}: ${problem}`);
+      return;
+    }
+    join(room, name);
   }
 
   function updateStatus() {
@@ -151,14 +201,125 @@
       log(`no camera or microphone (${lastError && lastError.name}); joining to watch and chat`, "info");
       localStream = new MediaStream();
     }
-    $("local-video").srcObject = localStream;
+    // A video of a stream without tracks never has a picture, and delays the page's load event for good.
+    if (localStream.getVideoTracks().length) $("local-video").srcObject = localStream;
   }
 
   function closeLocalMedia() {
     if (!localStream) return;
+    if (offPicture) offPicture.stop();
+    offPicture = null;
+    micMuted = cameraOff = false;
     localStream.getTracks().forEach((t) => t.stop());
     localStream = null;
     $("local-video").srcObject = null;
+    showSwitches();
+  }
+
+  // The video we send: the camera, or the "camera off" picture while it is off.
+  function sentVideo() {
+    return cameraOff ? offPicture.track : (localStream && localStream.getVideoTracks()[0]) || null;
+  }
+
+  // m: the microphone's track is disabled, which sends silence; the calls stay as they are.
+  function toggleMute() {
+    const tracks = localStream ? localStream.getAudioTracks() : [];
+    if (!tracks.length) {
+      log("no microphone to mute", "info");
+      return;
+    }
+    micMuted = !micMuted;
+    tracks.forEach((t) => { t.enabled = !micMuted; });
+    log(micMuted ? "microphone muted: the others hear silence" : "microphone on", "info");
+    showSwitches();
+  }
+
+  // v: every call is sent the "camera off" picture instead of the camera (replaceTrack needs no
+  // new negotiation), and back. The camera's track is disabled meanwhile.
+  function toggleCamera() {
+    const camera = localStream && localStream.getVideoTracks()[0];
+    if (!camera) {
+      log("no camera to turn off", "info");
+      return;
+    }
+    cameraOff = !cameraOff;
+    camera.enabled = !cameraOff;
+    if (cameraOff) {
+      offPicture = cameraOffPicture(camera.getSettings());
+    } else {
+      offPicture.stop();
+      offPicture = null;
+    }
+    for (const remote of remotes.values()) remote.sendVideo(sentVideo());
+    $("local-video").srcObject = cameraOff ? new MediaStream([offPicture.track]) : localStream;
+    log(cameraOff ? "camera off: the others see a 'camera off' picture" : "camera on", "info");
+    showSwitches();
+  }
+
+  // A dark picture saying "camera off", at the camera's size, as the Python peer sends.
+  function cameraOffPicture({ width = 640, height = 480 }) {
+    const canvas = document.createElement("canvas");
+    canvas.width = width;
+    canvas.height = height;
+    const context = canvas.getContext("2d");
+    const draw = () => {
+      context.fillStyle = `rgb(${OFF_GREY}, ${OFF_GREY}, ${OFF_GREY})`;
+      context.fillRect(0, 0, width, height);
+      context.fillStyle = "rgb(200, 200, 200)";
+      context.font = `${Math.max(10, Math.round(width / 16))}px sans-serif`;
+      context.textAlign = "center";
+      context.textBaseline = "middle";
+      context.fillText("camera off", width / 2, height / 2);
+    };
+    draw();
+    const track = canvas.captureStream(OFF_FPS).getVideoTracks()[0];
+    track.contentHint = "text";  // keep its size when bandwidth or CPU is short: lower the rate instead
+    const timer = setInterval(draw, 1000 / OFF_FPS);  // a canvas track has a frame only when painted
+    return { track, stop() { clearInterval(timer); track.stop(); } };
+  }
+
+  function showSwitches() {
+    const off = [micMuted && "muted", cameraOff && "camera off"].filter(Boolean);
+    $("local-label").textContent = off.length ? `you (${off.join(", ")})` : "you";
+    $("local").classList.toggle("camera-off", cameraOff);
+  }
+
+  // The browser started the others' sound muted: say so once, unmute at the first click or key.
+  function soundWaitsForTheUser() {
+    if (soundWaiting) return;
+    soundWaiting = true;
+    log("click or press a key in the page to hear the others (the browser starts the sound muted)", "info");
+    const unmute = () => {
+      soundWaiting = false;
+      for (const event of ["pointerdown", "keydown"]) document.removeEventListener(event, unmute, true);
+      for (const remote of remotes.values()) {
+        remote.video.muted = false;
+        remote.video.play().catch(() => {});
+      }
+    };
+    for (const event of ["pointerdown", "keydown"]) document.addEventListener(event, unmute, true);
+  }
+
+  // f: the tiles and the hint fill the screen, and back (Esc also leaves fullscreen).
+  function toggleFullscreen() {
+    if (document.fullscreenElement) {
+      document.exitFullscreen().catch(() => {});
+      return;
+    }
+    $("call").requestFullscreen().catch((error) => log(`fullscreen refused: ${error.message}`, "info"));
+  }
+
+  // s: each remote tile's statistics overlay, refreshed once a second while shown.
+  function toggleStats() {
+    const show = statsTimer === null;
+    clearInterval(statsTimer);
+    statsTimer = show ? setInterval(refreshStats, STATS_EVERY_MS) : null;
+    document.body.classList.toggle("stats-on", show);
+    if (show) refreshStats();
+  }
+
+  function refreshStats() {
+    for (const remote of remotes.values()) remote.refreshStats();
   }
 
   // Signaling
@@ -305,6 +466,7 @@
     me = null;
     members.clear();
     closeLocalMedia();
+    if (document.fullscreenElement) document.exitFullscreen().catch(() => {});
     setJoined(false);
     status("Not in a room.");
   }
@@ -355,7 +517,12 @@
       const label = document.createElement("span");
       label.className = "label";
       label.textContent = name;
-      this.tile.append(this.video, label);
+      this.codeBox = document.createElement("span");
+      this.codeBox.className = "code";
+      this.codeBox.title = "verification code: the same on both sides means nobody is in the middle";
+      this.statsBox = document.createElement("pre");
+      this.statsBox.className = "stats";
+      this.tile.append(this.video, label, this.codeBox, this.statsBox);
       $("videos").appendChild(this.tile);
       this.countFrames();
       this.newConnection();
@@ -394,6 +561,10 @@
       if (this.pc) this.pc.close();
       const pc = this.pc = new RTCPeerConnection(rtcConfig);
       this.connected = false;
+      this.code = null;
+      this.codeBox.textContent = "";
+      this.sample = null;  // the last statistics read, for rates
+      this.statsBox.textContent = "";
       this.chat = null;
       this.chatRefused = false;
       this.channels = [];  // keep every channel referenced while the call lasts
@@ -419,6 +590,8 @@
           this.tile.classList.remove("connecting");
           log(`connected to ${this.name}`, "info");
           updateStatus();
+          this.showCode(pc);
+          if (statsTimer !== null) this.refreshStats();
         } else if (pc.connectionState === "failed") {
           this.lost("connection failed");
         }
@@ -427,9 +600,8 @@
     }
 
     addLocalTracks(pc, answering) {
-      const tracks = localStream ? localStream.getTracks() : [];
       for (const kind of ["audio", "video"]) {
-        const track = tracks.find((t) => t.kind === kind);
+        const track = kind === "video" ? sentVideo() : (localStream && localStream.getAudioTracks()[0]);
         if (answering) {
           // addTrack reuses the transceiver the offer created for this kind; add nothing
           // the offer did not ask for (that would need another round of negotiation).
@@ -575,11 +747,58 @@
       for (const text of backlog) this.chat.send(text);
     }
 
+    // The camera or the "camera off" picture, on this call's video sender if it has one.
+    sendVideo(track) {
+      const sender = this.pc.getSenders().find((s) => s.track && s.track.kind === "video");
+      if (sender) sender.replaceTrack(track).catch((error) => console.warn(`video to ${this.name}:`, error));
+    }
+
+    // The code of this connection on the tile and in the log, once DTLS has given it; nothing
+    // where it cannot be computed (never a code from anything but the certificates used).
+    async showCode(pc) {
+      let code = null, problem = "the browser did not give both certificates";
+      for (let tries = 0; code === null && tries < CODE_TRIES && pc === this.pc && !this.closed; tries++) {
+        if (tries) await new Promise((resolve) => setTimeout(resolve, 200 * tries));
+        try {
+          code = await verificationCode(pc);
+        } catch (error) {
+          problem = error.message;
+          break;
+        }
+      }
+      if (pc !== this.pc || this.closed) return;
+      if (code === null) {
+        log(`no verification code for the call with ${this.name}: ${problem}`, "info");
+        return;
+      }
+      this.code = code;
+      this.codeBox.textContent = code;
+      log(`verification code with ${this.name}: ${code} (the same on both sides means nobody is in the middle)`, "info");
+    }
+
+    async refreshStats() {
+      if (this.readingStats) return;
+      this.readingStats = true;
+      const pc = this.pc;
+      try {
+        const sample = readStats(await pc.getStats(), performance.now());
+        if (pc !== this.pc || this.closed || statsTimer === null) return;
+        this.statsBox.textContent = describeStats(sample, this.sample);
+        this.sample = sample;
+      } catch (error) {
+        console.debug(`statistics of the call with ${this.name}:`, error);
+      } finally {
+        this.readingStats = false;
+      }
+    }
+
     play() {
       this.video.play().catch(() => {
-        // Autoplay with sound needs a click on the page first; start muted rather than not at all.
+        // Autoplay with sound needs a click or key on the page first (a link joins without
+        // one): start muted rather than not at all, and give the sound at the first.
         this.video.muted = true;
         this.video.play().catch(() => {});
+        soundWaitsForTheUser();
       });
     }
 
@@ -605,13 +824,148 @@
     }
   }
 
+  // Verification code (docs/protocol.md): SHA-256 of the label and the sorted SHA-256 digests
+  // of our certificate and theirs, each in DER, as the DTLS transports used them. Ours is the
+  // transport's local certificate in getStats(); theirs what getRemoteCertificates() gives of
+  // the handshake (its first, the one the peer proved to hold). Null while either is missing.
+
+  async function verificationCode(pc) {
+    if (!window.crypto || !crypto.subtle) {
+      throw new Error("browsers compute SHA-256 only on https:// or http://localhost pages");
+    }
+    const ours = [], theirs = [];
+    const stats = await pc.getStats();
+    for (const report of stats.values()) {
+      if (report.type !== "transport" || report.dtlsState !== "connected") continue;
+      const certificate = stats.get(report.localCertificateId);
+      if (certificate && certificate.base64Certificate) ours.push(fromBase64(certificate.base64Certificate));
+    }
+    for (const transport of dtlsTransports(pc)) {
+      if (transport.state !== "connected") continue;
+      const [leaf] = transport.getRemoteCertificates();
+      if (leaf) theirs.push(new Uint8Array(leaf));
+    }
+    if (!ours.length || !theirs.length) return null;
+    const digests = new Set(await Promise.all(ours.concat(theirs).map(async (der) => toHex(await sha256(der)))));
+    const sorted = Array.from(digests).sort().map(fromHex);  // hex of equal length sorts as the bytes do
+    const label = new TextEncoder().encode(CODE_LABEL);
+    const hash = await sha256(concatBytes([label, ...sorted]));
+    let number = 0n;
+    for (const byte of hash.slice(0, 16)) number = number * 256n + BigInt(byte);
+    const digits = (number % 10n ** 25n).toString().padStart(25, "0");
+    return digits.match(/\d{5}/g).join(" ");
+  }
+
+  function dtlsTransports(pc) {
+    const transports = new Set();
+    for (const transceiver of pc.getTransceivers()) {
+      if (transceiver.sender.transport) transports.add(transceiver.sender.transport);
+      if (transceiver.receiver.transport) transports.add(transceiver.receiver.transport);
+    }
+    if (pc.sctp) transports.add(pc.sctp.transport);
+    return transports;
+  }
+
+  async function sha256(bytes) { return new Uint8Array(await crypto.subtle.digest("SHA-256", bytes)); }
+  function fromBase64(text) { return Uint8Array.from(atob(text), (c) => c.charCodeAt(0)); }
+  function toHex(bytes) { return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join(""); }
+  function fromHex(text) { return Uint8Array.from(text.match(/../g), (h) => parseInt(h, 16)); }
+
+  function concatBytes(parts) {
+    const out = new Uint8Array(parts.reduce((n, part) => n + part.length, 0));
+    let at = 0;
+    for (const part of parts) {
+      out.set(part, at);
+      at += part.length;
+    }
+    return out;
+  }
+
+  // Statistics: what the overlay shows of one call, from one getStats() report. Codec names
+  // come from the other side's SDP: shown as text only, and cut short.
+
+  function readStats(stats, at) {
+    const sample = { at, bytesIn: 0, bytesOut: 0, received: 0, lost: 0, videoIn: null, videoOut: null,
+                     lossOut: null, rtt: null, path: null };
+    for (const report of stats.values()) {
+      if (report.type === "inbound-rtp") {
+        sample.bytesIn += report.bytesReceived || 0;
+        sample.received += report.packetsReceived || 0;
+        sample.lost += Math.max(0, report.packetsLost || 0);
+        if (report.kind === "video") sample.videoIn = videoOf(stats, report);
+      } else if (report.type === "outbound-rtp") {
+        sample.bytesOut += report.bytesSent || 0;
+        if (report.kind === "video") sample.videoOut = videoOf(stats, report);
+      } else if (report.type === "remote-inbound-rtp" && typeof report.fractionLost === "number") {
+        sample.lossOut = Math.max(sample.lossOut || 0, report.fractionLost);
+      } else if (report.type === "transport" && report.selectedCandidatePairId) {
+        const pair = stats.get(report.selectedCandidatePairId);
+        const local = pair && stats.get(pair.localCandidateId);
+        const remote = pair && stats.get(pair.remoteCandidateId);
+        if (pair && typeof pair.currentRoundTripTime === "number") sample.rtt = pair.currentRoundTripTime;
+        if (local && remote) sample.path = pathOf(local.candidateType, remote.candidateType);
+      }
+    }
+    return sample;
+  }
+
+  function videoOf(stats, report) {
+    const codec = report.codecId && stats.get(report.codecId);
+    const name = codec && typeof codec.mimeType === "string" ? codec.mimeType.replace(/^video\//i, "").slice(0, 16) : "?";
+    const size = report.frameWidth ? `${report.frameWidth}x${report.frameHeight}` : "no picture yet";
+    const fps = typeof report.framesPerSecond === "number" ? `${Math.round(report.framesPerSecond)} fps` : "- fps";
+    return `${size} ${fps} ${name}`;
+  }
+
+  // Direct, through NAT (an address a STUN server or the other side saw), or relayed by TURN.
+  function pathOf(local, remote) {
+    const types = [local, remote];
+    const how = types.includes("relay") ? "relayed" : types.some((t) => t === "srflx" || t === "prflx") ? "through NAT" : "direct";
+    return `${how} (${String(local).slice(0, 8)}/${String(remote).slice(0, 8)})`;
+  }
+
+  function describeStats(now, before) {
+    const seconds = before ? (now.at - before.at) / 1000 : 0;
+    const rate = (bytes, old) => (seconds > 0 ? bitrate(((bytes - old) * 8) / seconds) : "...");
+    const lost = before ? now.lost - before.lost : now.lost;
+    const packets = lost + (before ? now.received - before.received : now.received);
+    const lossIn = packets > 0 ? (100 * lost) / packets : 0;
+    return [
+      `in  ${now.videoIn || "no video"} ${rate(now.bytesIn, before && before.bytesIn)}`,
+      `out ${now.videoOut || "no video"} ${rate(now.bytesOut, before && before.bytesOut)}`,
+      `rtt ${now.rtt === null ? "-" : Math.round(now.rtt * 1000) + " ms"}  loss ${lossIn.toFixed(1)} % in` +
+        (now.lossOut === null ? "" : `, ${(100 * now.lossOut).toFixed(1)} % out`),
+      `path ${now.path || "-"}`,
+    ].join("\n");
+  }
+
+  function bitrate(bits) {
+    return bits >= 1e6 ? `${(bits / 1e6).toFixed(2)} Mbit/s` : `${Math.round(bits / 1000)} kbit/s`;
+  }
+
+  // Keys, as in the Python peer's window; never while typing (the chat box, the join form).
+
+  const KEYS = { m: toggleMute, v: toggleCamera, f: toggleFullscreen, s: toggleStats, q: leave, escape: leave };
+
+  function typing(target) {
+    return target instanceof HTMLElement && (target.isContentEditable || ["INPUT", "TEXTAREA", "SELECT"].includes(target.tagName));
+  }
+
+  document.addEventListener("keydown", (event) => {
+    if (!me || event.ctrlKey || event.altKey || event.metaKey || event.repeat || typing(event.target)) return;
+    const key = event.key.toLowerCase();
+    if (key === "escape" && document.fullscreenElement) return;  // Esc leaves fullscreen, not the room
+    const action = Object.prototype.hasOwnProperty.call(KEYS, key) ? KEYS[key] : null;
+    if (!action) return;
+    event.preventDefault();
+    action();
+  });
+
   // Wiring
 
   $("join-form").addEventListener("submit", (event) => {
     event.preventDefault();
-    const room = $("room").value.trim();
-    if (!room) return;
-    join(room, $("name").value.trim());
+    requestJoin($("room").value.trim(), $("name").value.trim(), "");
   });
   $("leave").addEventListener("click", leave);
   $("chat-form").addEventListener("submit", (event) => {
@@ -626,7 +980,10 @@
   });
   window.addEventListener("pagehide", leave);
 
-  if (params.get("room")) $("room").value = params.get("room");
-  if (params.get("name")) $("name").value = params.get("name");
+  // A link such as /?room=demo&name=ann joins at once; one with bad values leaves the form shown.
+  const linkRoom = params.get("room"), linkName = params.get("name");
+  if (linkRoom !== null) $("room").value = linkRoom;
+  if (linkName !== null) $("name").value = linkName;
   setJoined(false);
+  if (linkRoom !== null) requestJoin(linkRoom.trim(), (linkName || "").trim(), " from this link");
 })();
