@@ -125,7 +125,9 @@ class Terminal:
                     except (EOFError, KeyboardInterrupt):
                         return
                     for line in text.splitlines() or [""]:  # a paste may hold several; Enter alone is a line
-                        _take_bounded(line.encode(), take)
+                        # prompt-toolkit keeps bytes that are not UTF-8 (a Latin-1 terminal's é) as
+                        # lone surrogates, which no encoder takes: back to those bytes, replaced as a pipe's.
+                        _take_bounded(line.encode(errors="surrogateescape"), take)
         finally:
             self._session = None
 
