@@ -1,6 +1,6 @@
 """The person at the terminal: the lines they type, the lines the peer says, files' progress.
 
-At a terminal (stdin and stdout both one) lines are typed at a prompt-toolkit prompt. What
+At a terminal (stdin and stdout both one, not TERM=dumb) lines are typed at a prompt-toolkit prompt. What
 the peer says meanwhile (chat from others, joins, questions, logs) is printed above the line
 being typed, which stays whole where it is, and files under way are shown below it, in the
 prompt's bottom toolbar, redrawn in place. Ctrl-D on an empty line or Ctrl-C ends input there
@@ -30,6 +30,7 @@ from typing import Any, Callable, Iterator, Optional
 
 from prompt_toolkit import PromptSession
 from prompt_toolkit.patch_stdout import patch_stdout
+from prompt_toolkit.utils import is_dumb_terminal
 from tqdm import tqdm
 
 from signaling.text import printable
@@ -67,6 +68,13 @@ def _stdout_is_terminal() -> bool:
     return sys.stdout is not None and sys.stdout.isatty()
 
 
+def _can_prompt() -> bool:
+    """A terminal that can draw the prompt: at TERM=dumb (Emacs' shell, some IDE consoles)
+    prompt-toolkit's prompt has no toolbar (a file would show no progress) and prints lines
+    arriving after the line being typed."""
+    return _stdout_is_terminal() and not is_dumb_terminal()
+
+
 class Meter(tqdm):
     """One file's progress as tqdm measures it; ``shown`` is called when tqdm would redraw
     (at most every ``REDRAW_EVERY`` seconds), and the owner of the screen draws ``line()``."""
@@ -100,7 +108,7 @@ class Terminal:
 
     def __init__(self) -> None:
         self.interactive = stdin_is_terminal()
-        self._prompting = self.interactive and _stdout_is_terminal()
+        self._prompting = self.interactive and _can_prompt()
         self._session: Optional[PromptSession[str]] = None
         self._meters: dict[str, Meter] = {}
 

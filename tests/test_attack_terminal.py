@@ -3,10 +3,11 @@
 
 import asyncio
 import os
+import re
 
 import peer
 from conftest import LOCAL
-from test_api import join
+from test_api import MB, join, random_file
 from test_attack_files import so_far
 from test_terminal import CLI, ENTER, terminals  # noqa: F401 (a fixture)
 
@@ -25,3 +26,23 @@ async def test_bytes_that_are_not_utf8_typed_at_the_prompt_go_as_chat_and_the_pe
         assert [event.text for event in so_far(alice, peer.ChatMessage)] == ["caf\ufffd", "after it"]
         assert bob.proc.poll() is None
         assert not [line for line in bob.shown if "Traceback" in line or "exception" in line]
+
+
+async def test_a_dumb_terminal_shows_progress_as_lines_and_chats(server, terminals, tmp_path):
+    """TERM=dumb (Emacs' shell, some IDE consoles): prompt-toolkit's prompt there has no
+    toolbar, so a file came without any progress, and lines arriving were glued to the line
+    being typed after a "> ". There the kernel's line editing serves, as for output to a log."""
+    source = random_file(tmp_path / "report.bin", 8 * MB)
+    bob = terminals("--room", "dumb", "--server", server.url, *CLI, "--downloads", str(tmp_path / "in"),
+                    name="bob", term="dumb")
+    async with join("dumb", server, "alice") as alice:
+        await alice.wait_for_peer()
+        await asyncio.to_thread(bob.expect, "^connected to alice")
+        await alice.send_file(source)
+        running = r"^receiving report\.bin from alice: \[[# ]{20}\] +(\d+)% .*, \d\d:\d\d left$"
+        await asyncio.to_thread(bob.expect, r"^received report\.bin from alice")
+        quarters = [re.search(running, line) for line in bob.lines]
+        assert [int(match.group(1)) // 25 for match in quarters if match] == [1, 2, 3], "\n".join(bob.lines)
+        bob.type("hello" + ENTER)
+        await alice.wait_for_message(lambda text: text == "hello")
+        assert not [line for line in bob.shown if line.startswith(">")], "a prompt at a dumb terminal"
