@@ -30,6 +30,7 @@ from typing import Any, Callable, Iterator, Optional
 
 from prompt_toolkit import PromptSession
 from prompt_toolkit.patch_stdout import patch_stdout
+from prompt_toolkit.renderer import CPR_Support
 from prompt_toolkit.utils import is_dumb_terminal
 from tqdm import tqdm
 
@@ -173,7 +174,7 @@ class Terminal:
             line = meter.final_line()
             self.progress_ended(what)
             say(line)
-        elif not self._prompting and (quarter := done * 4 // size) > meter.quarters_said:
+        elif not self._in_toolbar() and (quarter := done * 4 // size) > meter.quarters_said:
             meter.quarters_said = quarter
             say(meter.line())
 
@@ -183,6 +184,11 @@ class Terminal:
         if meter is not None:
             meter.close()
             self._show_meters()
+
+    def _in_toolbar(self) -> bool:
+        """Whether the prompt's toolbar shows: prompt-toolkit draws it only once the terminal
+        has said where its cursor is, which some never do (PROMPT_TOOLKIT_NO_CPR=1 for them)."""
+        return self._session is not None and self._session.app.renderer.cpr_support != CPR_Support.NOT_SUPPORTED
 
     def _show_meters(self) -> None:
         if self._session is None:

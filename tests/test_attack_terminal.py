@@ -32,17 +32,37 @@ async def test_a_dumb_terminal_shows_progress_as_lines_and_chats(server, termina
     """TERM=dumb (Emacs' shell, some IDE consoles): prompt-toolkit's prompt there has no
     toolbar, so a file came without any progress, and lines arriving were glued to the line
     being typed after a "> ". There the kernel's line editing serves, as for output to a log."""
-    source = random_file(tmp_path / "report.bin", 8 * MB)
     bob = terminals("--room", "dumb", "--server", server.url, *CLI, "--downloads", str(tmp_path / "in"),
                     name="bob", term="dumb")
     async with join("dumb", server, "alice") as alice:
-        await alice.wait_for_peer()
-        await asyncio.to_thread(bob.expect, "^connected to alice")
-        await alice.send_file(source)
-        running = r"^receiving report\.bin from alice: \[[# ]{20}\] +(\d+)% .*, \d\d:\d\d left$"
-        await asyncio.to_thread(bob.expect, r"^received report\.bin from alice")
-        quarters = [re.search(running, line) for line in bob.lines]
-        assert [int(match.group(1)) // 25 for match in quarters if match] == [1, 2, 3], "\n".join(bob.lines)
+        await shows_quarters(alice, bob, tmp_path)
+        assert not [line for line in bob.shown if line.startswith(">")], "a prompt at a dumb terminal"
         bob.type("hello" + ENTER)
         await alice.wait_for_message(lambda text: text == "hello")
         assert not [line for line in bob.shown if line.startswith(">")], "a prompt at a dumb terminal"
+
+
+async def test_a_terminal_without_cursor_position_reports_shows_progress_as_lines(server, terminals, tmp_path,
+                                                                                 monkeypatch):
+    """prompt-toolkit draws no toolbar until the terminal has said where its cursor is; one
+    that does not (PROMPT_TOOLKIT_NO_CPR=1, which prompt-toolkit documents for them) got no
+    progress at all."""
+    monkeypatch.setenv("PROMPT_TOOLKIT_NO_CPR", "1")
+    bob = terminals("--room", "cpr", "--server", server.url, *CLI, "--downloads", str(tmp_path / "in"), name="bob")
+    async with join("cpr", server, "alice") as alice:
+        await shows_quarters(alice, bob, tmp_path)
+        await asyncio.to_thread(bob.expect, "^> hello$")  # typed at the prompt
+
+
+async def shows_quarters(alice, bob, tmp_path) -> None:
+    """alice sends bob a file: bob's screen has a line at each quarter; then he chats."""
+    source = random_file(tmp_path / "report.bin", 8 * MB)
+    await alice.wait_for_peer()
+    await asyncio.to_thread(bob.expect, "^connected to alice")
+    await alice.send_file(source)
+    running = r"^receiving report\.bin from alice: \[[# ]{20}\] +(\d+)% .*, \d\d:\d\d left$"
+    await asyncio.to_thread(bob.expect, r"^received report\.bin from alice")
+    quarters = [re.search(running, line) for line in bob.lines]
+    assert [int(match.group(1)) // 25 for match in quarters if match] == [1, 2, 3], "\n".join(bob.lines)
+    bob.type("hello" + ENTER)
+    await alice.wait_for_message(lambda text: text == "hello")
