@@ -29,9 +29,10 @@ from contextlib import ExitStack, contextmanager
 from typing import Any, Callable, Iterator, Optional
 
 from prompt_toolkit import PromptSession
+from prompt_toolkit.application import get_app
 from prompt_toolkit.patch_stdout import patch_stdout
 from prompt_toolkit.renderer import CPR_Support
-from prompt_toolkit.utils import is_dumb_terminal
+from prompt_toolkit.utils import get_cwidth, is_dumb_terminal
 from tqdm import tqdm
 
 from signaling.text import printable
@@ -93,9 +94,22 @@ class Meter(tqdm):
         self._shown()
         return True
 
-    def line(self) -> str:
-        """Done so far, the rate and the time left; the name is escaped (it comes from others)."""
-        return printable(str(self))
+    def line(self, width: Optional[int] = None) -> str:
+        """Done so far, the rate and the time left; the name is escaped (it comes from others),
+        and cut to keep the line within ``width`` columns (a toolbar's end is out of view)."""
+        text = printable(str(self))
+        if width is None or get_cwidth(text) <= width:
+            return text
+        name = printable(self.desc)  # what the line begins with
+        rest = text[len(name):]
+        room = width - get_cwidth(rest) - 1
+        kept = ""
+        for char in name:
+            room -= get_cwidth(char)
+            if room < 0:
+                break
+            kept += char
+        return kept + "…" + rest
 
     def final_line(self) -> str:
         """The size, the time it took and the average rate (not the last moment's)."""
@@ -197,7 +211,8 @@ class Terminal:
         self._session.app.invalidate()  # nothing while no prompt is up
 
     def _toolbar(self) -> str:
-        return "\n".join(meter.line() for meter in self._meters.values())
+        width = get_app().output.get_size().columns  # called as the prompt draws it
+        return "\n".join(meter.line(width) for meter in self._meters.values())
 
 
 class Lines:

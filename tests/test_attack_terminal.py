@@ -9,7 +9,7 @@ import peer
 from conftest import LOCAL
 from test_api import MB, join, random_file
 from test_attack_files import so_far
-from test_terminal import CLI, ENTER, terminals  # noqa: F401 (a fixture)
+from test_terminal import CLI, COLUMNS, ENTER, terminals  # noqa: F401 (a fixture)
 
 
 async def test_bytes_that_are_not_utf8_typed_at_the_prompt_go_as_chat_and_the_peer_stays(server, terminals):
@@ -66,3 +66,18 @@ async def shows_quarters(alice, bob, tmp_path) -> None:
     assert [int(match.group(1)) // 25 for match in quarters if match] == [1, 2, 3], "\n".join(bob.lines)
     bob.type("hello" + ENTER)
     await alice.wait_for_message(lambda text: text == "hello")
+
+
+async def test_a_long_file_name_leaves_the_progress_in_view(server, terminals, tmp_path):
+    """The toolbar is cut at the terminal's right edge: a long file name (or a sender's name
+    of escaped characters, six columns each) pushed the percentage, rate and time left out of it."""
+    source = random_file(tmp_path / ("a" * 180 + ".bin"), 8 * MB)
+    bob = terminals("--room", "long-name", "--server", server.url, *CLI, "--downloads", str(tmp_path / "in"),
+                    name="bob")
+    async with join("long-name", server, "alice") as alice:
+        await alice.wait_for_peer()
+        await asyncio.to_thread(bob.expect, "^connected to alice")
+        await alice.send_file(source)
+        await asyncio.to_thread(bob.expect, r"\.bin \(sha256 \w{16}…\)$")  # the line "received ..." wraps
+        shown = bob.expect(r"^receiving a+…\s*: \[[# ]{20}\] +\d+% .*, \d\d:\d\d left$", ever=True)
+        assert len(shown.string) <= COLUMNS
