@@ -26,7 +26,7 @@ import os
 import stat
 import sys
 from contextlib import ExitStack, contextmanager
-from typing import Any, Callable, Iterator, Optional
+from typing import IO, Any, Callable, Iterator, Optional
 
 from prompt_toolkit import PromptSession
 from prompt_toolkit.application import get_app
@@ -138,8 +138,9 @@ class Terminal:
     async def _prompt(self, take: Callable[[str], None]) -> None:
         self._session = PromptSession(PROMPT)
         self._show_meters()
+        stderr = sys.stderr
         try:
-            with patch_stdout(), _logs_above_the_prompt():
+            with patch_stdout(), _logs_above_the_prompt(stderr):
                 while True:
                     try:
                         # Signals stay ours (SIGINT leaves); an error elsewhere in the loop is
@@ -279,9 +280,14 @@ async def _read_when_ready(fd: int) -> bytes:
 
 
 @contextmanager
-def _logs_above_the_prompt() -> Iterator[None]:
+def _logs_above_the_prompt(stderr: Optional[IO[str]]) -> Iterator[None]:
     """Log lines to stderr go through prompt-toolkit's stderr too, above the line being typed:
-    logging's handlers keep the stream they were made with."""
+    logging's handlers keep the stream they were made with. A stderr that is no terminal
+    (``2>peer.log``) keeps them: patch_stdout would send it to the screen."""
+    if stderr is None or not stderr.isatty():
+        sys.stderr = stderr  # patch_stdout puts back what it found as it ends
+        yield
+        return
     handlers = [handler for handler in logging.getLogger().handlers
                 if isinstance(handler, logging.StreamHandler) and handler.stream is sys.__stderr__]
     with ExitStack() as stack:

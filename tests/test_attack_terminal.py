@@ -81,3 +81,21 @@ async def test_a_long_file_name_leaves_the_progress_in_view(server, terminals, t
         await asyncio.to_thread(bob.expect, r"\.bin \(sha256 \w{16}…\)$")  # the line "received ..." wraps
         shown = bob.expect(r"^receiving a+…\s*: \[[# ]{20}\] +\d+% .*, \d\d:\d\d left$", ever=True)
         assert len(shown.string) <= COLUMNS
+
+
+async def test_logs_sent_to_a_file_stay_there_while_the_prompt_is_up(server, terminals, tmp_path):
+    """``python -m peer -v 2>peer.log`` at a terminal: prompt-toolkit's patch_stdout sends
+    stderr where stdout goes, and the log handler was moved there too: the log came on the
+    screen, and the file missed it."""
+    log = tmp_path / "peer.log"
+    with log.open("w") as stderr:
+        bob = terminals("--room", "log", "--server", server.url, *CLI, "-v", name="bob", stderr=stderr)
+    async with join("log", server, "alice") as alice:
+        await alice.wait_for_peer()
+        await asyncio.to_thread(bob.expect, "^connected to alice")
+        await asyncio.to_thread(bob.expect, "^>$")  # the prompt is up
+        assert alice.send_text("hello")
+        await asyncio.to_thread(bob.expect, r"^\[alice\] hello$")
+    await asyncio.to_thread(bob.expect, "^waiting for someone")
+    assert not [line for line in bob.shown if " DEBUG: " in line], "\n".join(bob.lines)
+    assert "connection with alice: closed" in log.read_text()  # logged while the prompt was up
