@@ -247,10 +247,11 @@ class Lines:
 
 
 def _take_bounded(line: bytes, take: Callable[[str], None]) -> None:
-    if len(line) > MAX_LINE_BYTES:
+    text = line.decode("utf-8", errors="replace").removesuffix("\r")
+    if len(text.encode()) > MAX_LINE_BYTES:  # as sent: a byte that is not UTF-8 goes as three
         _too_long()
         return
-    take(line.decode("utf-8", errors="replace").removesuffix("\r"))
+    take(text)
 
 
 def _too_long() -> None:

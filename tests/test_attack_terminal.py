@@ -99,3 +99,19 @@ async def test_logs_sent_to_a_file_stay_there_while_the_prompt_is_up(server, ter
     await asyncio.to_thread(bob.expect, "^waiting for someone")
     assert not [line for line in bob.shown if " DEBUG: " in line], "\n".join(bob.lines)
     assert "connection with alice: closed" in log.read_text()  # logged while the prompt was up
+
+
+async def test_a_piped_line_that_grows_past_64_kib_as_utf8_is_dropped_and_the_next_goes(server, processes):
+    """Latin-1 text piped in: each byte that is not UTF-8 goes as U+FFFD, three bytes. A line of
+    30,000 such bytes passed the 64 KiB check on the bytes read and went as 90,000; to a peer
+    that announces no a=max-message-size (65,536 then, aiortc's default) aiortc's send raises
+    ValueError, which ended chat input."""
+    robot = processes.peer("--room", "latin1", "--server", server.url, *CLI, name="robot")
+    async with join("latin1", server, "alice") as alice:
+        await alice.wait_for_peer()
+        await asyncio.to_thread(robot.expect, "^connected to alice")
+        robot.proc.stdin.buffer.write(b"\xe9" * 30_000 + b"\n")
+        robot.send("after it")
+        await alice.wait_for_message(lambda text: text == "after it")
+        assert [event.text for event in so_far(alice, peer.ChatMessage)] == ["after it"]
+        robot.expect(r"^\(a line over 64 KiB was dropped, not sent\)$")
