@@ -6,7 +6,7 @@ import os
 import re
 
 import peer
-from conftest import LOCAL
+from classic import ClassicClient, loopback_only
 from test_api import MB, join, random_file
 from test_attack_files import so_far
 from test_terminal import CLI, COLUMNS, ENTER, terminals  # noqa: F401 (a fixture)
@@ -115,3 +115,35 @@ async def test_a_piped_line_that_grows_past_64_kib_as_utf8_is_dropped_and_the_ne
         await alice.wait_for_message(lambda text: text == "after it")
         assert [event.text for event in so_far(alice, peer.ChatMessage)] == ["after it"]
         robot.expect(r"^\(a line over 64 KiB was dropped, not sent\)$")
+
+
+async def test_a_peer_that_takes_only_tiny_messages_cannot_make_a_line_typed_end_the_session(server, terminals):
+    """mallory's offer says ``a=max-message-size:10``: aiortc's send raises ValueError for a
+    longer line, which ended chat input, and at a terminal left the room without a word.
+    The line is not sent to her (and it is said); the session and chat with her go on."""
+    loopback_only()
+    bob = terminals("--room", "tiny", "--server", server.url, *CLI, name="bob")
+    await asyncio.to_thread(bob.expect, "^joined room tiny")
+    mallory = ClassicClient(server.url, "tiny")
+    emit = mallory.sio.emit
+
+    async def announcing_tiny_messages(event, data=None, **options):
+        if event == "message" and isinstance(data, dict) and "sdp" in data:
+            data = {**data, "sdp": re.sub(r"a=max-message-size:\d+", "a=max-message-size:10", data["sdp"])}
+        return await emit(event, data, **options)
+
+    mallory.sio.emit = announcing_tiny_messages
+    await mallory.start()
+    try:
+        await asyncio.to_thread(bob.expect, "^connected to")
+        bob.type("a line of more than ten bytes" + ENTER)
+        bob.type("hi" + ENTER)
+        for _ in range(100):
+            if "hi" in mallory.received:
+                break
+            await asyncio.sleep(0.1)
+        assert mallory.received == ["hi"]
+        assert bob.proc.poll() is None, "\n".join(bob.lines)
+        await asyncio.to_thread(bob.expect, "only supports messages up to 10 bytes")
+    finally:
+        await mallory.stop()
