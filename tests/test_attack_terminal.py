@@ -147,3 +147,18 @@ async def test_a_peer_that_takes_only_tiny_messages_cannot_make_a_line_typed_end
         await asyncio.to_thread(bob.expect, "only supports messages up to 10 bytes")
     finally:
         await mallory.stop()
+
+
+async def test_markup_in_a_senders_name_shows_as_written_in_the_toolbar(server, terminals, tmp_path):
+    """prompt-toolkit renders HTML and ANSI formatted text; the toolbar is given plain text, so
+    a sender's name of markup is shown as written (it held; this keeps it so)."""
+    name = "<style bg='ansired'>al</style>&lt;<b>"
+    source = random_file(tmp_path / "report.bin", 8 * MB)
+    bob = terminals("--room", "markup", "--server", server.url, *CLI, "--downloads", str(tmp_path / "in"),
+                    name="bob")
+    async with join("markup", server, name) as alice:
+        await alice.wait_for_peer()
+        await asyncio.to_thread(bob.expect, "^connected to")
+        await alice.send_file(source)
+        await asyncio.to_thread(bob.expect, r"^received report\.bin from")
+        bob.expect(rf"^receiving report\.bin from {re.escape(name)}: \[[# ]{{20}}\] .* left$", ever=True)
