@@ -37,9 +37,6 @@ async def test_a_dumb_terminal_shows_progress_as_lines_and_chats(server, termina
     async with join("dumb", server, "alice") as alice:
         await shows_quarters(alice, bob, tmp_path)
         assert not [line for line in bob.shown if line.startswith(">")], "a prompt at a dumb terminal"
-        bob.type("hello" + ENTER)
-        await alice.wait_for_message(lambda text: text == "hello")
-        assert not [line for line in bob.shown if line.startswith(">")], "a prompt at a dumb terminal"
 
 
 async def test_a_terminal_without_cursor_position_reports_shows_progress_as_lines(server, terminals, tmp_path,
