@@ -375,9 +375,15 @@ def _when_open(channel: RTCDataChannel, callback: Callable[[], Any]) -> None:
 
 
 def _send(channel: Optional[RTCDataChannel], text: str) -> bool:
+    """False when the channel is not open; a message over the a=max-message-size the other
+    side announced (any size it likes) is dropped and logged: aiortc raises ValueError, which
+    would end whatever sent it (the CLI's chat input) and the sending to others."""
     if channel is None or channel.readyState != "open":
         return False
-    channel.send(text)
+    try:
+        channel.send(text)
+    except ValueError as error:
+        logger.warning("%s message not sent: %s", channel.label, error)
     return True
 
 

@@ -1,6 +1,6 @@
 """The person at the terminal: the lines they type, the lines the peer says, files' progress.
 
-At a terminal (stdin and stdout both one) lines are typed at a prompt-toolkit prompt. What
+At a terminal (stdin and stdout both one, not TERM=dumb) lines are typed at a prompt-toolkit prompt. What
 the peer says meanwhile (chat from others, joins, questions, logs) is printed above the line
 being typed, which stays whole where it is, and files under way are shown below it, in the
 prompt's bottom toolbar, redrawn in place. Ctrl-D on an empty line or Ctrl-C ends input there
@@ -26,10 +26,13 @@ import os
 import stat
 import sys
 from contextlib import ExitStack, contextmanager
-from typing import Any, Callable, Iterator, Optional
+from typing import IO, Any, Callable, Iterator, Optional
 
 from prompt_toolkit import PromptSession
+from prompt_toolkit.application import get_app
 from prompt_toolkit.patch_stdout import patch_stdout
+from prompt_toolkit.renderer import CPR_Support
+from prompt_toolkit.utils import get_cwidth, is_dumb_terminal
 from tqdm import tqdm
 
 from signaling.text import printable
@@ -67,6 +70,13 @@ def _stdout_is_terminal() -> bool:
     return sys.stdout is not None and sys.stdout.isatty()
 
 
+def _can_prompt() -> bool:
+    """A terminal that can draw the prompt: at TERM=dumb (Emacs' shell, some IDE consoles)
+    prompt-toolkit's prompt has no toolbar (a file would show no progress) and prints lines
+    arriving after the line being typed."""
+    return _stdout_is_terminal() and not is_dumb_terminal()
+
+
 class Meter(tqdm):
     """One file's progress as tqdm measures it; ``shown`` is called when tqdm would redraw
     (at most every ``REDRAW_EVERY`` seconds), and the owner of the screen draws ``line()``."""
@@ -84,9 +94,22 @@ class Meter(tqdm):
         self._shown()
         return True
 
-    def line(self) -> str:
-        """Done so far, the rate and the time left; the name is escaped (it comes from others)."""
-        return printable(str(self))
+    def line(self, width: Optional[int] = None) -> str:
+        """Done so far, the rate and the time left; the name is escaped (it comes from others),
+        and cut to keep the line within ``width`` columns (a toolbar's end is out of view)."""
+        text = printable(str(self))
+        if width is None or get_cwidth(text) <= width:
+            return text
+        name = printable(self.desc)  # what the line begins with
+        rest = text[len(name):]
+        room = width - get_cwidth(rest) - 1
+        kept = ""
+        for char in name:
+            room -= get_cwidth(char)
+            if room < 0:
+                break
+            kept += char
+        return kept + "…" + rest
 
     def final_line(self) -> str:
         """The size, the time it took and the average rate (not the last moment's)."""
@@ -100,7 +123,7 @@ class Terminal:
 
     def __init__(self) -> None:
         self.interactive = stdin_is_terminal()
-        self._prompting = self.interactive and _stdout_is_terminal()
+        self._prompting = self.interactive and _can_prompt()
         self._session: Optional[PromptSession[str]] = None
         self._meters: dict[str, Meter] = {}
 
@@ -115,8 +138,9 @@ class Terminal:
     async def _prompt(self, take: Callable[[str], None]) -> None:
         self._session = PromptSession(PROMPT)
         self._show_meters()
+        stderr = sys.stderr
         try:
-            with patch_stdout(), _logs_above_the_prompt():
+            with patch_stdout(), _logs_above_the_prompt(stderr):
                 while True:
                     try:
                         # Signals stay ours (SIGINT leaves); an error elsewhere in the loop is
@@ -125,7 +149,9 @@ class Terminal:
                     except (EOFError, KeyboardInterrupt):
                         return
                     for line in text.splitlines() or [""]:  # a paste may hold several; Enter alone is a line
-                        _take_bounded(line.encode(), take)
+                        # prompt-toolkit keeps bytes that are not UTF-8 (a Latin-1 terminal's é) as
+                        # lone surrogates, which no encoder takes: back to those bytes, replaced as a pipe's.
+                        _take_bounded(line.encode(errors="surrogateescape"), take)
         finally:
             self._session = None
 
@@ -163,7 +189,7 @@ class Terminal:
             line = meter.final_line()
             self.progress_ended(what)
             say(line)
-        elif not self._prompting and (quarter := done * 4 // size) > meter.quarters_said:
+        elif not self._in_toolbar() and (quarter := done * 4 // size) > meter.quarters_said:
             meter.quarters_said = quarter
             say(meter.line())
 
@@ -174,6 +200,11 @@ class Terminal:
             meter.close()
             self._show_meters()
 
+    def _in_toolbar(self) -> bool:
+        """Whether the prompt's toolbar shows: prompt-toolkit draws it only once the terminal
+        has said where its cursor is, which some never do (PROMPT_TOOLKIT_NO_CPR=1 for them)."""
+        return self._session is not None and self._session.app.renderer.cpr_support != CPR_Support.NOT_SUPPORTED
+
     def _show_meters(self) -> None:
         if self._session is None:
             return
@@ -181,7 +212,8 @@ class Terminal:
         self._session.app.invalidate()  # nothing while no prompt is up
 
     def _toolbar(self) -> str:
-        return "\n".join(meter.line() for meter in self._meters.values())
+        width = get_app().output.get_size().columns  # called as the prompt draws it
+        return "\n".join(meter.line(width) for meter in self._meters.values())
 
 
 class Lines:
@@ -215,10 +247,11 @@ class Lines:
 
 
 def _take_bounded(line: bytes, take: Callable[[str], None]) -> None:
-    if len(line) > MAX_LINE_BYTES:
+    text = line.decode("utf-8", errors="replace").removesuffix("\r")
+    if len(text.encode()) > MAX_LINE_BYTES:  # as sent: a byte that is not UTF-8 goes as three
         _too_long()
         return
-    take(line.decode("utf-8", errors="replace").removesuffix("\r"))
+    take(text)
 
 
 def _too_long() -> None:
@@ -248,9 +281,14 @@ async def _read_when_ready(fd: int) -> bytes:
 
 
 @contextmanager
-def _logs_above_the_prompt() -> Iterator[None]:
+def _logs_above_the_prompt(stderr: Optional[IO[str]]) -> Iterator[None]:
     """Log lines to stderr go through prompt-toolkit's stderr too, above the line being typed:
-    logging's handlers keep the stream they were made with."""
+    logging's handlers keep the stream they were made with. A stderr that is no terminal
+    (``2>peer.log``) keeps them: patch_stdout would send it to the screen."""
+    if stderr is None or not stderr.isatty():
+        sys.stderr = stderr  # patch_stdout puts back what it found as it ends
+        yield
+        return
     handlers = [handler for handler in logging.getLogger().handlers
                 if isinstance(handler, logging.StreamHandler) and handler.stream is sys.__stderr__]
     with ExitStack() as stack:

@@ -15,7 +15,7 @@ import termios
 import threading
 import time
 from pathlib import Path
-from typing import Optional
+from typing import IO, Optional
 
 import pyte
 import pytest
@@ -46,7 +46,8 @@ class TerminalPeer:
     """A CLI peer whose stdin, stdout and stderr are a terminal; ``lines`` is the screen now,
     ``shown`` every line the screen has held (a toolbar redrawn in place is in it too)."""
 
-    def __init__(self, *flags: str, name: str, cwd: Optional[Path] = None) -> None:
+    def __init__(self, *flags: str, name: str, cwd: Optional[Path] = None, term: str = "xterm",
+                 stderr: Optional[IO] = None) -> None:
         self.name = name
         self.master, its_end = os.openpty()
         fcntl.ioctl(its_end, termios.TIOCSWINSZ, struct.pack("HHHH", ROWS, COLUMNS, 0, 0))
@@ -59,7 +60,8 @@ class TerminalPeer:
         self._ended = False
         try:
             self.proc = subprocess.Popen([sys.executable, "-m", "peer", "--name", name, *flags], cwd=cwd or ROOT,
-                                         env=child_env(TERM="xterm"), stdin=its_end, stdout=its_end, stderr=its_end)
+                                         env=child_env(TERM=term), stdin=its_end, stdout=its_end,
+                                         stderr=its_end if stderr is None else stderr)
         finally:
             os.close(its_end)
         threading.Thread(target=self._read, daemon=True).start()
@@ -123,8 +125,8 @@ def terminals():
     """Start CLI peers in terminals with ``terminals(*flags, name=...)``; all stopped at the end."""
     started: list[TerminalPeer] = []
 
-    def start(*flags: str, name: str, cwd: Optional[Path] = None) -> TerminalPeer:
-        started.append(TerminalPeer(*flags, name=name, cwd=cwd))
+    def start(*flags: str, name: str, **options) -> TerminalPeer:
+        started.append(TerminalPeer(*flags, name=name, **options))
         return started[-1]
 
     yield start
