@@ -534,12 +534,16 @@ async def _until_done(room: Room, window: Optional[Window], stop: asyncio.Event,
 
     chatting = asyncio.ensure_future(terminal.read(take))
     try:
-        await asyncio.wait(leaves + [chatting] if terminal.interactive else leaves,
-                           return_when=asyncio.FIRST_COMPLETED)
+        done, _ = await asyncio.wait(leaves + [chatting], return_when=asyncio.FIRST_COMPLETED)
+        if chatting in done and not chatting.cancelled() and chatting.exception() is None \
+                and not terminal.interactive:
+            await asyncio.wait(leaves, return_when=asyncio.FIRST_COMPLETED)
     finally:
         for task in (*leaves, chatting):
             task.cancel()
         await asyncio.wait([*leaves, chatting])  # the prompt gives the terminal back before what follows is said
+    if chatting.done() and not chatting.cancelled() and (error := chatting.exception()) is not None:
+        raise error  # a chat reader that failed is a bug to show, not a quiet leave with status 0
 
 
 def device_lines(devices: Sequence[Device]) -> list[str]:
