@@ -4,8 +4,10 @@ line, and the window's overlay toggled with ``s``."""
 import cv2  # noqa: F401  -- before av
 
 import asyncio
+import contextlib
 import datetime
 import json
+import os
 import subprocess
 import sys
 import time
@@ -182,3 +184,52 @@ def test_the_overlay_is_drawn_only_while_on_and_goes_with_its_tile():
     again = (compose(state)[0] != plain).any(axis=2)
     assert again[40:58, 10:190].mean() > 0.5 and not again[second_line].any(), \
         "a tile that came back shows the figures of its last call, not one 'measuring' line"
+
+
+def test_a_stats_file_that_fills_up_is_said_once_and_the_peer_leaves_cleanly(server, processes):
+    """/dev/full: every write fails as on a full disk. The failure is said once, the call goes
+    on (chat still arrives), and leaving neither retries the lost lines nor shows a traceback."""
+    flags = ["--room", "full", "--server", server.url, "--no-window", "--video", "testsrc", "--video-size", "160x120",
+             "--fps", "5", "--audio", "none", "--ice-host", LOCAL]
+    alice = processes.peer(*flags, "--stats", "/dev/full", "--quiet", name="alice")
+    alice.expect("joined room full")
+    bob = processes.peer(*flags, "--quiet", name="bob")
+    alice.expect("stopped writing statistics to /dev/full: No space left on device")
+    bob.send("still here")
+    alice.expect(r"\[bob\] still here")
+    alice.interrupt()
+    assert alice.wait() == 0, alice.output
+    assert alice.output.count("stopped writing statistics") == 1
+    assert "Traceback" not in alice.output
+
+
+def test_a_stats_pipe_nobody_reads_neither_hangs_the_start_nor_blocks_the_call(server, processes, tmp_path):
+    """A FIFO: with no reader, opening it for writing would wait for one forever, before
+    joining and without a word; with a reader that stops reading, a write into the full pipe
+    would stop the event loop, and with it the call."""
+    fifo = tmp_path / "stats.fifo"
+    os.mkfifo(fifo)
+    flags = ["--room", "fifo", "--server", server.url, "--no-window", "--video", "testsrc", "--video-size",
+             "160x120", "--fps", "5", "--audio", "none", "--ice-host", LOCAL]
+    unread = subprocess.run([sys.executable, "-m", "peer", *flags, "--stats", str(fifo)],
+                            capture_output=True, text=True, timeout=30, env=child_env(), cwd=ROOT)
+    assert unread.returncode == 2 and f"--stats {fifo}: " in unread.stderr.splitlines()[-1], unread.stderr
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)  # holds the pipe open and never reads
+    filler = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+    try:
+        with contextlib.suppress(BlockingIOError):
+            while True:
+                os.write(filler, b"x" * 4096)  # the pipe full before the peer writes a line
+        alice = processes.peer(*flags, "--stats", str(fifo), "--quiet", name="alice")
+        alice.expect("joined room fifo")
+        bob = processes.peer(*flags, "--quiet", name="bob")
+        alice.expect("connected to bob")
+        alice.expect("stopped writing statistics to")
+        bob.send("still here")
+        alice.expect(r"\[bob\] still here")
+        alice.interrupt()
+        assert alice.wait() == 0, alice.output
+        assert "Traceback" not in alice.output
+    finally:
+        os.close(filler)
+        os.close(reader)
