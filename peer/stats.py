@@ -175,7 +175,10 @@ async def _read(call: Watched) -> Optional[_Reading]:
     stats = list(report.values())
     inbound = [s for s in stats if s.type == "inbound-rtp"]
     remote_inbound = sorted((s for s in stats if s.type == "remote-inbound-rtp"), key=lambda s: s.kind != "video")
-    rtts = [s.roundTripTime for s in remote_inbound if s.roundTripTime is not None]
+    # aiortc takes the round trip from the other side's reports as they come (a smoothed
+    # average); a forged delay since our report makes it negative, for a minute and more of
+    # reports after: not known then, rather than 0.
+    rtts = [s.roundTripTime for s in remote_inbound if s.roundTripTime is not None and s.roundTripTime > 0]
     meter_out = getattr(sender.track, "meter", None) if sender is not None else None
     meter_out = meter_out if isinstance(meter_out, FrameMeter) else None
     return _Reading(
@@ -185,7 +188,7 @@ async def _read(call: Watched) -> Optional[_Reading]:
         packets_in=sum(s.packetsReceived for s in inbound), lost_in=sum(max(0, s.packetsLost) for s in inbound),
         frames_in=call.frames_in, count_in=call.frames_in.count if call.frames_in else 0,
         frames_out=meter_out, count_out=meter_out.count if meter_out else 0,
-        rtt_ms=max(0.0, rtts[0] * 1000) if rtts else None,  # from the other side's reports: never below 0
+        rtt_ms=rtts[0] * 1000 if rtts else None,
         loss_out=max((s.fractionLost / 256 for s in remote_inbound), default=None),
     )
 

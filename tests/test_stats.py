@@ -13,10 +13,12 @@ import sys
 import time
 
 import numpy as np
+from aiortc.rtp import RtcpReceiverInfo, RtcpRrPacket, RtpPacket
 
 import peer
-from conftest import LOCAL, ROOT, child_env, require
+from conftest import LOCAL, ROOT, Server, child_env, require
 from media_check import likeness_to_testsrc
+from test_api import until
 from test_peer_window import screenshot, window_geometry
 
 
@@ -233,3 +235,51 @@ def test_a_stats_pipe_nobody_reads_neither_hangs_the_start_nor_blocks_the_call(s
     finally:
         os.close(filler)
         os.close(reader)
+
+
+async def test_forged_receiver_reports_and_rtp_from_a_stranger_ssrc_give_no_impossible_figures():
+    """mallory, through raw aiortc on her side of the call, sends the victim receiver reports
+    claiming a round trip of minus 18 hours (a delay since the victim's report longer than the
+    time since it), everything lost and absurd counts, then video packets of a stream the victim
+    never heard of whose sequence numbers leap. The victim's figures for mallory stay possible
+    (a round trip is never 0 or below; a loss is a share, 0 to 1, or unknown), and its call with
+    bob reads as before."""
+    server = Server("--room-size", "3")
+    media = {"video": "testsrc", "video_size": "160x120", "fps": 10}
+    try:
+        async with join("forged", server, "victim", **media) as victim, join("forged", server, "bob", **media) as bob, \
+                join("forged", server, "mallory", **media) as mallory:
+            await until(lambda: len(victim.connected) == 2, 20, "the victim connected to bob and mallory")
+            await mallory.wait_for_peer()
+            await bob.wait_for_peer()
+            await victim.wait_for_frames(10, mallory.me)
+            await victim.wait_for_frames(10, bob.me)
+            pc = next(call.pc for call in mallory.session.calls.values() if call.remote.id == victim.me.id)
+            video = next(t for t in pc.getTransceivers() if t.kind == "video")
+            transport = video.sender.transport
+            reports = video.receiver._RTCRtpReceiver__lsr  # the victim's sender reports mallory has had
+            await until(lambda: reports, 10, "a sender report from the victim")
+            await victim.stats()  # a reading before the forgeries, for the rates after them
+            for _ in range(3):
+                for ssrc, lsr in list(reports.items()):
+                    forged = RtcpReceiverInfo(ssrc=ssrc, fraction_lost=255, packets_lost=-(2 ** 23), highest_sequence=0,
+                                              jitter=2 ** 32 - 1, lsr=lsr, dlsr=2 ** 32 - 1)
+                    await transport._send_rtp(bytes(RtcpRrPacket(ssrc=1, reports=[forged])))
+                await asyncio.sleep(0.1)
+            for sequence in (0, 30000, 60000, 65000):
+                packet = RtpPacket(payload_type=video._codecs[0].payloadType, sequence_number=sequence, ssrc=0xDEADBEEF,
+                                   payload=bytes(10))
+                await transport._send_rtp(packet.serialize())
+            for _ in range(3):
+                await asyncio.sleep(1)
+                figures = {call.member.name: call for call in await victim.stats()}
+                attacked = figures["mallory"]
+                assert attacked.rtt_ms is None or attacked.rtt_ms > 0, attacked
+                assert attacked.loss_in is None or 0 <= attacked.loss_in <= 1, attacked
+                assert attacked.loss_out is not None and 0 <= attacked.loss_out <= 1, attacked
+                assert figures["bob"].fps_in and figures["bob"].loss_in is not None and 0 <= figures["bob"].loss_in <= 1
+                assert figures["bob"].rtt_ms is None or figures["bob"].rtt_ms > 0
+            count = await victim.wait_for_frames(1, mallory.me)
+            await victim.wait_for_frames(count + 10, mallory.me)  # the attacked call goes on
+    finally:
+        server.stop()
