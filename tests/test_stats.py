@@ -13,7 +13,7 @@ import sys
 import time
 
 import numpy as np
-from aiortc.rtp import RtcpReceiverInfo, RtcpRrPacket, RtpPacket
+from aiortc.rtp import RtcpReceiverInfo, RtcpRrPacket, RtpPacket, is_rtcp
 
 import peer
 from conftest import LOCAL, ROOT, Server, child_env, require
@@ -283,3 +283,35 @@ async def test_forged_receiver_reports_and_rtp_from_a_stranger_ssrc_give_no_impo
             await victim.wait_for_frames(count + 10, mallory.me)  # the attacked call goes on
     finally:
         server.stop()
+
+
+async def test_loss_in_counts_the_video_stream_not_its_retransmissions(server):
+    """bob's network loses every fifth packet of his video: alice asks for them again, and
+    he sends them once more on a stream of their own (RTX). aiortc's statistics give one
+    receiver the figures of whichever of its streams came last, here the retransmissions,
+    which lose nothing; the loss alice reads is of the video stream, about a fifth."""
+    media = {"video": "testsrc", "video_size": "320x240", "fps": 15}
+    async with join("lossy", server, "alice", **media) as alice, join("lossy", server, "bob", **media) as bob:
+        await alice.wait_for_peer()
+        await bob.wait_for_peer()
+        pc = next(iter(bob.session.calls.values())).pc
+        video = next(t for t in pc.getTransceivers() if t.kind == "video")
+        payload_type = video._codecs[0].payloadType
+        transport = video.sender.transport
+        send = transport._send_rtp
+        sent = 0
+
+        async def lossy(data: bytes) -> None:
+            nonlocal sent
+            if not is_rtcp(data) and data[1] & 0x7F == payload_type:
+                sent += 1
+                if sent % 5 == 0:
+                    return
+            await send(data)
+
+        transport._send_rtp = lossy
+        await alice.wait_for_frames(20)
+        await alice.stats()
+        await asyncio.sleep(3)
+        (call,) = await alice.stats()
+        assert call.loss_in is not None and 0.1 < call.loss_in < 0.3, call
