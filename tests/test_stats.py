@@ -8,6 +8,7 @@ import contextlib
 import datetime
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -19,6 +20,7 @@ import peer
 from conftest import LOCAL, ROOT, Server, child_env, require
 from media_check import likeness_to_testsrc
 from test_api import until
+from test_attack_small import HOSTILE_NAME, HOSTILE_NAME_SHOWN, RAW_CONTROL, stamping_server  # noqa: F401 -- a fixture
 from test_peer_window import screenshot, window_geometry
 
 
@@ -315,3 +317,21 @@ async def test_loss_in_counts_the_video_stream_not_its_retransmissions(server):
         await asyncio.sleep(3)
         (call,) = await alice.stats()
         assert call.loss_in is not None and 0.1 < call.loss_in < 0.3, call
+
+
+async def test_a_hostile_name_reaches_the_status_line_escaped_and_the_stats_file_as_json(stamping_server, processes,
+                                                                                          tmp_path):
+    """A server that stamps any name lets mallory call herself escape sequences and a newline:
+    the victim's status line shows them escaped, on one line; its --stats file holds them as
+    JSON escapes, each record on its own line."""
+    out = tmp_path / "stats.jsonl"
+    victim = processes.peer("--room", "names", "--server", stamping_server.url, "--no-window", "--video", "none",
+                            "--audio", "none", "--ice-host", LOCAL, "--stats", str(out), name="victim")
+    await asyncio.to_thread(victim.expect, "waiting for someone to join room names")
+    async with peer.join("names", name=HOSTILE_NAME, server=stamping_server.url, ice_hosts=[LOCAL], video="testsrc",
+                         video_size="160x120", fps=10):
+        await asyncio.to_thread(victim.expect, re.escape(f"status: 1 connected | {HOSTILE_NAME_SHOWN} ") + r"\d+/- fps")
+    assert not RAW_CONTROL.search(victim.output), repr(RAW_CONTROL.search(victim.output))
+    text = out.read_text()
+    assert not RAW_CONTROL.search(text.replace("\n", "")), repr(RAW_CONTROL.search(text))
+    assert {json.loads(line)["member"] for line in text.splitlines()} == {HOSTILE_NAME}
