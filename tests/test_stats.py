@@ -335,3 +335,33 @@ async def test_a_hostile_name_reaches_the_status_line_escaped_and_the_stats_file
     text = out.read_text()
     assert not RAW_CONTROL.search(text.replace("\n", "")), repr(RAW_CONTROL.search(text))
     assert {json.loads(line)["member"] for line in text.splitlines()} == {HOSTILE_NAME}
+
+
+async def test_connections_renewed_again_and_again_while_read_cost_no_error_and_the_lines_go_on(server, processes,
+                                                                                                 tmp_path):
+    """mallory offers anew every few tenths of a second, so the victim throws its connection
+    away for a fresh one again and again while its CLI reads them every second for --stats
+    and the status line. No reading fails aloud; once she stops, the lines go on."""
+    from peer.call import _START_OFFER
+
+    out = tmp_path / "stats.jsonl"
+    victim = processes.peer("--room", "churn", "--server", server.url, "--no-window", "--video", "testsrc",
+                            "--video-size", "160x120", "--fps", "10", "--audio", "none", "--ice-host", LOCAL,
+                            "--stats", str(out), name="victim")
+    await asyncio.to_thread(victim.expect, "waiting for someone to join room churn")
+    async with join("churn", server, "mallory", video="testsrc", video_size="160x120", fps=10) as mallory:
+        await mallory.wait_for_peer()
+        call = next(iter(mallory.session.calls.values()))
+        for _ in range(8):
+            call._inbox.put(_START_OFFER, ours=True)  # a fresh connection, and an offer on it
+            await asyncio.sleep(0.4)
+        await mallory.wait_for_peer()
+        written = len(out.read_text().splitlines()) if out.exists() else 0
+        deadline = time.monotonic() + 15
+        while not [line for line in out.read_text().splitlines()[written:] if json.loads(line)["fps_in"]]:
+            assert time.monotonic() < deadline, f"no figures since the renewals: {out.read_text()}"
+            await asyncio.sleep(0.2)
+        await asyncio.to_thread(victim.expect, r"status: 1 connected \| mallory \d+/\d+ fps", 15)
+    assert victim.output.count("connected to mallory;") >= 4, victim.output  # renewed, and read meanwhile
+    assert "Traceback" not in victim.output and "could not show the call statistics" not in victim.output, \
+        victim.output
