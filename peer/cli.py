@@ -116,10 +116,14 @@ def _open_stats(parser: argparse.ArgumentParser, path: str) -> TextIO:
     would stop the event loop and the call with it; now the first is refused here, and the
     second is a write that fails (``StatsView._write``)."""
     try:
-        return open(path, "a", encoding="utf-8", opener=lambda name, flags: os.open(name, flags | os.O_NONBLOCK, 0o666))
+        return open(path, "a", encoding="utf-8", opener=_non_blocking)
     except OSError as error:
         reason = "a pipe nobody reads" if error.errno == errno.ENXIO else error.strerror or error
         parser.error(f"--stats {path}: {reason}")
+
+
+def _non_blocking(path: str, flags: int) -> int:
+    return os.open(path, flags | getattr(os, "O_NONBLOCK", 0), 0o666)  # none on Windows
 
 
 def default_name() -> str:
