@@ -2,7 +2,7 @@
 
 Written against aiortc 1.16.0 and aioice 0.13.0. Some reach into their private parts (a
 coroutine's frame, ``RTCSctpTransport``'s receive steps and streams, and for the call
-statistics a transceiver's codecs, a receiver's packet handler, aioice's nominated pair);
+statistics a transceiver's codecs, a receiver's packet handler and streams, aioice's nominated pair);
 when aiortc or aioice changes, this module is the one to check, and its tests are the attack
 tests on oversized and undecodable messages (tests/test_attack_more.py,
 tests/test_attack_moved.py), every call that is renewed, and tests/test_stats.py. The
@@ -185,3 +185,24 @@ def received_bytes(receiver: RTCRtpReceiver) -> Optional[int]:
     receiver._handle_rtp_packet = counted  # type: ignore[method-assign]
     _received[receiver] = total
     return 0
+
+
+def received_packets(receiver: RTCRtpReceiver) -> Optional[tuple[int, int]]:
+    """The packets ``receiver`` has taken and lost, over its streams but the retransmissions
+    (RTX), or None where aiortc's receiver is not as expected.
+
+    aiortc 1.16.0's inbound-rtp statistics are one per receiver, of whichever of its streams
+    (by SSRC) came last: once a packet is asked again and comes on its own retransmission
+    stream, that stream's, which loses nothing, or a stranger's that leaps its numbers. So its
+    streams are read (``RTCRtpReceiver.__remote_streams``), less those the other side named
+    as retransmissions (``__rtx_ssrc``)."""
+    streams = getattr(receiver, "_RTCRtpReceiver__remote_streams", None)
+    retransmissions = getattr(receiver, "_RTCRtpReceiver__rtx_ssrc", None)
+    if not isinstance(streams, dict) or not isinstance(retransmissions, dict):
+        return None
+    try:
+        media = [stream for ssrc, stream in list(streams.items()) if ssrc not in retransmissions]
+        return sum(s.packets_received for s in media), sum(max(0, s.packets_lost) for s in media)
+    except (AttributeError, TypeError) as error:
+        logger.debug("no packet counts to read: %r", error)
+        return None

@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import getpass
 import itertools
 import json
 import logging
+import os
 import signal
 import socket
 import sys
-from contextlib import AsyncExitStack
+from contextlib import AsyncExitStack, suppress
 from pathlib import Path
 from typing import Any, AsyncContextManager, Callable, Optional, Sequence, TextIO
 
@@ -107,11 +109,21 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
 
 
 def _open_stats(parser: argparse.ArgumentParser, path: str) -> TextIO:
-    """The --stats file, opened at the start: a path that cannot be written is said before joining."""
+    """The --stats file, opened at the start: a path that cannot be written is said before joining.
+
+    Opened non-blocking, which a regular file ignores: a pipe (a FIFO) would otherwise wait
+    for a reader without a word before joining, and once its reader stops reading, a write
+    would stop the event loop and the call with it; now the first is refused here, and the
+    second is a write that fails (``StatsView._write``)."""
     try:
-        return open(path, "a", encoding="utf-8")
+        return open(path, "a", encoding="utf-8", opener=_non_blocking)
     except OSError as error:
-        parser.error(f"--stats {path}: {error.strerror or error}")
+        reason = "a pipe nobody reads" if error.errno == errno.ENXIO else error.strerror or error
+        parser.error(f"--stats {path}: {reason}")
+
+
+def _non_blocking(path: str, flags: int) -> int:
+    return os.open(path, flags | getattr(os, "O_NONBLOCK", 0), 0o666)  # none on Windows
 
 
 def default_name() -> str:
@@ -425,14 +437,17 @@ class StatsView:
 
     def _write(self, calls: list[CallStats]) -> None:
         """A line per call, appended and flushed: a few hundred bytes a second, which the
-        system's page cache takes at once (no fsync). A write that fails (a full disk) is said
-        once, and the file left alone from then on."""
+        system's page cache takes at once (no fsync). A write that fails (a full disk, a pipe
+        its reader stopped reading) is said once, and the file closed with the lines it could
+        not take: flushed again on leaving, they would fail again there."""
         assert self.file is not None  # only with --stats
         try:
             self.file.write("".join(json.dumps(call.as_dict()) + "\n" for call in calls))
             self.file.flush()
         except OSError as error:
             say(f"stopped writing statistics to {self.file.name}: {error.strerror or error}")
+            with suppress(OSError):
+                self.file.close()  # closes even when its last flush fails
             self.file = None
 
 

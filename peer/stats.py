@@ -21,7 +21,7 @@ from aiortc import RTCPeerConnection
 
 from signaling.protocol import Member
 
-from .aiortc_fixes import negotiated_codec, received_bytes, selected_path
+from .aiortc_fixes import negotiated_codec, received_bytes, received_packets, selected_path
 
 logger = logging.getLogger(__name__)
 
@@ -116,8 +116,8 @@ class _Reading:
     pc: RTCPeerConnection
     bytes_in: Optional[int]
     bytes_out: int
-    packets_in: int
-    lost_in: int
+    packets_in: Optional[tuple[int, int]]
+    """Packets taken and lost."""
     frames_in: Optional[FrameMeter]
     count_in: int
     frames_out: Optional[FrameMeter]
@@ -168,24 +168,27 @@ async def _read(call: Watched) -> Optional[_Reading]:
     try:
         report = await pc.getStats()
         received = [received_bytes(receiver) for receiver in pc.getReceivers()]
+        packets = [received_packets(receiver) for receiver in pc.getReceivers()]
         sender = next((s for s in pc.getSenders() if s.kind == "video" and s.track is not None), None)
     except Exception as error:  # a connection closing as it is read
         logger.debug("could not read the statistics of the call with %s: %r", call.member.name, error)
         return None
     stats = list(report.values())
-    inbound = [s for s in stats if s.type == "inbound-rtp"]
     remote_inbound = sorted((s for s in stats if s.type == "remote-inbound-rtp"), key=lambda s: s.kind != "video")
-    rtts = [s.roundTripTime for s in remote_inbound if s.roundTripTime is not None]
+    # aiortc takes the round trip from the other side's reports as they come (a smoothed
+    # average); a forged delay since our report makes it negative, for a minute and more of
+    # reports after: not known then, rather than 0.
+    rtts = [s.roundTripTime for s in remote_inbound if s.roundTripTime is not None and s.roundTripTime > 0]
     meter_out = getattr(sender.track, "meter", None) if sender is not None else None
     meter_out = meter_out if isinstance(meter_out, FrameMeter) else None
     return _Reading(
         at=time.monotonic(), pc=pc,
         bytes_in=None if None in received else sum(b for b in received if b is not None),
         bytes_out=sum(s.bytesSent for s in stats if s.type == "outbound-rtp"),
-        packets_in=sum(s.packetsReceived for s in inbound), lost_in=sum(max(0, s.packetsLost) for s in inbound),
+        packets_in=None if None in packets else (sum(p[0] for p in packets if p), sum(p[1] for p in packets if p)),
         frames_in=call.frames_in, count_in=call.frames_in.count if call.frames_in else 0,
         frames_out=meter_out, count_out=meter_out.count if meter_out else 0,
-        rtt_ms=max(0.0, rtts[0] * 1000) if rtts else None,  # from the other side's reports: never below 0
+        rtt_ms=rtts[0] * 1000 if rtts else None,
         loss_out=max((s.fractionLost / 256 for s in remote_inbound), default=None),
     )
 
@@ -208,9 +211,9 @@ def _compare(call: Watched, before: Optional[_Reading], now: _Reading) -> CallSt
         return None if rate is None else rate * 8
 
     loss_in = None
-    if before is not None:
-        packets, lost = now.packets_in - before.packets_in, max(0, now.lost_in - before.lost_in)
-        loss_in = lost / (packets + lost) if packets + lost > 0 else None
+    if before is not None and before.packets_in is not None and now.packets_in is not None:
+        packets, lost = now.packets_in[0] - before.packets_in[0], max(0, now.packets_in[1] - before.packets_in[1])
+        loss_in = lost / (packets + lost) if packets >= 0 and packets + lost > 0 else None
     return CallStats(
         member=call.member, time=time.time(), path=selected_path(now.pc), codec=negotiated_codec(now.pc, "video"),
         resolution_in=now.frames_in.size if now.frames_in else None,
