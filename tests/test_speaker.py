@@ -8,6 +8,7 @@ import asyncio
 import time
 import os
 import re
+import signal
 
 import av
 import numpy as np
@@ -293,3 +294,36 @@ def test_speaker_and_no_audio_out_together_are_refused():
     result = run_peer("--room", "x", "--speaker", "Speaker", "--no-audio-out")
     assert result.returncode == 2
     assert "--speaker and --no-audio-out go against each other" in result.stderr
+
+
+# A sound server that stops answering (stopped, stuck) holds nothing up
+
+async def test_a_sound_server_that_stops_answering_holds_no_peer_in_or_out_of_a_room(room_of_three, processes, sound):
+    """PulseAudio stopped (SIGSTOP) keeps accepting connections and never answers: a peer that had
+    its devices open leaves on Ctrl-C, and one started now joins without sound, chats, and leaves;
+    --list-devices still answers."""
+    server = room_of_three
+    before = processes.peer("--room", "stuck", "--server", server.url, *EAR, "--audio", "mic",
+                            name="before", env=sound_env(sound))
+    async with join("stuck", server, "singer", audio=TONE.format(880)) as singer:
+        await singer.wait_for_peer()
+        await asyncio.to_thread(before.expect, "connected to singer")
+        assert dominant_frequency(await record(sound, 1)) == pytest.approx(880, abs=10), before.output
+        sound.proc.send_signal(signal.SIGSTOP)
+        try:
+            after = processes.peer("--room", "stuck", "--server", server.url, *EAR, name="after", env=sound_env(sound))
+            lister = processes.peer("--list-devices", name="lister", env=sound_env(sound), stdin=None)
+            await asyncio.to_thread(after.expect, "^peer: no microphone: .*did not answer")
+            await asyncio.to_thread(after.expect, "connected to singer")
+            singer.send_text("still there?")
+            await asyncio.to_thread(after.expect, r"^\[singer\] still there\?$")
+            await asyncio.to_thread(after.expect, "^cannot play the sound others send: .*did not answer")
+            assert await asyncio.to_thread(lister.wait) == 0, lister.output
+            assert "none found" in lister.output, lister.output
+            before.interrupt()
+            after.interrupt()
+            assert await asyncio.to_thread(before.wait) == 0, before.output
+            assert await asyncio.to_thread(after.wait) == 0, after.output
+        finally:
+            sound.proc.send_signal(signal.SIGCONT)
+    assert "Traceback" not in before.output + after.output

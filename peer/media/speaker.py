@@ -27,7 +27,7 @@ import numpy as np
 
 from ..errors import MediaError
 from .audio import Converter
-from .devices import SPEAKER, find_sound_device, quiet_alsa
+from .devices import SPEAKER, SoundServerSilent, answered, close_device, find_sound_device, quiet_alsa
 
 logger = logging.getLogger(__name__)
 
@@ -201,7 +201,7 @@ class Speaker:
             device = await asyncio.shield(self._opening)
             self._opening = None
             if device is not None:
-                await asyncio.to_thread(device.close)  # waits for the device's thread to finish a period
+                await asyncio.to_thread(close_device, device)  # waits for the device's thread to finish a period
 
     async def _play(self, frames: AsyncIterator[av.AudioFrame]) -> None:
         if self._opening is None:
@@ -225,7 +225,14 @@ class Speaker:
 
     def _open_device(self) -> Any:
         """The started playback device, or None with ``problem`` set. Blocks (a sound server
-        is asked): runs on a worker thread."""
+        is asked, which may never answer): runs on a worker thread."""
+        try:
+            return answered(self._open, close_device)
+        except SoundServerSilent as error:
+            self.problem = f"cannot play the sound others send: {error}; the call goes on"
+            return None
+
+    def _open(self) -> Any:
         import miniaudio
 
         quiet_alsa()
