@@ -231,9 +231,10 @@ def _sound_devices_of(context: Any) -> list[SoundDevice]:
     for kind, infos, count in ((MICROPHONE, captures, capture_count), (SPEAKER, playbacks, playback_count)):
         for info in (infos[0][index] for index in range(min(count[0], MAX_SOUND_DEVICES))):
             name = _name(ffi.string(info.name).decode("utf-8", "replace"))
-            # PulseAudio's and ALSA's ids are C strings (elsewhere the id is no text: the name stands in)
-            device_id = _name(ffi.string(ffi.cast("char *", ffi.addressof(info.id)), MAX_NAME).decode(
-                "utf-8", "replace")) if backend in ("PulseAudio", "ALSA") else name
+            # PulseAudio's and ALSA's ids are C strings (elsewhere the id is no text: the name stands in),
+            # kept whole: a speaker's monitor is known by its id (refuse_speakers_monitor), and real ones run long
+            device_id = ffi.string(ffi.cast("char *", ffi.addressof(info.id)), ffi.sizeof(info.id)).decode(
+                "utf-8", "replace") if backend in ("PulseAudio", "ALSA") else name
             if name and (backend != "ALSA" or is_alsa_card(device_id)):
                 devices.append(SoundDevice(kind, name, device_id, bool(info.isDefault),
                                            ffi.new("ma_device_id*", info.id)))
