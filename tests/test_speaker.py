@@ -327,3 +327,22 @@ async def test_a_sound_server_that_stops_answering_holds_no_peer_in_or_out_of_a_
         finally:
             sound.proc.send_signal(signal.SIGCONT)
     assert "Traceback" not in before.output + after.output
+
+
+async def test_a_speaker_that_goes_away_mid_call_is_said_once_and_the_call_goes_on(server, processes, sound):
+    """The sound server killed, as when the speaker is unplugged: miniaudio says nothing, the device
+    just stops asking for sound. The person is told, once, as for the microphone."""
+    ear = processes.peer("--room", "unplug", "--server", server.url, *EAR, "--audio", "none", name="ear",
+                         env=sound_env(sound))
+    async with join("unplug", server, "singer", audio=TONE.format(880)) as singer:
+        await singer.wait_for_peer()
+        await asyncio.to_thread(ear.expect, "connected to singer")
+        assert dominant_frequency(await record(sound, 1)) == pytest.approx(880, abs=10), ear.output
+        sound.proc.kill()
+        await asyncio.to_thread(ear.expect, "^the speaker stopped playing .*the call goes on")
+        singer.send_text("hear me?")
+        await asyncio.to_thread(ear.expect, r"^\[singer\] hear me\?$")
+        await asyncio.sleep(2.5)  # the tone goes on arriving for longer than a loss takes to be seen
+        ear.interrupt()
+        assert await asyncio.to_thread(ear.wait) == 0
+    assert ear.output.count("speaker") == 1 and "Traceback" not in ear.output, ear.output
