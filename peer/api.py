@@ -247,7 +247,13 @@ class Room:
         """Play every member's sound, now and later, mixed on the default output device (or
         the one called ``device``) until the room closes or ``await speaker.close()``. Where
         no device opens, ``on_problem`` (default: a log warning) is told once; the calls go on.
-        While it plays, the room's own microphone is turned down (``LocalMedia.playing``)."""
+        While it plays, the room's own microphone is turned down (``LocalMedia.playing``).
+        Asked again for the same device while that plays, it returns the speaker playing
+        (a second one would play every voice twice, a little apart)."""
+        self._speakers = [speaker for speaker in self._speakers if not speaker.closed]
+        playing = next((speaker for speaker in self._speakers if speaker.device == device), None)
+        if playing is not None:
+            return playing
         speaker = Speaker(device, on_problem, on_sound=self.session.media.playing)
         self._speakers.append(speaker)
         for (_, kind), remote in self._remote.items():

@@ -20,7 +20,7 @@ from peer.media.audio import Converter
 from peer.media.microphone import DUCK_LEVEL
 from peer.media.speaker import CAP, NO_OUTPUT, TARGET, JitterBuffer, mix
 from soundserver import MIC, RATE, dominant_frequency
-from test_api import join
+from test_api import join, until
 from test_peer_errors import run_peer
 
 TONE = "lavfi:sine=frequency={}:sample_rate=48000"
@@ -125,6 +125,27 @@ async def test_a_bot_plays_nothing_until_asked(server, sound, monkeypatch):
         await speaker.close()
         await speaker.close()  # twice is fine
         assert dominant_frequency(await record(sound, 1)) is None, "still playing after close()"
+    assert dominant_frequency(heard) == pytest.approx(880, abs=10)
+
+
+async def test_play_audio_twice_plays_each_member_once(server, sound, monkeypatch):
+    """A second ``play_audio()`` on the same output would open a second stream of the same sound,
+    a few milliseconds off the first: every voice twice, comb-filtered, twice as loud into the clip.
+    It is the speaker already playing; once that is closed, a new one plays."""
+    monkeypatch.setenv("PULSE_SERVER", sound.env["PULSE_SERVER"])
+    async with join("twice", server, "singer", audio=TONE.format(880)) as singer, \
+            join("twice", server, "bot") as bot:
+        await singer.wait_for_peer()
+        await bot.wait_for_frames(10, await bot.wait_for_peer(), kind="audio")
+        first = bot.play_audio()
+        assert bot.play_audio() is first
+        await until(lambda: first.buffers or None, 10, "the sound to play")
+        streams = await asyncio.to_thread(sound.pactl, "list", "short", "sink-inputs")
+        assert len(streams.stdout.splitlines()) == 1, streams.stdout
+        await first.close()
+        again = bot.play_audio()
+        assert again is not first
+        heard = await record(sound, 1.5)
     assert dominant_frequency(heard) == pytest.approx(880, abs=10)
 
 

@@ -190,6 +190,11 @@ class Speaker:
         """When the device's thread last asked for sound: miniaudio says nothing when a device goes."""
         self._lost = False
 
+    @property
+    def closed(self) -> bool:
+        """Whether ``close()`` was called: it plays nothing more."""
+        return self._closed
+
     def follow(self, frames: AsyncIterator[av.AudioFrame]) -> None:
         """Play ``frames`` (PyAV's, any format, layout and rate) until they end."""
         if self._closed:
