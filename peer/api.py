@@ -372,9 +372,9 @@ class Room:
     def _on_call_ended(self, event: CallEnded) -> None:
         # Its tracks end with the call, also those aiortc never started receiving on (a call
         # closed while connecting): end them here so that no reader waits for them forever.
-        for (member_id, _), remote in self._remote.items():
-            if member_id == event.member.id:
-                remote.task.cancel()
+        # Forgotten too: a room that lasts sees members come and go.
+        for key in [key for key in self._remote if key[0] == event.member.id]:
+            self._remote.pop(key).task.cancel()
 
     def _media_change(self) -> None:
         """Wake whoever waits for a remote track (``_remote_media``)."""

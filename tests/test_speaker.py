@@ -149,6 +149,20 @@ async def test_play_audio_twice_plays_each_member_once(server, sound, monkeypatc
     assert dominant_frequency(heard) == pytest.approx(880, abs=10)
 
 
+async def test_members_who_leave_while_their_sound_plays_leave_nothing_behind(server, sound, monkeypatch):
+    """A bot that plays a room for days sees members come and go: each one's jitter buffer, the
+    task that fed it and the room's record of its tracks go with it, or memory grows with each visit."""
+    monkeypatch.setenv("PULSE_SERVER", sound.env["PULSE_SERVER"])
+    async with join("visits", server, "host") as host:
+        speaker = host.play_audio()
+        for visit in range(3):
+            async with join("visits", server, f"visitor{visit}", audio=TONE.format(880)):
+                await host.wait_for_frames(5, await host.wait_for_peer(), kind="audio")
+                await until(lambda: speaker.buffers or None, 10, "the visitor's sound to play")
+            await until(lambda: not speaker.buffers and not speaker._tasks, 10, "the visitor's buffer and task to go")
+            await until(lambda: not host._remote, 10, "the room to forget the visitor's tracks")
+
+
 async def test_a_room_playing_remote_sound_turns_its_own_microphone_down(server, sound, monkeypatch):
     """The echo policy end to end: the sound ``play_audio`` plays ducks the room's own microphone
     (a microphone beside the loudspeaker would send it back); before it plays, nothing is ducked."""
