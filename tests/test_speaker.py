@@ -9,13 +9,14 @@ import time
 import os
 import re
 import signal
+import sys
 
 import av
 import numpy as np
 import pytest
 
 import peer
-from conftest import LOCAL, Server, child_env
+from conftest import LOCAL, Process, Server, child_env
 from peer.media.audio import Converter
 from peer.media.microphone import DUCK_LEVEL
 from peer.media.speaker import CAP, NO_OUTPUT, TARGET, JitterBuffer, mix
@@ -147,6 +148,36 @@ async def test_play_audio_twice_plays_each_member_once(server, sound, monkeypatc
         assert again is not first
         heard = await record(sound, 1.5)
     assert dominant_frequency(heard) == pytest.approx(880, abs=10)
+
+
+CLOSE_AT_ONCE = """
+import asyncio, sys
+import peer
+
+async def main(server, rounds):
+    for _ in range(rounds):
+        async with peer.join("closing", server=server, name="bot", ice_hosts=["127.0.0.1"]) as bot:
+            await bot.wait_for_frames(5, await bot.wait_for_peer(), kind="audio")
+            speaker = bot.play_audio()
+            while speaker._opening is None:  # the device is opening on its thread
+                await asyncio.sleep(0)
+            await asyncio.gather(speaker.close(), speaker.close(), speaker.close())  # and the room's, on leaving
+    print("closed", flush=True)
+
+asyncio.run(main(sys.argv[1], 5))
+"""
+
+
+async def test_a_speaker_closed_twice_at_once_while_its_device_opens_closes_it_once(server, processes, sound):
+    """``close()`` is safe to call twice, also at once (from two tasks of a bot, and the room's as it
+    closes): the device was closed by each at the same time, and libpulse aborted the process."""
+    async with join("closing", server, "singer", audio=TONE.format(880)):
+        bot = processes.add(Process([sys.executable, "-c", CLOSE_AT_ONCE, server.url], env=sound_env(sound),
+                                    name="bot"))
+        assert await asyncio.to_thread(bot.wait, 60) == 0, bot.output
+    assert bot.lines == ["closed"], bot.output
+    streams = await asyncio.to_thread(sound.pactl, "list", "short", "sink-inputs")
+    assert streams.stdout == "", "a device left open"
 
 
 async def test_members_who_leave_while_their_sound_plays_leave_nothing_behind(server, sound, monkeypatch):

@@ -183,6 +183,7 @@ class Speaker:
         self._on_sound = on_sound
         """Told each block put in to play: the microphone's ducking (``LocalMedia.playing``) hears of it."""
         self._opening: Optional[asyncio.Future] = None
+        self._closing: Optional[asyncio.Future] = None
         self._tasks: set[asyncio.Task] = set()
         self._closed = False
         self._told = False
@@ -204,8 +205,14 @@ class Speaker:
         task.add_done_callback(self._tasks.discard)
 
     async def close(self) -> None:
-        """Stop playing and close the device. Safe to call twice."""
+        """Stop playing and close the device. Safe to call twice, also at once: each waits for
+        the one closing (two closing a device at the same time abort the process in libpulse)."""
         self._closed = True
+        if self._closing is None:
+            self._closing = asyncio.ensure_future(self._close())
+        await asyncio.shield(self._closing)
+
+    async def _close(self) -> None:
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
