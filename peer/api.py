@@ -247,7 +247,13 @@ class Room:
         """Play every member's sound, now and later, mixed on the default output device (or
         the one called ``device``) until the room closes or ``await speaker.close()``. Where
         no device opens, ``on_problem`` (default: a log warning) is told once; the calls go on.
-        While it plays, the room's own microphone is turned down (``LocalMedia.playing``)."""
+        While it plays, the room's own microphone is turned down (``LocalMedia.playing``).
+        Asked again for the same device while that plays, it returns the speaker playing
+        (a second one would play every voice twice, a little apart)."""
+        self._speakers = [speaker for speaker in self._speakers if not speaker.closed]
+        playing = next((speaker for speaker in self._speakers if speaker.device == device), None)
+        if playing is not None:
+            return playing
         speaker = Speaker(device, on_problem, on_sound=self.session.media.playing)
         self._speakers.append(speaker)
         for (_, kind), remote in self._remote.items():
@@ -366,9 +372,9 @@ class Room:
     def _on_call_ended(self, event: CallEnded) -> None:
         # Its tracks end with the call, also those aiortc never started receiving on (a call
         # closed while connecting): end them here so that no reader waits for them forever.
-        for (member_id, _), remote in self._remote.items():
-            if member_id == event.member.id:
-                remote.task.cancel()
+        # Forgotten too: a room that lasts sees members come and go.
+        for key in [key for key in self._remote if key[0] == event.member.id]:
+            self._remote.pop(key).task.cancel()
 
     def _media_change(self) -> None:
         """Wake whoever waits for a remote track (``_remote_media``)."""

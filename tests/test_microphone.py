@@ -270,3 +270,19 @@ async def test_the_microphone_never_queues_more_than_a_tenth_of_a_second(sound, 
                                                                                                "1/48000")
     finally:
         microphone.stop()
+
+
+async def test_a_speakers_monitor_with_a_long_name_is_no_default_microphone_either(sound, monkeypatch, caplog):
+    """PulseAudio's names for real cards run long (``alsa_output.pci-0000_00_1f.3-platform-skl_hda_dsp_generic.
+    HiFi__hw_sofhdadsp__sink``, 84 characters): the monitor of such a speaker is refused all the same."""
+    monkeypatch.setenv("PULSE_SERVER", sound.env["PULSE_SERVER"])
+    sink = "alsa_output.pci-0000_00_1f.3-platform-skl_hda_dsp_generic.HiFi__hw_sofhdadsp__sink"
+    sound.pactl("load-module", "module-null-sink", f"sink_name={sink}", "sink_properties=device.description=Laptop")
+    sound.pactl("set-default-sink", sink)
+    sound.pactl("set-default-source", f"{sink}.monitor")
+    media = await peer.LocalMedia.open(audio="mic")
+    if media.microphone is not None:
+        media.stop()
+        await asyncio.sleep(0.1)  # the device closes on a thread
+    assert media.microphone is None, "the speaker's own monitor was taken for the microphone"
+    assert any("'Monitor of Laptop', what the speaker plays" in record.getMessage() for record in caplog.records)

@@ -8,18 +8,20 @@ import asyncio
 import time
 import os
 import re
+import signal
+import sys
 
 import av
 import numpy as np
 import pytest
 
 import peer
-from conftest import LOCAL, Server, child_env
+from conftest import LOCAL, Process, Server, child_env
 from peer.media.audio import Converter
 from peer.media.microphone import DUCK_LEVEL
 from peer.media.speaker import CAP, NO_OUTPUT, TARGET, JitterBuffer, mix
 from soundserver import MIC, RATE, dominant_frequency
-from test_api import join
+from test_api import join, until
 from test_peer_errors import run_peer
 
 TONE = "lavfi:sine=frequency={}:sample_rate=48000"
@@ -125,6 +127,71 @@ async def test_a_bot_plays_nothing_until_asked(server, sound, monkeypatch):
         await speaker.close()  # twice is fine
         assert dominant_frequency(await record(sound, 1)) is None, "still playing after close()"
     assert dominant_frequency(heard) == pytest.approx(880, abs=10)
+
+
+async def test_play_audio_twice_plays_each_member_once(server, sound, monkeypatch):
+    """A second ``play_audio()`` on the same output would open a second stream of the same sound,
+    a few milliseconds off the first: every voice twice, comb-filtered, twice as loud into the clip.
+    It is the speaker already playing; once that is closed, a new one plays."""
+    monkeypatch.setenv("PULSE_SERVER", sound.env["PULSE_SERVER"])
+    async with join("twice", server, "singer", audio=TONE.format(880)) as singer, \
+            join("twice", server, "bot") as bot:
+        await singer.wait_for_peer()
+        await bot.wait_for_frames(10, await bot.wait_for_peer(), kind="audio")
+        first = bot.play_audio()
+        assert bot.play_audio() is first
+        await until(lambda: first.buffers or None, 10, "the sound to play")
+        streams = await asyncio.to_thread(sound.pactl, "list", "short", "sink-inputs")
+        assert len(streams.stdout.splitlines()) == 1, streams.stdout
+        await first.close()
+        again = bot.play_audio()
+        assert again is not first
+        heard = await record(sound, 1.5)
+    assert dominant_frequency(heard) == pytest.approx(880, abs=10)
+
+
+CLOSE_AT_ONCE = """
+import asyncio, sys
+import peer
+
+async def main(server, rounds):
+    for _ in range(rounds):
+        async with peer.join("closing", server=server, name="bot", ice_hosts=["127.0.0.1"]) as bot:
+            await bot.wait_for_frames(5, await bot.wait_for_peer(), kind="audio")
+            speaker = bot.play_audio()
+            while speaker._opening is None:  # the device is opening on its thread
+                await asyncio.sleep(0)
+            await asyncio.gather(speaker.close(), speaker.close(), speaker.close())  # and the room's, on leaving
+    print("closed", flush=True)
+
+asyncio.run(main(sys.argv[1], 5))
+"""
+
+
+async def test_a_speaker_closed_twice_at_once_while_its_device_opens_closes_it_once(server, processes, sound):
+    """``close()`` is safe to call twice, also at once (from two tasks of a bot, and the room's as it
+    closes): the device was closed by each at the same time, and libpulse aborted the process."""
+    async with join("closing", server, "singer", audio=TONE.format(880)):
+        bot = processes.add(Process([sys.executable, "-c", CLOSE_AT_ONCE, server.url], env=sound_env(sound),
+                                    name="bot"))
+        assert await asyncio.to_thread(bot.wait, 60) == 0, bot.output
+    assert bot.lines == ["closed"], bot.output
+    streams = await asyncio.to_thread(sound.pactl, "list", "short", "sink-inputs")
+    assert streams.stdout == "", "a device left open"
+
+
+async def test_members_who_leave_while_their_sound_plays_leave_nothing_behind(server, sound, monkeypatch):
+    """A bot that plays a room for days sees members come and go: each one's jitter buffer, the
+    task that fed it and the room's record of its tracks go with it, or memory grows with each visit."""
+    monkeypatch.setenv("PULSE_SERVER", sound.env["PULSE_SERVER"])
+    async with join("visits", server, "host") as host:
+        speaker = host.play_audio()
+        for visit in range(3):
+            async with join("visits", server, f"visitor{visit}", audio=TONE.format(880)):
+                await host.wait_for_frames(5, await host.wait_for_peer(), kind="audio")
+                await until(lambda: speaker.buffers or None, 10, "the visitor's sound to play")
+            await until(lambda: not speaker.buffers and not speaker._tasks, 10, "the visitor's buffer and task to go")
+            await until(lambda: not host._remote, 10, "the room to forget the visitor's tracks")
 
 
 async def test_a_room_playing_remote_sound_turns_its_own_microphone_down(server, sound, monkeypatch):
@@ -293,3 +360,55 @@ def test_speaker_and_no_audio_out_together_are_refused():
     result = run_peer("--room", "x", "--speaker", "Speaker", "--no-audio-out")
     assert result.returncode == 2
     assert "--speaker and --no-audio-out go against each other" in result.stderr
+
+
+# A sound server that stops answering (stopped, stuck) holds nothing up
+
+async def test_a_sound_server_that_stops_answering_holds_no_peer_in_or_out_of_a_room(room_of_three, processes, sound):
+    """PulseAudio stopped (SIGSTOP) keeps accepting connections and never answers: a peer that had
+    its devices open leaves on Ctrl-C, and one started now joins without sound, chats, and leaves;
+    --list-devices still answers."""
+    server = room_of_three
+    before = processes.peer("--room", "stuck", "--server", server.url, *EAR, "--audio", "mic",
+                            name="before", env=sound_env(sound))
+    async with join("stuck", server, "singer", audio=TONE.format(880)) as singer:
+        await singer.wait_for_peer()
+        await asyncio.to_thread(before.expect, "connected to singer")
+        assert dominant_frequency(await record(sound, 1)) == pytest.approx(880, abs=10), before.output
+        sound.proc.send_signal(signal.SIGSTOP)
+        try:
+            after = processes.peer("--room", "stuck", "--server", server.url, *EAR, name="after", env=sound_env(sound))
+            lister = processes.peer("--list-devices", name="lister", env=sound_env(sound), stdin=None)
+            await asyncio.to_thread(after.expect, "^peer: no microphone: .*did not answer")
+            await asyncio.to_thread(after.expect, "connected to singer")
+            singer.send_text("still there?")
+            await asyncio.to_thread(after.expect, r"^\[singer\] still there\?$")
+            await asyncio.to_thread(after.expect, "^cannot play the sound others send: .*did not answer")
+            assert await asyncio.to_thread(lister.wait) == 0, lister.output
+            assert "none found" in lister.output, lister.output
+            before.interrupt()
+            after.interrupt()
+            assert await asyncio.to_thread(before.wait) == 0, before.output
+            assert await asyncio.to_thread(after.wait) == 0, after.output
+        finally:
+            sound.proc.send_signal(signal.SIGCONT)
+    assert "Traceback" not in before.output + after.output
+
+
+async def test_a_speaker_that_goes_away_mid_call_is_said_once_and_the_call_goes_on(server, processes, sound):
+    """The sound server killed, as when the speaker is unplugged: miniaudio says nothing, the device
+    just stops asking for sound. The person is told, once, as for the microphone."""
+    ear = processes.peer("--room", "unplug", "--server", server.url, *EAR, "--audio", "none", name="ear",
+                         env=sound_env(sound))
+    async with join("unplug", server, "singer", audio=TONE.format(880)) as singer:
+        await singer.wait_for_peer()
+        await asyncio.to_thread(ear.expect, "connected to singer")
+        assert dominant_frequency(await record(sound, 1)) == pytest.approx(880, abs=10), ear.output
+        sound.proc.kill()
+        await asyncio.to_thread(ear.expect, "^the speaker stopped playing .*the call goes on")
+        singer.send_text("hear me?")
+        await asyncio.to_thread(ear.expect, r"^\[singer\] hear me\?$")
+        await asyncio.sleep(2.5)  # the tone goes on arriving for longer than a loss takes to be seen
+        ear.interrupt()
+        assert await asyncio.to_thread(ear.wait) == 0
+    assert ear.output.count("speaker") == 1 and "Traceback" not in ear.output, ear.output

@@ -21,10 +21,11 @@ import os
 import shlex
 import struct
 import sys
+import threading
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Optional, Sequence
+from typing import Any, Callable, Iterator, Optional, Sequence, TypeVar
 
 import miniaudio
 
@@ -38,6 +39,16 @@ KINDS = (CAMERA, MICROPHONE, SPEAKER)
 MAX_NAME = 80
 MAX_SOUND_DEVICES = 256
 """The most taken of one sound system's listing: far more than any machine has."""
+ANSWER_WITHIN = 5.0
+"""Seconds a sound server is given to answer (it takes tens of milliseconds). One that accepts
+connections but never answers (stopped, stuck) would hold miniaudio forever: the peer would
+never join, nor leave, nor exit."""
+
+T = TypeVar("T")
+
+
+class SoundServerSilent(MediaError):
+    """The sound system did not answer within ``ANSWER_WITHIN`` seconds."""
 
 
 @dataclass(frozen=True)
@@ -119,8 +130,55 @@ def list_devices() -> list[Device]:
     """Every camera, microphone and speaker found, in that order. Cameras are listed on Linux
     only (PyAV has no listing of avfoundation's or dshow's devices to rely on)."""
     found = _cameras() if sys.platform.startswith("linux") else []
-    found += [Device(device.kind, device.id, device.name, sound_flag(device)) for device in sound_devices()]
+    try:
+        sound = answered(sound_devices)
+    except SoundServerSilent as error:
+        logger.warning("no microphones or speakers listed: %s", error)
+        sound = []
+    found += [Device(device.kind, device.id, device.name, sound_flag(device)) for device in sound]
     return sorted(found, key=lambda device: KINDS.index(device.kind))
+
+
+def answered(call: Callable[[], T], late: Optional[Callable[[T], object]] = None) -> T:
+    """What ``call()`` returns (or raises), run on a thread of its own, or SoundServerSilent when
+    it takes over ``ANSWER_WITHIN`` seconds. The thread, then left waiting for the sound server,
+    is a daemon (it keeps no process from exiting) and hands a result that comes after all to
+    ``late`` (to close a device nobody took). Blocks: call it off the event loop."""
+    outcome: list[Any] = []
+    lock = threading.Lock()
+    done = threading.Event()
+
+    def run() -> None:
+        try:
+            result: Any = (True, call())
+        except BaseException as error:  # handed to the caller, who raises it
+            result = (False, error)
+        with lock:
+            outcome.append(result)
+            abandoned = done.is_set()
+            done.set()
+        if abandoned and result[0] and late is not None:
+            late(result[1])
+
+    threading.Thread(target=run, name="sound", daemon=True).start()
+    done.wait(ANSWER_WITHIN)
+    with lock:
+        if not outcome:
+            done.set()  # from now on a result is late
+            raise SoundServerSilent(f"the sound server did not answer within {ANSWER_WITHIN:g} s")
+    succeeded, value = outcome[0]
+    if not succeeded:
+        raise value
+    return value
+
+
+def close_device(device: Any) -> None:
+    """Close a miniaudio device, giving up on a sound server that does not answer (see ``answered``).
+    Blocks: call it off the event loop."""
+    try:
+        answered(device.close)
+    except SoundServerSilent as error:
+        logger.debug("a sound device left open: %s", error)
 
 
 def find_sound_device(kind: str, wanted: str) -> SoundDevice:
@@ -173,9 +231,10 @@ def _sound_devices_of(context: Any) -> list[SoundDevice]:
     for kind, infos, count in ((MICROPHONE, captures, capture_count), (SPEAKER, playbacks, playback_count)):
         for info in (infos[0][index] for index in range(min(count[0], MAX_SOUND_DEVICES))):
             name = _name(ffi.string(info.name).decode("utf-8", "replace"))
-            # PulseAudio's and ALSA's ids are C strings (elsewhere the id is no text: the name stands in)
-            device_id = _name(ffi.string(ffi.cast("char *", ffi.addressof(info.id)), MAX_NAME).decode(
-                "utf-8", "replace")) if backend in ("PulseAudio", "ALSA") else name
+            # PulseAudio's and ALSA's ids are C strings (elsewhere the id is no text: the name stands in),
+            # kept whole: a speaker's monitor is known by its id (refuse_speakers_monitor), and real ones run long
+            device_id = ffi.string(ffi.cast("char *", ffi.addressof(info.id)), ffi.sizeof(info.id)).decode(
+                "utf-8", "replace") if backend in ("PulseAudio", "ALSA") else name
             if name and (backend != "ALSA" or is_alsa_card(device_id)):
                 devices.append(SoundDevice(kind, name, device_id, bool(info.isDefault),
                                            ffi.new("ma_device_id*", info.id)))

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import fractions
+import functools
 import logging
 import time
 from collections import deque
@@ -35,7 +36,8 @@ from aiortc import MediaStreamTrack
 from aiortc.mediastreams import MediaStreamError
 
 from ..errors import MediaError
-from .devices import MICROPHONE, SPEAKER, SoundDevice, find_sound_device, quiet_alsa, sound_backends, sound_devices
+from .devices import (MICROPHONE, SPEAKER, SoundDevice, SoundServerSilent, answered, close_device, find_sound_device,
+                      quiet_alsa, sound_backends, sound_devices)
 
 logger = logging.getLogger(__name__)
 
@@ -131,14 +133,16 @@ class MicrophoneTrack(MediaStreamTrack):
     @classmethod
     async def open(cls, spec: MicrophoneSpec) -> "MicrophoneTrack":
         """Open and start the microphone, off the event loop (a sound server may take its time)."""
-        loop = asyncio.get_running_loop()
-        device = await loop.run_in_executor(None, open_capture, spec)
+        try:
+            device = await asyncio.to_thread(answered, functools.partial(open_capture, spec), close_device)
+        except SoundServerSilent as error:
+            raise NoMicrophone(f"cannot open {spec.what}: {error}") from None
         track = cls(device, spec.channels)
         receiver = track._receive()
         next(receiver)
         try:
-            await loop.run_in_executor(None, device.start, receiver)
-        except miniaudio.MiniaudioError as error:
+            await asyncio.to_thread(answered, functools.partial(device.start, receiver))
+        except (miniaudio.MiniaudioError, SoundServerSilent) as error:
             track.stop()
             raise NoMicrophone(f"cannot start {spec.what} ({error.args[0] if error.args else error})") from None
         logger.info("capturing %s through %s", spec.what, device.backend)
@@ -200,13 +204,14 @@ class MicrophoneTrack(MediaStreamTrack):
         return frame
 
     def stop(self) -> None:
-        """Stop the track and close the device, on a thread: closing waits for miniaudio's."""
+        """Stop the track and close the device, on a thread: closing waits for miniaudio's
+        (and for the sound server, which may not answer: ``close_device``)."""
         super().stop()
         self._ready.set()
         device, self._device = self._device, None
         if device is None:
             return
         try:
-            asyncio.get_running_loop().run_in_executor(None, device.close)
+            asyncio.get_running_loop().run_in_executor(None, close_device, device)
         except RuntimeError:  # no event loop running: nothing to keep from waiting
-            device.close()
+            close_device(device)

@@ -27,7 +27,8 @@ import numpy as np
 
 from ..errors import MediaError
 from .audio import Converter
-from .devices import SPEAKER, find_sound_device, quiet_alsa
+from .devices import SPEAKER, SoundServerSilent, answered, close_device, find_sound_device, quiet_alsa
+from .microphone import LOST_AFTER
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +49,8 @@ delay. 10 ms periods starved (the device took 3 to 15 % less than real time) on 
 machine, where the callback's thread waits for the GIL."""
 
 NO_OUTPUT = "cannot play the sound others send: no sound output found (no sound server or device); the call goes on"
+LOST = "the speaker stopped playing (unplugged, or the sound server went away); the call goes on without sound"
+BACK = "the speaker plays again"
 
 
 class JitterBuffer:
@@ -164,7 +167,9 @@ class Speaker:
 
     The device opens when the first track comes (no stream runs while nobody speaks) and
     closes with ``close()``. Where it cannot open (no sound server, no device, no such name)
-    ``on_problem`` is told once, in one line for people, and the tracks are left unplayed.
+    ``on_problem`` is told once, in one line for people, and the tracks are left unplayed. A
+    device that stops playing mid-call (unplugged, its sound server gone) is told the same way,
+    once, and again when it plays again.
     """
 
     def __init__(self, device: Optional[str] = None, on_problem: Optional[Callable[[str], None]] = None,
@@ -178,9 +183,18 @@ class Speaker:
         self._on_sound = on_sound
         """Told each block put in to play: the microphone's ducking (``LocalMedia.playing``) hears of it."""
         self._opening: Optional[asyncio.Future] = None
+        self._closing: Optional[asyncio.Future] = None
         self._tasks: set[asyncio.Task] = set()
         self._closed = False
         self._told = False
+        self._asked_at = 0.0
+        """When the device's thread last asked for sound: miniaudio says nothing when a device goes."""
+        self._lost = False
+
+    @property
+    def closed(self) -> bool:
+        """Whether ``close()`` was called: it plays nothing more."""
+        return self._closed
 
     def follow(self, frames: AsyncIterator[av.AudioFrame]) -> None:
         """Play ``frames`` (PyAV's, any format, layout and rate) until they end."""
@@ -191,8 +205,14 @@ class Speaker:
         task.add_done_callback(self._tasks.discard)
 
     async def close(self) -> None:
-        """Stop playing and close the device. Safe to call twice."""
+        """Stop playing and close the device. Safe to call twice, also at once: each waits for
+        the one closing (two closing a device at the same time abort the process in libpulse)."""
         self._closed = True
+        if self._closing is None:
+            self._closing = asyncio.ensure_future(self._close())
+        await asyncio.shield(self._closing)
+
+    async def _close(self) -> None:
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
@@ -201,7 +221,7 @@ class Speaker:
             device = await asyncio.shield(self._opening)
             self._opening = None
             if device is not None:
-                await asyncio.to_thread(device.close)  # waits for the device's thread to finish a period
+                await asyncio.to_thread(close_device, device)  # waits for the device's thread to finish a period
 
     async def _play(self, frames: AsyncIterator[av.AudioFrame]) -> None:
         if self._opening is None:
@@ -218,14 +238,30 @@ class Speaker:
             async for frame in frames:
                 samples = convert(frame)
                 buffer.push(samples)
+                self._check_device()
                 if self._on_sound is not None:
                     self._on_sound(samples)
         finally:
             self.buffers = tuple(b for b in self.buffers if b is not buffer)
 
+    def _check_device(self) -> None:
+        """Say once when the device stops asking for sound (it asks every 20 ms while it works),
+        and when it asks again."""
+        lost = time.monotonic() - self._asked_at > LOST_AFTER
+        if lost != self._lost:
+            self._lost = lost
+            self._on_problem(LOST if lost else BACK)
+
     def _open_device(self) -> Any:
         """The started playback device, or None with ``problem`` set. Blocks (a sound server
-        is asked): runs on a worker thread."""
+        is asked, which may never answer): runs on a worker thread."""
+        try:
+            return answered(self._open, close_device)
+        except SoundServerSilent as error:
+            self.problem = f"cannot play the sound others send: {error}; the call goes on"
+            return None
+
+    def _open(self) -> Any:
         import miniaudio
 
         quiet_alsa()
@@ -256,6 +292,8 @@ class Speaker:
 
     def _generate(self) -> Generator[bytes, int, None]:
         """What the device's thread runs: sent how many samples it wants, it yields them."""
+        self._asked_at = time.monotonic()
         count = yield b""
         while True:
+            self._asked_at = time.monotonic()
             count = yield mix(self.buffers, count).tobytes()
