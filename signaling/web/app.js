@@ -828,6 +828,9 @@
   // of our certificate and theirs, each in DER, as the DTLS transports used them. Ours is the
   // transport's local certificate in getStats(); theirs what getRemoteCertificates() gives of
   // the handshake (its first, the one the peer proved to hold). Null while either is missing.
+  // Exactly one certificate each, on every transport: without BUNDLE a relay could sit on some
+  // transports only, with one certificate of its own facing both sides, and a code over every
+  // certificate would then be the same on both sides.
 
   async function verificationCode(pc) {
     if (!window.crypto || !crypto.subtle) {
@@ -846,14 +849,22 @@
       if (leaf) theirs.push(new Uint8Array(leaf));
     }
     if (!ours.length || !theirs.length) return null;
-    const digests = new Set(await Promise.all(ours.concat(theirs).map(async (der) => toHex(await sha256(der)))));
-    const sorted = Array.from(digests).sort().map(fromHex);  // hex of equal length sorts as the bytes do
+    const [mine, others] = await Promise.all([ours, theirs].map(hexDigests));
+    if (others.size > 1) throw new Error("the other side proved different certificates on its transports");
+    if (mine.size > 1) throw new Error("this browser used different certificates on its transports");
+    const [our] = mine, [their] = others;
+    if (our === their) throw new Error("the other side presented our own certificate");
+    const sorted = [our, their].sort().map(fromHex);  // hex of equal length sorts as the bytes do
     const label = new TextEncoder().encode(CODE_LABEL);
     const hash = await sha256(concatBytes([label, ...sorted]));
     let number = 0n;
     for (const byte of hash.slice(0, 16)) number = number * 256n + BigInt(byte);
     const digits = (number % 10n ** 25n).toString().padStart(25, "0");
     return digits.match(/\d{5}/g).join(" ");
+  }
+
+  async function hexDigests(certificates) {
+    return new Set(await Promise.all(certificates.map(async (der) => toHex(await sha256(der)))));
   }
 
   function dtlsTransports(pc) {

@@ -1,0 +1,155 @@
+"""Attacks on the page the signaling server serves (signaling/web/app.js), in real Chromium
+through Playwright, with our server and real peers; nothing mocked.
+
+A call whose media sections are not bundled runs one DTLS transport for each. Were the code
+to take every certificate of every transport, a relay could sit on some transports only (the
+video, say) and let the others (the chat) run straight between the two people: with the same
+certificate of its own facing both, each side's set holds its own certificate, the other's
+and the relay's, and both sets are equal, so are the codes, while the relay sees and replaces
+the video. So the page shows a code only when the other side proved one certificate on every
+transport; a hostile member that presents different ones gets no code, and says why.
+"""
+
+import cv2  # noqa: F401  -- before av (peer imports it): see FIELD-NOTES
+
+import asyncio
+import re
+import threading
+from typing import Any, Awaitable, Optional
+from urllib.parse import urlencode
+
+import pytest
+import socketio
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc.rtcdtlstransport import RTCCertificate, RTCDtlsTransport
+from aiortc.sdp import candidate_from_sdp
+
+from conftest import CONNECTED_WITHIN, LOCAL, Server
+from peer.ice import use_host_addresses
+from peer.verification import connection_code
+from test_browser import page, state  # noqa: F401  -- page: the fixture, with its check of console errors
+from test_page import bot, call  # noqa: F401  -- bot: the fixture
+
+try:
+    from playwright.sync_api import expect
+except ImportError:  # pragma: no cover - the chromium fixture says what is missing
+    expect = None
+
+BUNDLE = re.compile(r"^a=group:BUNDLE[^\r\n]*\r?\n", re.MULTILINE)
+
+
+class Unbundled:
+    """A member of raw aiortc and python-socketio that offers one member a call without a
+    BUNDLE group: a DTLS transport for the video and another for the chat channel, each with a
+    certificate of its own unless ``one_certificate``. Runs on an event loop of its own thread."""
+
+    def __init__(self, url: str, room: str, name: str, one_certificate: bool) -> None:
+        self.url, self.room, self.name, self.one_certificate = url, room, name, one_certificate
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.sio = socketio.AsyncClient(reconnection=False)
+        self.pc: Optional[RTCPeerConnection] = None
+        self.connected: Optional[asyncio.Event] = None
+
+    def run(self, coroutine: Awaitable[Any], timeout: float = CONNECTED_WITHIN) -> Any:
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout)
+
+    async def call(self, to_name: str) -> None:
+        use_host_addresses([LOCAL])
+        self.connected = asyncio.Event()
+        self.sio.on("message", self.on_message)
+        await self.sio.connect(self.url, transports=["websocket"])
+        ack = await self.sio.call("join", {"room": self.room, "name": self.name})
+        assert ack.get("ok"), ack
+        to = next(member["id"] for member in ack["members"] if member["name"] == to_name)
+        pc = self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        pc.addTransceiver("video", direction="sendonly")
+        pc.createDataChannel("chat")
+        pc.on("connectionstatechange", lambda: pc.connectionState == "connected" and self.connected.set())
+        if not self.one_certificate:
+            for transport in self.transports():
+                transport._RTCDtlsTransport__local_certificate = RTCCertificate.generateCertificate()
+        await pc.setLocalDescription(await pc.createOffer())
+        await self.sio.emit("message", {"type": "offer", "sdp": BUNDLE.sub("", pc.localDescription.sdp), "to": to})
+        await asyncio.wait_for(self.connected.wait(), CONNECTED_WITHIN)
+
+    def transports(self) -> list[RTCDtlsTransport]:
+        assert self.pc is not None and self.pc.sctp is not None
+        return [self.pc.getTransceivers()[0].receiver.transport, self.pc.sctp.transport]
+
+    async def on_message(self, message: dict) -> None:
+        assert self.pc is not None
+        if message.get("type") == "answer":
+            await self.pc.setRemoteDescription(RTCSessionDescription(message["sdp"], "answer"))
+        elif message.get("type") == "candidate" and (message.get("candidate") or {}).get("candidate"):
+            found = message["candidate"]
+            candidate = candidate_from_sdp(found["candidate"].split(":", 1)[1])
+            candidate.sdpMid, candidate.sdpMLineIndex = found.get("sdpMid"), found.get("sdpMLineIndex")
+            await self.pc.addIceCandidate(candidate)
+
+    async def _close(self) -> None:
+        if self.pc is not None:
+            await self.pc.close()
+        await self.sio.disconnect()
+
+    def close(self) -> None:
+        try:
+            self.run(self._close())
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join(10)
+            self.loop.close()
+
+
+@pytest.fixture
+def server():
+    """Our server, with rooms of up to four: the page, a bot, and an attacker or two more bots."""
+    started = Server("--room-size", "4")
+    yield started
+    started.stop()
+
+
+@pytest.fixture
+def unbundled(server):
+    started: list[Unbundled] = []
+
+    def start(room: str, name: str, one_certificate: bool) -> Unbundled:
+        started.append(Unbundled(server.url, room, name, one_certificate))
+        return started[-1]
+
+    yield start
+    for one in started:
+        one.close()
+
+
+@pytest.mark.parametrize("one_certificate", [True, False], ids=["honest", "split"])
+def test_a_call_without_bundle_has_a_code_only_for_one_certificate(server, page, bot, unbundled, one_certificate):
+    """Honest, the other side's transports all present its one certificate: the page shows
+    the code that side computes. Split, they present two: the page shows none and says why.
+    Either way the page's other call (a bot, bundled) keeps its code, equal on both sides."""
+    waiting, member = call(page, server, bot, "unbundled")
+    page.wait_for_function("() => window.peerState.codes.bot")
+    assert waiting.room.verification_code(member) == state(page, "codes")["bot"]
+
+    hostile = unbundled("unbundled", "split", one_certificate)
+    hostile.run(hostile.call("ann"))
+    assert len({id(t) for t in hostile.transports()}) == 2  # really two DTLS transports
+    assert all(t.state == "connected" for t in hostile.transports())
+    certificates = {t._RTCDtlsTransport__local_certificate for t in hostile.transports()}
+    assert len(certificates) == (1 if one_certificate else 2)
+    page.wait_for_function("() => window.peerState.connected.includes('split')")
+    log = page.locator("#log")
+    if one_certificate:
+        page.wait_for_function("() => window.peerState.codes.split")
+        assert state(page, "codes")["split"] == connection_code(hostile.pc)
+    else:
+        expect(log).to_contain_text("no verification code for the call with split: "
+                                    "the other side proved different certificates on its transports")
+        assert state(page, "codes")["split"] is None
+        assert page.locator(".tile.remote[data-name='split'] .code").text_content() == ""
+
+    # The bystander call: connected, its code as it was on both sides.
+    assert state(page, "codes")["bot"] == waiting.room.verification_code(member)
+    assert "bot" in state(page, "connected") and waiting.room.connected
+    assert state(page, "errors") == []
