@@ -153,3 +153,16 @@ def test_a_call_without_bundle_has_a_code_only_for_one_certificate(server, page,
     assert state(page, "codes")["bot"] == waiting.room.verification_code(member)
     assert "bot" in state(page, "connected") and waiting.room.connected
     assert state(page, "errors") == []
+
+
+def test_leaving_stops_the_statistics(server, page, bot):
+    """The overlay reads each call's statistics once a second while shown. Leaving with the
+    overlay on ends every call: its polling ends too, and a later join starts without it
+    (keys do nothing outside a room, so nothing else could stop it)."""
+    call(page, server, bot, "leaving")
+    page.keyboard.press("s")
+    expect(page.locator(".tile.remote .stats")).to_contain_text("path ")
+    page.keyboard.press("q")
+    page.wait_for_function("() => !window.peerState.joined")
+    assert not state(page, "statsShown")
+    assert page.evaluate("() => document.body.classList.contains('stats-on')") is False

@@ -466,6 +466,7 @@
     me = null;
     members.clear();
     closeLocalMedia();
+    if (statsTimer !== null) toggleStats();  // its polling ends with the calls; no key works outside a room
     if (document.fullscreenElement) document.exitFullscreen().catch(() => {});
     setJoined(false);
     status("Not in a room.");
