@@ -161,10 +161,21 @@
     return null;
   }
 
+  // ICE servers the browser refuses (?stun= that is no URL, ?turn= without user and password)
+  // would make every call of the room fail as it starts: null when fine, else what is wrong.
+  function iceProblem() {
+    try {
+      new RTCPeerConnection(rtcConfig).close();
+      return null;
+    } catch (error) {
+      return `the ICE servers of the link are refused: ${error.message.replace(/^Failed to construct '\w+': /, "")}`;
+    }
+  }
+
   // Join from the form or a link (`where`, " from this link", says so in the message); bad values
   // leave the form shown.
   function requestJoin(room, name, where) {
-    const problem = joinProblem(room, name);
+    const problem = joinProblem(room, name) || iceProblem();
     if (problem) {
       showError(`cannot join${where}: ${problem}`);
       return;
