@@ -38,31 +38,55 @@ except ImportError:  # pragma: no cover - the chromium fixture says what is miss
 BUNDLE = re.compile(r"^a=group:BUNDLE[^\r\n]*\r?\n", re.MULTILINE)
 
 
-class Unbundled:
-    """A member of raw aiortc and python-socketio that offers one member a call without a
-    BUNDLE group: a DTLS transport for the video and another for the chat channel, each with a
-    certificate of its own unless ``one_certificate``. Runs on an event loop of its own thread."""
+class Hostile:
+    """A member of raw python-socketio (and aiortc), on an event loop of its own thread."""
 
-    def __init__(self, url: str, room: str, name: str, one_certificate: bool) -> None:
-        self.url, self.room, self.name, self.one_certificate = url, room, name, one_certificate
+    def __init__(self, url: str, room: str, name: str) -> None:
+        self.url, self.room, self.name = url, room, name
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
         self.sio = socketio.AsyncClient(reconnection=False)
         self.pc: Optional[RTCPeerConnection] = None
-        self.connected: Optional[asyncio.Event] = None
 
     def run(self, coroutine: Awaitable[Any], timeout: float = CONNECTED_WITHIN) -> Any:
         return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout)
+
+    async def join(self) -> list[dict]:
+        """Joins the room; who was there before."""
+        await self.sio.connect(self.url, transports=["websocket"])
+        ack = await self.sio.call("join", {"room": self.room, "name": self.name})
+        assert ack.get("ok"), ack
+        return ack["members"]
+
+    async def _close(self) -> None:
+        if self.pc is not None:
+            await self.pc.close()
+        await self.sio.disconnect()
+
+    def close(self) -> None:
+        try:
+            self.run(self._close())
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join(10)
+            self.loop.close()
+
+
+class Unbundled(Hostile):
+    """Offers one member a call without a BUNDLE group: a DTLS transport for the video and
+    another for the chat channel, each with a certificate of its own unless ``one_certificate``."""
+
+    def __init__(self, url: str, room: str, name: str, one_certificate: bool) -> None:
+        super().__init__(url, room, name)
+        self.one_certificate = one_certificate
+        self.connected: Optional[asyncio.Event] = None
 
     async def call(self, to_name: str) -> None:
         use_host_addresses([LOCAL])
         self.connected = asyncio.Event()
         self.sio.on("message", self.on_message)
-        await self.sio.connect(self.url, transports=["websocket"])
-        ack = await self.sio.call("join", {"room": self.room, "name": self.name})
-        assert ack.get("ok"), ack
-        to = next(member["id"] for member in ack["members"] if member["name"] == to_name)
+        to = next(member["id"] for member in await self.join() if member["name"] == to_name)
         pc = self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         pc.addTransceiver("video", direction="sendonly")
         pc.createDataChannel("chat")
@@ -88,18 +112,34 @@ class Unbundled:
             candidate.sdpMid, candidate.sdpMLineIndex = found.get("sdpMid"), found.get("sdpMLineIndex")
             await self.pc.addIceCandidate(candidate)
 
-    async def _close(self) -> None:
-        if self.pc is not None:
-            await self.pc.close()
-        await self.sio.disconnect()
 
-    def close(self) -> None:
-        try:
-            self.run(self._close())
-        finally:
-            self.loop.call_soon_threadsafe(self.loop.stop)
-            self.thread.join(10)
-            self.loop.close()
+class Flooder(Hostile):
+    """Waits for the page's offer, never answers it, and sends candidates instead."""
+
+    def __init__(self, url: str, room: str, name: str) -> None:
+        super().__init__(url, room, name)
+        self.offer_from: Optional[asyncio.Future] = None
+
+    async def wait_for_offer(self) -> str:
+        """Joins; the id of the first member who offers."""
+        self.offer_from = asyncio.get_running_loop().create_future()
+        self.sio.on("message", self.on_message)
+        await self.join()
+        return await asyncio.wait_for(self.offer_from, CONNECTED_WITHIN)
+
+    async def on_message(self, message: dict) -> None:
+        assert self.offer_from is not None
+        if message.get("type") == "offer" and not self.offer_from.done():
+            self.offer_from.set_result(message["from"])
+
+    async def flood(self, to: str, count: int) -> None:
+        """``count`` candidates of 1000 bytes, each different, then an answer that is no SDP:
+        the page says it could not use that answer once it has handled all of them."""
+        for number in range(count):
+            text = f"candidate:{number} 1 udp 1 127.0.0.1 9 typ host " + "x" * 1000
+            await self.sio.emit("message", {"type": "candidate", "to": to,
+                                            "candidate": {"candidate": text[:1000], "sdpMid": "0", "sdpMLineIndex": 0}})
+        await self.sio.emit("message", {"type": "answer", "to": to, "sdp": "v=0\r\nthe end of the flood"})
 
 
 @pytest.fixture
@@ -111,11 +151,12 @@ def server():
 
 
 @pytest.fixture
-def unbundled(server):
-    started: list[Unbundled] = []
+def hostile(server):
+    """``hostile(Kind, room, name, **options)`` starts a ``Hostile`` of that kind."""
+    started: list[Hostile] = []
 
-    def start(room: str, name: str, one_certificate: bool) -> Unbundled:
-        started.append(Unbundled(server.url, room, name, one_certificate))
+    def start(kind: type, room: str, name: str, **options: Any) -> Any:
+        started.append(kind(server.url, room, name, **options))
         return started[-1]
 
     yield start
@@ -124,7 +165,7 @@ def unbundled(server):
 
 
 @pytest.mark.parametrize("one_certificate", [True, False], ids=["honest", "split"])
-def test_a_call_without_bundle_has_a_code_only_for_one_certificate(server, page, bot, unbundled, one_certificate):
+def test_a_call_without_bundle_has_a_code_only_for_one_certificate(server, page, bot, hostile, one_certificate):
     """Honest, the other side's transports all present its one certificate: the page shows
     the code that side computes. Split, they present two: the page shows none and says why.
     Either way the page's other call (a bot, bundled) keeps its code, equal on both sides."""
@@ -132,17 +173,17 @@ def test_a_call_without_bundle_has_a_code_only_for_one_certificate(server, page,
     page.wait_for_function("() => window.peerState.codes.bot")
     assert waiting.room.verification_code(member) == state(page, "codes")["bot"]
 
-    hostile = unbundled("unbundled", "split", one_certificate)
-    hostile.run(hostile.call("ann"))
-    assert len({id(t) for t in hostile.transports()}) == 2  # really two DTLS transports
-    assert all(t.state == "connected" for t in hostile.transports())
-    certificates = {t._RTCDtlsTransport__local_certificate for t in hostile.transports()}
+    split = hostile(Unbundled, "unbundled", "split", one_certificate=one_certificate)
+    split.run(split.call("ann"))
+    assert len({id(t) for t in split.transports()}) == 2  # really two DTLS transports
+    assert all(t.state == "connected" for t in split.transports())
+    certificates = {t._RTCDtlsTransport__local_certificate for t in split.transports()}
     assert len(certificates) == (1 if one_certificate else 2)
     page.wait_for_function("() => window.peerState.connected.includes('split')")
     log = page.locator("#log")
     if one_certificate:
         page.wait_for_function("() => window.peerState.codes.split")
-        assert state(page, "codes")["split"] == connection_code(hostile.pc)
+        assert state(page, "codes")["split"] == connection_code(split.pc)
     else:
         expect(log).to_contain_text("no verification code for the call with split: "
                                     "the other side proved different certificates on its transports")
@@ -166,3 +207,35 @@ def test_leaving_stops_the_statistics(server, page, bot):
     page.wait_for_function("() => !window.peerState.joined")
     assert not state(page, "statsShown")
     assert page.evaluate("() => document.body.classList.contains('stats-on')") is False
+
+
+def test_candidates_before_an_answer_are_bounded(server, page, bot, hostile):
+    """A member the page offers to may never answer and send candidates instead, as fast as
+    the server relays them. The page keeps the first 100 for the answer (as the Python peer
+    does) and says once that it drops the rest: its memory does not grow with the flood, and
+    its call with a bot goes on."""
+    waiting = bot("flood")
+    flooder = hostile(Flooder, "flood", "flood")
+    offered = asyncio.run_coroutine_threadsafe(flooder.wait_for_offer(), flooder.loop)
+    page.goto(f"{server.url}/?room=flood&name=ann")
+    page_id = offered.result(CONNECTED_WITHIN)
+    page.wait_for_function("() => window.peerState.connected.includes('bot')")
+    heap = page.context.new_cdp_session(page)
+
+    def used() -> int:
+        heap.send("HeapProfiler.collectGarbage")
+        return heap.send("Runtime.getHeapUsage")["usedSize"]
+
+    before = used()
+    flooder.run(flooder.flood(page_id, 10_000), 60)
+    log = page.locator("#log")
+    expect(log).to_contain_text("problem in the call with flood:", timeout=60_000)
+    grown = used() - before
+    assert grown < 2_000_000, f"the page's heap grew by {grown} bytes"
+    expect(log).to_contain_text("flood sent more than 100 candidates before its description; the others are dropped")
+    assert log.text_content().count("more than 100 candidates") == 1
+
+    member = next(m for m in waiting.room.members if m.name == "ann")
+    page.wait_for_function("() => window.peerState.codes.bot")
+    assert waiting.room.verification_code(member) == state(page, "codes")["bot"]
+    assert "bot" in state(page, "connected") and waiting.room.connected

@@ -32,6 +32,7 @@
   const CONNECT_TIMEOUT_MS = 10000;  // a negotiation not connected by then is tried again
   const MAX_TRIES = 3;
   const ACK_TIMEOUT_MS = 10000;
+  const MAX_PENDING_CANDIDATES = 100;  // kept for a remote description yet to come, as in peer/connection.py
   const MAX_EARLY = 64;  // messages from before we joined kept: the ack's offers, or ones before it
   const REFUSED_DATA = /^m=application 0 /m;  // an answer's data section with port 0: refused
   // What the server accepts in a join (signaling/protocol.py: ROOM_PATTERN, MAX_NAME_CHARS and
@@ -561,6 +562,7 @@
           if (REFUSED_DATA.test(message.sdp)) this.refuseChat();
           return this.flushCandidates();
         case "candidate":
+          if (this.pending.length >= MAX_PENDING_CANDIDATES) return this.dropCandidates();
           this.pending.push(message.candidate);
           if (this.pc.remoteDescription) await this.flushCandidates();
           return;
@@ -581,6 +583,7 @@
       this.chatRefused = false;
       this.channels = [];  // keep every channel referenced while the call lasts
       this.pending = [];   // candidates for this connection's remote description
+      this.dropping = false;
       for (const track of this.stream.getTracks()) this.stream.removeTrack(track);
       pc.onicecandidate = (event) => {
         if (pc === this.pc) signal({ type: "candidate", candidate: event.candidate ? event.candidate.toJSON() : null, to: this.id });
@@ -650,6 +653,13 @@
       await pc.setLocalDescription();
       signal({ type: "answer", sdp: pc.localDescription.sdp, to: this.id });
       this.watch(pc);
+    }
+
+    // A member that sends candidates instead of its description: the page keeps a few, not all.
+    dropCandidates() {
+      if (this.dropping) return;
+      this.dropping = true;
+      log(`${this.name} sent more than ${MAX_PENDING_CANDIDATES} candidates before its description; the others are dropped`, "info");
     }
 
     async flushCandidates() {
