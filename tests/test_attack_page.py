@@ -239,3 +239,34 @@ def test_candidates_before_an_answer_are_bounded(server, page, bot, hostile):
     page.wait_for_function("() => window.peerState.codes.bot")
     assert waiting.room.verification_code(member) == state(page, "codes")["bot"]
     assert "bot" in state(page, "connected") and waiting.room.connected
+
+
+def test_a_flood_of_chat_keeps_the_newest_lines(server, page, bot):
+    """A member sends 10 000 lines of chat at once (the public API, as fast as it goes). The
+    page's log keeps the newest 1000 (so does ``peerState.chat``), stays usable, and its call
+    goes on. Before, every line stayed and each laid the log out twice: 20 000 lines froze
+    the page for minutes and the call was lost."""
+    waiting, member = call(page, server, bot, "chatter")
+    page.wait_for_function("() => window.peerState.codes.bot")
+    code = state(page, "codes")["bot"]
+
+    async def flood() -> None:
+        for number in range(10_000):
+            waiting.room.send_text(f"line {number}")
+            if number % 100 == 0:
+                await asyncio.sleep(0)
+        waiting.room.send_text("the end")
+
+    waiting.run(flood())
+    page.wait_for_function("() => window.peerState.chat.some((line) => line.text === 'the end')")
+    chat = state(page, "chat")
+    assert len(chat) == 1000 and chat[-1] == {"from": "bot", "text": "the end"}
+    assert [line["text"] for line in chat[:2]] == ["line 9001", "line 9002"]
+    lines = page.locator("#log > div")
+    assert lines.count() == 1000
+    expect(lines.last).to_have_text("[bot] the end")
+
+    page.keyboard.press("s")
+    expect(page.locator(".tile.remote .stats")).to_contain_text("path ")
+    assert state(page, "connected") == ["bot"] and state(page, "codes")["bot"] == code
+    assert waiting.room.verification_code(member) == code

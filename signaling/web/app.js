@@ -43,6 +43,7 @@
   const CODE_LABEL = "pypeer verification code v1\n";  // docs/protocol.md, "Verification code"
   const CODE_TRIES = 5;  // DTLS is done when the connection is; its stats may lag a moment
   const STATS_EVERY_MS = 1000;
+  const MAX_LOG_LINES = 1000;  // the log (and peerState.chat) keeps the newest: a flood of chat froze the page
   const OFF_FPS = 5;  // the "camera off" picture does not change: a few frames a second do
   const OFF_GREY = 24;  // its background, as the Python peer's (peer/media/sources.py)
 
@@ -66,6 +67,7 @@
   let cameraOff = false;
   let offPicture = null;      // the "camera off" track sent instead of the camera while it is off
   let statsTimer = null;      // set while the statistics overlay is shown
+  let logFollows = null;      // this frame: whether the log scrolls to its newest line (null: not read yet)
   let soundWaiting = false;   // the others' sound is muted until the user clicks or presses a key
 
   // State for people who script the page (and for the tests).
@@ -125,9 +127,17 @@
     if (kind) line.className = kind;
     line.textContent = text;
     const box = $("log");
-    const atBottom = box.scrollTop + box.clientHeight >= box.scrollHeight - 4;
+    if (logFollows === null) {
+      // Whether the reader is at the bottom, read once a frame and scrolled there once a frame:
+      // measured for each line, a flood of chat laid the log out thousands of times a second.
+      logFollows = box.scrollTop + box.clientHeight >= box.scrollHeight - 4;
+      requestAnimationFrame(() => {
+        if (logFollows) box.scrollTop = box.scrollHeight;
+        logFollows = null;
+      });
+    }
     box.appendChild(line);
-    if (atBottom) box.scrollTop = box.scrollHeight;
+    while (box.childElementCount > MAX_LOG_LINES) box.firstElementChild.remove();
   }
 
   function status(text) { $("status").textContent = text; }
@@ -741,6 +751,7 @@
     onChat(data) {
       const text = typeof data === "string" ? data : new TextDecoder().decode(data);
       chatLines.push({ from: this.name, text });
+      if (chatLines.length > MAX_LOG_LINES) chatLines.shift();
       log(`[${this.name}] ${text}`);
     }
 
