@@ -1,5 +1,7 @@
 """Attacks on the page the signaling server serves (signaling/web/app.js), in real Chromium
-through Playwright, with our server and real peers; nothing mocked.
+through Playwright, with our server and real peers; nothing mocked: a member whose unbundled
+transports present different certificates, one that floods the page with candidates instead
+of an answer, one that floods it with chat; and the overlay's polling after leaving.
 
 A call whose media sections are not bundled runs one DTLS transport for each. Were the code
 to take every certificate of every transport, a relay could sit on some transports only (the
@@ -16,7 +18,6 @@ import asyncio
 import re
 import threading
 from typing import Any, Awaitable, Optional
-from urllib.parse import urlencode
 
 import pytest
 import socketio
