@@ -126,6 +126,8 @@ def test_a_link_joins_at_once(server, page):
     ("room=demo&name=" + "a" * 65, "name must be at most 64 characters"),
     ("room=demo&name=ann%1B%5B2J", "name must not contain control characters"),
     ("room=demo&name=%E2%80%AEnna", "name must not contain control characters"),
+    ("room=demo&name=ann&stun=nonsense", "the ICE servers of the link are refused: 'nonsense' is not a valid URL"),
+    ("room=demo&name=ann&turn=turn:127.0.0.1:3478", "the ICE servers of the link are refused: Both username and credential"),
 ])
 def test_a_link_with_bad_values_leaves_the_form(server, page, query, problem):
     """The server would refuse these; the page says why before asking, and the form stays."""

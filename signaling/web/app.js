@@ -32,6 +32,7 @@
   const CONNECT_TIMEOUT_MS = 10000;  // a negotiation not connected by then is tried again
   const MAX_TRIES = 3;
   const ACK_TIMEOUT_MS = 10000;
+  const MAX_PENDING_CANDIDATES = 100;  // kept for a remote description yet to come, as in peer/connection.py
   const MAX_EARLY = 64;  // messages from before we joined kept: the ack's offers, or ones before it
   const REFUSED_DATA = /^m=application 0 /m;  // an answer's data section with port 0: refused
   // What the server accepts in a join (signaling/protocol.py: ROOM_PATTERN, MAX_NAME_CHARS and
@@ -42,6 +43,7 @@
   const CODE_LABEL = "pypeer verification code v1\n";  // docs/protocol.md, "Verification code"
   const CODE_TRIES = 5;  // DTLS is done when the connection is; its stats may lag a moment
   const STATS_EVERY_MS = 1000;
+  const MAX_LOG_LINES = 1000;  // the log (and peerState.chat) keeps the newest: a flood of chat froze the page
   const OFF_FPS = 5;  // the "camera off" picture does not change: a few frames a second do
   const OFF_GREY = 24;  // its background, as the Python peer's (peer/media/sources.py)
 
@@ -65,6 +67,7 @@
   let cameraOff = false;
   let offPicture = null;      // the "camera off" track sent instead of the camera while it is off
   let statsTimer = null;      // set while the statistics overlay is shown
+  let logFollows = null;      // this frame: whether the log scrolls to its newest line (null: not read yet)
   let soundWaiting = false;   // the others' sound is muted until the user clicks or presses a key
 
   // State for people who script the page (and for the tests).
@@ -124,9 +127,17 @@
     if (kind) line.className = kind;
     line.textContent = text;
     const box = $("log");
-    const atBottom = box.scrollTop + box.clientHeight >= box.scrollHeight - 4;
+    if (logFollows === null) {
+      // Whether the reader is at the bottom, read once a frame and scrolled there once a frame:
+      // measured for each line, a flood of chat laid the log out thousands of times a second.
+      logFollows = box.scrollTop + box.clientHeight >= box.scrollHeight - 4;
+      requestAnimationFrame(() => {
+        if (logFollows) box.scrollTop = box.scrollHeight;
+        logFollows = null;
+      });
+    }
     box.appendChild(line);
-    if (atBottom) box.scrollTop = box.scrollHeight;
+    while (box.childElementCount > MAX_LOG_LINES) box.firstElementChild.remove();
   }
 
   function status(text) { $("status").textContent = text; }
@@ -161,10 +172,21 @@
     return null;
   }
 
+  // ICE servers the browser refuses (?stun= that is no URL, ?turn= without user and password)
+  // would make every call of the room fail as it starts: null when fine, else what is wrong.
+  function iceProblem() {
+    try {
+      new RTCPeerConnection(rtcConfig).close();
+      return null;
+    } catch (error) {
+      return `the ICE servers of the link are refused: ${error.message.replace(/^Failed to construct '\w+': /, "")}`;
+    }
+  }
+
   // Join from the form or a link (`where`, " from this link", says so in the message); bad values
   // leave the form shown.
   function requestJoin(room, name, where) {
-    const problem = joinProblem(room, name);
+    const problem = joinProblem(room, name) || iceProblem();
     if (problem) {
       showError(`cannot join${where}: ${problem}`);
       return;
@@ -466,6 +488,7 @@
     me = null;
     members.clear();
     closeLocalMedia();
+    if (statsTimer !== null) toggleStats();  // its polling ends with the calls; no key works outside a room
     if (document.fullscreenElement) document.exitFullscreen().catch(() => {});
     setJoined(false);
     status("Not in a room.");
@@ -549,6 +572,7 @@
           if (REFUSED_DATA.test(message.sdp)) this.refuseChat();
           return this.flushCandidates();
         case "candidate":
+          if (this.pending.length >= MAX_PENDING_CANDIDATES) return this.dropCandidates();
           this.pending.push(message.candidate);
           if (this.pc.remoteDescription) await this.flushCandidates();
           return;
@@ -569,6 +593,7 @@
       this.chatRefused = false;
       this.channels = [];  // keep every channel referenced while the call lasts
       this.pending = [];   // candidates for this connection's remote description
+      this.dropping = false;
       for (const track of this.stream.getTracks()) this.stream.removeTrack(track);
       pc.onicecandidate = (event) => {
         if (pc === this.pc) signal({ type: "candidate", candidate: event.candidate ? event.candidate.toJSON() : null, to: this.id });
@@ -638,6 +663,13 @@
       await pc.setLocalDescription();
       signal({ type: "answer", sdp: pc.localDescription.sdp, to: this.id });
       this.watch(pc);
+    }
+
+    // A member that sends candidates instead of its description: the page keeps a few, not all.
+    dropCandidates() {
+      if (this.dropping) return;
+      this.dropping = true;
+      log(`${this.name} sent more than ${MAX_PENDING_CANDIDATES} candidates before its description; the others are dropped`, "info");
     }
 
     async flushCandidates() {
@@ -719,6 +751,7 @@
     onChat(data) {
       const text = typeof data === "string" ? data : new TextDecoder().decode(data);
       chatLines.push({ from: this.name, text });
+      if (chatLines.length > MAX_LOG_LINES) chatLines.shift();
       log(`[${this.name}] ${text}`);
     }
 
@@ -828,6 +861,9 @@
   // of our certificate and theirs, each in DER, as the DTLS transports used them. Ours is the
   // transport's local certificate in getStats(); theirs what getRemoteCertificates() gives of
   // the handshake (its first, the one the peer proved to hold). Null while either is missing.
+  // Exactly one certificate each, on every transport: without BUNDLE a relay could sit on some
+  // transports only, with one certificate of its own facing both sides, and a code over every
+  // certificate would then be the same on both sides.
 
   async function verificationCode(pc) {
     if (!window.crypto || !crypto.subtle) {
@@ -846,14 +882,22 @@
       if (leaf) theirs.push(new Uint8Array(leaf));
     }
     if (!ours.length || !theirs.length) return null;
-    const digests = new Set(await Promise.all(ours.concat(theirs).map(async (der) => toHex(await sha256(der)))));
-    const sorted = Array.from(digests).sort().map(fromHex);  // hex of equal length sorts as the bytes do
+    const [mine, others] = await Promise.all([ours, theirs].map(hexDigests));
+    if (others.size > 1) throw new Error("the other side proved different certificates on its transports");
+    if (mine.size > 1) throw new Error("this browser used different certificates on its transports");
+    const [our] = mine, [their] = others;
+    if (our === their) throw new Error("the other side presented our own certificate");
+    const sorted = [our, their].sort().map(fromHex);  // hex of equal length sorts as the bytes do
     const label = new TextEncoder().encode(CODE_LABEL);
     const hash = await sha256(concatBytes([label, ...sorted]));
     let number = 0n;
     for (const byte of hash.slice(0, 16)) number = number * 256n + BigInt(byte);
     const digits = (number % 10n ** 25n).toString().padStart(25, "0");
     return digits.match(/\d{5}/g).join(" ");
+  }
+
+  async function hexDigests(certificates) {
+    return new Set(await Promise.all(certificates.map(async (der) => toHex(await sha256(der)))));
   }
 
   function dtlsTransports(pc) {
