@@ -571,7 +571,9 @@ class PrivateFrames(MediaStreamTrack):
     aiortc encodes on executor threads and mutates the frame it encodes (it converts it
     to yuv420p through a converter cached on the frame, and sets its picture type): two
     connections encoding one relayed frame at once crash the process. A private yuv420p
-    copy per connection, made on the event loop, avoids that.
+    copy per connection, made on the event loop, avoids that. The copy's width and height
+    are even (a pixel less when not): 4:2:0 pictures cannot be odd, and a screen or a file
+    sent as it comes can be; PyAV refuses the conversion, which ended the sender's video.
     """
 
     kind = "video"
@@ -584,7 +586,9 @@ class PrivateFrames(MediaStreamTrack):
 
     async def recv(self) -> av.VideoFrame:
         frame = cast(av.VideoFrame, await self._source.recv())  # the frames of a video track
-        private = av.VideoFrame.from_ndarray(frame.to_ndarray(format="yuv420p"), format="yuv420p")
+        width, height = max(2, frame.width & ~1), max(2, frame.height & ~1)
+        private = av.VideoFrame.from_ndarray(frame.to_ndarray(format="yuv420p", width=width, height=height),
+                                             format="yuv420p")
         private.pts, private.time_base = frame.pts, frame.time_base
         self.meter.saw(private)
         return private

@@ -1,0 +1,60 @@
+"""A hostile review of the video options (issue 11): sources whose size the flags do not
+choose, hostile codec lists, a display that goes away. Real processes, nothing mocked."""
+
+import cv2  # noqa: F401  -- before av
+
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+import peer
+from conftest import LOCAL, child_env, require
+
+HEADLESS = ["--ice-host", LOCAL, "--no-window"]
+
+
+def join(room: str, server, name: str, **options):
+    return peer.join(room, server=server.url, name=name, ice_hosts=[LOCAL], **options)
+
+
+@pytest.fixture
+def odd_xvfb():
+    """A virtual X display of an odd size (1279x799), as a screen can be: its name for DISPLAY."""
+    binary = require("Xvfb")
+    number = next(n for n in range(121, 160) if not Path(f"/tmp/.X11-unix/X{n}").exists()
+                  and not Path(f"/tmp/.X{n}-lock").exists())
+    proc = subprocess.Popen([binary, f":{number}", "-screen", "0", "1279x799x24", "-nolisten", "tcp"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while not Path(f"/tmp/.X11-unix/X{number}").exists():
+        if time.monotonic() > deadline or proc.poll() is not None:
+            proc.kill()
+            pytest.fail(f"Xvfb did not start on :{number}")
+        time.sleep(0.05)
+    yield f":{number}", proc
+    proc.kill()
+    proc.wait(5)
+
+
+async def test_a_source_of_odd_size_reaches_the_other_side(server, processes):
+    """No --video-size: a file, a graph or a screen of odd width or height is sent as it comes.
+    The encoders' 4:2:0 pictures cannot be odd: the video must still arrive (at most a pixel
+    smaller), not stop with a traceback in the sender."""
+    processes.peer("--room", "odd", "--server", server.url, "--video", "lavfi:testsrc=size=161x121:rate=15",
+                   *HEADLESS, name="sender")
+    async with join("odd", server, "receiver") as receiver:
+        member = await receiver.wait_for_peer()
+        await receiver.wait_for_frames(10, member)
+        async for picture in receiver.frames(member):
+            break
+    assert picture.shape[:2] in ((120, 160), (121, 161)), picture.shape
+
+
+async def test_a_screen_of_odd_size_is_shared(server, processes, odd_xvfb):
+    display, _ = odd_xvfb
+    processes.peer("--room", "odd-screen", "--server", server.url, "--video", "screen", "--fps", "5", *HEADLESS,
+                   name="sharer", env=child_env(DISPLAY=display))
+    async with join("odd-screen", server, "viewer") as viewer:
+        await viewer.wait_for_frames(5, await viewer.wait_for_peer())
