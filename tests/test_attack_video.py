@@ -3,6 +3,7 @@ choose, hostile codec lists, a display that goes away. Real processes, nothing m
 
 import cv2  # noqa: F401  -- before av
 
+import asyncio
 import subprocess
 import time
 from pathlib import Path
@@ -58,3 +59,20 @@ async def test_a_screen_of_odd_size_is_shared(server, processes, odd_xvfb):
                    name="sharer", env=child_env(DISPLAY=display))
     async with join("odd-screen", server, "viewer") as viewer:
         await viewer.wait_for_frames(5, await viewer.wait_for_peer())
+
+
+async def test_a_screen_that_goes_away_leaves_the_camera_off_picture(server, processes, odd_xvfb):
+    """The X server of the shared screen dies mid-call: the sharer goes on (the others get the
+    "camera off" picture, chat still passes), it does not hang or die."""
+    display, xserver = odd_xvfb
+    sharer = processes.peer("--room", "gone", "--server", server.url, "--video", "screen", "--fps", "5",
+                            *HEADLESS, name="sharer", env=child_env(DISPLAY=display))
+    async with join("gone", server, "viewer") as viewer:
+        member = await viewer.wait_for_peer()
+        before = await viewer.wait_for_frames(5, member)
+        xserver.kill()
+        xserver.wait(5)
+        await viewer.wait_for_frames(before + 10, member, timeout=20)
+        viewer.send_text("still there?")
+        await asyncio.to_thread(sharer.expect, r"still there\?", 10)
+    assert sharer.proc.poll() is None, sharer.output
