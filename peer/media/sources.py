@@ -17,6 +17,7 @@ import logging
 import math
 import os
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -290,6 +291,8 @@ class LocalMedia:
         """The microphone sent, when the sound is one (not a file, a tone or a bot's)."""
         self._players = players or []
         self._relay = MediaRelay()
+        self._converting = threading.Lock()
+        """Held while a relayed frame is converted (off the event loop: see ``PrivateFrames``)."""
 
     @classmethod
     async def open(cls, video: Union[str, MediaStreamTrack] = NONE, audio: Union[str, MediaStreamTrack] = NONE,
@@ -388,7 +391,7 @@ class LocalMedia:
                 frame = cast(av.VideoFrame, await track.recv())
                 if time.monotonic() - shown >= 1 / fps:
                     shown = time.monotonic()
-                    yield frame.to_ndarray(format="bgr24")
+                    yield await asyncio.to_thread(_converted, frame, self._converting, "bgr24")
         except MediaStreamError:
             return
         finally:
@@ -400,7 +403,7 @@ class LocalMedia:
         if self.audio is not None:
             tracks.append(self._relay.subscribe(self.audio))
         if self.video is not None:
-            tracks.append(PrivateFrames(self._relay.subscribe(self.video, buffered=False)))
+            tracks.append(PrivateFrames(self._relay.subscribe(self.video, buffered=False), self._converting))
         return tracks
 
     def stop(self) -> None:
@@ -571,24 +574,27 @@ class PrivateFrames(MediaStreamTrack):
     aiortc encodes on executor threads and mutates the frame it encodes (it converts it
     to yuv420p through a converter cached on the frame, and sets its picture type): two
     connections encoding one relayed frame at once crash the process. A private yuv420p
-    copy per connection, made on the event loop, avoids that. The copy's width and height
+    copy per connection avoids that. It is made off the event loop (a 1920x1080 screen's
+    took 3 ms a frame and connection, a 4096x4096 picture's 41 ms), under a lock shared by
+    all that convert the relayed frames (PyAV converts through a converter cached on the
+    frame, which two threads must not use at once). The copy's width and height
     are even (a pixel less when not): 4:2:0 pictures cannot be odd, and a screen or a file
     sent as it comes can be; PyAV refuses the conversion, which ended the sender's video.
     """
 
     kind = "video"
 
-    def __init__(self, source: MediaStreamTrack) -> None:
+    def __init__(self, source: MediaStreamTrack, converting: threading.Lock) -> None:
         super().__init__()
         self._source = source
+        self._converting = converting
         self.meter = FrameMeter()
         """The frames this connection encodes, for the call's statistics."""
 
     async def recv(self) -> av.VideoFrame:
         frame = cast(av.VideoFrame, await self._source.recv())  # the frames of a video track
         width, height = max(2, frame.width & ~1), max(2, frame.height & ~1)
-        private = av.VideoFrame.from_ndarray(frame.to_ndarray(format="yuv420p", width=width, height=height),
-                                             format="yuv420p")
+        private = await asyncio.to_thread(_private_copy, frame, self._converting, width, height)
         private.pts, private.time_base = frame.pts, frame.time_base
         self.meter.saw(private)
         return private
@@ -596,6 +602,19 @@ class PrivateFrames(MediaStreamTrack):
     def stop(self) -> None:
         super().stop()
         self._source.stop()
+
+
+def _converted(frame: av.VideoFrame, lock: threading.Lock, format: str) -> np.ndarray:
+    """``frame``, which others share, as a picture in ``format``."""
+    with lock:
+        return frame.to_ndarray(format=format)
+
+
+def _private_copy(frame: av.VideoFrame, lock: threading.Lock, width: int, height: int) -> av.VideoFrame:
+    """A yuv420p copy of ``frame``, which others share, at ``width`` x ``height``."""
+    with lock:
+        picture = frame.to_ndarray(format="yuv420p", width=width, height=height)
+    return av.VideoFrame.from_ndarray(picture, format="yuv420p")
 
 
 def _stop_player(player: Union[MediaPlayer, LoopingPlayer]) -> None:
