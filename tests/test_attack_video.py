@@ -104,3 +104,24 @@ async def test_big_pictures_are_converted_off_the_event_loop():
     not the clock: what the loop spends whatever else the machine does."""
     spent = await loop_cpu_per_frame("lavfi:testsrc=size=1920x1080:rate=30,format=bgr0", 3)
     assert spent < 0.003, f"{spent * 1000:.1f} ms of the loop's CPU a frame"
+
+
+async def test_a_source_faster_than_its_scaling_does_not_fall_behind():
+    """--video-size scales every frame that --fps lets through, off the loop but one at a time.
+    A source that gives frames faster than they can be scaled (here 200 a second, each made
+    4096x4096: no machine scales 10 GB a second) must lose the frames there is no time for,
+    not queue them: aiortc's player keeps every frame until it is read, without a bound
+    (measured: 226 frames, 520 MiB, after 8 s of 640x480 at 30 fps sent as 4096x4096), and
+    what is sent falls further and further behind. Read for 2 s, what is sent is no more than
+    a moment behind the source."""
+    media = await peer.LocalMedia.open("lavfi:testsrc=size=160x120:rate=200", size="4096x4096")
+    try:
+        first = await media.video.recv()
+        began = time.monotonic()
+        while time.monotonic() - began < 2:
+            frame = await media.video.recv()
+        behind = (time.monotonic() - began) - (frame.time - first.time)
+        assert (frame.width, frame.height) == (4096, 4096)
+        assert behind < 1, f"what is sent is {behind:.1f} s behind the source"
+    finally:
+        media.stop()

@@ -504,13 +504,19 @@ class CameraSwitch(MediaStreamTrack):
 class Shaped(MediaStreamTrack):
     """A video source made to fit ``--video-size`` and ``--fps``: frames of another size are
     scaled, and frames coming faster than ``fps`` dropped (by their timestamps), so what
-    reaches the others is what was asked whatever the device or file gives."""
+    reaches the others is what was asked whatever the device or file gives.
+
+    The source is read through an unbuffered relay, at its own pace: scaling can be slower
+    than the source (a big size, a busy machine), and the frames not read meanwhile would
+    wait in aiortc's player, whose queue has no bound. Those are dropped; the newest goes.
+    """
 
     kind = "video"
 
     def __init__(self, source: MediaStreamTrack, size: Optional[tuple[int, int]], fps: Optional[int]) -> None:
         super().__init__()
-        self._source = source
+        self._origin = source
+        self._source = MediaRelay().subscribe(source, buffered=False)
         self._size = size
         self._period = 1 / fps if fps else 0.0
         self._due = -math.inf
@@ -540,6 +546,7 @@ class Shaped(MediaStreamTrack):
     def stop(self) -> None:
         super().stop()
         self._source.stop()
+        self._origin.stop()
 
 
 class MuteSwitch(MediaStreamTrack):
