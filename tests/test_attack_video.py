@@ -125,3 +125,28 @@ async def test_a_source_faster_than_its_scaling_does_not_fall_behind():
         assert behind < 1, f"what is sent is {behind:.1f} s behind the source"
     finally:
         media.stop()
+
+
+def h264_encoder(room: peer.Room):
+    """The H.264 encoder of ``room``'s only call (aiortc 1.16 shows it nowhere else)."""
+    call = next(iter(room.session.calls.values()))
+    encoders = [t.sender._RTCRtpSender__encoder for t in call.pc.getTransceivers() if t.kind == "video"]
+    assert encoders and type(encoders[0]).__name__ == "H264Encoder", encoders
+    return encoders[0]
+
+
+async def test_a_join_without_a_rate_or_bitrate_does_not_take_an_earlier_joins(server):
+    """The bitrate and H.264's frame rate are set for the whole process (peer.media.codecs). A
+    bot that joined one room at 5 fps and 200k, left, and joins another asking neither must get
+    the defaults, not the first room's: told 5 fps at 30, libx264 spends on each frame what
+    5 a second may take (six times the bitrate)."""
+    async with join("earlier", server, "a", video="testsrc", video_size="160x120", fps=5, codec="h264",
+                    bitrate="200k") as a, join("earlier", server, "b") as b:
+        await b.wait_for_frames(3, await b.wait_for_peer())
+        assert h264_encoder(a).codec.framerate == 5
+    async with join("later", server, "c", video="testsrc", video_size="160x120", codec="h264") as c, \
+            join("later", server, "d") as d:
+        await d.wait_for_frames(10, await d.wait_for_peer())
+        encoder = h264_encoder(c)
+        assert encoder.codec.framerate == 30 and encoder.codec.bit_rate >= 500_000, \
+            (encoder.codec.framerate, encoder.codec.bit_rate)
