@@ -12,6 +12,7 @@ import pytest
 
 import peer
 from conftest import LOCAL, child_env, require
+from peer.media.sources import Shaped
 
 HEADLESS = ["--ice-host", LOCAL, "--no-window"]
 
@@ -150,3 +151,37 @@ async def test_a_join_without_a_rate_or_bitrate_does_not_take_an_earlier_joins(s
         encoder = h264_encoder(c)
         assert encoder.codec.framerate == 30 and encoder.codec.bit_rate >= 500_000, \
             (encoder.codec.framerate, encoder.codec.bit_rate)
+
+
+async def test_no_video_flags_send_testsrc_at_640x480_and_30_fps(server):
+    """Without --video-size or --fps nothing is reshaped: testsrc comes at 640x480, 30 a second."""
+    async with join("plain", server, "sender", video="testsrc") as sender, join("plain", server, "receiver") as receiver:
+        member = await receiver.wait_for_peer()
+        start = await receiver.wait_for_frames(10, member)
+        began = time.monotonic()
+        await receiver.wait_for_frames(start + 60, member, timeout=20)
+        rate = 60 / (time.monotonic() - began)
+        async for picture in receiver.frames(member):
+            break
+    assert not isinstance(sender.session.media.video._source, Shaped)
+    assert picture.shape == (480, 640, 3)
+    assert 20 <= rate <= 40, rate
+
+
+async def test_a_renewed_connection_keeps_the_codec(server):
+    """A call whose connection is renewed (what glare, a restarted member or a dead path do)
+    offers on a fresh connection: the codec asked for is still first, and video still flows."""
+    async with join("renew", server, "h", video="testsrc", video_size="160x120", fps=10, codec="h264") as h, \
+            join("renew", server, "v") as v:
+        member = await v.wait_for_peer()
+        await v.wait_for_frames(5, member)
+        call = next(iter(h.session.calls.values()))
+        old = call.pc
+        before = await v.wait_for_frames(5, member)
+        call.start_offer()
+        while call.pc is old or call.pc.connectionState != "connected":
+            await asyncio.sleep(0.05)
+        await v.wait_for_frames(before + 10, member)
+        transceiver = next(t for t in call.pc.getTransceivers() if t.kind == "video")
+        assert transceiver._codecs[0].mimeType == "video/H264"
+        assert type(transceiver.sender._RTCRtpSender__encoder).__name__ == "H264Encoder"
