@@ -155,7 +155,8 @@ async def test_a_join_without_a_rate_or_bitrate_does_not_take_an_earlier_joins(s
 
 async def test_no_video_flags_send_testsrc_at_640x480_and_30_fps(server):
     """Without --video-size or --fps nothing is reshaped: testsrc comes at 640x480, 30 a second."""
-    async with join("plain", server, "sender", video="testsrc") as sender, join("plain", server, "receiver") as receiver:
+    async with join("plain", server, "sender", video="testsrc") as sender, \
+            join("plain", server, "receiver") as receiver:
         member = await receiver.wait_for_peer()
         start = await receiver.wait_for_frames(10, member)
         began = time.monotonic()
