@@ -4,11 +4,15 @@ choose, hostile codec lists, a display that goes away. Real processes, nothing m
 import cv2  # noqa: F401  -- before av
 
 import asyncio
+import fractions
 import subprocess
 import time
 from pathlib import Path
 
+import av
+import numpy as np
 import pytest
+from aiortc import MediaStreamTrack
 
 import peer
 from conftest import LOCAL, child_env, require
@@ -186,3 +190,31 @@ async def test_a_renewed_connection_keeps_the_codec(server):
         transceiver = next(t for t in call.pc.getTransceivers() if t.kind == "video")
         assert transceiver._codecs[0].mimeType == "video/H264"
         assert type(transceiver.sender._RTCRtpSender__encoder).__name__ == "H264Encoder"
+
+
+class RestartingClip(MediaStreamTrack):
+    """A bot's own video: a half-second clip, 30 frames a second, whose timestamps start
+    again from 0 at every pass (as a bot replaying a clip may make them)."""
+
+    kind = "video"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._sent = 0
+        self._picture = np.full((120, 160, 3), 128, np.uint8)
+
+    async def recv(self) -> av.VideoFrame:
+        await asyncio.sleep(1 / 30)
+        frame = av.VideoFrame.from_ndarray(self._picture, format="bgr24")
+        frame.pts, frame.time_base = (self._sent % 15) * 3000, fractions.Fraction(1, 90000)
+        self._sent += 1
+        return frame
+
+
+async def test_fps_thins_a_source_whose_timestamps_start_again(server):
+    """--fps drops frames by their timestamps. A source whose clock goes back (by less than a
+    second) must not be taken for one too fast until the clock catches up: here it never does,
+    and the video stopped after the first pass."""
+    async with join("again", server, "bot", video=RestartingClip(), fps=15) as _, \
+            join("again", server, "receiver") as receiver:
+        await receiver.wait_for_frames(30, await receiver.wait_for_peer(), timeout=10)

@@ -536,9 +536,11 @@ class Shaped(MediaStreamTrack):
 
     def _in_time(self, frame: av.VideoFrame) -> bool:
         """Whether ``frame`` may go: not too soon after the last one sent (a tenth of a period's
-        leeway for jitter); a source whose clock jumps (back, or ahead after a stall) starts over."""
+        leeway for jitter); a source whose clock jumps (back, or ahead after a stall) starts over.
+        Back is before the last frame sent, by any amount: a clip whose timestamps start again
+        every half second never caught up with a bound of a second (and stopped)."""
         at = float(frame.time) if frame.time is not None else time.monotonic()
-        if self._due - 1 < at < self._due - self._period / 10:
+        if self._due - 2 * self._period < at < self._due - self._period / 10:
             return False
         self._due = at + self._period if abs(at - self._due) > self._period else self._due + self._period
         return True
