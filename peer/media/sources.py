@@ -506,33 +506,52 @@ class Shaped(MediaStreamTrack):
     scaled, and frames coming faster than ``fps`` dropped (by their timestamps), so what
     reaches the others is what was asked whatever the device or file gives.
 
-    The source is read through an unbuffered relay, at its own pace: scaling can be slower
-    than the source (a big size, a busy machine), and the frames not read meanwhile would
-    wait in aiortc's player, whose queue has no bound. Those are dropped; the newest goes.
+    The source is read by a task of its own, at its own pace: scaling can be slower than the
+    source (a big size, a busy machine), and the frames not read meanwhile would wait in
+    aiortc's player, whose queue has no bound. Those are dropped; the newest goes.
     """
 
     kind = "video"
 
     def __init__(self, source: MediaStreamTrack, size: Optional[tuple[int, int]], fps: Optional[int]) -> None:
         super().__init__()
-        self._origin = source
-        self._source = MediaRelay().subscribe(source, buffered=False)
+        self._source = source
         self._size = size
         self._period = 1 / fps if fps else 0.0
         self._due = -math.inf
         """When the next frame may go, in the source's seconds."""
+        self._newest: Optional[av.VideoFrame] = None
+        """The newest frame let through and not yet taken."""
+        self._arrived = asyncio.Event()
+        self._reader: Optional[asyncio.Future] = None
 
     async def recv(self) -> av.VideoFrame:
-        while True:
-            frame = cast(av.VideoFrame, await self._source.recv())
-            if self._period and not self._in_time(frame):
-                continue
-            if self._size is None or (frame.width, frame.height) == self._size:
-                return frame
-            # off the event loop: scaling a screen of 1920x1080 takes milliseconds a frame
-            scaled = await asyncio.to_thread(frame.reformat, width=self._size[0], height=self._size[1])
-            scaled.pts, scaled.time_base = frame.pts, frame.time_base
-            return scaled
+        if self._reader is None:
+            self._reader = asyncio.ensure_future(self._read())
+        while self._newest is None:
+            if self.readyState != "live":
+                raise MediaStreamError
+            if self._reader.done():
+                self._reader.result()  # raises what ended the source: MediaStreamError, or its failure
+            self._arrived.clear()
+            await self._arrived.wait()
+        frame, self._newest = self._newest, None
+        if self._size is None or (frame.width, frame.height) == self._size:
+            return frame
+        # off the event loop: scaling a screen of 1920x1080 takes milliseconds a frame
+        scaled = await asyncio.to_thread(frame.reformat, width=self._size[0], height=self._size[1])
+        scaled.pts, scaled.time_base = frame.pts, frame.time_base
+        return scaled
+
+    async def _read(self) -> None:
+        try:
+            while True:
+                frame = cast(av.VideoFrame, await self._source.recv())
+                if not self._period or self._in_time(frame):
+                    self._newest = frame
+                    self._arrived.set()
+        finally:  # the source ended or failed: recv raises it
+            self._arrived.set()
 
     def _in_time(self, frame: av.VideoFrame) -> bool:
         """Whether ``frame`` may go: not too soon after the last one sent (a tenth of a period's
@@ -547,8 +566,10 @@ class Shaped(MediaStreamTrack):
 
     def stop(self) -> None:
         super().stop()
+        if self._reader is not None:
+            self._reader.cancel()
+        self._arrived.set()
         self._source.stop()
-        self._origin.stop()
 
 
 class MuteSwitch(MediaStreamTrack):
