@@ -139,6 +139,7 @@ class Room:
             await asyncio.shield(self.session.leave())
         finally:
             self._closed = True
+            codecs.release(self.session)
             try:
                 await asyncio.gather(*(recorder.stop() for recorder in self._recorders),
                                      *(speaker.close() for speaker in self._speakers), return_exceptions=True)
@@ -445,6 +446,7 @@ class _Joining:
         try:
             room = await self._room.__aenter__()
         except BaseException:
+            codecs.release(session)
             if self._owns_media:
                 session.media.stop()
             raise
@@ -487,7 +489,8 @@ def join(room: str, *, server: str = DEFAULT_SERVER, name: str = "bot", token: O
     rate (see ``LocalMedia.open``); ``codec`` (``"vp8"`` or ``"h264"``) is put first in every
     offer and answer; ``bitrate`` (``"500k"``, ``"2M"`` or bits/s) is where the encoders start
     and the most they send, for every encoder of this process (``peer.media.codecs``; so is
-    the frame rate H.264 is told, from ``fps``).
+    the frame rate H.264 is told, from ``fps``): the newest open room's that asked, else the
+    defaults.
     Raises SignalingUnreachable, JoinRefused or MediaError with a message for people, and
     ValueError for ``accept_files`` without ``downloads``, ``media`` with ``video`` or
     ``audio``, ``ice`` with the keywords it replaces, or a codec, bitrate, size or rate we
@@ -507,11 +510,9 @@ def join(room: str, *, server: str = DEFAULT_SERVER, name: str = "bot", token: O
                           turn_user=turn_user, turn_password=turn_password)
 
     async def make() -> Session:
-        if rate is not None:
-            codecs.set_bitrate(rate)
         sources = media if media is not None else await LocalMedia.open(video, audio, video_size, fps)
-        if sources.fps is not None:
-            codecs.set_frame_rate(sources.fps)
-        return Session(room, server, name, token=token, media=sources, ice=ice, downloads=files, codec=codec)
+        session = Session(room, server, name, token=token, media=sources, ice=ice, downloads=files, codec=codec)
+        codecs.ask(session, rate, sources.fps)
+        return session
 
     return _Joining(make, owns_media=media is None)

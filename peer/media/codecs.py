@@ -6,7 +6,8 @@ take their bitrate limits from module constants, ``aiortc.codecs.vpx`` and
 ``MAX_BITRATE`` (the range REMB, the receiver's estimate of what the path carries, moves it
 in); there is no ``setParameters``. Those constants are set here and nowhere else: on import,
 to the values below (aiortc 1.16.0's own, written down so that a new aiortc cannot change what
-we send unnoticed), and by ``set_bitrate`` when a bitrate is asked for.
+we send unnoticed), and by ``set_bitrate`` when a bitrate is asked for: by ``ask``, for a
+room as long as it is open (a bot that joins one room after another gets what it asks each time).
 
 The H.264 encoder's frame rate is one too (``set_frame_rate``). Being module constants, they
 are **process-wide**: every encoder made after ``set_bitrate``
@@ -76,6 +77,31 @@ def set_frame_rate(fps: int) -> None:
     ``h264.MAX_FRAME_RATE``, 30), not the rate frames come at: at 15 fps it sent a third of the
     bitrate asked. (aiortc's VP8 encoder keeps to the bitrate whatever the rate.) Process-wide."""
     h264.MAX_FRAME_RATE = fps
+
+
+_asked: dict[object, tuple[Optional[int], Optional[int]]] = {}
+"""The bitrate and frame rate each open room asked for (None: not asked), oldest first."""
+
+
+def ask(room: object, rate: Optional[int], fps: Optional[int]) -> None:
+    """Set the bitrate and H.264's frame rate ``room`` asks for, if any, until ``release``:
+    each is the newest open room's that asked for it, else the default."""
+    if rate is not None or fps is not None:
+        _asked[room] = (rate, fps)
+        _apply()
+
+
+def release(room: object) -> None:
+    """``room`` is closed: what it asked for goes (an earlier room's or the defaults come back)."""
+    if _asked.pop(room, None) is not None:
+        _apply()
+
+
+def _apply() -> None:
+    rates = [rate for rate, _ in _asked.values() if rate is not None]
+    rates_of_frames = [fps for _, fps in _asked.values() if fps is not None]
+    set_bitrate(rates[-1] if rates else None)
+    set_frame_rate(rates_of_frames[-1] if rates_of_frames else DEFAULT_FRAME_RATE)
 
 
 def preferences(codec: str) -> list[RTCRtpCodecCapability]:

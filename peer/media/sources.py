@@ -17,6 +17,7 @@ import logging
 import math
 import os
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -290,6 +291,8 @@ class LocalMedia:
         """The microphone sent, when the sound is one (not a file, a tone or a bot's)."""
         self._players = players or []
         self._relay = MediaRelay()
+        self._converting = threading.Lock()
+        """Held while a relayed frame is converted (off the event loop: see ``PrivateFrames``)."""
 
     @classmethod
     async def open(cls, video: Union[str, MediaStreamTrack] = NONE, audio: Union[str, MediaStreamTrack] = NONE,
@@ -388,7 +391,7 @@ class LocalMedia:
                 frame = cast(av.VideoFrame, await track.recv())
                 if time.monotonic() - shown >= 1 / fps:
                     shown = time.monotonic()
-                    yield frame.to_ndarray(format="bgr24")
+                    yield await asyncio.to_thread(_converted, frame, self._converting, "bgr24")
         except MediaStreamError:
             return
         finally:
@@ -400,7 +403,7 @@ class LocalMedia:
         if self.audio is not None:
             tracks.append(self._relay.subscribe(self.audio))
         if self.video is not None:
-            tracks.append(PrivateFrames(self._relay.subscribe(self.video, buffered=False)))
+            tracks.append(PrivateFrames(self._relay.subscribe(self.video, buffered=False), self._converting))
         return tracks
 
     def stop(self) -> None:
@@ -501,7 +504,12 @@ class CameraSwitch(MediaStreamTrack):
 class Shaped(MediaStreamTrack):
     """A video source made to fit ``--video-size`` and ``--fps``: frames of another size are
     scaled, and frames coming faster than ``fps`` dropped (by their timestamps), so what
-    reaches the others is what was asked whatever the device or file gives."""
+    reaches the others is what was asked whatever the device or file gives.
+
+    The source is read by a task of its own, at its own pace: scaling can be slower than the
+    source (a big size, a busy machine), and the frames not read meanwhile would wait in
+    aiortc's player, whose queue has no bound. Those are dropped; the newest goes.
+    """
 
     kind = "video"
 
@@ -512,30 +520,55 @@ class Shaped(MediaStreamTrack):
         self._period = 1 / fps if fps else 0.0
         self._due = -math.inf
         """When the next frame may go, in the source's seconds."""
+        self._newest: Optional[av.VideoFrame] = None
+        """The newest frame let through and not yet taken."""
+        self._arrived = asyncio.Event()
+        self._reader: Optional[asyncio.Future] = None
 
     async def recv(self) -> av.VideoFrame:
-        while True:
-            frame = cast(av.VideoFrame, await self._source.recv())
-            if self._period and not self._in_time(frame):
-                continue
-            if self._size is None or (frame.width, frame.height) == self._size:
-                return frame
-            # off the event loop: scaling a screen of 1920x1080 takes milliseconds a frame
-            scaled = await asyncio.to_thread(frame.reformat, width=self._size[0], height=self._size[1])
-            scaled.pts, scaled.time_base = frame.pts, frame.time_base
-            return scaled
+        if self._reader is None:
+            self._reader = asyncio.ensure_future(self._read())
+        while self._newest is None:
+            if self.readyState != "live":
+                raise MediaStreamError
+            if self._reader.done():
+                self._reader.result()  # raises what ended the source: MediaStreamError, or its failure
+            self._arrived.clear()
+            await self._arrived.wait()
+        frame, self._newest = self._newest, None
+        if self._size is None or (frame.width, frame.height) == self._size:
+            return frame
+        # off the event loop: scaling a screen of 1920x1080 takes milliseconds a frame
+        scaled = await asyncio.to_thread(frame.reformat, width=self._size[0], height=self._size[1])
+        scaled.pts, scaled.time_base = frame.pts, frame.time_base
+        return scaled
+
+    async def _read(self) -> None:
+        try:
+            while True:
+                frame = cast(av.VideoFrame, await self._source.recv())
+                if not self._period or self._in_time(frame):
+                    self._newest = frame
+                    self._arrived.set()
+        finally:  # the source ended or failed: recv raises it
+            self._arrived.set()
 
     def _in_time(self, frame: av.VideoFrame) -> bool:
         """Whether ``frame`` may go: not too soon after the last one sent (a tenth of a period's
-        leeway for jitter); a source whose clock jumps (back, or ahead after a stall) starts over."""
+        leeway for jitter); a source whose clock jumps (back, or ahead after a stall) starts over.
+        Back is before the last frame sent, by any amount: a clip whose timestamps start again
+        every half second never caught up with a bound of a second (and stopped)."""
         at = float(frame.time) if frame.time is not None else time.monotonic()
-        if self._due - 1 < at < self._due - self._period / 10:
+        if self._due - 2 * self._period < at < self._due - self._period / 10:
             return False
         self._due = at + self._period if abs(at - self._due) > self._period else self._due + self._period
         return True
 
     def stop(self) -> None:
         super().stop()
+        if self._reader is not None:
+            self._reader.cancel()
+        self._arrived.set()
         self._source.stop()
 
 
@@ -571,20 +604,27 @@ class PrivateFrames(MediaStreamTrack):
     aiortc encodes on executor threads and mutates the frame it encodes (it converts it
     to yuv420p through a converter cached on the frame, and sets its picture type): two
     connections encoding one relayed frame at once crash the process. A private yuv420p
-    copy per connection, made on the event loop, avoids that.
+    copy per connection avoids that. It is made off the event loop (a 1920x1080 screen's
+    took 3 ms a frame and connection, a 4096x4096 picture's 41 ms), under a lock shared by
+    all that convert the relayed frames (PyAV converts through a converter cached on the
+    frame, which two threads must not use at once). The copy's width and height
+    are even (a pixel less when not): 4:2:0 pictures cannot be odd, and a screen or a file
+    sent as it comes can be; PyAV refuses the conversion, which ended the sender's video.
     """
 
     kind = "video"
 
-    def __init__(self, source: MediaStreamTrack) -> None:
+    def __init__(self, source: MediaStreamTrack, converting: threading.Lock) -> None:
         super().__init__()
         self._source = source
+        self._converting = converting
         self.meter = FrameMeter()
         """The frames this connection encodes, for the call's statistics."""
 
     async def recv(self) -> av.VideoFrame:
         frame = cast(av.VideoFrame, await self._source.recv())  # the frames of a video track
-        private = av.VideoFrame.from_ndarray(frame.to_ndarray(format="yuv420p"), format="yuv420p")
+        width, height = max(2, frame.width & ~1), max(2, frame.height & ~1)
+        private = await asyncio.to_thread(_private_copy, frame, self._converting, width, height)
         private.pts, private.time_base = frame.pts, frame.time_base
         self.meter.saw(private)
         return private
@@ -592,6 +632,19 @@ class PrivateFrames(MediaStreamTrack):
     def stop(self) -> None:
         super().stop()
         self._source.stop()
+
+
+def _converted(frame: av.VideoFrame, lock: threading.Lock, format: str) -> np.ndarray:
+    """``frame``, which others share, as a picture in ``format``."""
+    with lock:
+        return frame.to_ndarray(format=format)
+
+
+def _private_copy(frame: av.VideoFrame, lock: threading.Lock, width: int, height: int) -> av.VideoFrame:
+    """A yuv420p copy of ``frame``, which others share, at ``width`` x ``height``."""
+    with lock:
+        picture = frame.to_ndarray(format="yuv420p", width=width, height=height)
+    return av.VideoFrame.from_ndarray(picture, format="yuv420p")
 
 
 def _stop_player(player: Union[MediaPlayer, LoopingPlayer]) -> None:
