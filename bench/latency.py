@@ -4,7 +4,7 @@
 
 Starts a PulseAudio of its own (tests/soundserver.py, PROBE_CONFIG; Debian's ``pulseaudio`` and
 ``pulseaudio-utils`` must be installed) whose ``mic`` and ``speaker`` sinks are the left and
-right channel of one stereo null sink, ``probe``. Clicks (5 ms of 2 kHz every 500 ms) are played
+right channel of one stereo null sink, ``probe``. Clicks (10 ms bursts of 1 to 4.5 kHz, every 500 ms) are played
 into ``mic``; a peer captures them from ``mic.monitor``, the default microphone, and sends them
 through a call to a peer playing on ``speaker``, the default output. ``probe.monitor`` then holds
 in one recording, on one clock, each click as it entered the microphone (left) and as the
@@ -48,50 +48,70 @@ from soundserver import MIC, PROBE, PROBE_CONFIG, RATE, SPEAKER, SoundServer  # 
 
 LOCAL = "127.0.0.1"
 EVERY = 0.5
-"""Seconds between clicks: also the longest delay told apart from the next click's."""
-CLICK = (0.5 * np.sin(2 * np.pi * 2000 * np.arange(int(0.005 * RATE)) / RATE)).astype(np.float32)
+"""Seconds between clicks."""
+TONES = tuple(range(1000, 5000, 500))
+"""Each click a burst of the next of these frequencies (Hz), round and round: a click heard is
+told from the others up to len(TONES) * EVERY = 4 s of delay, however much it grows."""
+BURST = int(0.01 * RATE)
+"""10 ms: every other tone in TONES then falls on a null of a tone's spectrum (multiples of 100 Hz)."""
 WARM_UP = 3.0
 """Seconds of clicks after both sides connected before recording: the playback device opens
 with the first sound received, and its first second is PulseAudio starting the stream."""
 CALIBRATION_MS = 40
 HEARD = 0.02
-"""A click on the speaker's side is one where the sound reaches this level (the click is 0.5)."""
+"""A click on the speaker's side is one whose tone reaches this level (the click is 0.5)."""
 LIMIT_MS = 150
 
 
 def clicks(seconds: float) -> np.ndarray:
-    """``seconds`` of CLICK every EVERY seconds, mono float at RATE."""
-    one = np.zeros(int(EVERY * RATE), np.float32)
-    one[:len(CLICK)] = CLICK
-    return np.tile(one, int(seconds / EVERY) + 1)
+    """``seconds`` of clicks, one every EVERY seconds, mono float at RATE."""
+    out = np.zeros(int(seconds / EVERY) * int(EVERY * RATE), np.float32)
+    t = np.arange(BURST) / RATE
+    for number, at in enumerate(range(0, len(out), int(EVERY * RATE))):
+        out[at:at + BURST] = 0.5 * np.sin(2 * np.pi * TONES[number % len(TONES)] * t)
+    return out
+
+
+def envelope(samples: np.ndarray, frequency: float) -> np.ndarray:
+    """How much of ``frequency`` the last BURST samples held, at each sample: a burst of it
+    rises from its onset to its peak over BURST samples, a burst of another tone of TONES stays
+    near zero."""
+    turned = samples * np.exp(-2j * np.pi * frequency * np.arange(len(samples)) / RATE)
+    total = np.concatenate(([0], np.cumsum(turned)))
+    return np.abs(total[BURST:] - total[:-BURST])
+
+
+def onset(level: np.ndarray) -> int:
+    """Where ``level`` first reaches 30 % of its peak."""
+    return int(np.argmax(level >= 0.3 * level.max()))
 
 
 def delays(recording: np.ndarray) -> list[tuple[float, Optional[float]]]:
-    """For each click on the microphone's channel: (when, in seconds into the recording; its delay
-    to the speaker's channel in ms, or None where it was not heard within EVERY).
+    """For each click on the microphone's channel: (when, in seconds into the recording; its
+    delay to the speaker's channel in ms, or None where it was not heard).
 
-    The onset on each side is the first sample reaching a threshold: half the click on the
-    microphone's (it is the very samples played), 30 % of the loudest within EVERY after it on the
-    speaker's (Opus changes the shape a little, never the onset by more than a fraction of a
-    millisecond)."""
-    mouth, ear = np.abs(recording[:, 0]), np.abs(recording[:, 1])
+    A click's tone is the one strongest on the microphone's channel; on each channel its onset
+    is where the envelope of that tone first reaches 30 % of its peak (the same measure on both
+    sides, so its own lag cancels): on the microphone's around the click, on the speaker's in the
+    len(TONES) * EVERY after it (where the next click of that tone has not yet come)."""
+    mouth, ear = recording[:, 0], recording[:, 1]
     found: list[tuple[float, Optional[float]]] = []
+    span = len(TONES) * int(EVERY * RATE) - BURST
     start = 0
-    window = int(EVERY * RATE)
-    while True:
-        loud = np.flatnonzero(mouth[start:] > 0.25)
-        if not len(loud):
-            return found
-        onset = start + int(loud[0])
-        if onset + window > len(ear):
-            return found
-        heard = ear[onset:onset + window]
-        peak = float(heard.max())
-        if peak < HEARD:
-            found.append((onset / RATE, None))
+    while len(loud := np.flatnonzero(np.abs(mouth[start:]) > 0.25)):
+        first = start + int(loud[0])
+        start = first + int(EVERY * RATE) // 2
+        if first < BURST or first + span > len(ear):
+            continue
+        near = mouth[first - BURST:first + 2 * BURST]
+        tone = max(TONES, key=lambda frequency: float(envelope(near, frequency).max()))
+        said = first - BURST + onset(envelope(near, tone))
+        heard = envelope(ear[said:said + span], tone)
+        if heard.max() < HEARD * BURST / 2:
+            found.append((first / RATE, None))
         else:
-            found.append((onset / RATE, float(np.argmax(heard >= 0.3 * peak)) / RATE * 1000))
-        start = onset + window // 2
+            found.append((first / RATE, onset(heard) / RATE * 1000))
+    return found
 
 
 def summary(found: list[tuple[float, Optional[float]]]) -> dict[str, Any]:
@@ -103,7 +123,9 @@ def summary(found: list[tuple[float, Optional[float]]]) -> dict[str, Any]:
 
 
 async def record(sound: SoundServer, seconds: float) -> np.ndarray:
-    """``seconds`` of the probe, both channels, while clicks play into the microphone."""
+    """``seconds`` of clicks on the probe, both channels, while clicks play into the microphone
+    (and the seconds after the last in which it can still be heard)."""
+    seconds += len(TONES) * EVERY
     # play() returns once the player took the last of its input: about when the clicks end.
     playing = asyncio.ensure_future(asyncio.to_thread(sound.play, clicks(seconds + 5), MIC))
     try:
@@ -317,12 +339,17 @@ class Captured(MediaStreamTrack):
 
 
 async def play(track: Any) -> None:
-    """Every frame received into one FIFO; the device takes from it, silence when it is empty."""
+    """Every frame received, from when the device first asks for sound, into one FIFO; the
+    device takes from it, silence when it is empty."""
     fifo = bytearray()
     lock = threading.Lock()
 
+    asked = False
+
     def generate() -> Generator[bytes, int, None]:
+        nonlocal asked
         count = yield b""
+        asked = True
         while True:
             with lock:
                 out = bytes(fifo[:count * 4])
@@ -336,6 +363,8 @@ async def play(track: Any) -> None:
     first = True
     while True:
         frame = await track.recv()  # aiortc decodes Opus to 48 kHz stereo s16
+        if not asked:  # PulseAudio starts the stream a second or two late: what came before is not kept
+            continue
         with lock:
             fifo += frame.to_ndarray().tobytes()
         if first:
