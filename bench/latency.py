@@ -55,7 +55,7 @@ told from the others up to len(TONES) * EVERY = 4 s of delay, however much it gr
 BURST = int(0.01 * RATE)
 """10 ms: every other tone in TONES then falls on a null of a tone's spectrum (multiples of 100 Hz)."""
 WARM_UP = 3.0
-"""Seconds of clicks after both sides connected before recording: the playback device opens
+"""Seconds of call after both sides connected before recording: the playback device opens
 with the first sound received, and its first second is PulseAudio starting the stream."""
 CALIBRATION_MS = 40
 HEARD = 0.02
@@ -126,8 +126,9 @@ async def record(sound: SoundServer, seconds: float) -> np.ndarray:
     """``seconds`` of clicks on the probe, both channels, while clicks play into the microphone
     (and the seconds after the last in which it can still be heard)."""
     seconds += len(TONES) * EVERY
-    # play() returns once the player took the last of its input: about when the clicks end.
-    playing = asyncio.ensure_future(asyncio.to_thread(sound.play, clicks(seconds + 5), MIC))
+    # play() returns once the player took the last of its input, some 2 s before the clicks end:
+    # about when the recording, which starts a second late, has what it needs.
+    playing = asyncio.ensure_future(asyncio.to_thread(sound.play, clicks(seconds + 2), MIC))
     try:
         return await asyncio.to_thread(sound.record, seconds, PROBE + ".monitor", 2)
     finally:
@@ -160,10 +161,11 @@ async def start(sound: SoundServer, *args: str) -> asyncio.subprocess.Process:
         stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
 
 
-async def finish(*processes: asyncio.subprocess.Process) -> None:
+async def finish(*processes: asyncio.subprocess.Process, how: int = signal.SIGINT) -> None:
+    """End ``processes`` by ``how`` (SIGINT: how a person makes a peer leave), killed after 10 s."""
     for process in processes:
         if process.returncode is None:
-            process.send_signal(signal.SIGINT)
+            process.send_signal(how)
     for process in processes:
         try:
             await asyncio.wait_for(process.wait(), 10)
@@ -172,7 +174,7 @@ async def finish(*processes: asyncio.subprocess.Process) -> None:
             await process.wait()
 
 
-async def ours(sound: SoundServer, url: str, seconds: float, round_: int) -> np.ndarray:
+async def ours(sound: SoundServer, url: str, seconds: float, round_: int, warm_up: float) -> np.ndarray:
     """Two CLI peers: ``mouth`` sends the microphone, ``ear`` plays on the speaker."""
     common = ["-m", "peer", "--room", f"latency{round_}", "--server", url, "--ice-host", LOCAL,
               "--video", "none", "--no-window", "--quiet"]
@@ -181,13 +183,13 @@ async def ours(sound: SoundServer, url: str, seconds: float, round_: int) -> np.
     try:
         await asyncio.gather(wait_for_line(mouth, "connected to"), wait_for_line(ear, "connected to"))
         drains = [drain(mouth), drain(ear)]
-        await asyncio.sleep(WARM_UP)
+        await asyncio.sleep(warm_up)
         return await record(sound, seconds)
     finally:
         await finish(mouth, ear)
 
 
-async def baseline(sound: SoundServer, seconds: float) -> np.ndarray:
+async def baseline(sound: SoundServer, seconds: float, warm_up: float) -> np.ndarray:
     """Two bare-aiortc processes (``--baseline send`` and ``--baseline receive``), SDP through our pipes."""
     sender = await start(sound, __file__, "--baseline", "send")
     receiver = await start(sound, __file__, "--baseline", "receive")
@@ -199,10 +201,10 @@ async def baseline(sound: SoundServer, seconds: float) -> np.ndarray:
             await sink.stdin.drain()
         await wait_for_line(receiver, "playing")
         drains = [drain(sender), drain(receiver)]
-        await asyncio.sleep(WARM_UP)
+        await asyncio.sleep(warm_up)
         return await record(sound, seconds)
     finally:
-        await finish(sender, receiver)
+        await finish(sender, receiver, how=signal.SIGKILL)  # nothing of theirs to save
 
 
 async def calibrate(sound: SoundServer, seconds: float) -> np.ndarray:
@@ -225,12 +227,12 @@ async def measure(args: argparse.Namespace) -> None:
     try:
         calibration = summary(delays(await calibrate(sound, min(args.seconds, 10))))
         for round_ in range(args.rounds):
-            results["ours"].append(delays(await ours(sound, url, args.seconds, round_)))
-            results["baseline"].append(delays(await baseline(sound, args.seconds)))
+            results["ours"].append(delays(await ours(sound, url, args.seconds, round_, args.warm_up)))
+            results["baseline"].append(delays(await baseline(sound, args.seconds, args.warm_up)))
         long = {}
         if args.long:
-            long["ours"] = delays(await ours(sound, url, args.long, args.rounds))
-            long["baseline"] = delays(await baseline(sound, args.long))
+            long["ours"] = delays(await ours(sound, url, args.long, args.rounds, args.warm_up))
+            long["baseline"] = delays(await baseline(sound, args.long, args.warm_up))
     finally:
         await server.stop()
         sound.stop()
@@ -377,6 +379,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=30, help="length of each round (default 30)")
     parser.add_argument("--rounds", type=int, default=2, help="rounds of ours then the baseline (default 2)")
     parser.add_argument("--long", type=float, default=0, help="then one long run of each, SECONDS (e.g. 180)")
+    parser.add_argument("--warm-up", type=float, default=WARM_UP,
+                        help=f"seconds of call before each recording (default {WARM_UP:g})")
     parser.add_argument("--baseline", choices=["send", "receive"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.baseline:
