@@ -5,7 +5,8 @@ coroutine's frame, ``RTCSctpTransport``'s receive steps and streams, and for the
 statistics a transceiver's codecs, a receiver's packet handler, aioice's nominated pair);
 when aiortc or aioice changes, this module is the one to check, and its tests are the attack
 tests on oversized and undecodable messages (tests/test_attack_more.py,
-tests/test_attack_moved.py), every call that is renewed, and tests/test_stats.py. The
+tests/test_attack_moved.py), every call that is renewed, tests/test_stats.py, and for the
+audio receiver's hold bench/latency.py (with the sound tests, which hear its sound). The
 statistics' reaches fail soft: a figure they cannot read is None, a path "unknown".
 """
 
