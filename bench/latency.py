@@ -180,19 +180,22 @@ async def ours(sound: SoundServer, url: str, seconds: float, round_: int, warm_u
               "--video", "none", "--no-window", "--quiet"]
     mouth = await start(sound, *common, "--name", "mouth", "--audio", "mic", "--no-audio-out")
     ear = await start(sound, *common, "--name", "ear", "--audio", "none")
+    drains: list[asyncio.Task] = []
     try:
         await asyncio.gather(wait_for_line(mouth, "connected to"), wait_for_line(ear, "connected to"))
-        drains = [drain(mouth), drain(ear)]
+        drains += [drain(mouth), drain(ear)]
         await asyncio.sleep(warm_up)
         return await record(sound, seconds)
     finally:
         await finish(mouth, ear)
+        await asyncio.gather(*drains)
 
 
 async def baseline(sound: SoundServer, seconds: float, warm_up: float) -> np.ndarray:
     """Two bare-aiortc processes (``--baseline send`` and ``--baseline receive``), SDP through our pipes."""
     sender = await start(sound, __file__, "--baseline", "send")
     receiver = await start(sound, __file__, "--baseline", "receive")
+    drains: list[asyncio.Task] = []
     try:
         for source, sink in ((sender, receiver), (receiver, sender)):
             description = await wait_for_line(source, '"sdp"')
@@ -200,11 +203,12 @@ async def baseline(sound: SoundServer, seconds: float, warm_up: float) -> np.nda
             sink.stdin.write(description.encode())
             await sink.stdin.drain()
         await wait_for_line(receiver, "playing")
-        drains = [drain(sender), drain(receiver)]
+        drains += [drain(sender), drain(receiver)]
         await asyncio.sleep(warm_up)
         return await record(sound, seconds)
     finally:
         await finish(sender, receiver, how=signal.SIGKILL)  # nothing of theirs to save
+        await asyncio.gather(*drains)
 
 
 async def calibrate(sound: SoundServer, seconds: float) -> np.ndarray:
