@@ -197,9 +197,9 @@ def hold_less_audio(receiver: RTCRtpReceiver) -> None:
     """Make ``receiver``, if it receives audio, hold AUDIO_PREFETCH packets instead of aiortc's 4.
 
     aiortc 1.16.0 gives each audio receiver a private ``JitterBuffer(capacity=16, prefetch=4)``
-    that passes a packet on only once 4 later ones came: 80 ms of mouth-to-ear delay that no
-    one asked for (one is the least it can hold: a packet is known complete when the next
-    begins). Swapped before any packet arrives (on the ``track`` event); a receiver not as
+    that passes a packet on only once 4 later ones came: 80 ms of mouth-to-ear delay, 60 of
+    them more than needed (one is the least it can hold: a packet is known complete when the
+    next begins; bench/latency.py measured 161.5 ms before, 101.5 after). Swapped before any packet arrives (on the ``track`` event); a receiver not as
     expected is left as it is.
     """
     name = "_RTCRtpReceiver__jitter_buffer"
