@@ -27,7 +27,7 @@ from aiortc.sdp import candidate_from_sdp
 from signaling.protocol import Member
 
 from . import wire
-from .aiortc_fixes import close_connection, guard_receipt
+from .aiortc_fixes import close_connection, guard_receipt, hold_less_audio
 from .events import CallEvent, ChatMessage, DataMessage, Moved, TrackReceived
 from .ice import IceSettings
 from .media import codecs
@@ -235,6 +235,9 @@ class Connection:
         """A remote track goes up; one it replaces (the other side offered two of a kind: the
         room reads the newest) is read here to its end, since aiortc queues every frame of a
         track until it is read, for as long as the connection lives."""
+        for transceiver in self.pc.getTransceivers():
+            if transceiver.receiver.track is track:
+                hold_less_audio(transceiver.receiver)
         self._owner.publish(TrackReceived(self._owner.remote, track.kind, track))
         replaced, self._tracks[track.kind] = self._tracks.get(track.kind), track
         if replaced is not None:

@@ -27,15 +27,27 @@ load-module module-null-sink sink_name=mic sink_properties=device.description=Mi
 set-default-sink speaker
 set-default-source mic.monitor
 """
+PROBE = "probe"
+PROBE_CONFIG = """\
+load-module module-native-protocol-unix auth-anonymous=1 socket={socket}
+load-module module-null-sink sink_name=probe rate=48000 channels=2 channel_map=front-left,front-right
+load-module module-remap-sink sink_name=mic master=probe channels=1 channel_map=mono master_channel_map=front-left remix=no sink_properties=device.description=Microphone
+load-module module-remap-sink sink_name=speaker master=probe channels=1 channel_map=mono master_channel_map=front-right remix=no sink_properties=device.description=Speaker
+set-default-sink speaker
+set-default-source mic.monitor
+"""
+"""The same ``mic`` and ``speaker``, but as the left and right channel of one stereo null sink,
+``probe``: its monitor records what enters the microphone and what the speaker plays in one
+stream, on one clock, sample for sample comparable (bench/latency.py measures the delay so)."""
 
 
 class SoundServer:
     """``pulseaudio`` running as this test's own sound server, until ``stop()``."""
 
-    def __init__(self, binary: str) -> None:
+    def __init__(self, binary: str, config: str = CONFIG) -> None:
         self.home = Path(tempfile.mkdtemp(prefix="peer-sound-"))
         self.socket = self.home / "native"
-        (self.home / "default.pa").write_text(CONFIG.format(socket=self.socket))
+        (self.home / "default.pa").write_text(config.format(socket=self.socket))
         # HOME and the runtime directory inside the temporary one: no cookie or state of the machine's user.
         self.env = dict(os.environ, HOME=str(self.home), XDG_RUNTIME_DIR=str(self.home),
                         PULSE_RUNTIME_PATH=str(self.home), PULSE_SERVER=f"unix:{self.socket}")
@@ -59,17 +71,18 @@ class SoundServer:
     def pactl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         return subprocess.run(["pactl", *args], env=self.env, capture_output=True, text=True, check=check, timeout=10)
 
-    def record(self, seconds: float, source: str = SPEAKER + ".monitor") -> np.ndarray:
+    def record(self, seconds: float, source: str = SPEAKER + ".monitor", channels: int = 1) -> np.ndarray:
         """``seconds`` of ``source`` (the speaker's monitor: what peers played) as mono float samples at
-        RATE, from when the recorder starts streaming (about a second after this call)."""
-        proc = subprocess.Popen(["parec", "--raw", "--format=s16le", f"--rate={RATE}", "--channels=1",
+        RATE (shaped (samples, channels) when ``channels`` > 1), from when the recorder starts
+        streaming (about a second after this call)."""
+        proc = subprocess.Popen(["parec", "--raw", "--format=s16le", f"--rate={RATE}", f"--channels={channels}",
                                  "--latency-msec=20", "-d", source],
                                 env=self.env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
         assert proc.stdout is not None
         # Read as it comes, until enough samples came: parec takes a second or more to start
         # streaming, and stopped by a signal it drops what it has not written yet.
         data = bytearray()
-        wanted = int(seconds * RATE) * 2
+        wanted = int(seconds * RATE) * 2 * channels
         deadline = time.monotonic() + seconds + 10
         while len(data) < wanted and (left := deadline - time.monotonic()) > 0:
             if select.select([proc.stdout], [], [], left)[0]:
@@ -77,7 +90,9 @@ class SoundServer:
         proc.kill()
         proc.wait()
         proc.stdout.close()
-        return np.frombuffer(bytes(data[: len(data) // 2 * 2]), dtype="<i2").astype(np.float32) / 32768
+        samples = np.frombuffer(bytes(data[: len(data) // (2 * channels) * 2 * channels]), dtype="<i2")
+        samples = samples.astype(np.float32) / 32768
+        return samples if channels == 1 else samples.reshape(-1, channels)
 
     def play(self, samples: np.ndarray, sink: str = MIC) -> subprocess.Popen:
         """Start playing mono float ``samples`` at RATE into ``sink`` (the microphone's); the player process."""
