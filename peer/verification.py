@@ -43,21 +43,35 @@ def code_from_certificates(certificates: Iterable[bytes]) -> str:
 
 
 def connection_code(pc: RTCPeerConnection) -> Optional[str]:
-    """The code of a connection: our certificate and every certificate the other side proved
-    to hold in a DTLS handshake. None until DTLS has completed.
+    """The code of a connection: our certificate and the one the other side proved to hold in
+    a DTLS handshake. None until DTLS has completed, and None when its transports disagree.
 
     An honest call has one DTLS transport (everything bundled) and so two certificates. Should
-    the connection run several transports (an answer without BUNDLE), each remote certificate
-    counts: a relay that sits on one of them only still changes the code."""
-    certificates: set[bytes] = set()
+    the connection run several transports (an offer or answer without BUNDLE), each must show
+    the same two: a relay that sits on one transport only, with one certificate of its own
+    towards both sides, would otherwise add the same third certificate to both codes and leave
+    them equal (the browser page keeps the same rule)."""
+    pairs = []
     for transport in _dtls_transports(pc):
         if transport.state != "connected" or transport._ssl is None:
             continue
-        for cert in (transport._ssl.get_certificate(as_cryptography=True),
-                     transport._ssl.get_peer_certificate(as_cryptography=True)):
-            if cert is not None:
-                certificates.add(cert.public_bytes(Encoding.DER))
-    return code_from_certificates(certificates) if len(certificates) >= 2 else None
+        local = transport._ssl.get_certificate(as_cryptography=True)
+        remote = transport._ssl.get_peer_certificate(as_cryptography=True)
+        if local is None or remote is None:
+            return None
+        pairs.append((local.public_bytes(Encoding.DER), remote.public_bytes(Encoding.DER)))
+    return code_from_transports(pairs)
+
+
+def code_from_transports(pairs: Iterable[tuple[bytes, bytes]]) -> Optional[str]:
+    """The code for the (ours, theirs) certificates in DER of each connected DTLS transport of
+    a call: only when every transport shows the same two, and they differ; else None."""
+    pairs = list(pairs)
+    ours = {local for local, _ in pairs}
+    theirs = {remote for _, remote in pairs}
+    if len(ours) != 1 or len(theirs) != 1 or ours == theirs:
+        return None
+    return code_from_certificates(ours | theirs)
 
 
 def _dtls_transports(pc: RTCPeerConnection) -> set[RTCDtlsTransport]:

@@ -7,7 +7,7 @@ from aiortc import RTCConfiguration, RTCPeerConnection
 
 from conftest import LOCAL
 from peer.ice import use_host_addresses
-from peer.verification import code_from_certificates, code_from_digests, connection_code
+from peer.verification import code_from_certificates, code_from_digests, code_from_transports, connection_code
 
 FORMAT = re.compile(r"\d{5}( \d{5}){4}")
 
@@ -62,3 +62,17 @@ async def test_a_connection_has_a_code_only_while_dtls_is_up():
         await b.close()
         use_host_addresses(None)
     assert connection_code(a) is None
+
+
+def test_a_code_needs_every_transport_to_show_the_same_two_certificates():
+    """Without BUNDLE a call runs a DTLS transport per media section. A relay on one of them
+    only, with one certificate of its own towards both sides, would add the same third
+    certificate to both sides' sets and leave the codes equal: such a call has no code."""
+    ours, theirs, relay = b"our certificate", b"their certificate", b"the relay's certificate"
+    honest = code_from_transports([(ours, theirs)])
+    assert honest == code_from_certificates([ours, theirs])
+    assert code_from_transports([(ours, theirs), (ours, theirs)]) == honest  # unbundled, honest
+    assert code_from_transports([(ours, relay), (ours, theirs)]) is None  # a relay on one transport
+    assert code_from_transports([(ours, theirs), (relay, theirs)]) is None
+    assert code_from_transports([(ours, ours)]) is None  # our own certificate sent back
+    assert code_from_transports([]) is None  # DTLS not done yet
