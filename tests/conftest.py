@@ -298,25 +298,34 @@ def chromium():
         browser.close()
 
 
+class Xvfb:
+    """A virtual X display of ``size`` ("WxH"): ``display`` (":N") for DISPLAY, until ``stop()``."""
+
+    def __init__(self, size: str = "1280x800") -> None:
+        binary = require("Xvfb")
+        number = next(n for n in range(91, 160) if not Path(f"/tmp/.X11-unix/X{n}").exists()
+                      and not Path(f"/tmp/.X{n}-lock").exists())
+        self.display = f":{number}"
+        self.proc = subprocess.Popen([binary, self.display, "-screen", "0", f"{size}x24", "-nolisten", "tcp"],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while not Path(f"/tmp/.X11-unix/X{number}").exists():
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                self.proc.kill()
+                pytest.fail(f"Xvfb did not start on {self.display}")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(5)
+
+
 @pytest.fixture
 def xvfb():
     """A virtual X display: its name (":N") for DISPLAY."""
-    binary = require("Xvfb")
-    for number in range(91, 120):
-        if not Path(f"/tmp/.X11-unix/X{number}").exists() and not Path(f"/tmp/.X{number}-lock").exists():
-            break
-    display = f":{number}"
-    proc = subprocess.Popen([binary, display, "-screen", "0", "1280x800x24", "-nolisten", "tcp"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 10
-    while not Path(f"/tmp/.X11-unix/X{number}").exists():
-        if time.monotonic() > deadline or proc.poll() is not None:
-            proc.kill()
-            pytest.fail(f"Xvfb did not start on {display}")
-        time.sleep(0.05)
-    yield display
-    proc.terminate()
-    proc.wait(5)
+    started = Xvfb()
+    yield started.display
+    started.stop()
 
 
 @pytest.fixture

@@ -5,9 +5,7 @@ import cv2  # noqa: F401  -- before av
 
 import asyncio
 import fractions
-import subprocess
 import time
-from pathlib import Path
 
 import av
 import numpy as np
@@ -15,7 +13,7 @@ import pytest
 from aiortc import MediaStreamTrack
 
 import peer
-from conftest import LOCAL, child_env, require
+from conftest import LOCAL, Xvfb, child_env
 from peer.media.sources import Shaped
 
 HEADLESS = ["--ice-host", LOCAL, "--no-window"]
@@ -28,20 +26,9 @@ def join(room: str, server, name: str, **options):
 @pytest.fixture
 def odd_xvfb():
     """A virtual X display of an odd size (1279x799), as a screen can be: its name for DISPLAY."""
-    binary = require("Xvfb")
-    number = next(n for n in range(121, 160) if not Path(f"/tmp/.X11-unix/X{n}").exists()
-                  and not Path(f"/tmp/.X{n}-lock").exists())
-    proc = subprocess.Popen([binary, f":{number}", "-screen", "0", "1279x799x24", "-nolisten", "tcp"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 10
-    while not Path(f"/tmp/.X11-unix/X{number}").exists():
-        if time.monotonic() > deadline or proc.poll() is not None:
-            proc.kill()
-            pytest.fail(f"Xvfb did not start on :{number}")
-        time.sleep(0.05)
-    yield f":{number}", proc
-    proc.kill()
-    proc.wait(5)
+    started = Xvfb("1279x799")
+    yield started.display, started.proc
+    started.stop()
 
 
 async def test_a_source_of_odd_size_reaches_the_other_side(server, processes):

@@ -60,18 +60,25 @@ async def assert_hears(room: peer.Room, member: peer.Member, frequency: float) -
     assert found is not None and abs(found - frequency) < 10, f"heard {found} Hz, not {frequency} Hz"
 
 
-async def test_a_tone_played_into_the_microphone_is_heard_at_the_other_side(server, processes, sound):
-    robot = processes.peer("--room", "mic", "--server", server.url, *CLI, "--video", "none", "--audio", "mic",
+async def assert_microphone_heard(server, processes, sound, room: str, audio: str, frequency: float):
+    """A CLI peer started with ``--audio AUDIO`` while a tone of ``frequency`` plays into the
+    test's microphone: a bot in the call hears that tone. The peer's process."""
+    robot = processes.peer("--room", room, "--server", server.url, *CLI, "--video", "none", "--audio", audio,
                            name="robot", env=child_env(**sound.env))
-    async with join("mic", server, "alice") as alice:
+    async with join(room, server, "alice") as alice:
         member = await alice.wait_for_peer(CONNECTED_WITHIN)
         await alice.wait_for(peer.TrackReceived, lambda event: event.kind == "audio")
-        player = await playing(sound, tone(660, 4))
+        player = await playing(sound, tone(frequency, 4))
         try:
-            await assert_hears(alice, member, 660)
+            await assert_hears(alice, member, frequency)
         finally:
             player.kill()
             player.wait()
+    return robot
+
+
+async def test_a_tone_played_into_the_microphone_is_heard_at_the_other_side(server, processes, sound):
+    robot = await assert_microphone_heard(server, processes, sound, "mic", "mic", 660)
     assert "no microphone" not in robot.output and "Traceback" not in robot.output, robot.output
 
 
@@ -149,17 +156,7 @@ def test_list_devices_without_a_sound_system_says_none_found(processes):
 
 
 async def test_a_microphone_is_picked_by_the_name_list_devices_prints(server, processes, sound):
-    robot = processes.peer("--room", "named", "--server", server.url, *CLI, "--video", "none",
-                           "--audio", "Monitor of Microphone", name="robot", env=child_env(**sound.env))
-    async with join("named", server, "alice") as alice:
-        member = await alice.wait_for_peer(CONNECTED_WITHIN)
-        await alice.wait_for(peer.TrackReceived, lambda event: event.kind == "audio")
-        player = await playing(sound, tone(550, 4))
-        try:
-            await assert_hears(alice, member, 550)
-        finally:
-            player.kill()
-            player.wait()
+    await assert_microphone_heard(server, processes, sound, "named", "Monitor of Microphone", 550)
     typo = processes.peer("--room", "named", "--server", server.url, *CLI, "--video", "none",
                           "--audio", "Monitor of Micraphone", name="typo", env=child_env(**sound.env), stdin=None)
     assert typo.wait() == 1
