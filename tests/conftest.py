@@ -246,6 +246,14 @@ def server():
 
 
 @pytest.fixture
+def server_of_three():
+    """Our server with rooms of three: a victim, a bystander and an attacker."""
+    started = Server("--room-size", "3")
+    yield started
+    started.stop()
+
+
+@pytest.fixture
 def processes():
     """Start peers with ``processes.peer(...)``; all are stopped at the end of the test."""
     started: list[Process] = []

@@ -11,19 +11,12 @@ import socketio
 from aiortc import RTCPeerConnection, RTCSessionDescription
 
 import peer
-from conftest import LOCAL, Server
+from conftest import LOCAL
 from peer.api import CallEnded, TrackReceived
 from peer.ice import use_host_addresses
 from signaling import protocol
 from test_api import join, until
 from test_attack_moved import chat_passes, our_call
-
-
-@pytest.fixture
-def server_of_three():
-    started = Server("--room-size", "3")
-    yield started
-    started.stop()
 
 
 async def an_offer() -> tuple[RTCPeerConnection, str]:

@@ -15,20 +15,13 @@ import socketio
 from aiortc import RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 
 import peer
-from conftest import LOCAL, Server
+from conftest import LOCAL
 from peer.ice import use_host_addresses
 from signaling import protocol
 from test_api import join, until
 from test_attack_moved import chat_passes, our_call
 
 SMALL = {"video": "testsrc", "video_size": "160x120", "fps": 10, "codec": "vp8"}
-
-
-@pytest.fixture
-def server_of_three():
-    started = Server("--room-size", "3")
-    yield started
-    started.stop()
 
 
 def only_h264(pc: RTCPeerConnection) -> None:

@@ -27,13 +27,6 @@ KB = 1024
 
 
 @pytest.fixture
-def server_of_three():
-    started = Server("--room-size", "3")
-    yield started
-    started.stop()
-
-
-@pytest.fixture
 def server():
     started = Server()
     yield started

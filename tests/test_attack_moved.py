@@ -34,13 +34,6 @@ from test_api import join, until
 CLAIM_REFUSED = re.compile(r"ignored '.*'s claim to be member")
 
 
-@pytest.fixture
-def server_of_three():
-    started = Server("--room-size", "3")
-    yield started
-    started.stop()
-
-
 async def our_call(room: Room, other: Room) -> Call:
     """``room``'s call with ``other``, once both sides know the other speaks our control channel."""
     def ready():
