@@ -195,6 +195,7 @@ async def a_real_offer(padding: int) -> str:
 
 FLOOD_SECONDS = 4
 RSS_CEILING_MIB = 40
+RECOVERY_SECONDS = 60
 """Growth of the victim's memory allowed during the flood (measured here: about 9 MiB for
 some 15,000 offers of 60 KB). With an unbounded inbox, and a watchdog holding each answered
 connection for 10 s, the same flood grew it by 135 MiB."""
@@ -231,11 +232,13 @@ async def test_an_offer_flood_costs_bounded_memory_and_calls_go_on(server_of_thr
             growth_mib = (peak - before) / 1024
             assert sent > 1000, f"the flood sent only {sent} offers"
             assert growth_mib < RSS_CEILING_MIB, f"{sent} offers grew the victim by {growth_mib:.0f} MiB"
-            # The victim's call with the bystander went on.
+            # The victim's call with the bystander went on. The server may still be relaying the
+            # flood's backlog (hundreds of MB of SDP the victim reads and drops), which on a loaded
+            # 2-core machine took more than 15 s: the call has to survive it, not beat a clock.
             victim.send("after the flood")
-            await bob.wait_for_message(lambda text: text == "after the flood", timeout=15)
+            await bob.wait_for_message(lambda text: text == "after the flood", timeout=RECOVERY_SECONDS)
             bob.send_text("still there?")
-            await asyncio.to_thread(victim.expect, r"^\[bob\] still there\?$", timeout=15)
+            await asyncio.to_thread(victim.expect, r"^\[bob\] still there\?$", timeout=RECOVERY_SECONDS)
             assert victim.proc.poll() is None
             assert victim.output.count("signaling messages from 'mallory' arrive faster") <= 1
     finally:
