@@ -1,0 +1,73 @@
+"""The suite's runner (bench/run.py) runs its modules and prints one table: CI's smoke run of
+the cold start row, and the runner's own rules with a stand-in module. No figure is checked
+(timing belongs in the bench, on a quiet machine; see docs/benchmarks.md)."""
+
+import subprocess
+import sys
+import types
+
+import pytest
+
+from bench import harness, run
+from conftest import ROOT, child_env
+
+
+def suite(*flags: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "bench" / "run.py"), *flags], env=child_env(),
+                          capture_output=True, text=True, timeout=240)
+
+
+def test_the_quick_cold_start_prints_a_table_of_its_rows_and_writes_it_in_markdown(tmp_path):
+    markdown = tmp_path / "table.md"
+    done = suite("--quick", "--only", "cold_start", "--markdown", str(markdown))
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].split("  ")[0] == "measure" and "bare aiortc: median (min-max)" in lines[0], done.stdout
+    rows = [line for line in lines[1:] if line.startswith("cold start")]
+    assert len(rows) == 2, done.stdout
+    written = markdown.read_text().splitlines()
+    assert written[0].startswith("| measure |") and written[1].startswith("| --- |")
+    assert len(written) == 4 and all(line.startswith("| cold start") for line in written[2:]), written
+
+
+def test_an_unknown_module_is_refused_by_name_before_anything_runs():
+    done = suite("--quick", "--only", "cold_start", "no_such_bench")
+    assert done.returncode == 2
+    assert "unknown bench module 'no_such_bench'" in done.stderr and "cold_start" in done.stderr, done.stderr
+    assert done.stdout == "" and "bench: cold_start ..." not in done.stderr  # cold_start did not run
+
+
+@pytest.fixture
+def stand_in(monkeypatch):
+    """A module the suite lists as ``stand_in``, measuring nothing, and one listed but missing."""
+    module = types.ModuleType("bench.stand_in")
+    asked = []
+
+    async def measure(rounds, seconds, quick):
+        asked.append((rounds, seconds, quick))
+        return [harness.Row("stand-in", "ms", ours=[1.0, 3.0], bare=[2.0, 2.0])]
+
+    module.measure = measure  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "bench.stand_in", module)
+    monkeypatch.setattr(run, "MODULES", ["stand_in", "missing_one"])
+    return asked
+
+
+async def test_the_runner_awaits_each_modules_measure_with_the_rounds_it_was_given(stand_in):
+    rows = await run.run(["stand_in", "stand_in"], 3, 2.5, False)
+    assert stand_in == [(3, 2.5, False)] * 2
+    assert [row.cells() for row in rows] == [["stand-in, ms", "2.0 (1.0-3.0)", "2.0 (2.0-2.0)", "1.00"]] * 2
+
+
+async def test_a_listed_module_that_is_missing_is_an_error_only_when_selected(stand_in):
+    assert len(await run.run(["stand_in"], 1, 1, True)) == 1
+    with pytest.raises(run.SuiteError, match="'missing_one' is listed but bench/missing_one.py is missing"):
+        await run.run(["stand_in", "missing_one"], 1, 1, True)
+    assert stand_in == [(1, 1, True)]  # checked before anything ran
+
+
+def test_quick_means_one_round_of_a_second_unless_told_otherwise():
+    quick = run.parse_args(["--quick"])
+    assert (quick.rounds, quick.seconds, quick.quick) == (run.QUICK_ROUNDS, run.QUICK_SECONDS, True)
+    full = run.parse_args(["--rounds", "7", "--only", "cold_start"])
+    assert (full.rounds, full.seconds, full.only) == (7, run.DEFAULT_SECONDS, ["cold_start"])
