@@ -98,19 +98,19 @@ async def ours() -> Round:
         processes.append(server)
         url = await asyncio.wait_for(listening(server, output), WAIT)
         result.stages["server"] = {"listening": harness.now() - start}
+        watchers.append(asyncio.ensure_future(watch(server.stderr, start, {}, {}, output)))
         for name in NAMES:
             process = await launch("-m", "peer", "--room", ROOM, "--name", name, "--server", url, *PEER_FLAGS)
             processes.append(process)
             result.stages[name] = {}
             watchers += [asyncio.ensure_future(watch(process.stdout, start, result.stages[name], STAGES, output)),
                          asyncio.ensure_future(watch(process.stderr, start, {}, {}, output))]
-        async with asyncio.timeout(WAIT):
-            while len(result.at("frame")) < len(NAMES):
-                if any(process.returncode is not None for process in processes):
-                    raise RuntimeError("a process of the round ended:\n" + "".join(output))
-                await asyncio.sleep(0.01)
-    except TimeoutError:
-        raise RuntimeError(f"no frames on both sides in {WAIT:g} s:\n" + "".join(output)) from None
+        while len(result.at("frame")) < len(NAMES):
+            if any(process.returncode is not None for process in processes):
+                raise RuntimeError("a process of the round ended:\n" + "".join(output))
+            if harness.now() - start > WAIT:
+                raise RuntimeError(f"no frames on both sides in {WAIT:g} s:\n" + "".join(output))
+            await asyncio.sleep(0.01)  # the watchers note the times; this only waits for them
     finally:
         await stop(processes)
         await asyncio.gather(*watchers, return_exceptions=True)
@@ -123,14 +123,8 @@ async def listening(server: asyncio.subprocess.Process, output: list[str]) -> st
     while line := (await server.stderr.readline()).decode(errors="replace"):
         output.append(line)
         if match := LISTENING.search(line):
-            asyncio.ensure_future(drain(server.stderr))
             return match.group(1)
     raise RuntimeError("the signaling server ended:\n" + "".join(output))
-
-
-async def drain(stream: asyncio.StreamReader) -> None:
-    while await stream.readline():
-        pass
 
 
 # Bare aiortc -------------------------------------------------------------------------------------
@@ -142,9 +136,9 @@ async def bare() -> Round:
     offerer, answerer = await asyncio.gather(harness.Child.start(__file__, "bare", "offer"),
                                              harness.Child.start(__file__, "bare", "answer"))
     try:
-        async with asyncio.timeout(WAIT):
-            await asyncio.gather(stages(offerer, answerer, start, result.stages.setdefault("a", {})),
-                                 stages(answerer, offerer, start, result.stages.setdefault("b", {})))
+        await asyncio.wait_for(asyncio.gather(stages(offerer, answerer, start, result.stages.setdefault("a", {})),
+                                              stages(answerer, offerer, start, result.stages.setdefault("b", {}))),
+                               WAIT)
     finally:
         await asyncio.gather(offerer.stop(), answerer.stop())
     return result
@@ -182,6 +176,7 @@ async def bare_child(link: harness.Link, options: argparse.Namespace, rest: list
         if track.kind == "video" and not first.done():
             first.set_result(track)
 
+    assert player.video is not None  # testsrc is video
     pc.addTrack(player.video)
     if rest == ["offer"]:
         await harness.bare_offer(pc, link)
