@@ -1,6 +1,7 @@
 """The suite's runner (bench/run.py) runs its modules and prints one table: CI's smoke run of
-the cold start row, and the runner's own rules with a stand-in module. No figure is checked
-(timing belongs in the bench, on a quiet machine; see docs/benchmarks.md)."""
+the cold start rows, and the runner's own rules with a stand-in module. No figure is checked
+(timing belongs in the bench, on a quiet machine; see docs/benchmarks.md). Also what the cold
+start relies on: the line a headless peer says when video arrives, and the imports it skips."""
 
 import subprocess
 import sys
@@ -8,8 +9,9 @@ import types
 
 import pytest
 
+import signaling
 from bench import harness, run
-from conftest import ROOT, child_env
+from conftest import LOCAL, ROOT, child_env
 
 
 def suite(*flags: str) -> subprocess.CompletedProcess:
@@ -24,7 +26,7 @@ def test_the_quick_cold_start_prints_a_table_of_its_rows_and_writes_it_in_markdo
     lines = done.stdout.splitlines()
     assert lines[0].split("  ")[0] == "measure" and "bare aiortc: median (min-max)" in lines[0], done.stdout
     rows = [line for line in lines[1:] if line.startswith("cold start")]
-    assert len(rows) == 2, done.stdout
+    assert len(rows) == 2, done.stdout  # the whole start, and the peers' part of it
     written = markdown.read_text().splitlines()
     assert written[0].startswith("| measure |") and written[1].startswith("| --- |")
     assert len(written) == 4 and all(line.startswith("| cold start") for line in written[2:]), written
@@ -71,3 +73,30 @@ def test_quick_means_one_round_of_a_second_unless_told_otherwise():
     assert (quick.rounds, quick.seconds, quick.quick) == (run.QUICK_ROUNDS, run.QUICK_SECONDS, True)
     full = run.parse_args(["--rounds", "7", "--only", "cold_start"])
     assert (full.rounds, full.seconds, full.only) == (7, run.DEFAULT_SECONDS, ["cold_start"])
+
+
+def test_a_headless_peer_says_when_the_others_video_arrives(server, processes):
+    flags = ["--room", "arrives", "--server", server.url, "--video", "testsrc", "--video-size", "160x120",
+             "--fps", "10", "--audio", "none", "--no-audio-out", "--no-window", "--ice-host", LOCAL]
+    one, two = (processes.peer(*flags, name=name) for name in ("one", "two"))
+    one.expect(r"^video from two arrives$")
+    two.expect(r"^video from one arrives$")
+
+
+def test_a_peer_imports_neither_the_prompt_nor_the_signaling_server_it_does_not_use():
+    """prompt-toolkit is for a person at a terminal, the server for a peer hosting one: a
+    headless peer joining a server elsewhere (what the cold start times) skips both."""
+    loaded = subprocess.run(
+        [sys.executable, "-c", "import sys, peer.cli; print(*sorted(name for name in sys.modules "
+                               "if name.split('.')[0] == 'prompt_toolkit' or name in ('signaling.server', 'aiohttp.web')))"],
+        env=child_env(), capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert loaded.returncode == 0 and loaded.stdout.split() == [], loaded.stdout + loaded.stderr
+
+
+def test_the_signaling_packages_names_are_there_when_asked_for():
+    from signaling import DEFAULT_PORT, HostedServer, ServerConfig, SignalingServer, embedded_server, host_server
+    assert isinstance(embedded_server(), SignalingServer) and DEFAULT_PORT == 8080
+    assert all(callable(thing) for thing in (HostedServer, ServerConfig, host_server))
+    assert all(hasattr(signaling, name) for name in signaling.__all__)
+    with pytest.raises(AttributeError):
+        signaling.no_such_name  # noqa: B018
