@@ -75,18 +75,6 @@ async def watch(stream: Optional[asyncio.StreamReader], start: float, times: dic
                 times[stage] = harness.now() - start
 
 
-async def stop(processes: list[asyncio.subprocess.Process]) -> None:
-    for process in processes:
-        if process.returncode is None:
-            process.terminate()
-    for process in processes:
-        try:
-            await asyncio.wait_for(process.wait(), 10)
-        except asyncio.TimeoutError:
-            process.kill()
-            await process.wait()
-
-
 async def ours() -> Round:
     """Server launched, then the two peers as soon as it listens; until both saw a frame."""
     result = Round()
@@ -113,7 +101,7 @@ async def ours() -> Round:
                 raise RuntimeError(f"no frames on both sides in {WAIT:g} s:\n" + "".join(output))
             await asyncio.sleep(0.01)  # the watchers note the times; this only waits for them
     finally:
-        await stop(processes)
+        await asyncio.gather(*(harness.Child(process).stop() for process in processes))
         await asyncio.gather(*watchers, return_exceptions=True)
     return result
 
