@@ -51,8 +51,8 @@ class Round:
     """When each process reached each stage, in seconds from the launch: ``stages[name][stage]``."""
 
     stages: dict[str, dict[str, float]] = field(default_factory=dict)
-    cpu: float = 0.0
-    """CPU seconds all the round's processes used by the time both peers had a frame."""
+    cpu: dict[str, float] = field(default_factory=dict)
+    """CPU seconds each process of the round used by the time both peers had a frame."""
 
     def at(self, stage: str) -> list[float]:
         return sorted(times[stage] for times in self.stages.values() if stage in times)
@@ -102,7 +102,7 @@ async def ours() -> Round:
             if harness.now() - start > WAIT:
                 raise RuntimeError(f"no frames on both sides in {WAIT:g} s:\n" + "".join(output))
             await asyncio.sleep(0.01)  # the watchers note the times; this only waits for them
-        result.cpu = sum(harness.usage(process.pid).cpu_seconds for process in processes)
+        result.cpu = {name: harness.usage(process.pid).cpu_seconds for name, process in zip(["server", *NAMES], processes)}
     finally:
         await asyncio.gather(*(harness.Child(process).stop() for process in processes))
         await asyncio.gather(*watchers, return_exceptions=True)
@@ -131,7 +131,7 @@ async def bare() -> Round:
         await asyncio.wait_for(asyncio.gather(stages(offerer, answerer, start, result.stages.setdefault("a", {})),
                                               stages(answerer, offerer, start, result.stages.setdefault("b", {}))),
                                WAIT)
-        result.cpu = offerer.usage().cpu_seconds + answerer.usage().cpu_seconds
+        result.cpu = {"a": offerer.usage().cpu_seconds, "b": answerer.usage().cpu_seconds}
     finally:
         await asyncio.gather(offerer.stop(), answerer.stop())
     return result
@@ -202,7 +202,7 @@ async def measure(rounds: int, seconds: float, quick: bool) -> list[Row]:
             frame = result.at("frame")[-1]
             getattr(whole, side).append(frame * 1000)
             getattr(peers, side).append((frame - max(result.at("listening"), default=0)) * 1000)
-            getattr(cpu, side).append(result.cpu * 1000)
+            getattr(cpu, side).append(sum(result.cpu.values()) * 1000)
             print(f"cold start, {side}: {describe(result)}", file=sys.stderr, flush=True)
     return [whole, peers, cpu]
 
@@ -219,7 +219,7 @@ def describe(result: Round) -> str:
     """Each stage of a round (the later of the two peers), for where the time goes."""
     order = ["listening", "imported", "joined", "connected", "frame"]
     return ", ".join([f"{stage} {max(times) * 1000:.0f} ms" for stage in order if (times := result.at(stage))]
-                     + [f"cpu {result.cpu * 1000:.0f} ms"])
+                     + [f"cpu {name} {seconds * 1000:.0f} ms" for name, seconds in result.cpu.items()])
 
 
 def main() -> None:
