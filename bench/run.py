@@ -6,8 +6,9 @@ Each module of ``MODULES`` (``bench/<name>.py``) measures its rows between separ
 alternating rounds of ours and of the bare aiortc baseline (see ``bench/harness.py``); this
 runner awaits each one's ``measure(rounds, seconds, quick)`` in turn, never two at once (they
 would share the 2 cores and skew each other), and prints one table. A module is imported only
-when its turn comes, so one that is missing or broken fails with its name, and ``--only`` runs
-the others without it. ``--quick`` is CI's smoke run: seconds, no figure to trust.
+when its turn comes, so one that is missing fails with its name before anything runs, and
+``--only`` runs the others without it; one that fails while measuring is named, and the others
+still give their rows (exit status 1). ``--quick`` is CI's smoke run: seconds, no figure to trust.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import asyncio
 import importlib
 import sys
 import time
+import traceback
 from pathlib import Path
 from types import ModuleType
 from typing import Optional, Sequence
@@ -60,16 +62,24 @@ def load(name: str, package: str = "bench") -> ModuleType:
 
 
 async def run(names: Sequence[str], rounds: int, seconds: float, quick: bool,
-              package: str = "bench") -> list[harness.Row]:
-    """Each module's rows, one module after the other; what each took goes to stderr."""
+              package: str = "bench") -> tuple[list[harness.Row], list[str]]:
+    """Each module's rows, one module after the other, and the names of those that failed: a
+    module that fails is said (its traceback on stderr) and the others still run, so that an
+    hour of figures is not lost to one of them. What each took goes to stderr."""
     modules = [load(name, package) for name in names]  # every name checked before anything runs
     rows: list[harness.Row] = []
+    failed: list[str] = []
     for name, module in zip(names, modules):
         started = time.monotonic()
         print(f"bench: {name} ...", file=sys.stderr, flush=True)
-        rows += await module.measure(rounds, seconds, quick)
-        print(f"bench: {name} took {time.monotonic() - started:.1f} s", file=sys.stderr, flush=True)
-    return rows
+        try:
+            rows += await module.measure(rounds, seconds, quick)
+        except Exception:
+            traceback.print_exc()
+            failed.append(name)
+        print(f"bench: {name} {'failed after' if name in failed else 'took'} {time.monotonic() - started:.1f} s",
+              file=sys.stderr, flush=True)
+    return rows, failed
 
 
 def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
@@ -95,13 +105,16 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
 def main(argv: Optional[list[str]] = None) -> int:
     args = parse_args(argv)
     try:
-        rows = asyncio.run(run(args.only or MODULES, args.rounds, args.seconds, args.quick))
+        rows, failed = asyncio.run(run(args.only or MODULES, args.rounds, args.seconds, args.quick))
     except SuiteError as error:
         print(f"bench: {error}", file=sys.stderr)
         return 2
     print(harness.format_table(rows), flush=True)
     if args.markdown:
         Path(args.markdown).write_text(harness.markdown_table(rows) + "\n", encoding="utf-8")
+    if failed:
+        print(f"bench: no rows from {', '.join(failed)} (failed, see above)", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -42,27 +42,31 @@ def test_an_unknown_module_is_refused_by_name_before_anything_runs():
 @pytest.fixture
 def stand_in(monkeypatch):
     """A module the suite lists as ``stand_in``, measuring nothing, and one listed but missing."""
-    module = types.ModuleType("bench.stand_in")
+    module, broken = types.ModuleType("bench.stand_in"), types.ModuleType("bench.broken")
     asked = []
 
     async def measure(rounds, seconds, quick):
         asked.append((rounds, seconds, quick))
         return [harness.Row("stand-in", "ms", ours=[1.0, 3.0], bare=[2.0, 2.0])]
 
-    module.measure = measure  # type: ignore[attr-defined]
+    async def fail(rounds, seconds, quick):
+        raise RuntimeError("a child exited")
+
+    module.measure, broken.measure = measure, fail  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "bench.stand_in", module)
-    monkeypatch.setattr(run, "MODULES", ["stand_in", "missing_one"])
+    monkeypatch.setitem(sys.modules, "bench.broken", broken)
+    monkeypatch.setattr(run, "MODULES", ["stand_in", "broken", "missing_one"])
     return asked
 
 
 async def test_the_runner_awaits_each_modules_measure_with_the_rounds_it_was_given(stand_in):
-    rows = await run.run(["stand_in", "stand_in"], 3, 2.5, False)
-    assert stand_in == [(3, 2.5, False)] * 2
+    rows, failed = await run.run(["stand_in", "stand_in"], 3, 2.5, False)
+    assert stand_in == [(3, 2.5, False)] * 2 and failed == []
     assert [row.cells() for row in rows] == [["stand-in, ms", "2.0 (1.0-3.0)", "2.0 (2.0-2.0)", "1.00"]] * 2
 
 
 async def test_a_listed_module_that_is_missing_is_an_error_only_when_selected(stand_in):
-    assert len(await run.run(["stand_in"], 1, 1, True)) == 1
+    assert len((await run.run(["stand_in"], 1, 1, True))[0]) == 1
     with pytest.raises(run.SuiteError, match="'missing_one' is listed but bench/missing_one.py is missing"):
         await run.run(["stand_in", "missing_one"], 1, 1, True)
     assert stand_in == [(1, 1, True)]  # checked before anything ran
@@ -100,3 +104,9 @@ def test_the_signaling_packages_names_are_there_when_asked_for():
     assert all(hasattr(signaling, name) for name in signaling.__all__)
     with pytest.raises(AttributeError):
         signaling.no_such_name  # noqa: B018
+
+
+async def test_a_module_that_fails_is_named_and_the_others_still_give_their_rows(stand_in, capsys):
+    rows, failed = await run.run(["broken", "stand_in"], 1, 1, True)
+    assert failed == ["broken"] and [row.name for row in rows] == ["stand-in"]
+    assert "RuntimeError: a child exited" in capsys.readouterr().err
