@@ -23,9 +23,10 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Mapping, Sequence
 
-import numpy as np
+if TYPE_CHECKING:  # only named: a bare child importing the harness must not pay numpy's import (cold start)
+    import numpy as np
 
 LOCAL = "127.0.0.1"
 BENCH = Path(__file__).resolve().parent
@@ -249,11 +250,15 @@ def run_child(roles: Mapping[str, Role]) -> bool:
 # Bare aiortc, SDP over the pipes ---------------------------------------------------------
 
 def bare_connection() -> Any:
-    """An RTCPeerConnection as the baseline makes it: no STUN, ICE on 127.0.0.1 only."""
+    """An RTCPeerConnection as the baseline makes it: no STUN, ICE on 127.0.0.1 only.
+
+    aioice leaves loopback out of its host candidates; a bare program points the function that
+    chooses them at 127.0.0.1 itself (importing our ``peer.ice`` would load all of ``peer`` and
+    bill our imports to the baseline, which bench/cold_start.py counts)."""
+    import aioice.ice
     from aiortc import RTCConfiguration, RTCPeerConnection
 
-    from peer.ice import use_host_addresses
-    use_host_addresses([LOCAL])
+    aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: [LOCAL]
     return RTCPeerConnection(RTCConfiguration(iceServers=[]))
 
 

@@ -153,6 +153,10 @@ def _size(text: str) -> int:
 
 VIDEO_ENDED = "your video stopped (camera unplugged or end of file); sending a 'camera off' picture"
 
+VIDEO_WAIT = 24 * 3600.0
+"""Seconds to wait for a video track's first frame before giving up saying it arrived: a
+track that stays dark for a day has said enough."""
+
 QUESTION_TIMEOUT = ASK_TIMEOUT - 5
 """A little less than the receiver allows, so the person is told it is too late."""
 
@@ -261,8 +265,10 @@ class CallView:
             case FileFailed(sender, name, reason):
                 self.terminal.progress_ended(f"receiving {name} from {sender.name}")
                 say(f"could not receive {name} from {sender.name}: {reason}")
-            case TrackReceived(sender, "video") if self.window is not None:
-                self._spawn(self._show_video(sender))
+            case TrackReceived(sender, "video"):
+                self._spawn(self._say_video_arrives(sender))
+                if self.window is not None:
+                    self._spawn(self._show_video(sender))
             case SignalingLost():
                 say("lost the signaling server; reconnecting (calls in progress go on)")
             case Rejoined():
@@ -333,6 +339,15 @@ class CallView:
             await asyncio.shield(recorder.stop())
             say(f"recorded {member.name} to {recorder.path}" if recorder.file_started
                 else f"nothing recorded of {member.name}")
+
+    async def _say_video_arrives(self, member: Member) -> None:
+        """Say when ``member``'s first video frame is decoded: without a window the only sign
+        that video arrives (and what bench/cold_start.py times from outside)."""
+        try:
+            await self.room.wait_for_frames(1, member, timeout=VIDEO_WAIT)
+        except PeerError:  # the track or the room ended first: nothing arrived to tell of
+            return
+        say(f"video from {member.name} arrives")
 
     async def _show_video(self, member: Member) -> None:
         """A tile for ``member`` while its video track lasts."""

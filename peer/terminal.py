@@ -26,14 +26,15 @@ import os
 import stat
 import sys
 from contextlib import ExitStack, contextmanager
-from typing import IO, Any, Callable, Iterator, Optional
+from typing import IO, TYPE_CHECKING, Any, Callable, Iterator, Optional
 
-from prompt_toolkit import PromptSession
-from prompt_toolkit.application import get_app
-from prompt_toolkit.patch_stdout import patch_stdout
-from prompt_toolkit.renderer import CPR_Support
-from prompt_toolkit.utils import get_cwidth, is_dumb_terminal
 from tqdm import tqdm
+
+if TYPE_CHECKING:
+    from prompt_toolkit import PromptSession
+
+# prompt-toolkit is imported where a prompt is drawn, never at import: a peer with no person at
+# a terminal (a bot, a service, the cold start bench/cold_start.py times) never needs it.
 
 from signaling.text import printable
 
@@ -74,6 +75,7 @@ def _can_prompt() -> bool:
     """A terminal that can draw the prompt: at TERM=dumb (Emacs' shell, some IDE consoles)
     prompt-toolkit's prompt has no toolbar (a file would show no progress) and prints lines
     arriving after the line being typed."""
+    from prompt_toolkit.utils import is_dumb_terminal
     return _stdout_is_terminal() and not is_dumb_terminal()
 
 
@@ -98,7 +100,10 @@ class Meter(tqdm):
         """Done so far, the rate and the time left; the name is escaped (it comes from others),
         and cut to keep the line within ``width`` columns (a toolbar's end is out of view)."""
         text = printable(str(self))
-        if width is None or get_cwidth(text) <= width:
+        if width is None:
+            return text
+        from prompt_toolkit.utils import get_cwidth
+        if get_cwidth(text) <= width:
             return text
         name = printable(self.desc)  # what the line begins with
         rest = text[len(name):]
@@ -136,6 +141,8 @@ class Terminal:
             await self._read_stream(take)
 
     async def _prompt(self, take: Callable[[str], None]) -> None:
+        from prompt_toolkit import PromptSession
+        from prompt_toolkit.patch_stdout import patch_stdout
         self._session = PromptSession(PROMPT)
         self._show_meters()
         stderr = sys.stderr
@@ -203,7 +210,10 @@ class Terminal:
     def _in_toolbar(self) -> bool:
         """Whether the prompt's toolbar shows: prompt-toolkit draws it only once the terminal
         has said where its cursor is, which some never do (PROMPT_TOOLKIT_NO_CPR=1 for them)."""
-        return self._session is not None and self._session.app.renderer.cpr_support != CPR_Support.NOT_SUPPORTED
+        if self._session is None:
+            return False
+        from prompt_toolkit.renderer import CPR_Support
+        return self._session.app.renderer.cpr_support != CPR_Support.NOT_SUPPORTED
 
     def _show_meters(self) -> None:
         if self._session is None:
@@ -212,6 +222,7 @@ class Terminal:
         self._session.app.invalidate()  # nothing while no prompt is up
 
     def _toolbar(self) -> str:
+        from prompt_toolkit.application import get_app
         width = get_app().output.get_size().columns  # called as the prompt draws it
         return "\n".join(meter.line(width) for meter in self._meters.values())
 

@@ -7,8 +7,10 @@ answers there it hosts a server here and tells the person the URL the other mach
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from .server import ServerConfig, SignalingServer, advertised_urls
+if TYPE_CHECKING:  # the server is imported when one is hosted: a peer that joins one elsewhere never needs it
+    from .server import SignalingServer
 
 DEFAULT_PORT = 8080
 """Where peers look for a signaling server unless told otherwise, and where one hosts its own."""
@@ -18,6 +20,7 @@ def embedded_server() -> SignalingServer:
     """The server a peer hosts in-process. It listens on every interface, since the other
     machine connects to it, but admits browser pages only from its own origin: a web page
     the user visits must not join rooms through it."""
+    from .server import ServerConfig, SignalingServer
     return SignalingServer(ServerConfig(allowed_origins=None))
 
 
@@ -31,6 +34,7 @@ class HostedServer:
     @property
     def url(self) -> str:
         """The URL another machine connects to (the first address of this one that is not loopback)."""
+        from .server import advertised_urls
         return advertised_urls("0.0.0.0", self.port)[0]
 
     @property
