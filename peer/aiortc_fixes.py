@@ -6,7 +6,8 @@ statistics a transceiver's codecs, a receiver's packet handler and streams, aioi
 when aiortc or aioice changes, this module is the one to check, and its tests are the attack
 tests on oversized and undecodable messages (tests/test_attack_more.py,
 tests/test_attack_moved.py), every call that is renewed, tests/test_stats.py, and for the
-audio receiver's hold bench/latency.py (with the sound tests, which hear its sound). The
+audio receiver's hold bench/latency.py (with the sound tests, which hear its sound), for the
+video receiver's buffer tests/test_jitter.py and bench/frame_latency.py. The
 statistics' reaches fail soft: a figure they cannot read is None, a path "unknown".
 """
 
@@ -21,6 +22,8 @@ from aiortc import RTCPeerConnection, RTCRtpReceiver
 from aiortc.jitterbuffer import JitterBuffer
 from aiortc.rtcsctptransport import (SCTP_DATA_FIRST_FRAG, SCTP_DATA_LAST_FRAG, DataChunk, RTCSctpTransport,
                                      tsn_plus_one)
+
+from .jitter import VideoJitterBuffer
 
 logger = logging.getLogger(__name__)
 
@@ -227,3 +230,26 @@ def hold_less_audio(receiver: RTCRtpReceiver) -> None:
     if getattr(receiver, "_RTCRtpReceiver__kind", None) == "audio" and \
             isinstance(getattr(receiver, name, None), JitterBuffer):
         setattr(receiver, name, JitterBuffer(capacity=16, prefetch=AUDIO_PREFETCH))
+
+
+def complete_video_at_marker(receiver: RTCRtpReceiver) -> None:
+    """Make ``receiver``, if it receives video, hand each frame to its decoder as soon as the
+    frame's last packet is in (``peer.jitter.VideoJitterBuffer``), not when the next frame begins.
+
+    Written against aiortc 1.16.0 (read in its ``rtcrtpreceiver.py`` and ``jitterbuffer.py``;
+    pyproject.toml pins the versions checked): each video receiver keeps a private
+    ``JitterBuffer(capacity=512, is_video=True)`` as ``__jitter_buffer``, calls its
+    ``add(packet)`` once per RTP packet (RTX unwrapped, depayloaded into ``packet._data``) and
+    takes ``(pli_flag, frame or None)`` back, sending a PLI on the flag and queueing the frame
+    (``data``, ``timestamp``) to its decoder thread. That buffer holds every frame until the next
+    frame's first packet arrives: 33 ms at 30 fps (bench/frame_latency.py). Swapped before any
+    packet arrives (on the ``track`` event); a receiver not as expected is left as it is.
+    """
+    name = "_RTCRtpReceiver__jitter_buffer"
+    buffer = getattr(receiver, name, None)
+    if getattr(receiver, "_RTCRtpReceiver__kind", None) != "video" or isinstance(buffer, VideoJitterBuffer):
+        return
+    if type(buffer) is JitterBuffer and getattr(buffer, "_is_video", False):
+        setattr(receiver, name, VideoJitterBuffer(capacity=buffer.capacity))
+    else:
+        logger.warning("aiortc's video receiver is not as expected: frames wait for the next one (%r)", buffer)
