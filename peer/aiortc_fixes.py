@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import queue
 import weakref
 from typing import Any, Callable, Optional
 
@@ -240,16 +241,48 @@ def complete_video_at_marker(receiver: RTCRtpReceiver) -> None:
     pyproject.toml pins the versions checked): each video receiver keeps a private
     ``JitterBuffer(capacity=512, is_video=True)`` as ``__jitter_buffer``, calls its
     ``add(packet)`` once per RTP packet (RTX unwrapped, depayloaded into ``packet._data``) and
-    takes ``(pli_flag, frame or None)`` back, sending a PLI on the flag and queueing the frame
-    (``data``, ``timestamp``) to its decoder thread. That buffer holds every frame until the next
-    frame's first packet arrives: 33 ms at 30 fps (bench/frame_latency.py). Swapped before any
-    packet arrives (on the ``track`` event); a receiver not as expected is left as it is.
+    takes ``(pli_flag, frame or None)`` back, sending a PLI on the flag; a frame gets its
+    timestamp from ``__timestamp_mapper`` and goes to ``__decoder_queue``, which its decoder
+    thread, started by ``receive()``, reads. aiortc's buffer holds every frame until the next
+    frame's first packet arrives: 33 ms at 30 fps (bench/frame_latency.py).
+
+    Ours can make several frames whole with one packet (a late one), where aiortc takes one
+    frame per packet: the decoder queue is swapped too, for one that queues the others
+    (``VideoJitterBuffer.more``) right after the one ``add`` returned. Both are swapped before the
+    receiver starts (on the ``track`` event); a receiver not as expected, or already started, is
+    left as it is.
     """
-    name = "_RTCRtpReceiver__jitter_buffer"
-    buffer = getattr(receiver, name, None)
-    if getattr(receiver, "_RTCRtpReceiver__kind", None) != "video" or isinstance(buffer, VideoJitterBuffer):
+    if getattr(receiver, "_RTCRtpReceiver__kind", None) != "video":
         return
-    if type(buffer) is JitterBuffer and getattr(buffer, "_is_video", False):
-        setattr(receiver, name, VideoJitterBuffer(capacity=buffer.capacity))
-    else:
-        logger.warning("aiortc's video receiver is not as expected: frames wait for the next one (%r)", buffer)
+    buffer = getattr(receiver, "_RTCRtpReceiver__jitter_buffer", None)
+    decoding = getattr(receiver, "_RTCRtpReceiver__decoder_queue", None)
+    mapper = getattr(receiver, "_RTCRtpReceiver__timestamp_mapper", None)
+    if isinstance(buffer, VideoJitterBuffer):
+        return
+    if type(buffer) is not JitterBuffer or not getattr(buffer, "_is_video", False) or \
+            type(decoding) is not queue.Queue or not callable(getattr(mapper, "map", None)) or \
+            getattr(receiver, "_RTCRtpReceiver__started", True):
+        logger.warning("aiortc's video receiver is not as expected: frames wait for the next one")
+        return
+    ours = VideoJitterBuffer(capacity=buffer.capacity)
+    receiver._RTCRtpReceiver__jitter_buffer = ours  # type: ignore[attr-defined]
+    receiver._RTCRtpReceiver__decoder_queue = _DecoderQueue(ours, mapper)  # type: ignore[attr-defined]
+
+
+class _DecoderQueue(queue.Queue):
+    """aiortc's decoder queue (``(codec, frame)``, or None to stop), that queues the frames the
+    buffer made whole after each one handed to it, with their timestamps mapped as aiortc maps
+    the first."""
+
+    def __init__(self, buffer: VideoJitterBuffer, mapper: Any) -> None:
+        super().__init__()
+        self._buffer = buffer
+        self._mapper = mapper
+
+    def put(self, item: Any, block: bool = True, timeout: Optional[float] = None) -> None:
+        super().put(item, block, timeout)
+        if item is not None:
+            codec = item[0]
+            for frame in self._buffer.more():
+                frame.timestamp = self._mapper.map(frame.timestamp)
+                super().put((codec, frame), block, timeout)

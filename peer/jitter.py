@@ -23,8 +23,8 @@ sender restarted) or forward by ``capacity`` or more.
 
 Sans-I/O: no sockets, no event loop, no clock; the unit tests (tests/test_jitter.py) feed it
 packets. Memory is bounded: packets held span fewer than ``capacity`` sequence numbers, and
-frames made whole but not yet taken (several may complete at one packet, one is handed on per
-``add``) are bounded by the packets they were made of.
+frames made whole but not yet taken (several may complete at one packet: ``add`` returns the
+first, ``more`` the others) are bounded by the packets they were made of.
 """
 
 from __future__ import annotations
@@ -56,8 +56,9 @@ class _Edge:
 
 
 _FIRST = "first"
-"""Nothing before is known (the stream began, or began again): the next packet is taken as a
-frame's first, as aiortc does."""
+"""Nothing before is known (the stream began, or began again): the earliest packet is taken as a
+frame's first, as aiortc does (a stream whose very first packet is lost or overtaken gives the
+decoder one partial frame, which it reports; the receiver then asks for a keyframe)."""
 _LOST = "lost"
 """The packet before was given up: the next one starts a frame only if that is proven."""
 
@@ -87,12 +88,25 @@ class VideoJitterBuffer:
     def capacity(self) -> int:
         return self._capacity
 
+    @property
+    def held(self) -> int:
+        """Packets held, waiting for the rest of their frames."""
+        return len(self._packets)
+
     def add(self, packet: RtpPacket) -> tuple[bool, Optional[JitterFrame]]:
         """Take ``packet`` (its depayloaded data in ``packet._data``, as aiortc's receiver sets it);
-        return whether to ask the sender for a keyframe, and the next whole frame if one is."""
+        return whether to ask the sender for a keyframe, and the next whole frame if one is
+        (the frames after it that the packet made whole too: ``more()``)."""
         pli = self._take(packet)
         pli = self._collect() or pli
         return pli, self._ready.popleft() if self._ready else None
+
+    def more(self) -> list[JitterFrame]:
+        """The frames made whole by the last packet after the one ``add`` returned (a late packet
+        that completes several), in order; those not taken come one per ``add``."""
+        frames = list(self._ready)
+        self._ready.clear()
+        return frames
 
     # Taking packets in
 
@@ -103,9 +117,11 @@ class VideoJitterBuffer:
         assert self._next is not None
         number = self._extend(packet.sequence_number)
         pli = False
-        if number < self._next:
-            if self._next - number < MAX_MISORDER:
-                return False  # late: its frame was handed on or given up already
+        if number < self._next and self._before == _FIRST and self._next - number < MAX_MISORDER:
+            self._next = number  # the stream's first packets came out of order: begin at the earliest
+        elif self._late(number):
+            return False
+        elif number < self._next:  # far behind: the sender started again
             self._restart(number, packet.timestamp)
             pli = True
         elif number - self._next >= self._capacity:
@@ -116,6 +132,11 @@ class VideoJitterBuffer:
             if number >= self._highest:
                 self._highest, self._newest = number, packet.timestamp
         return pli
+
+    def _late(self, number: int) -> bool:
+        """A packet whose frame was handed on or given up already (a duplicate, a retransmission too late)."""
+        assert self._next is not None
+        return 0 < self._next - number < MAX_MISORDER
 
     def _extend(self, sequence_number: int) -> int:
         """The extended sequence number nearest to the highest seen (wrap-around at 65536)."""
@@ -206,7 +227,9 @@ class VideoJitterBuffer:
         if not self._packets:
             return False
         assert self._next is not None
-        oldest = self._packets.get(self._next) or self._packets[min(self._packets)]
+        oldest = self._packets.get(self._next)
+        if oldest is None:
+            oldest = self._packets[min(self._packets)]
         return _later(self._newest, oldest.timestamp) > self._max_wait
 
     def _give_up(self) -> None:
