@@ -1,6 +1,7 @@
 """Frame latency: a picture's way from the sender's hand to the receiver's, ours beside bare aiortc.
 
     python bench/frame_latency.py [--rounds 1] [--seconds 30] [--long 60] [--quick] [--plot docs/frame-latency.svg]
+                                  [--only 640x480:vp8 ...]
 
 Two processes on 127.0.0.1, one sending and one receiving video at 30 fps, at 640x480 and
 1280x720, in VP8 and H.264. The sender draws each picture (a moving pattern, so that frames
@@ -23,7 +24,7 @@ Rows: median and p99 of each round, per size and codec; and "flat over 60 s": a 
 second run at 640x480 VP8, the median of its first and of its last ``FLAT_WINDOW`` seconds.
 ``--plot PATH`` draws the distribution of every delay measured (ours beside bare, per size and
 codec) with matplotlib (``pip install -e '.[bench]'``). ``--quick`` (CI's smoke test): one
-second of 640x480 in each codec, the flat rows from those seconds.
+second of 640x480 VP8 a side, the flat rows from that second.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ from harness import LOCAL, Child, Link, Row  # noqa: E402
 SCRIPT = Path(__file__).resolve()
 FPS = 30
 CONFIGS = ((640, 480, "vp8"), (640, 480, "h264"), (1280, 720, "vp8"), (1280, 720, "h264"))
-QUICK_CONFIGS = ((640, 480, "vp8"), (640, 480, "h264"))
+QUICK_CONFIGS = ((640, 480, "vp8"),)
 WARM_UP = 2.0
 """Seconds from the first frame received before frames count: the first frames are a keyframe
 and the encoder's start."""
@@ -62,6 +63,8 @@ class Run:
     delays: list[float] = field(default_factory=list)
     arrivals: list[float] = field(default_factory=list)
     sent: int = 0
+    waits: list[float] = field(default_factory=list)
+    """Ours only: how long each picture taken waited in FrameSource after its push (ms)."""
 
     def percentile(self, q: float) -> float:
         return float(np.percentile(self.delays, q)) if self.delays else float("nan")
@@ -126,8 +129,20 @@ def options(rest: list[str]) -> argparse.Namespace:
 async def ours_send(link: Link, _: argparse.Namespace, rest: list[str]) -> None:
     import peer
     o = options(rest)
-    source = peer.FrameSource(fps=FPS, size=(o.width, o.height))
     sent: list[list[float]] = []
+    taken: list[list[float]] = []
+
+    class Noted(peer.FrameSource):
+        """Notes when each picture is taken from it (by the relay to the connections' encoders,
+        which keeps the newest frame for each): how long a pushed picture waited in FrameSource."""
+
+        async def recv(self) -> Any:
+            frame = await super().recv()
+            if sent and (not taken or taken[-1][0] != sent[-1][0]):
+                taken.append([sent[-1][0], harness.now()])
+            return frame
+
+    source = Noted(fps=FPS, size=(o.width, o.height))
 
     async def produce() -> None:
         start = harness.now()
@@ -141,7 +156,7 @@ async def ours_send(link: Link, _: argparse.Namespace, rest: list[str]) -> None:
         producing = asyncio.ensure_future(produce())
         await link.receive()  # stop
         producing.cancel()
-        link.send("sent", notes=sent)
+        link.send("sent", notes=sent, taken=taken)
 
 
 async def ours_receive(link: Link, _: argparse.Namespace, rest: list[str]) -> None:
@@ -235,7 +250,10 @@ async def one_round(ours: bool, width: int, height: int, codec: str, seconds: fl
         sender.send({"kind": "stop"})
         sent = await sender.expect("sent")
         receiver.send({"kind": "stop"})
-        return pair(sent["notes"], received["notes"])
+        run = pair(sent["notes"], received["notes"])
+        pushed = {int(number): at for number, at in sent["notes"]}
+        run.waits = [(at - pushed[int(number)]) * 1000 for number, at in sent.get("taken", ())]
+        return run
     finally:
         await asyncio.gather(sender.stop(), receiver.stop())
 
@@ -247,8 +265,9 @@ class Result:
     """Per "WxH CODEC": the runs of "ours" and of "bare"."""
 
 
-async def collect(rounds: int, seconds: float, long: float, quick: bool) -> Result:
-    """Every round of every size and codec, then the long run; rows and the runs behind them."""
+async def collect(rounds: int, seconds: float, long: float, quick: bool,
+                  configs: Sequence[tuple[int, int, str]] = ()) -> Result:
+    """Every round of every size and codec (``configs``, or all), then the long run; rows and the runs behind them."""
     warm_up = 0.5 if quick else WARM_UP
     signaling, url = await harness.server()
     result = Result([], {})
@@ -261,12 +280,14 @@ async def collect(rounds: int, seconds: float, long: float, quick: bool) -> Resu
             ours = await one_round(True, width, height, codec, span, warm_up, url, f"frame-latency-{count}")
             bare = await one_round(False, width, height, codec, span, warm_up, url, "")
             for side, run in (("ours", ours), ("bare", bare)):
+                waits = f" (held in FrameSource: median {np.median(run.waits):.1f} ms, p99 " \
+                    f"{np.percentile(run.waits, 99):.1f})" if run.waits else ""
                 print(f"{width}x{height} {codec} {side}: {len(run.delays)} of {run.sent} frames, median "
-                      f"{run.percentile(50):.1f} ms, p99 {run.percentile(99):.1f} ms", file=sys.stderr)
+                      f"{run.percentile(50):.1f} ms, p99 {run.percentile(99):.1f} ms{waits}", file=sys.stderr)
             return ours, bare
 
         flat: list[tuple[Run, Run]] = []
-        for width, height, codec in QUICK_CONFIGS if quick else CONFIGS:
+        for width, height, codec in configs or (QUICK_CONFIGS if quick else CONFIGS):
             name = f"{width}x{height} {codec.upper().replace('H264', 'H.264')}"
             median, p99 = Row(f"frame latency {name}, median", "ms"), Row(f"frame latency {name}, p99", "ms")
             runs = result.runs.setdefault(name, {"ours": [], "bare": []})
@@ -289,8 +310,8 @@ async def collect(rounds: int, seconds: float, long: float, quick: bool) -> Resu
 def flat_rows(runs: Sequence[tuple[Run, Run]], span: float) -> list[Row]:
     """The median of the first and of the last FLAT_WINDOW seconds (a third of shorter runs)."""
     window = min(FLAT_WINDOW, span / 3)
-    first = Row(f"640x480 VP8 over {span:.0f} s: median of the first {window:.0f} s", "ms")
-    last = Row(f"640x480 VP8 over {span:.0f} s: median of the last {window:.0f} s", "ms")
+    first = Row(f"640x480 VP8 over {span:g} s: median of the first {window:.2g} s", "ms")
+    last = Row(f"640x480 VP8 over {span:g} s: median of the last {window:.2g} s", "ms")
     for ours, bare in runs:
         for row, start in ((first, 0.0), (last, span - window)):
             row.ours.append(Row.median(ours.window(start, start + window)))
@@ -304,15 +325,15 @@ async def measure(rounds: int, seconds: float, quick: bool) -> list[Row]:
 
 
 def plot(result: Result, path: Path) -> None:
-    """Each size and codec's distribution of delays, ours beside bare, as an SVG."""
+    """Each size and codec's distribution of delays, ours beside bare (SVG, or PNG by the name)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     names = list(result.runs)
     columns = 2 if len(names) > 1 else 1
-    figure, axes = plt.subplots((len(names) + 1) // columns, columns, figsize=(10, 3.2 * ((len(names) + 1) // columns)),
-                                squeeze=False)
+    lines = -(-len(names) // columns)
+    figure, axes = plt.subplots(lines, columns, figsize=(10, 3.2 * lines + 0.6), squeeze=False)
     for ax, name in zip(axes.flat, names):
         sides = {side: [d for run in runs for d in run.delays] for side, runs in result.runs[name].items()}
         top = max((np.percentile(v, 99.5) for v in sides.values() if v), default=100)
@@ -331,7 +352,16 @@ def plot(result: Result, path: Path) -> None:
     figure.suptitle("Frame latency, two processes on 127.0.0.1 (bench/frame_latency.py)")
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, format="svg")
+    figure.savefig(path)  # the format from the name: .svg for the docs
+
+
+def config(text: str) -> tuple[int, int, str]:
+    """``640x480:vp8`` as (640, 480, "vp8")."""
+    size, _, codec = text.partition(":")
+    width, _, height = size.partition("x")
+    if codec not in MIMES or not width.isdigit() or not height.isdigit():
+        raise argparse.ArgumentTypeError(f"not WxH:CODEC (codec one of {', '.join(MIMES)}): {text!r}")
+    return int(width), int(height), codec
 
 
 async def main() -> None:
@@ -341,8 +371,10 @@ async def main() -> None:
     parser.add_argument("--long", type=float, default=LONG, help="seconds of the flat-over-time run (0: none)")
     parser.add_argument("--quick", action="store_true", help="a smoke run of a few seconds")
     parser.add_argument("--plot", type=Path, help="save the distribution of delays here (SVG)")
+    parser.add_argument("--only", action="append", type=config, default=[], metavar="WxH:CODEC",
+                        help="measure this size and codec only (640x480:vp8; may be repeated)")
     args = parser.parse_args()
-    result = await collect(args.rounds, 1.0 if args.quick else args.seconds, args.long, args.quick)
+    result = await collect(args.rounds, 1.0 if args.quick else args.seconds, args.long, args.quick, args.only)
     print(harness.format_table(result.rows))
     if args.plot:
         plot(result, args.plot)
