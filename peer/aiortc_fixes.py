@@ -6,7 +6,8 @@ statistics a transceiver's codecs, a receiver's packet handler and streams, aioi
 when aiortc or aioice changes, this module is the one to check, and its tests are the attack
 tests on oversized and undecodable messages (tests/test_attack_more.py,
 tests/test_attack_moved.py), every call that is renewed, tests/test_stats.py, and for the
-audio receiver's hold bench/latency.py (with the sound tests, which hear its sound). The
+audio receiver's hold bench/latency.py (with the sound tests, which hear its sound), for the
+video receiver's buffer tests/test_jitter.py and bench/frame_latency.py. The
 statistics' reaches fail soft: a figure they cannot read is None, a path "unknown".
 """
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import queue
 import weakref
 from typing import Any, Callable, Optional
 
@@ -21,6 +23,8 @@ from aiortc import RTCPeerConnection, RTCRtpReceiver
 from aiortc.jitterbuffer import JitterBuffer
 from aiortc.rtcsctptransport import (SCTP_DATA_FIRST_FRAG, SCTP_DATA_LAST_FRAG, DataChunk, RTCSctpTransport,
                                      tsn_plus_one)
+
+from .jitter import VideoJitterBuffer
 
 logger = logging.getLogger(__name__)
 
@@ -227,3 +231,58 @@ def hold_less_audio(receiver: RTCRtpReceiver) -> None:
     if getattr(receiver, "_RTCRtpReceiver__kind", None) == "audio" and \
             isinstance(getattr(receiver, name, None), JitterBuffer):
         setattr(receiver, name, JitterBuffer(capacity=16, prefetch=AUDIO_PREFETCH))
+
+
+def complete_video_at_marker(receiver: RTCRtpReceiver) -> None:
+    """Make ``receiver``, if it receives video, hand each frame to its decoder as soon as the
+    frame's last packet is in (``peer.jitter.VideoJitterBuffer``), not when the next frame begins.
+
+    Written against aiortc 1.16.0 (read in its ``rtcrtpreceiver.py`` and ``jitterbuffer.py``;
+    pyproject.toml pins the versions checked): each video receiver keeps a private
+    ``JitterBuffer(capacity=512, is_video=True)`` as ``__jitter_buffer``, calls its
+    ``add(packet)`` once per RTP packet (RTX unwrapped, depayloaded into ``packet._data``) and
+    takes ``(pli_flag, frame or None)`` back, sending a PLI on the flag; a frame gets its
+    timestamp from ``__timestamp_mapper`` and goes to ``__decoder_queue``, which its decoder
+    thread, started by ``receive()``, reads. aiortc's buffer holds every frame until the next
+    frame's first packet arrives: 33 ms at 30 fps (bench/frame_latency.py).
+
+    Ours can make several frames whole with one packet (a late one), where aiortc takes one
+    frame per packet: the decoder queue is swapped too, for one that queues the others
+    (``VideoJitterBuffer.more``) right after the one ``add`` returned. Both are swapped before the
+    receiver starts (on the ``track`` event); a receiver not as expected, or already started, is
+    left as it is.
+    """
+    if getattr(receiver, "_RTCRtpReceiver__kind", None) != "video":
+        return
+    buffer = getattr(receiver, "_RTCRtpReceiver__jitter_buffer", None)
+    decoding = getattr(receiver, "_RTCRtpReceiver__decoder_queue", None)
+    mapper = getattr(receiver, "_RTCRtpReceiver__timestamp_mapper", None)
+    if isinstance(buffer, VideoJitterBuffer):
+        return
+    if type(buffer) is not JitterBuffer or not getattr(buffer, "_is_video", False) or \
+            type(decoding) is not queue.Queue or not callable(getattr(mapper, "map", None)) or \
+            getattr(receiver, "_RTCRtpReceiver__started", True):
+        logger.warning("aiortc's video receiver is not as expected: frames wait for the next one")
+        return
+    ours = VideoJitterBuffer(capacity=buffer.capacity)
+    receiver._RTCRtpReceiver__jitter_buffer = ours  # type: ignore[attr-defined]
+    receiver._RTCRtpReceiver__decoder_queue = _DecoderQueue(ours, mapper)  # type: ignore[attr-defined]
+
+
+class _DecoderQueue(queue.Queue):
+    """aiortc's decoder queue (``(codec, frame)``, or None to stop), that queues the frames the
+    buffer made whole after each one handed to it, with their timestamps mapped as aiortc maps
+    the first."""
+
+    def __init__(self, buffer: VideoJitterBuffer, mapper: Any) -> None:
+        super().__init__()
+        self._buffer = buffer
+        self._mapper = mapper
+
+    def put(self, item: Any, block: bool = True, timeout: Optional[float] = None) -> None:
+        super().put(item, block, timeout)
+        if item is not None:
+            codec = item[0]
+            for frame in self._buffer.more():
+                frame.timestamp = self._mapper.map(frame.timestamp)
+                super().put((codec, frame), block, timeout)

@@ -27,7 +27,7 @@ from aiortc.sdp import candidate_from_sdp
 from signaling.protocol import Member
 
 from . import wire
-from .aiortc_fixes import close_connection, guard_receipt, hold_less_audio
+from .aiortc_fixes import close_connection, complete_video_at_marker, guard_receipt, hold_less_audio
 from .events import CallEvent, ChatMessage, DataMessage, Moved, TrackReceived
 from .ice import IceSettings
 from .media import codecs
@@ -238,6 +238,7 @@ class Connection:
         for transceiver in self.pc.getTransceivers():
             if transceiver.receiver.track is track:
                 hold_less_audio(transceiver.receiver)
+                complete_video_at_marker(transceiver.receiver)
         self._owner.publish(TrackReceived(self._owner.remote, track.kind, track))
         replaced, self._tracks[track.kind] = self._tracks.get(track.kind), track
         if replaced is not None:
