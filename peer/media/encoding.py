@@ -153,6 +153,11 @@ class SharedEncoder:
         """A new track of this video for one connection (``add_track`` binds it to its sender)."""
         return EncodedTrack(self)
 
+    def encoder(self, mime_type: str) -> Optional[Encoder]:
+        """aiortc's encoder of ``mime_type`` (``video/vp8``), while a connection sends that codec."""
+        codec = self._codecs.get(mime_type)
+        return codec.encoder if codec is not None else None
+
     def request_keyframe(self, mime_type: str) -> None:
         codec = self._codecs.get(mime_type)
         if codec is not None:
