@@ -36,6 +36,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import harness  # noqa: E402
 from harness import LOCAL, ROOT, Child, Link, Row  # noqa: E402
 
+sys.path.insert(0, str(ROOT))  # this checkout's signaling server, not an installed one
+
 PEERS = 4
 WARM_UP = 2.0
 """Seconds between every tile having frames and the measure: encoders settle on their bitrate."""
@@ -53,7 +55,7 @@ class Measure:
 
 # Ours: four CLI processes --------------------------------------------------------------
 
-async def ours(size: str, seconds: float, warm_up: float, round_: int) -> Measure:
+async def ours(size: str, seconds: float, warm_up: float, round_: int, root: Path = ROOT) -> Measure:
     from signaling import SignalingServer
     from signaling.server import ServerConfig
     server = SignalingServer(ServerConfig(room_size=PEERS))
@@ -65,7 +67,7 @@ async def ours(size: str, seconds: float, warm_up: float, round_: int) -> Measur
             "--name", f"p{i}", "--video", "testsrc", "--video-size", size, "--no-window", "--audio", "none",
             "--no-audio-out", "--ice-host", LOCAL, "--stats", str(path), "--quiet",
             stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
-            cwd=ROOT) for i, path in enumerate(paths)]
+            cwd=root) for i, path in enumerate(paths)]
         try:
             await _until(lambda: all(len(_tiles(path, 0.0)) == PEERS - 1 for path in paths), "every tile of ours")
             await asyncio.sleep(warm_up)
@@ -195,8 +197,9 @@ async def bare_peer(link: Link, options: argparse.Namespace, rest: list[str]) ->
 # The rows ----------------------------------------------------------------------------------
 
 async def measure(rounds: int, seconds: float, quick: bool, size: str = "640x480",
-                  warm_up: Optional[float] = None) -> list[Row]:
-    """The room's rows: ours and the baseline alternating ``rounds`` times."""
+                  warm_up: Optional[float] = None, root: Path = ROOT) -> list[Row]:
+    """The room's rows: ours and the baseline alternating ``rounds`` times. ``root``: the
+    checkout whose ``python -m peer`` is ours (another one's, to compare before a change)."""
     if quick:
         rounds, seconds, warm_up = QUICK["rounds"], QUICK["seconds"], QUICK["warm_up"]
     warm_up = WARM_UP if warm_up is None else warm_up
@@ -205,7 +208,7 @@ async def measure(rounds: int, seconds: float, quick: bool, size: str = "640x480
     cpu = Row(f"room of four {size}, CPU per peer, median of 4", "% of a core")
     cpu_max = Row(f"room of four {size}, CPU of the busiest peer", "% of a core")
     for round_ in range(rounds):
-        for side, result in (("ours", await ours(size, seconds, warm_up, round_)),
+        for side, result in (("ours", await ours(size, seconds, warm_up, round_, root)),
                              ("bare", await bare(size, seconds, warm_up))):
             getattr(lowest, side).append(min(result.tiles))
             getattr(median, side).append(statistics.median(result.tiles))
@@ -221,8 +224,10 @@ def main() -> None:
     parser.add_argument("--size", default="640x480", help="video size each peer sends (default 640x480)")
     parser.add_argument("--warm-up", type=float, default=WARM_UP, help=f"seconds before measuring (default {WARM_UP:g})")
     parser.add_argument("--quick", action="store_true", help="one short round (the smoke test)")
+    parser.add_argument("--peer-root", type=Path, default=ROOT,
+                        help="the checkout whose python -m peer is ours (default this one): to measure before a change")
     args = parser.parse_args()
-    rows = asyncio.run(measure(args.rounds, args.seconds, args.quick, args.size, args.warm_up))
+    rows = asyncio.run(measure(args.rounds, args.seconds, args.quick, args.size, args.warm_up, args.peer_root))
     print(harness.format_table(rows))
 
 
