@@ -7,6 +7,7 @@ import asyncio
 import time
 
 import aiortc.codecs.vpx
+import av
 from aiortc.codecs.vpx import VpxPayloadDescriptor
 import pytest
 
@@ -160,3 +161,17 @@ async def test_a_video_sent_to_two_members_is_encoded_once_a_frame(server_of_thr
     assert done <= made + 1, f"{done} encodes of {made} frames"
     stats = a.session.media.video_encoder
     assert stats.encodes["video/vp8"] == pytest.approx(stats.frames, abs=1)
+
+
+async def test_a_sender_not_as_expected_gets_frames_and_encodes_them_itself():
+    """Written against aiortc 1.16's RTCRtpSender: one without the private parts it hooks is
+    left alone, and its track hands it frames, as before (fail soft)."""
+    media = peer.LocalMedia(peer.FrameSource(fps=15, size=(64, 48)))
+    try:
+        track = media.subscribe()[0]
+        assert not track.bind(object())
+        frame = await asyncio.wait_for(track.recv(), 5)
+        assert isinstance(frame, av.VideoFrame) and (frame.width, frame.height) == (64, 48)
+        track.stop()
+    finally:
+        media.stop()

@@ -225,6 +225,9 @@ class SharedEncoder:
             self._task.cancel()
         self._source.stop()
         self._thread.shutdown(wait=False)
+        self.ended = True
+        for output in list(self._outputs):
+            output.wake()
 
 
 class EncodedTrack(MediaStreamTrack):
