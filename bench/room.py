@@ -15,8 +15,10 @@ own as aiortc does; SDP passes through this process's pipes; every remote track 
 counted. A tile's figure is its frames received over the measured seconds.
 
 For both: the peers start, every tile gets frames, WARM_UP seconds pass, then ``--seconds`` are
-measured: the fps of each tile (the row gives the lowest and the median of the twelve) and
-each peer's CPU (user and system time over the seconds, in % of one core). Rounds alternate.
+measured: the fps of each tile (the row gives the lowest and the median of the twelve),
+each peer's CPU (user and system time over the seconds, in % of one core) and its CPU per
+frame received (ms: its CPU time over the frames its three tiles got; what a frame costs, which
+a loaded machine changes less than the fps it lets through). Rounds alternate.
 """
 
 from __future__ import annotations
@@ -46,11 +48,18 @@ START_TIMEOUT = 60.0
 
 
 class Measure:
-    """One round's figures: fps per tile, CPU per peer."""
+    """One round's figures: the fps of each peer's tiles, and each peer's CPU (% of a core)."""
 
-    def __init__(self, tiles: list[float], cpu: list[float]) -> None:
-        self.tiles = tiles
+    def __init__(self, tiles: list[list[float]], cpu: list[float]) -> None:
+        self.per_peer = tiles
+        self.tiles = [fps for peer in tiles for fps in peer]
         self.cpu = cpu
+
+    @property
+    def cost(self) -> list[float]:
+        """Each peer's CPU per frame it received, in ms: the work a tile takes whatever the
+        machine's load lets it show (the figure that moves least on a busy machine)."""
+        return [cpu * 10 / sum(tiles) for cpu, tiles in zip(self.cpu, self.per_peer) if sum(tiles)]
 
 
 # Ours: four CLI processes --------------------------------------------------------------
@@ -75,7 +84,7 @@ async def ours(size: str, seconds: float, warm_up: float, round_: int, root: Pat
             await asyncio.sleep(seconds)
             cpu = [(harness.usage(p.pid).cpu_seconds - b) / seconds * 100 for p, b in zip(peers, before)]
             await asyncio.sleep(1.2)  # the stats line of the last second
-            tiles = [fps for path in paths for fps in _tiles(path, start, start + seconds + 0.5).values()]
+            tiles = [list(_tiles(path, start, start + seconds + 0.5).values()) for path in paths]
             return Measure(tiles, cpu)
         finally:
             for process in peers:
@@ -142,7 +151,7 @@ async def bare(size: str, seconds: float, warm_up: float) -> Measure:
         await asyncio.sleep(seconds)
         after, took = await counts(), time.monotonic() - start
         cpu = [(c.usage().cpu_seconds - u) / took * 100 for c, u in zip(peers, used)]
-        tiles = [(a[k] - b[k]) / took for a, b in zip(after, before) for k in a]
+        tiles = [[(a[k] - b[k]) / took for k in a] for a, b in zip(after, before)]
         return Measure(tiles, cpu)
     finally:
         await asyncio.gather(*(c.stop() for c in peers))
@@ -207,6 +216,7 @@ async def measure(rounds: int, seconds: float, quick: bool, size: str = "640x480
     median = Row(f"room of four {size}, fps per tile, median of 12", "fps", higher_is_better=True)
     cpu = Row(f"room of four {size}, CPU per peer, median of 4", "% of a core")
     cpu_max = Row(f"room of four {size}, CPU of the busiest peer", "% of a core")
+    cost = Row(f"room of four {size}, CPU per frame received, median of 4 peers", "ms")
     for round_ in range(rounds):
         for side, result in (("ours", await ours(size, seconds, warm_up, round_, root)),
                              ("bare", await bare(size, seconds, warm_up))):
@@ -214,7 +224,8 @@ async def measure(rounds: int, seconds: float, quick: bool, size: str = "640x480
             getattr(median, side).append(statistics.median(result.tiles))
             getattr(cpu, side).append(statistics.median(result.cpu))
             getattr(cpu_max, side).append(max(result.cpu))
-    return [lowest, median, cpu, cpu_max]
+            getattr(cost, side).append(statistics.median(result.cost))
+    return [lowest, median, cpu, cpu_max, cost]
 
 
 def main() -> None:
