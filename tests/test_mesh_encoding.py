@@ -13,6 +13,7 @@ import pytest
 
 import peer
 from conftest import LOCAL
+from peer.media import encoding
 from test_media_switches import Watcher, is_camera_off, is_testsrc, showing_testsrc
 
 SMALL = {"video_size": "320x240", "fps": 15}
@@ -173,5 +174,30 @@ async def test_a_sender_not_as_expected_gets_frames_and_encodes_them_itself():
         frame = await asyncio.wait_for(track.recv(), 5)
         assert isinstance(frame, av.VideoFrame) and (frame.width, frame.height) == (64, 48)
         track.stop()
+    finally:
+        media.stop()
+
+
+async def test_the_shared_encoder_aims_at_the_lowest_receivers_estimate_within_the_ceiling():
+    """REMB sets ``target_bitrate`` on what aiortc takes for the sender's encoder (the packer):
+    the one encoder of the codec aims at the lowest estimate, and never above aiortc's ceiling
+    (``--bitrate``, peer.media.codecs)."""
+    media = peer.LocalMedia(peer.FrameSource(fps=15, size=(64, 48)))
+    try:
+        tracks = [media.subscribe()[0] for _ in range(2)]
+        for track in tracks:
+            track.codec = "video/vp8"
+            media.video_encoder.join(track)
+        first, second = (encoding._Packer(track) for track in tracks)
+        first.target_bitrate, second.target_bitrate = 900_000, 400_000
+        assert media.video_encoder.encoder("video/vp8").target_bitrate == 400_000
+        second.target_bitrate = 1_200_000
+        assert media.video_encoder.encoder("video/vp8").target_bitrate == 900_000
+        first.target_bitrate = 50_000_000
+        assert media.video_encoder.encoder("video/vp8").target_bitrate == 1_200_000
+        second.target_bitrate = 50_000_000
+        assert media.video_encoder.encoder("video/vp8").target_bitrate == aiortc.codecs.vpx.MAX_BITRATE
+        for track in tracks:
+            track.stop()
     finally:
         media.stop()
