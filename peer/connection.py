@@ -30,7 +30,7 @@ from . import wire
 from .aiortc_fixes import close_connection, complete_video_at_marker, guard_receipt, hold_less_audio
 from .events import CallEvent, ChatMessage, DataMessage, Moved, TrackReceived
 from .ice import IceSettings
-from .media import codecs
+from .media import codecs, encoding
 from .transfer import FileSender
 from .wire import Accept, End, Failed, Received, Start
 
@@ -143,7 +143,7 @@ class Connection:
             self._adopt(self.pc.createDataChannel(label))
         kinds = set()
         for track in tracks:
-            self.pc.addTrack(track)
+            encoding.add_track(self.pc, track)
             kinds.add(track.kind)
         for kind in receive:
             if kind not in kinds:
@@ -161,7 +161,7 @@ class Connection:
         sending = {s.track.kind for s in self.pc.getSenders() if s.track is not None}
         for track in tracks:
             if track.kind in offered and track.kind not in sending:
-                self.pc.addTrack(track)
+                encoding.add_track(self.pc, track)
                 sending.add(track.kind)
         await self.flush_candidates()
         codecs.prefer(self.pc, self._codec)

@@ -120,11 +120,10 @@ async def test_a_source_faster_than_its_scaling_does_not_fall_behind():
 
 
 def h264_encoder(room: peer.Room):
-    """The H.264 encoder of ``room``'s only call (aiortc 1.16 shows it nowhere else)."""
-    call = next(iter(room.session.calls.values()))
-    encoders = [t.sender._RTCRtpSender__encoder for t in call.pc.getTransceivers() if t.kind == "video"]
-    assert encoders and type(encoders[0]).__name__ == "H264Encoder", encoders
-    return encoders[0]
+    """The H.264 encoder of ``room``'s calls (one for all: ``peer.media.encoding``)."""
+    encoder = room.session.media.video_encoder.encoder("video/h264")
+    assert type(encoder).__name__ == "H264Encoder", encoder
+    return encoder
 
 
 async def test_a_join_without_a_rate_or_bitrate_does_not_take_an_earlier_joins(server):
@@ -176,7 +175,8 @@ async def test_a_renewed_connection_keeps_the_codec(server):
         await v.wait_for_frames(before + 10, member)
         transceiver = next(t for t in call.pc.getTransceivers() if t.kind == "video")
         assert transceiver._codecs[0].mimeType == "video/H264"
-        assert type(transceiver.sender._RTCRtpSender__encoder).__name__ == "H264Encoder"
+        assert transceiver.sender.track.codec == "video/h264"
+        h264_encoder(h)
 
 
 class RestartingClip(MediaStreamTrack):

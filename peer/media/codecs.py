@@ -15,6 +15,10 @@ in this process (every connection of every room) takes the newest setting; one s
 before keeps its start value but is clamped to the new range at the next REMB. A process
 that hosts bots wanting different bitrates has to run them in processes of their own.
 
+A room's video is encoded once for all its connections (``peer.media.encoding``): REMB from
+each receiver reaches that one encoder, which aims at the lowest estimate of the receivers of
+its codec, clamped by the same constants (``--bitrate`` stays the most it sends).
+
 The codec is per connection: ``prefer`` puts the codec asked for first in what a connection
 offers and answers, the others after it, so a peer that cannot do it still gets a call.
 """

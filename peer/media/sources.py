@@ -1,7 +1,8 @@
 """Local media sources: a camera, the screen, a file, FFmpeg's synthetic ``testsrc``, or nothing.
 
 Every source is an aiortc ``MediaPlayer`` (PyAV reads on its own thread), shared between
-calls through a ``MediaRelay`` so that each connection gets every frame. The camera can be
+calls through a ``MediaRelay`` so that each connection gets every frame; the video is encoded
+once for all of them (``peer.media.encoding``). The camera can be
 turned off and the microphone muted mid-call, and a source that ends (a camera unplugged, a
 file played once) leaves a "camera off" picture: all on the same tracks, so no call has to
 negotiate again.
@@ -31,6 +32,7 @@ from aiortc.contrib.media import MediaPlayer, MediaRelay
 from aiortc.mediastreams import MediaStreamError
 
 from ..errors import MediaError
+from .encoding import SharedEncoder, private_copy
 from .microphone import MicrophoneSpec, MicrophoneTrack, NoMicrophone
 from ..stats import FrameMeter
 
@@ -293,6 +295,7 @@ class LocalMedia:
         self._relay = MediaRelay()
         self._converting = threading.Lock()
         """Held while a relayed frame is converted (off the event loop: see ``PrivateFrames``)."""
+        self._encoder: Optional[SharedEncoder] = None
 
     @classmethod
     async def open(cls, video: Union[str, MediaStreamTrack] = NONE, audio: Union[str, MediaStreamTrack] = NONE,
@@ -398,15 +401,33 @@ class LocalMedia:
             track.stop()
 
     def subscribe(self) -> list[MediaStreamTrack]:
-        """Fresh tracks for one connection (a track sent to two connections must be relayed)."""
+        """Fresh tracks for one connection (a track sent to two connections must be relayed).
+        The video is encoded once for all connections (``peer.media.encoding``): its track
+        must be added with ``encoding.add_track``. The sound is encoded per connection (Opus
+        costs little)."""
         tracks: list[MediaStreamTrack] = []
         if self.audio is not None:
             tracks.append(self._relay.subscribe(self.audio))
         if self.video is not None:
-            tracks.append(PrivateFrames(self._relay.subscribe(self.video, buffered=False), self._converting))
+            tracks.append(self.video_encoder.track())
         return tracks
 
+    @property
+    def video_encoder(self) -> SharedEncoder:
+        """What encodes the video for every connection (made on first use)."""
+        assert self.video is not None
+        if self._encoder is None:
+            self._encoder = SharedEncoder(self._relay.subscribe(self.video, buffered=False), self._converting,
+                                          self._private_frames)
+        return self._encoder
+
+    def _private_frames(self) -> MediaStreamTrack:
+        assert self.video is not None
+        return PrivateFrames(self._relay.subscribe(self.video, buffered=False), self._converting)
+
     def stop(self) -> None:
+        if self._encoder is not None:
+            self._encoder.stop()
         for player in self._players:
             _stop_player(player)
         for track in (self.audio, self.video):
@@ -599,17 +620,14 @@ class MuteSwitch(MediaStreamTrack):
 
 
 class PrivateFrames(MediaStreamTrack):
-    """Hands its consumer frames no other consumer shares.
+    """Hands its consumer frames no other consumer shares: what a connection gets when its
+    sender cannot take the shared encoder's packets (``peer.media.encoding``) and encodes itself.
 
     aiortc encodes on executor threads and mutates the frame it encodes (it converts it
     to yuv420p through a converter cached on the frame, and sets its picture type): two
     connections encoding one relayed frame at once crash the process. A private yuv420p
-    copy per connection avoids that. It is made off the event loop (a 1920x1080 screen's
-    took 3 ms a frame and connection, a 4096x4096 picture's 41 ms), under a lock shared by
-    all that convert the relayed frames (PyAV converts through a converter cached on the
-    frame, which two threads must not use at once). The copy's width and height
-    are even (a pixel less when not): 4:2:0 pictures cannot be odd, and a screen or a file
-    sent as it comes can be; PyAV refuses the conversion, which ended the sender's video.
+    copy per connection avoids that (``encoding.private_copy``). It is made off the event loop
+    (a 1920x1080 screen's took 3 ms a frame and connection, a 4096x4096 picture's 41 ms).
     """
 
     kind = "video"
@@ -623,9 +641,7 @@ class PrivateFrames(MediaStreamTrack):
 
     async def recv(self) -> av.VideoFrame:
         frame = cast(av.VideoFrame, await self._source.recv())  # the frames of a video track
-        width, height = max(2, frame.width & ~1), max(2, frame.height & ~1)
-        private = await asyncio.to_thread(_private_copy, frame, self._converting, width, height)
-        private.pts, private.time_base = frame.pts, frame.time_base
+        private = await asyncio.to_thread(private_copy, frame, self._converting)
         self.meter.saw(private)
         return private
 
@@ -638,13 +654,6 @@ def _converted(frame: av.VideoFrame, lock: threading.Lock, format: str) -> np.nd
     """``frame``, which others share, as a picture in ``format``."""
     with lock:
         return frame.to_ndarray(format=format)
-
-
-def _private_copy(frame: av.VideoFrame, lock: threading.Lock, width: int, height: int) -> av.VideoFrame:
-    """A yuv420p copy of ``frame``, which others share, at ``width`` x ``height``."""
-    with lock:
-        picture = frame.to_ndarray(format="yuv420p", width=width, height=height)
-    return av.VideoFrame.from_ndarray(picture, format="yuv420p")
 
 
 def _stop_player(player: Union[MediaPlayer, LoopingPlayer]) -> None:
