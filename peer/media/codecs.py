@@ -25,12 +25,15 @@ offers and answers, the others after it, so a peer that cannot do it still gets 
 
 from __future__ import annotations
 
+import fractions
 import re
-from typing import Optional
+from typing import Iterator, Optional
 
+import av
 from aiortc import RTCPeerConnection, RTCRtpSender
-from aiortc.codecs import h264, vpx
-from aiortc.rtcrtpparameters import RTCRtpCodecCapability
+from aiortc.codecs import get_encoder, h264, vpx
+from aiortc.codecs.base import Encoder
+from aiortc.rtcrtpparameters import RTCRtpCodecCapability, RTCRtpCodecParameters
 
 CODECS = {"vp8": "video/VP8", "h264": "video/H264"}
 """``--codec`` names and the MIME types they stand for."""
@@ -81,6 +84,49 @@ def set_frame_rate(fps: int) -> None:
     ``h264.MAX_FRAME_RATE``, 30), not the rate frames come at: at 15 fps it sent a third of the
     bitrate asked. (aiortc's VP8 encoder keeps to the bitrate whatever the rate.) Process-wide."""
     h264.MAX_FRAME_RATE = fps
+
+
+H264_PRESET = "veryfast"
+"""libx264's speed preset for our H.264. aiortc 1.16.0 sets none, so libx264 runs its default,
+``medium``: measured here 19.8 ms to encode a 640x480 frame, against 2.0 ms with ``veryfast``
+(1.1 ms with ``ultrafast``, whose pictures are visibly worse at the same bitrate). At 30 fps
+``medium`` spends most of each frame's 33 ms, and all of it is the call's delay."""
+
+
+class FastH264Encoder(h264.H264Encoder):
+    """aiortc 1.16.0's H.264 encoder with libx264 at ``H264_PRESET``.
+
+    aiortc makes its libx264 context inside ``_encode_frame`` and only when there is none
+    (first frame, or the size or bitrate moved by more than a tenth, when it drops the old
+    one): this makes it first, in the same cases and with the same settings plus the preset,
+    so aiortc's method finds one ready and only encodes."""
+
+    def _encode_frame(self, frame: av.VideoFrame, force_keyframe: bool) -> Iterator[bytes]:
+        codec = self.codec
+        if codec is not None and (frame.width != codec.width or frame.height != codec.height
+                                  or abs(self.target_bitrate - (codec.bit_rate or 0)) > 0.1 * (codec.bit_rate or 0)):
+            self.buffer_data, self.buffer_pts, self.codec = b"", None, None
+        if self.codec is None:
+            self.codec = self._context(frame)
+        return super()._encode_frame(frame, force_keyframe)
+
+    def _context(self, frame: av.VideoFrame) -> av.VideoCodecContext:
+        codec = av.CodecContext.create("libx264", "w")
+        codec.width, codec.height = frame.width, frame.height
+        codec.bit_rate = self.target_bitrate
+        codec.pix_fmt = "yuv420p"
+        codec.framerate = fractions.Fraction(h264.MAX_FRAME_RATE, 1)
+        codec.time_base = fractions.Fraction(1, h264.MAX_FRAME_RATE)
+        codec.options = {"level": "31", "tune": "zerolatency", "preset": H264_PRESET}
+        codec.profile = "Baseline"
+        return codec
+
+
+def make_encoder(mime_type: str) -> Encoder:
+    """The encoder we send ``mime_type`` video with: aiortc's, H.264's made faster."""
+    if mime_type.lower() == CODECS["h264"].lower():
+        return FastH264Encoder()
+    return get_encoder(RTCRtpCodecParameters(mimeType=mime_type, clockRate=90000, payloadType=0))
 
 
 _asked: dict[object, tuple[Optional[int], Optional[int]]] = {}

@@ -42,13 +42,12 @@ from typing import Any, Callable, Optional, cast
 
 import av
 from aiortc import MediaStreamTrack, RTCPeerConnection, RTCRtpSender
-from aiortc.codecs import get_encoder
 from aiortc.codecs.base import Encoder
 from aiortc.codecs.vpx import VpxPayloadDescriptor
 from aiortc.mediastreams import MediaStreamError
-from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 
 from ..stats import FrameMeter
+from . import codecs
 
 logger = logging.getLogger(__name__)
 
@@ -113,7 +112,7 @@ class _Codec:
 
     def __init__(self, mime_type: str) -> None:
         self.mime_type = mime_type
-        self.encoder: Encoder = get_encoder(RTCRtpCodecParameters(mimeType=mime_type, clockRate=90000, payloadType=0))
+        self.encoder: Encoder = codecs.make_encoder(mime_type)
         self.keyframe_wanted = False
         self.last_forced = -KEYFRAME_GAP
 
