@@ -30,6 +30,8 @@ from engineio.async_drivers.aiohttp import WebSocket
 from engineio.async_socket import AsyncSocket
 from socketio import packet as sio_packet
 
+from .fastpath import FastPacket
+
 logger = logging.getLogger("signaling")
 
 SPARE_DESCRIPTORS = 64
@@ -285,7 +287,7 @@ class TooManyAttachments(ValueError):
     pass
 
 
-class CappedPacket(sio_packet.Packet):
+class CappedPacket(FastPacket):
     """A Socket.IO packet that refuses to wait for more binary attachments than a cap, and
     an event or ack that is not a list (an event's starting with its name).
 
