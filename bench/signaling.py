@@ -424,6 +424,8 @@ class Result:
 
     joins: list[float]
     fixed: Step
+    cpu_per_message: float
+    """The server's CPU time per message relayed at the fixed rate, in microseconds."""
     saturation: float
     climb: list[Step]
 
@@ -432,7 +434,9 @@ async def one_round(server: Server, generators: Generators, clients: int, rate: 
                     max_steps: int, profile: Optional[Path]) -> Result:
     await generators.open(server.url, clients)
     joins = await generators.join()
+    before = harness.usage(server.pid).cpu_seconds
     fixed = await generators.relay(rate, seconds)
+    cpu = harness.usage(server.pid).cpu_seconds - before
     spy = await start_py_spy(server, profile) if profile else None
     try:
         climb = await climb_rates(server, generators, rate / 2, seconds, max_steps)
@@ -441,7 +445,7 @@ async def one_round(server: Server, generators: Generators, clients: int, rate: 
             await stop_py_spy(spy)
     await generators.close()
     passed = [step.delivered_per_second for step in climb if step.passed]
-    return Result(joins, fixed, max(passed) if passed else 0.0, climb)
+    return Result(joins, fixed, cpu / max(1, fixed.received) * 1e6, max(passed) if passed else 0.0, climb)
 
 
 async def climb_rates(server: Server, generators: Generators, rate: float, seconds: float,
@@ -516,6 +520,7 @@ def rows(results: dict[str, list[Result]], clients: int, rate: float) -> list[ha
         (f"signaling {rooms}: relay latency median at {rate:g}/s", "ms",
          lambda r: statistics.median(r.fixed.latencies) if r.fixed.latencies else float("nan"), False),
         (f"signaling {rooms}: relay latency p99 at {rate:g}/s", "ms", lambda r: percentile(r.fixed.latencies, 99), False),
+        (f"signaling {rooms}: server CPU per message relayed at {rate:g}/s", "us", lambda r: r.cpu_per_message, False),
         (f"signaling {rooms}: relays at saturation", "per s", lambda r: r.saturation, True),
     ]
     out = []

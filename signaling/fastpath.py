@@ -22,15 +22,19 @@ use).
 
 from __future__ import annotations
 
+import asyncio
 import json as std_json
 import re
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import socketio
+from engineio import exceptions as engineio_exceptions
 from engineio import json as engineio_json
 from engineio import packet as eio_packet
+from engineio.async_socket import AsyncSocket
 from socketio import packet as sio_packet
 
+orjson: Any
 try:
     import orjson
 except ImportError:  # a platform without a wheel: the standard library does it all
@@ -119,3 +123,99 @@ class DirectManager(socketio.AsyncManager):
             if sid not in skip:
                 for each in packets:
                     await self.server._send_eio_packet(eio_sid, each)
+
+
+class Deadline:
+    """Calls ``expire`` once nothing has ``touch``-ed it for ``seconds``: one timer per
+    connection, moved on only when it fires, where the library made a task and a timeout
+    for every frame it read."""
+
+    def __init__(self, seconds: float, expire: Callable[[], None]) -> None:
+        self.seconds = seconds
+        self._expire = expire
+        self._loop = asyncio.get_running_loop()
+        self.last = self._loop.time()
+        self._timer = self._loop.call_later(seconds, self._check)
+
+    def touch(self) -> None:
+        self.last = self._loop.time()
+
+    def cancel(self) -> None:
+        self._timer.cancel()
+
+    def _check(self) -> None:
+        left = self.last + self.seconds - self._loop.time()
+        if left > 0:
+            self._timer = self._loop.call_later(left, self._check)
+        else:
+            self._expire()
+
+
+class LeanSocket(AsyncSocket):
+    """python-engineio's session, reading a websocket opened as one (not upgraded from
+    long-polling, which keeps the library's path) in a plain loop.
+
+    What it does is the library's loop (python-engineio 4.x, ``_websocket_handler``): a
+    writer task sends what is queued for the client; frames are read one at a time, each
+    bounded by the largest packet, and handed to ``receive``; a connection that sends
+    nothing for ping interval plus ping timeout is ended. The library wraps every read in
+    a task of its own and a timeout (``wait_for``); here one ``Deadline`` per connection
+    does the timing, and ending it cuts the TCP connection, which ends the read."""
+
+    async def _websocket_handler(self, ws: Any) -> None:
+        if self.connected:  # type: ignore[has-type]  # an upgrade from long-polling
+            await super()._websocket_handler(ws)
+            return
+        self.connected = True
+        self.upgraded = True
+        writer = asyncio.ensure_future(self._write_to(ws))
+        deadline = Deadline(self.server.ping_interval + self.server.ping_timeout, lambda: _abort(ws))
+        try:
+            await self._read_from(ws, deadline)
+        finally:
+            deadline.cancel()
+            await self.queue.put(None)  # the writer ends with what was queued before
+            await writer
+            await self.close(wait=False, abort=True, reason=self.server.reason.TRANSPORT_CLOSE)
+
+    async def _read_from(self, ws: Any, deadline: Deadline) -> None:
+        limit = self.server.max_http_buffer_size
+        while True:
+            try:
+                data = await ws.wait()
+            except (Exception, asyncio.CancelledError):  # closed, aborted, or the server stopping
+                return
+            if data is None or len(data) > limit:
+                return
+            deadline.touch()
+            try:
+                await self.receive(eio_packet.Packet(encoded_packet=data))
+            except engineio_exceptions.UnknownPacketError:
+                pass
+            except engineio_exceptions.SocketIsClosedError:
+                return
+            except Exception:
+                self.server.logger.exception("Unknown receive error")
+
+    async def _write_to(self, ws: Any) -> None:
+        """The library's writer: everything queued, in order, until the queue says stop."""
+        while True:
+            try:
+                packets = await self.poll()
+            except engineio_exceptions.QueueEmpty:
+                break
+            if not packets:
+                break
+            try:
+                for each in packets:
+                    await ws.send(each.encode())
+            except Exception:
+                break
+        await ws.close()
+
+
+def _abort(ws: Any) -> None:
+    """Cut a websocket's TCP connection (its read then ends)."""
+    transport = ws.environ["aiohttp.request"].transport
+    if transport is not None:
+        transport.abort()
