@@ -23,10 +23,11 @@ Per round, for each server in turn (ours, then the baseline):
 2. every client sends ``message`` candidates to its room's other member (as our peer does,
    with ``to``), ``--rate`` messages a second overall, for ``--seconds``: **relay latency**
    is a message written by its sender to it read by its receiver;
-3. the offered rate climbs by ``STEP`` from ``--rate`` until a step fails (p99 over
-   ``SATURATED_P99_MS`` or more than 1 % of the messages missing a second after the step):
-   **relays per second at saturation** is the most messages a second delivered in a step
-   that passed.
+3. the offered rate climbs by ``STEP`` from half ``--rate`` until two steps in a row fail
+   (median latency over ``SATURATED_MEDIAN_MS``, or more than 1 % of the messages missing a
+   second after the step): **relays per second at saturation** is the most messages a
+   second delivered in a step that passed. The server's CPU time per message at the fixed
+   rate is a row too: on a shared machine it is the steadiest figure of efficiency.
 
 Then everyone disconnects. ``--profile DIR`` records each server with py-spy during its first
 climb (``DIR/ours.txt``, ``DIR/bare.txt``: collapsed stacks, and the same as ``.svg``).
@@ -60,8 +61,9 @@ JOIN_RATE = 500.0
 """Joins a second, overall: a busy server's steady arrival, not one thundering herd."""
 STEP = 1.25
 """Each climb step offers this many times the last step's rate."""
-SATURATED_P99_MS = 100.0
-"""A step whose p99 relay latency passes this has a queue growing: saturated."""
+SATURATED_MEDIAN_MS = 50.0
+"""A step whose median relay latency passes this has a queue growing: saturated. (Not the
+p99: on a shared 2-core machine another job's stall puts any step's p99 there now and then.)"""
 MAX_LOSS = 0.01
 GRACE = 1.0
 """Seconds after a step for its last messages to arrive."""
@@ -311,7 +313,7 @@ class Step:
 
     @property
     def passed(self) -> bool:
-        return self.loss <= MAX_LOSS and percentile(self.latencies, 99) <= SATURATED_P99_MS
+        return self.loss <= MAX_LOSS and percentile(self.latencies, 50) <= SATURATED_MEDIAN_MS
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -34,10 +34,16 @@ from engineio import packet as eio_packet
 from engineio.async_socket import AsyncSocket
 from socketio import packet as sio_packet
 
+ORJSON_SINCE = (3, 11, 6)
+"""Older orjson reads (before 3.9.15, CVE-2024-27454) and writes (before 3.11.6,
+CVE-2025-67221) JSON nested without limit, recursing until the process dies."""
+
 orjson: Any
 try:
     import orjson
 except ImportError:  # a platform without a wheel: the standard library does it all
+    orjson = None
+if orjson is not None and tuple(int(part) for part in re.findall(r"\d+", orjson.__version__)[:3]) < ORJSON_SINCE:
     orjson = None
 
 
@@ -56,7 +62,7 @@ class FastJSON:
         Where the two differ, the standard library decides, so hostile JSON meets the rules
         it always met: text with a run of 20 digits or more (orjson reads an integer beyond
         64 bits as a float) never reaches orjson, and what orjson refuses (lone surrogates
-        such as ``"\\ud800"``, ``NaN``, ``1e400``, nesting past 1024) is read again by the
+        such as ``"\\ud800"``, ``NaN``, ``1e400``, nesting past 1024, see ``ORJSON_SINCE``) is read again by the
         standard library, whose answer (a value, or the error that drops the client) is the
         one the server always gave."""
         try:
@@ -198,12 +204,12 @@ class LeanSocket(AsyncSocket):
                 self.server.logger.exception("Unknown receive error")
 
     async def _write_to(self, ws: Any) -> None:
-        """The library's writer: everything queued, in order, until the queue says stop."""
+        """The library's writer: everything queued, in order, until the queue says stop
+        (None). It waits on the queue without a timeout of its own, as the library's did
+        (ping interval plus ping timeout): the server pings into this queue well within it,
+        and a connection gone silent is ended by the reader's ``Deadline``, which stops this."""
         while True:
-            try:
-                packets = await self.poll()
-            except engineio_exceptions.QueueEmpty:
-                break
+            packets = await self._queued()
             if not packets:
                 break
             try:
@@ -212,6 +218,23 @@ class LeanSocket(AsyncSocket):
             except Exception:
                 break
         await ws.close()
+
+    async def _queued(self) -> list[Any]:
+        """What ``poll`` returns (all that is queued; [] once the queue says stop), without
+        a timeout and its task for every wait."""
+        first = await self.queue.get()
+        self.queue.task_done()
+        if first is None:
+            return []
+        packets = [first]
+        while not self.queue.empty():
+            each = self.queue.get_nowait()
+            self.queue.task_done()
+            if each is None:
+                self.queue.put_nowait(None)  # the next call says stop, as the library's poll does
+                break
+            packets.append(each)
+        return packets
 
 
 def _abort(ws: Any) -> None:
