@@ -378,13 +378,14 @@ class Server:
     stop: Any
 
 
-async def start_ours() -> Server:
-    """``python -m signaling`` as a user runs it, on a free port."""
+async def start_ours(root: Path = harness.ROOT) -> Server:
+    """``python -m signaling`` as a user runs it, on a free port (from ``root``: another
+    version of the package can be measured, for a before and after)."""
     port = free_port()
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "signaling", "--host", LOCAL, "--port", str(port),
         stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
-        cwd=harness.ROOT, env={**os.environ, "PYTHONPATH": str(harness.ROOT)})
+        cwd=root, env={**os.environ, "PYTHONPATH": str(root)})
     await wait_listening(port, process)
 
     async def stop() -> None:
@@ -489,12 +490,12 @@ async def stop_py_spy(spies: list[asyncio.subprocess.Process]) -> None:
 
 
 async def run(rounds: int, seconds: float, quick: bool, clients: int = 1000, rate: float = 2000,
-              profile: Optional[Path] = None) -> list[harness.Row]:
+              profile: Optional[Path] = None, ours_from: Path = harness.ROOT) -> list[harness.Row]:
     if quick:
         rounds, clients, rate, seconds = 1, min(clients, 50), min(rate, 200), min(seconds, 0.5)
     max_steps = 2 if quick else 30
     generators = await Generators.start()
-    servers = [await start_ours(), await start_bare()]
+    servers = [await start_ours(ours_from), await start_bare()]
     print(f"ours: pid {servers[0].pid}, bare python-socketio: pid {servers[1].pid}", file=sys.stderr)
     results: dict[str, list[Result]] = {"ours": [], "bare": []}
     try:
@@ -547,8 +548,11 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=2000, help="the fixed offered rate, messages a second (default 2000)")
     parser.add_argument("--quick", action="store_true", help="50 clients, half a second: a smoke test")
     parser.add_argument("--profile", type=Path, help="py-spy each server during its first climb, into this directory")
+    parser.add_argument("--ours-from", type=Path, default=harness.ROOT,
+                        help="a directory holding another version of the signaling package, to measure it as ours")
     args = parser.parse_args()
-    rows_ = asyncio.run(run(args.rounds, args.seconds, args.quick, args.clients, args.rate, args.profile))
+    rows_ = asyncio.run(run(args.rounds, args.seconds, args.quick, args.clients, args.rate, args.profile,
+                            args.ours_from.resolve()))
     print("baseline: a bare python-socketio relay (the 'bare' column)")
     print(harness.format_table(rows_))
 
