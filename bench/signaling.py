@@ -11,8 +11,8 @@ the sender's room: the classic tutorial pattern (docs/protocol.md, "Classic clie
 The load comes from two generator processes (``--child load``), each holding half the rooms,
 both members of a room in the same process so that one clock times a message from its
 sender to its receiver. A client is a raw websocket (aiohttp's client) speaking Engine.IO 4
-and Socket.IO 5 by hand: python-socketio's ``AsyncClient`` costs several times more CPU per
-message, and the generators share the machine's two cores with the server they measure.
+and Socket.IO 5 by hand: python-socketio's ``AsyncClient`` took about twice the CPU per message
+(docs/benchmarks.md), and the generators share the machine's two cores with the server they measure.
 Clients connect from many loopback addresses (127.1.G.K, ten clients each) so that our
 server's per-address limits (docs/deploy.md) stay at their defaults.
 

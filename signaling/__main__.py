@@ -107,9 +107,9 @@ async def serve(args: argparse.Namespace) -> None:
 
 
 def run(main: Coroutine[Any, Any, None]) -> None:
-    """Run the server on uvloop where it is installed (not on Windows): a relayed message
-    then costs the server about a third less (docs/benchmarks.md); asyncio's own loop
-    otherwise, the same server."""
+    """Run the server on uvloop where it is installed (not on Windows): its socket I/O and
+    scheduling are in C, part of what cut the CPU a relayed message costs (docs/benchmarks.md);
+    asyncio's own loop otherwise, the same server."""
     try:
         import uvloop
     except ImportError:
