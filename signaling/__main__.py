@@ -9,7 +9,7 @@ import os
 import signal
 import ssl
 import sys
-from typing import Optional, Union, overload
+from typing import Any, Coroutine, Optional, Union, overload
 
 from .embedded import DEFAULT_PORT
 from .server import ServerConfig, SignalingServer, advertised_urls
@@ -106,11 +106,23 @@ async def serve(args: argparse.Namespace) -> None:
         await server.stop()
 
 
+def run(main: Coroutine[Any, Any, None]) -> None:
+    """Run the server on uvloop where it is installed (not on Windows): its socket I/O and
+    scheduling are in C, part of what cut the CPU a relayed message costs (docs/benchmarks.md);
+    asyncio's own loop otherwise, the same server."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main)
+        return
+    uvloop.run(main)
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     args = parse_args(argv)
     log_to_stderr(args.log_level.upper(), "%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
-        asyncio.run(serve(args))
+        run(serve(args))
     except KeyboardInterrupt:
         return 0
     except OSError as error:

@@ -27,8 +27,9 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from engineio import packet as eio_packet
 from engineio.async_drivers.aiohttp import WebSocket
-from engineio.async_socket import AsyncSocket
 from socketio import packet as sio_packet
+
+from .fastpath import FastPacket, LeanSocket
 
 logger = logging.getLogger("signaling")
 
@@ -285,7 +286,7 @@ class TooManyAttachments(ValueError):
     pass
 
 
-class CappedPacket(sio_packet.Packet):
+class CappedPacket(FastPacket):
     """A Socket.IO packet that refuses to wait for more binary attachments than a cap, and
     an event or ack that is not a list (an event's starting with its name).
 
@@ -350,7 +351,11 @@ def _packet_size(item: Any) -> int:
 
 
 def check_engineio_packet(data: Any) -> None:
-    """Raise ValueError for what Engine.IO cannot decode (an empty or non-numeric packet)."""
+    """Raise ValueError for what Engine.IO cannot decode (an empty or non-numeric packet).
+    Text that starts with an ASCII digit always decodes (its type; the rest is data): no
+    need to decode it twice."""
+    if isinstance(data, str) and "0" <= data[:1] <= "9":
+        return
     eio_packet.Packet(encoded_packet=data)
 
 
@@ -369,8 +374,16 @@ class CheckedWebSocket(WebSocket):
             raise OSError("not an Engine.IO packet") from None
         return data
 
+    async def send(self, message: Any) -> None:
+        """The library's send, without asking at every message whether aiohttp's send
+        methods are coroutines (in aiohttp 3 they are)."""
+        if isinstance(message, bytes):
+            await self._sock.send_bytes(message)
+        else:
+            await self._sock.send_str(message)
 
-class CheckedSocket(AsyncSocket):
+
+class CheckedSocket(LeanSocket):
     """python-engineio's session, but a long-polling POST it cannot decode drops the
     client in one log line (the library logs a traceback and keeps it), and one cut off
     midway logs nothing more."""
@@ -480,8 +493,11 @@ class GuardedSocketIO(socketio.AsyncServer):
         self.refusals = refusals
         self.sessions = Counter(limits.max_connections, limits.max_per_address)
         self._handshakes: dict[str, asyncio.TimerHandle] = {}
+        # async_handlers=False: a client's events are handled in turn as they are read, as
+        # python-engineio already hands them over, without a task for each (our handlers
+        # never wait on the network: they queue what they send).
         super().__init__(serializer=capped_packet_class(limits.max_attachments), ping_timeout=limits.idle_timeout,
-                         limits=limits, refusals=refusals, **kwargs)
+                         async_handlers=False, limits=limits, refusals=refusals, **kwargs)
 
     def _engineio_server_class(self) -> type:
         return GuardedEngineIO

@@ -19,6 +19,7 @@ import ifaddr
 from aiohttp import web
 
 from . import protocol
+from .fastpath import DirectManager
 from .limits import ConnectionGate, GuardedSocketIO, JoinRate, Limits, Refusals, handler_args, request_address
 from .protocol import ProtocolError
 from .relay import Outcome, Relay
@@ -56,6 +57,7 @@ class SignalingServer:
         self.sio = GuardedSocketIO(
             self.config, refusals,
             async_mode="aiohttp",
+            client_manager=DirectManager(),
             cors_allowed_origins=self.config.allowed_origins,
             # Credentials only for origins the operator named: with "*" python-engineio echoes
             # any Origin back, and with credentials any page could then act as its visitor.

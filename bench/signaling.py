@@ -1,0 +1,561 @@
+"""The signaling server under 1,000 clients in 500 rooms, ours beside a bare python-socketio relay.
+
+    python bench/signaling.py [--rounds 3] [--seconds 3] [--clients 1000] [--rate 2000] [--quick]
+
+Ours is ``python -m signaling --host 127.0.0.1 --port P``, started as a user starts it (its
+own process, default settings and limits). The baseline is a bare python-socketio relay done
+the simplest correct way (``bare_server`` below, its own process, default settings): ``join``
+enters a room and answers with an acknowledgement, ``message`` goes to the other members of
+the sender's room: the classic tutorial pattern (docs/protocol.md, "Classic clients").
+
+The load comes from two generator processes (``--child load``), each holding half the rooms,
+both members of a room in the same process so that one clock times a message from its
+sender to its receiver. A client is a raw websocket (aiohttp's client) speaking Engine.IO 4
+and Socket.IO 5 by hand: python-socketio's ``AsyncClient`` took about twice the CPU per message
+(docs/benchmarks.md), and the generators share the machine's two cores with the server they measure.
+Clients connect from many loopback addresses (127.1.G.K, ten clients each) so that our
+server's per-address limits (docs/deploy.md) stay at their defaults.
+
+Per round, for each server in turn (ours, then the baseline):
+
+1. every client connects (``40``), then joins its room with an acknowledgement, paced at
+   ``JOIN_RATE`` joins a second overall: **join latency** is ``join`` sent to its ack read;
+2. every client sends ``message`` candidates to its room's other member (as our peer does,
+   with ``to``), ``--rate`` messages a second overall, for ``--seconds``: **relay latency**
+   is a message written by its sender to it read by its receiver;
+3. the offered rate climbs by ``STEP`` from half ``--rate`` until two steps in a row fail
+   (median latency over ``SATURATED_MEDIAN_MS``, or more than 1 % of the messages missing a
+   second after the step): **relays per second at saturation** is the most messages a
+   second delivered in a step that passed. The server's CPU time per message at the fixed
+   rate is a row too: on a shared machine it is the steadiest figure of efficiency.
+
+Then everyone disconnects. ``--profile DIR`` records each server with py-spy during its first
+climb (``DIR/ours.txt``, ``DIR/bare.txt``: collapsed stacks, and the same as ``.svg``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import resource
+import socket
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parent.parent)]
+
+import harness  # noqa: E402
+
+HERE = Path(__file__).resolve()
+LOCAL = harness.LOCAL
+GENERATORS = 2
+PER_ADDRESS = 10
+"""Clients per source address: under our server's default of 20 per address."""
+JOIN_RATE = 500.0
+"""Joins a second, overall: a busy server's steady arrival, not one thundering herd."""
+STEP = 1.25
+"""Each climb step offers this many times the last step's rate."""
+SATURATED_MEDIAN_MS = 50.0
+"""A step whose median relay latency passes this has a queue growing: saturated. (Not the
+p99: on a shared 2-core machine another job's stall puts any step's p99 there now and then.)"""
+MAX_LOSS = 0.01
+GRACE = 1.0
+"""Seconds after a step for its last messages to arrive."""
+TICK = 0.005
+"""The generators' pacing interval, in seconds."""
+CANDIDATE = ("candidate:842163049 1 udp 1677729535 192.0.2.7 50000 typ srflx raddr 0.0.0.0 rport 0 "
+             "generation 0 ufrag abcd network-cost 999")
+"""What a browser trickles (Chrome's shape): the message relayed is one of these."""
+SEQ_KEY = '"usernameFragment":"'
+"""The sequence number of a message rides in its candidate's usernameFragment."""
+
+
+# The baseline: a bare python-socketio relay -----------------------------------------------
+
+async def bare_server(link: harness.Link, options: argparse.Namespace, rest: list[str]) -> None:
+    """The classic room relay, written plainly on python-socketio's defaults."""
+    import socketio
+    from aiohttp import web
+
+    sio = socketio.AsyncServer(async_mode="aiohttp")
+    app = web.Application()
+    sio.attach(app)
+    room_of: dict[str, str] = {}
+
+    @sio.event
+    async def join(sid: str, data: Any) -> dict[str, Any]:
+        room = data["room"] if isinstance(data, dict) else data
+        await sio.enter_room(sid, room)
+        room_of[sid] = room
+        await sio.emit("userInRoom", len(sio.manager.rooms["/"].get(room, {})), room=room)
+        return {"ok": True, "id": sid}
+
+    @sio.event
+    async def message(sid: str, data: Any) -> None:
+        if sid in room_of:
+            await sio.emit("message", data, room=room_of[sid], skip_sid=sid)
+
+    @sio.event
+    async def disconnect(sid: str, *reason: Any) -> None:
+        room_of.pop(sid, None)
+
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, LOCAL, 0)
+    await site.start()
+    link.send("ready", port=site._server.sockets[0].getsockname()[1])  # type: ignore[union-attr]
+    await link.receive()  # until the parent says stop (or goes)
+
+
+# The load generator ----------------------------------------------------------------------
+
+@dataclass
+class Client:
+    """One raw Engine.IO/Socket.IO websocket client: a member of one room."""
+
+    ws: Any
+    sid: str = ""
+    partner: Optional["Client"] = None
+    acks: dict[int, asyncio.Future] = field(default_factory=dict)
+    next_ack: int = 0
+    message_head: str = ""
+    """A ``message`` event to the partner, up to its sequence number, and after it."""
+    message_tail: str = ""
+
+    async def call(self, event: str, payload: Any) -> Any:
+        """An event with an acknowledgement, as ``sio.call`` sends it; its answer."""
+        ack_id, self.next_ack = self.next_ack, self.next_ack + 1
+        future = asyncio.get_running_loop().create_future()
+        self.acks[ack_id] = future
+        await self.ws.send_str(f"42{ack_id}" + json.dumps([event, payload], separators=(",", ":")))
+        return await asyncio.wait_for(future, 30)
+
+
+@dataclass
+class Load:
+    """A generator's clients, and the messages in flight: sequence number to the time sent."""
+
+    clients: list[Client] = field(default_factory=list)
+    sessions: list[Any] = field(default_factory=list)
+    readers: list[asyncio.Task] = field(default_factory=list)
+    sent_at: dict[int, float] = field(default_factory=dict)
+    latencies: list[float] = field(default_factory=list)
+    seq: int = 0
+
+
+def read(load: Load, client: Client, text: str, now: float) -> None:
+    """One Engine.IO packet from the server, for ``client``."""
+    if text.startswith("42"):  # an event: a relayed message carries a sequence number
+        at = text.find(SEQ_KEY)
+        if at >= 0:
+            start = at + len(SEQ_KEY)
+            sent = load.sent_at.pop(int(text[start:text.index('"', start)]), None)
+            if sent is not None:
+                load.latencies.append(now - sent)
+    elif text.startswith("43"):  # an ack: 43<id>[...]
+        bracket = text.index("[")
+        future = client.acks.pop(int(text[2:bracket]), None)
+        if future is not None and not future.done():
+            future.set_result(json.loads(text[bracket:]))
+    elif text == "2":
+        asyncio.ensure_future(client.ws.send_str("3"))
+    elif text.startswith("40"):
+        client.sid = json.loads(text[2:])["sid"]
+        future = client.acks.pop(-1, None)
+        if future is not None:
+            future.set_result(None)
+
+
+async def reader(load: Load, client: Client) -> None:
+    from aiohttp import WSMsgType
+    async for frame in client.ws:
+        if frame.type == WSMsgType.TEXT:
+            read(load, client, frame.data, time.monotonic())
+
+
+async def connect(load: Load, url: str, session: Any) -> Client:
+    """A client through Engine.IO's open and Socket.IO's connect, reading in its own task."""
+    ws = await session.ws_connect(f"{url}/socket.io/?EIO=4&transport=websocket", autoping=False,
+                                  compress=0, max_msg_size=0)
+    opened = await ws.receive_str()
+    assert opened.startswith("0"), opened
+    client = Client(ws)
+    client.acks[-1] = asyncio.get_running_loop().create_future()  # -1: the namespace connect
+    load.readers.append(asyncio.ensure_future(reader(load, client)))
+    await ws.send_str("40")
+    await asyncio.wait_for(client.acks[-1], 30)
+    return client
+
+
+async def open_clients(load: Load, url: str, count: int, generator: int) -> None:
+    import aiohttp
+    addresses = range((count + PER_ADDRESS - 1) // PER_ADDRESS)
+    load.sessions = [aiohttp.ClientSession(connector=aiohttp.TCPConnector(
+        local_addr=(f"127.1.{generator}.{1 + k}", 0), limit=0)) for k in addresses]
+    gate = asyncio.Semaphore(50)
+
+    async def one(index: int) -> Client:
+        async with gate:
+            return await connect(load, url, load.sessions[index // PER_ADDRESS])
+
+    load.clients = list(await asyncio.gather(*(one(i) for i in range(count))))
+    for a, b in zip(load.clients[0::2], load.clients[1::2]):
+        a.partner, b.partner = b, a
+
+
+async def join_all(load: Load, generator: int, rate: float) -> list[float]:
+    """Each client joins its room (two a room), ``rate`` joins a second; the latencies, s."""
+    latencies: list[float] = []
+
+    async def one(index: int, client: Client) -> None:
+        await asyncio.sleep(index / rate)
+        start = time.monotonic()
+        ack = await client.call("join", {"room": f"bench-{generator}-{index // 2}", "name": f"c{index}"})
+        latencies.append(time.monotonic() - start)
+        if not (isinstance(ack, list) and ack and isinstance(ack[0], dict) and ack[0].get("ok")):
+            raise RuntimeError(f"join refused: {ack}")
+
+    await asyncio.gather(*(one(i, c) for i, c in enumerate(load.clients)))
+    for client in load.clients:
+        assert client.partner is not None
+        client.message_head = ('42["message",{"type":"candidate","candidate":{"candidate":"' + CANDIDATE
+                               + '","sdpMid":"0","sdpMLineIndex":0,' + SEQ_KEY)
+        client.message_tail = '"},"to":"' + client.partner.sid + '"}]'
+    return latencies
+
+
+async def relay(load: Load, rate: float, seconds: float) -> dict[str, Any]:
+    """Send ``rate`` messages a second for ``seconds``, each client in turn to its partner;
+    what arrived within ``GRACE`` seconds after."""
+    load.sent_at.clear()
+    load.latencies = []
+    clients = load.clients
+    start = time.monotonic()
+    sent = 0
+    while (now := time.monotonic()) - start < seconds:
+        due = int((now - start) * rate) - sent
+        for _ in range(due):
+            client = clients[sent % len(clients)]
+            load.seq += 1
+            load.sent_at[load.seq] = time.monotonic()
+            await client.ws.send_str(client.message_head + str(load.seq) + client.message_tail)
+            sent += 1
+        await asyncio.sleep(TICK)
+    deadline = time.monotonic() + GRACE
+    while load.sent_at and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+    return {"sent": sent, "received": len(load.latencies), "latencies": [x * 1000 for x in load.latencies]}
+
+
+async def close_all(load: Load) -> None:
+    for client in load.clients:
+        await client.ws.close()
+    for task in load.readers:
+        task.cancel()
+    await asyncio.gather(*load.readers, return_exceptions=True)
+    for session in load.sessions:
+        await session.close()
+    load.clients, load.readers, load.sessions = [], [], []
+
+
+async def generator(link: harness.Link, options: argparse.Namespace, rest: list[str]) -> None:
+    """A load generator: does what the parent asks, one command at a time."""
+    _raise_descriptor_limit()
+    load = Load()
+    while True:
+        try:
+            command = await link.receive()
+        except EOFError:
+            return
+        do = command["do"]
+        if do == "open":
+            await open_clients(load, command["url"], command["clients"], command["generator"])
+            link.send("opened")
+        elif do == "join":
+            link.send("joined", latencies=[x * 1000 for x in await join_all(load, command["generator"], command["rate"])])
+        elif do == "relay":
+            link.send("relayed", **await relay(load, command["rate"], command["seconds"]))
+        elif do == "close":
+            await close_all(load)
+            link.send("closed")
+
+
+def _raise_descriptor_limit() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard if hard != resource.RLIM_INFINITY else 65536, hard))
+
+
+# The parent --------------------------------------------------------------------------------
+
+@dataclass
+class Step:
+    """What the generators made of one offered rate."""
+
+    rate: float
+    seconds: float
+    sent: int
+    received: int
+    latencies: list[float]
+
+    @property
+    def loss(self) -> float:
+        return 1 - self.received / self.sent if self.sent else 0.0
+
+    @property
+    def delivered_per_second(self) -> float:
+        return self.received / self.seconds
+
+    @property
+    def passed(self) -> bool:
+        return self.loss <= MAX_LOSS and percentile(self.latencies, 50) <= SATURATED_MEDIAN_MS
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * q / 100))]
+
+
+class Generators:
+    """The load generator processes, commanded together."""
+
+    def __init__(self, children: list[harness.Child]) -> None:
+        self.children = children
+
+    @property
+    def pids(self) -> list[int]:
+        return [child.pid for child in self.children]
+
+    @classmethod
+    async def start(cls) -> "Generators":
+        return cls([await harness.Child.start(HERE, "load") for _ in range(GENERATORS)])
+
+    async def ask(self, kind: str, timeout: float, **commands: Any) -> list[dict[str, Any]]:
+        for index, child in enumerate(self.children):
+            child.send({**commands, "generator": index})
+        waits = [asyncio.ensure_future(child.expect(kind, timeout)) for child in self.children]
+        try:
+            return list(await asyncio.gather(*waits))
+        except BaseException:
+            for wait in waits:
+                wait.cancel()
+            raise
+
+    async def open(self, url: str, clients: int) -> None:
+        await self.ask("opened", 120, do="open", url=url, clients=clients // (2 * GENERATORS) * 2)
+
+    async def join(self) -> list[float]:
+        answers = await self.ask("joined", 120, do="join", rate=JOIN_RATE / GENERATORS)
+        return [x for answer in answers for x in answer["latencies"]]
+
+    async def relay(self, rate: float, seconds: float) -> Step:
+        answers = await self.ask("relayed", seconds + 60, do="relay", rate=rate / GENERATORS, seconds=seconds)
+        return Step(rate, seconds, sum(a["sent"] for a in answers), sum(a["received"] for a in answers),
+                    [x for a in answers for x in a["latencies"]])
+
+    async def close(self) -> None:
+        await self.ask("closed", 60, do="close")
+
+    async def stop(self) -> None:
+        for child in self.children:
+            await child.stop()
+
+
+@dataclass
+class Server:
+    """A server under test, running: its URL and how to stop it."""
+
+    name: str
+    url: str
+    pid: int
+    stop: Any
+
+
+async def start_ours(root: Path = harness.ROOT) -> Server:
+    """``python -m signaling`` as a user runs it, on a free port (from ``root``: another
+    version of the package can be measured, for a before and after)."""
+    port = free_port()
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "signaling", "--host", LOCAL, "--port", str(port),
+        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+        cwd=root, env={**os.environ, "PYTHONPATH": str(root)})
+    await wait_listening(port, process)
+
+    async def stop() -> None:
+        if process.returncode is None:
+            process.terminate()
+            await process.wait()
+    return Server("ours", f"http://{LOCAL}:{port}", process.pid, stop)
+
+
+async def start_bare() -> Server:
+    child = await harness.Child.start(HERE, "bare")
+    ready = await child.expect("ready")
+    return Server("bare", f"http://{LOCAL}:{ready['port']}", child.pid, child.stop)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind((LOCAL, 0))
+        return int(probe.getsockname()[1])
+
+
+async def wait_listening(port: int, process: asyncio.subprocess.Process, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.returncode is not None:
+            raise RuntimeError(f"python -m signaling exited ({process.returncode})")
+        try:
+            _, writer = await asyncio.open_connection(LOCAL, port)
+            writer.close()
+            return
+        except OSError:
+            await asyncio.sleep(0.05)
+    raise RuntimeError("python -m signaling did not listen in time")
+
+
+@dataclass
+class Result:
+    """One round of one server."""
+
+    joins: list[float]
+    fixed: Step
+    cpu_per_message: float
+    """The server's CPU time per message relayed at the fixed rate, in microseconds."""
+    saturation: float
+    climb: list[Step]
+
+
+async def one_round(server: Server, generators: Generators, clients: int, rate: float, seconds: float,
+                    max_steps: int, profile: Optional[Path]) -> Result:
+    await generators.open(server.url, clients)
+    joins = await generators.join()
+    before = harness.usage(server.pid).cpu_seconds
+    fixed = await generators.relay(rate, seconds)
+    cpu = harness.usage(server.pid).cpu_seconds - before
+    spy = await start_py_spy(server, profile) if profile else None
+    try:
+        climb = await climb_rates(server, generators, rate / 2, seconds, max_steps)
+    finally:
+        if spy is not None:
+            await stop_py_spy(spy)
+    await generators.close()
+    passed = [step.delivered_per_second for step in climb if step.passed]
+    return Result(joins, fixed, cpu / max(1, fixed.received) * 1e6, max(passed) if passed else 0.0, climb)
+
+
+async def climb_rates(server: Server, generators: Generators, rate: float, seconds: float,
+                      max_steps: int) -> list[Step]:
+    """Offer more and more until two steps in a row fail (one may be another job's burst on
+    this shared machine), or ``max_steps`` are done."""
+    climb: list[Step] = []
+    failed = 0
+    for _ in range(max_steps):
+        before = [harness.usage(pid).cpu_seconds for pid in [server.pid, *generators.pids]]
+        step = await generators.relay(rate, seconds)
+        cpu = [(harness.usage(pid).cpu_seconds - was) / (seconds + GRACE)
+               for pid, was in zip([server.pid, *generators.pids], before)]
+        climb.append(step)
+        print(f"    {rate:8.0f}/s offered: {step.delivered_per_second:8.0f}/s delivered, "
+              f"median {percentile(step.latencies, 50):6.1f} ms, p99 {percentile(step.latencies, 99):7.1f} ms, "
+              f"loss {step.loss:.1%}; CPU server {cpu[0]:.0%}, generators "
+              + ", ".join(f"{c:.0%}" for c in cpu[1:]), file=sys.stderr)
+        failed = 0 if step.passed else failed + 1
+        if failed == 2:
+            break
+        await asyncio.sleep(GRACE)  # whatever queued drains before the next step
+        rate *= STEP
+    return climb
+
+
+async def start_py_spy(server: Server, directory: Path) -> list[asyncio.subprocess.Process]:
+    directory.mkdir(parents=True, exist_ok=True)
+    return [await asyncio.create_subprocess_exec(
+        "py-spy", "record", "--pid", str(server.pid), "--rate", "200", "--format", fmt,
+        "-o", str(directory / f"{server.name}.{suffix}"), stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL) for fmt, suffix in (("raw", "txt"), ("flamegraph", "svg"))]
+
+
+async def stop_py_spy(spies: list[asyncio.subprocess.Process]) -> None:
+    for spy in spies:
+        spy.send_signal(2)  # SIGINT: py-spy writes its file and exits
+        await spy.wait()
+
+
+async def run(rounds: int, seconds: float, quick: bool, clients: int = 1000, rate: float = 2000,
+              profile: Optional[Path] = None, ours_from: Path = harness.ROOT) -> list[harness.Row]:
+    if quick:
+        rounds, clients, rate, seconds = 1, min(clients, 50), min(rate, 200), min(seconds, 0.5)
+    max_steps = 2 if quick else 30
+    generators = await Generators.start()
+    servers = [await start_ours(ours_from), await start_bare()]
+    print(f"ours: pid {servers[0].pid}, bare python-socketio: pid {servers[1].pid}", file=sys.stderr)
+    results: dict[str, list[Result]] = {"ours": [], "bare": []}
+    try:
+        for number in range(rounds):
+            for server in servers:
+                print(f"round {number + 1}, {server.name}:", file=sys.stderr)
+                results[server.name].append(await one_round(
+                    server, generators, clients, rate, seconds, max_steps, profile if number == 0 else None))
+    finally:
+        for server in servers:
+            await server.stop()
+        await generators.stop()
+    return rows(results, clients, rate)
+
+
+def rows(results: dict[str, list[Result]], clients: int, rate: float) -> list[harness.Row]:
+    """The table: medians over rounds of each round's figure (vs bare python-socketio)."""
+    def each(measure: Any) -> dict[str, list[float]]:
+        return {side: [measure(result) for result in results[side]] for side in ("ours", "bare")}
+
+    rooms = f"{clients} clients"
+    made = [
+        (f"signaling {rooms}: join latency median", "ms", lambda r: statistics.median(r.joins), False),
+        (f"signaling {rooms}: join latency p99", "ms", lambda r: percentile(r.joins, 99), False),
+        (f"signaling {rooms}: relay latency median at {rate:g}/s", "ms",
+         lambda r: statistics.median(r.fixed.latencies) if r.fixed.latencies else float("nan"), False),
+        (f"signaling {rooms}: relay latency p99 at {rate:g}/s", "ms", lambda r: percentile(r.fixed.latencies, 99), False),
+        (f"signaling {rooms}: server CPU per message relayed at {rate:g}/s", "us", lambda r: r.cpu_per_message, False),
+        (f"signaling {rooms}: relays at saturation", "per s", lambda r: r.saturation, True),
+    ]
+    out = []
+    for name, unit, measure, higher in made:
+        values = each(measure)
+        out.append(harness.Row(name, unit, values["ours"], values["bare"], higher_is_better=higher))
+    return out
+
+
+async def measure(rounds: int, seconds: float, quick: bool) -> list[harness.Row]:
+    """For bench/run.py: the rows, baseline bare python-socketio."""
+    return await run(rounds, seconds, quick)
+
+
+def main() -> None:
+    if harness.run_child({"bare": bare_server, "load": generator}):
+        return
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of ours then the baseline (default 3)")
+    parser.add_argument("--seconds", type=float, default=3, help="seconds at the fixed rate, and per climb step (default 3)")
+    parser.add_argument("--clients", type=int, default=1000, help="clients, two a room (default 1000)")
+    parser.add_argument("--rate", type=float, default=2000, help="the fixed offered rate, messages a second (default 2000)")
+    parser.add_argument("--quick", action="store_true", help="50 clients, half a second: a smoke test")
+    parser.add_argument("--profile", type=Path, help="py-spy each server during its first climb, into this directory")
+    parser.add_argument("--ours-from", type=Path, default=harness.ROOT,
+                        help="a directory holding another version of the signaling package, to measure it as ours")
+    args = parser.parse_args()
+    rows_ = asyncio.run(run(args.rounds, args.seconds, args.quick, args.clients, args.rate, args.profile,
+                            args.ours_from.resolve()))
+    print("baseline: a bare python-socketio relay (the 'bare' column)")
+    print(harness.format_table(rows_))
+
+
+if __name__ == "__main__":
+    main()
