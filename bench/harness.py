@@ -164,19 +164,21 @@ class Child:
 
     async def receive(self, timeout: float = 60) -> dict[str, Any]:
         """The next JSON object the child writes; an error if it exits or says nothing in time."""
+        return await asyncio.wait_for(self._next_object(), timeout)
+
+    async def _next_object(self) -> dict[str, Any]:
         assert self.process.stdout is not None
-        async with asyncio.timeout(timeout):
-            while True:
-                line = await self.process.stdout.readline()
-                if not line:
-                    raise RuntimeError(f"bench child {self.pid} exited ({await self.process.wait()})")
-                try:
-                    message = json.loads(line)
-                except ValueError:
-                    message = None
-                if isinstance(message, dict):
-                    return message
-                sys.stderr.write(line.decode(errors="replace"))
+        while True:
+            line = await self.process.stdout.readline()
+            if not line:
+                raise RuntimeError(f"bench child {self.pid} exited ({await self.process.wait()})")
+            try:
+                message = json.loads(line)
+            except ValueError:
+                message = None
+            if isinstance(message, dict):
+                return message
+            sys.stderr.write(line.decode(errors="replace"))
 
     async def expect(self, kind: str, timeout: float = 60) -> dict[str, Any]:
         """The next message, which must be of ``kind`` (the child's ``error`` message is raised)."""
