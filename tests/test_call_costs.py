@@ -5,12 +5,14 @@ other is closed."""
 import cv2  # noqa: F401  -- before av
 
 import asyncio
+import subprocess
+import sys
 
 import aiohttp
 import pytest
 
 import peer
-from conftest import LOCAL, free_port
+from conftest import LOCAL, child_env, free_port
 from peer.api import _open_while_connecting
 from peer.session import Session
 
@@ -96,3 +98,41 @@ async def test_a_join_with_video_still_sends_it(server):
         async for picture in watcher.frames():
             assert picture.shape == (240, 320, 3)
             break
+
+
+def test_a_peer_loads_opencv_only_for_the_camera_off_picture():
+    """OpenCV is 26 MB of a peer's memory and only draws the "camera off" picture: it is
+    loaded then, and the picture is still drawn."""
+    code = ("import sys, peer\n"
+            "from peer.media.sources import camera_off_picture\n"
+            "assert 'cv2' not in sys.modules, 'OpenCV loaded by import peer'\n"
+            "picture = camera_off_picture(320, 240)\n"
+            "assert picture.shape == (240, 320, 3) and picture.max() > 150 and picture.min() < 30\n")
+    done = subprocess.run([sys.executable, "-c", code], env=child_env(), capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+
+
+async def test_testsrc_is_made_as_it_is_sent_not_a_second_ahead():
+    """aiortc's player reads a second ahead of the clock: for a synthetic source that is 30
+    pictures held for nothing (83 MB at 1280x720). Made at the pace it is sent, only the
+    picture due waits."""
+    media = await peer.LocalMedia.open("testsrc", size="640x480", fps=30)
+    try:
+        player = media._players[0]  # aiortc's MediaPlayer: its queue is what it read ahead
+        await player.video.recv()
+        await asyncio.sleep(0.5)
+        assert player.video._queue.qsize() < 25
+    finally:
+        media.stop()
+
+
+def test_big_buffers_go_back_to_the_system_where_the_c_library_allows():
+    """glibc here: the threshold is fixed. A C library without ``mallopt`` (macOS, musl) is
+    left alone, without an error."""
+    from peer.memory import return_big_buffers
+
+    class NoMallopt:
+        pass
+
+    assert return_big_buffers() is True
+    assert return_big_buffers(NoMallopt()) is False
