@@ -21,12 +21,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime
 import json
 import os
 import signal
 import statistics
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Optional
 
@@ -83,15 +85,15 @@ class CliPeer:
         if not self.connected.is_set():
             raise RuntimeError("python -m peer did not connect:\n" + "".join(self.lines[-20:]))
 
-    def fps_in(self, since: float) -> float:
-        """The mean of the frames received a second in the ``--stats`` lines written after ``since``
-        (the wall clock, as the lines give it)."""
-        import datetime
+    def fps_in(self, since: float, until: float) -> float:
+        """The mean of the frames received a second in the ``--stats`` lines written from ``since``
+        to a second after ``until`` (the wall clock, as the lines give it; each line covers the
+        second before it)."""
         values = []
         for line in self.stats.read_text().splitlines():
             record = json.loads(line)
             at = datetime.datetime.fromisoformat(record["time"].replace("Z", "+00:00")).timestamp()
-            if at > since and record.get("fps_in") is not None:
+            if since + 1 <= at <= until + 1 and record.get("fps_in") is not None:
                 values.append(record["fps_in"])
         return statistics.mean(values) if values else float("nan")
 
@@ -107,7 +109,6 @@ class CliPeer:
 
 
 async def ours_call(server: str, size: str, number: int, warm_up: float, seconds: float) -> dict[str, list[float]]:
-    import time
     with tempfile.TemporaryDirectory(prefix="bench-call-") as temporary:
         directory = Path(temporary)
         room = f"call-{size}-{number}"
@@ -122,7 +123,7 @@ async def ours_call(server: str, size: str, number: int, warm_up: float, seconds
             after = [harness.usage(peer.process.pid) for peer in peers]
             took = harness.now() - started
             await asyncio.sleep(1.2)  # the last second's --stats line
-            return {"fps": [peer.fps_in(since) for peer in peers],
+            return {"fps": [peer.fps_in(since, since + took) for peer in peers],
                     "cpu": [(a.cpu_seconds - b.cpu_seconds) / took * 100 for a, b in zip(after, before)],
                     "memory": [a.peak_rss_mb for a in after]}
         finally:
