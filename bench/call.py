@@ -257,6 +257,8 @@ async def measure(rounds: int, seconds: float, quick: bool, warm_up: float = WAR
     """The rows, ours and bare alternating: per size fps received (the worse side's), CPU and
     peak memory (each peer's), then join to first frame."""
     sizes = SIZES[:1] if quick else SIZES
+    if quick:
+        rounds, seconds, warm_up = 1, min(seconds, 1.5), min(warm_up, 0.5)
     rows: list[Row] = []
     signaling, url = await harness.server()
     try:
@@ -272,7 +274,7 @@ async def measure(rounds: int, seconds: float, quick: bool, warm_up: float = WAR
                     getattr(memory, side).extend(result["memory"])
             rows += [fps, cpu, memory]
         join = Row(f"join to first frame, {JOIN_SIZE} both ways", "ms")
-        for number in range(rounds if not quick else 1):
+        for number in range(rounds):
             join.ours.append(await join_round(url, number))
             join.bare.append(await join_round(None, number))
         rows.append(join)
@@ -289,8 +291,6 @@ def main() -> None:
                         help=f"seconds of call before measuring (default {WARM_UP:g})")
     parser.add_argument("--quick", action="store_true", help="a few seconds, 640x480 only: the smoke test")
     args = parser.parse_args()
-    if args.quick:
-        args.rounds, args.seconds, args.warm_up = 1, 1.5, 0.5
     rows = asyncio.run(measure(args.rounds, args.seconds, args.quick, args.warm_up))
     print(harness.format_table(rows))
 
