@@ -430,6 +430,35 @@ def _honour_cancellation() -> None:
         raise asyncio.CancelledError
 
 
+async def _open_while_connecting(session: Session, open_media: Callable[[], Awaitable[LocalMedia]]) -> LocalMedia:
+    """Open the media while ``session`` connects to the signaling server: opening a source
+    (a camera, a file, ``testsrc``) and connecting take some milliseconds each, and joining
+    needs both; one after the other, a join waited for their sum (bench/call.py's join row).
+
+    Either failing ends the other: a media error is raised before a signaling one, as when
+    the media was opened first (a wrong ``video`` is said, whatever the server does); what
+    the other opened is closed. So is everything when the join is cancelled."""
+    opening = asyncio.ensure_future(open_media())
+    connecting = asyncio.ensure_future(session.connect())
+    try:
+        await asyncio.wait([opening, connecting], return_when=asyncio.FIRST_EXCEPTION)
+        if opening.done() and opening.exception() is not None:
+            connecting.cancel()
+        await asyncio.wait([opening, connecting])
+        if (error := opening.exception()) is not None:
+            raise error
+        connecting.result()
+        return opening.result()
+    except BaseException:
+        for task in (opening, connecting):
+            task.cancel()  # when cancelled: LocalMedia.open closes what it opened so far
+        await asyncio.gather(opening, connecting, return_exceptions=True)
+        if opening.done() and not opening.cancelled() and opening.exception() is None:
+            opening.result().stop()
+        await session.disconnect()
+        raise
+
+
 class _Joining:
     """What ``join()`` returns, for ``async with``: entering opens the media (unless given),
     connects and joins."""
@@ -510,9 +539,10 @@ def join(room: str, *, server: str = DEFAULT_SERVER, name: str = "bot", token: O
                           turn_user=turn_user, turn_password=turn_password)
 
     async def make() -> Session:
-        sources = media if media is not None else await LocalMedia.open(video, audio, video_size, fps)
-        session = Session(room, server, name, token=token, media=sources, ice=ice, downloads=files, codec=codec)
-        codecs.ask(session, rate, sources.fps)
+        session = Session(room, server, name, token=token, media=media, ice=ice, downloads=files, codec=codec)
+        if media is None:
+            session.media = await _open_while_connecting(session, lambda: LocalMedia.open(video, audio, video_size, fps))
+        codecs.ask(session, rate, session.media.fps)
         return session
 
     return _Joining(make, owns_media=media is None)

@@ -33,6 +33,7 @@ from . import (ASK_TIMEOUT, DEFAULT_MAX_PER_PEER, DEFAULT_MAX_TOTAL, DEFAULT_SER
                SignalingUnreachable, TrackReceived, TransferError, check_fps, human_size, join, list_devices,
                parse_bitrate, parse_size, parse_video_size)
 from .media.window import Window, check_display
+from .memory import return_big_buffers
 from .terminal import Terminal, say
 
 logger = logging.getLogger("peer")
@@ -591,6 +592,7 @@ def device_lines(devices: Sequence[Device]) -> list[str]:
 
 def main(argv: Optional[list[str]] = None) -> int:
     args = parse_args(argv)
+    return_big_buffers()  # the process is ours: video frames freed go back to the system (peer.memory)
     log_to_stderr(logging.DEBUG if args.verbose else logging.WARNING,
                   "%(asctime)s %(name)s %(levelname)s: %(message)s" if args.verbose else "peer: %(message)s")
     if not args.verbose:

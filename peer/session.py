@@ -127,6 +127,11 @@ class Session:
             await self._sio.eio.disconnect()
             raise
 
+    async def disconnect(self) -> None:
+        """Close the signaling connection ``connect()`` opened, when the room is not joined
+        after all (the media it was opened beside failed); nothing when it is not open."""
+        await self._sio.shutdown()
+
     async def join(self) -> list[Member]:
         """Join the room and offer to everyone already there; return who that is."""
         try:

@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any, AsyncIterator, Callable, Optional, Union, cast
 
 import av
-import cv2
 import numpy as np
 from aiortc import MediaStreamTrack
 from aiortc.contrib.media import MediaPlayer, MediaRelay
@@ -130,7 +129,7 @@ def video_spec(video: str, size: Optional[str] = None, fps: Optional[int] = None
     if video == CAMERA:
         return camera_spec(None, size, fps)
     if video == TESTSRC:
-        return PlayerSpec(f"testsrc=size={size}:rate={fps}", "lavfi", what="testsrc")
+        return PlayerSpec(f"testsrc=size={size}:rate={fps},realtime", "lavfi", what="testsrc")
     if video.startswith("lavfi:"):
         return PlayerSpec(video[len("lavfi:"):], "lavfi", what=video)
     if video.startswith("/dev/video") or video.startswith("video="):
@@ -437,6 +436,7 @@ class LocalMedia:
 
 def camera_off_picture(width: int, height: int) -> np.ndarray:
     """A dark BGR picture saying "camera off", at the size of the video it stands for."""
+    import cv2  # here, not at the top: 26 MB a peer that never turns its camera off does without
     picture = np.full((height, width, 3), OFF_GREY, np.uint8)
     text, font = "camera off", cv2.FONT_HERSHEY_SIMPLEX
     scale = max(0.3, width / 400)
@@ -484,7 +484,7 @@ class CameraSwitch(MediaStreamTrack):
                     break
                 ticks = int((time.monotonic() - self._read_at) / self._time_base)
                 self._pts, self._read_at = max(self._pts + 1, self._pts + ticks), time.monotonic()
-                return self._off_frame()
+                return await self._off_frame()
             try:
                 frame = cast(av.VideoFrame, await self._source.recv())
             except MediaStreamError:
@@ -497,7 +497,7 @@ class CameraSwitch(MediaStreamTrack):
             if self.camera_on:
                 return frame
             if self._read_at >= self._next_off:
-                return self._off_frame()
+                return await self._off_frame()
         raise MediaStreamError
 
     def _end(self) -> None:
@@ -509,10 +509,11 @@ class CameraSwitch(MediaStreamTrack):
         except Exception:  # whoever is told must not stop the video
             logger.exception("the action on the end of the video failed")
 
-    def _off_frame(self) -> av.VideoFrame:
+    async def _off_frame(self) -> av.VideoFrame:
         self._next_off = time.monotonic() + 1 / OFF_FPS
         if self._picture is None or self._picture.shape[1::-1] != self._size:
-            self._picture = camera_off_picture(*self._size)
+            # off the event loop: the first one imports OpenCV (a few hundred ms)
+            self._picture = await asyncio.to_thread(camera_off_picture, *self._size)
         frame = av.VideoFrame.from_ndarray(self._picture, format="bgr24")
         frame.pts, frame.time_base = self._pts, self._time_base
         return frame
