@@ -78,6 +78,16 @@ async def _ours_receive(room: Any, link: harness.Link) -> None:
 
 async def _ours_send(room: Any, link: harness.Link) -> None:
     link.send("ready")
+    if os.environ.get("TRANSFER_DEBUG"):
+        async def watch() -> None:
+            while True:
+                await asyncio.sleep(0.5)
+                for call in room.session.calls.values():
+                    t = call.pc.sctp
+                    print("cwnd", t._cwnd, "flight", t._flight_size, "ssthresh", t._ssthresh, "rto", round(t._rto, 2),
+                          "peer_rwnd", getattr(t, "_peer_rwnd", None), "outq", len(t._outbound_queue), "sentq", len(t._sent_queue),
+                          file=sys.stderr)
+        asyncio.ensure_future(watch())
     while True:
         order = await link.receive()
         if order["do"] == "file":
@@ -283,5 +293,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    if os.environ.get("TRANSFER_UVLOOP") and "ours" in sys.argv:
+        import uvloop
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     if not harness.run_child({"ours": ours_child, "bare-sender": bare_sender, "bare-receiver": bare_receiver}):
         main()
