@@ -23,6 +23,12 @@ costs per packet are aiortc's own choices, not the protocol's:
   second or more with its congestion window back to one packet. On a loaded 2-core machine
   this, not the CPU, set the rate. ``widen_receive_buffers`` asks for RECEIVE_BUFFER on the
   ICE sockets once DATA flows (the kernel caps it at ``net.core.rmem_max``).
+- **The sender looks through every chunk in flight for one to retransmit, each time it
+  sends.** aiortc's ``_transmit`` (run for each SACK) walks its whole sent queue: some 900
+  chunks with a congestion window of 1 MB, a quarter of the sender's time. A chunk is marked
+  for retransmission only by a SACK that reports gaps or by the T3 timer expiring;
+  ``skip_needless_retransmit_scans`` makes ``_transmit`` walk the queue only after one of those,
+  until a walk has sent every marked chunk.
 - **Reassembly rescans every fragment of a message for each new fragment** (quadratic in the
   fragments of a message: a 64 KiB message is 57 fragments). ``FastInboundStream`` scans only
   when a message may be complete: when a last fragment is among those held.
@@ -33,13 +39,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import time
 import weakref
 from typing import Any, Iterator, Optional
 
-from aiortc.rtcsctptransport import SCTP_DATA_LAST_FRAG, DataChunk, InboundStream, RTCSctpTransport
+import aiortc
+from aiortc.rtcsctptransport import (SCTP_DATA_LAST_FRAG, USERDATA_MAX_LENGTH, DataChunk, InboundStream,
+                                     RTCSctpTransport, SackChunk)
 
 logger = logging.getLogger(__name__)
 
+WRITTEN_FOR = "1.16."
+"""The aiortc versions whose private parts this module knows: with another, nothing is tuned
+(``skip_needless_retransmit_scans`` carries a copy of 1.16's ``_transmit``)."""
 SACK_EVERY = 2
 """Packets with DATA acknowledged by one SACK while more packets wait to be read (RFC 9260's
 "at least every second packet"; aiortc's sender sends at most 4 packets per SACK, so more would
@@ -57,12 +69,13 @@ _tuned: "weakref.WeakSet[RTCSctpTransport]" = weakref.WeakSet()
 
 def tune(transport: RTCSctpTransport) -> None:
     """Apply this module's changes to ``transport`` (once; any time, before or during a transfer)."""
-    if transport in _tuned:
+    if transport in _tuned or not aiortc.__version__.startswith(WRITTEN_FOR):
         return
     _tuned.add(transport)
     try:
         fast_reassembly(transport)
         delay_sacks(transport)
+        skip_needless_retransmit_scans(transport)
     except AttributeError as error:  # an aiortc not as written against: it stays as it is
         logger.debug("SCTP transport left untuned: %r", error)
 
@@ -149,6 +162,67 @@ def delay_sacks(transport: RTCSctpTransport) -> None:
             timer = asyncio.get_running_loop().call_later(SACK_DELAY, flush)
 
     transport._send_sack = maybe_sack  # type: ignore[method-assign]
+
+
+def skip_needless_retransmit_scans(transport: RTCSctpTransport) -> None:
+    """Replace ``transport._transmit`` with aiortc 1.16.0's own, whose walk of the sent queue for
+    chunks to retransmit runs only when some may be marked: after a SACK with gap reports or T3
+    expiring (the only places aiortc marks them), until a walk completes (it then sent them all)."""
+    t: Any = transport
+    receive_sack, t3_expired = t._receive_sack_chunk, t._t3_expired
+    marked = False
+
+    async def on_sack(chunk: SackChunk) -> None:
+        nonlocal marked
+        if chunk.gaps:
+            marked = True
+        await receive_sack(chunk)
+
+    def on_t3_expired() -> None:
+        nonlocal marked
+        marked = True
+        t3_expired()
+
+    async def transmit() -> None:
+        """aiortc 1.16.0's ``RTCSctpTransport._transmit``, with its retransmission walk guarded."""
+        nonlocal marked
+        if t._forward_tsn_chunk is not None:
+            await t._send_chunk(t._forward_tsn_chunk)
+            t._forward_tsn_chunk = None
+            if not t._t3_handle:
+                t._t3_start()
+        burst_size = (2 if t._fast_recovery_exit is not None else 4) * USERDATA_MAX_LENGTH
+        cwnd = min(t._flight_size + burst_size, t._cwnd)
+        if marked:
+            retransmit_earliest = True
+            for chunk in t._sent_queue:
+                if chunk._retransmit:
+                    if t._fast_recovery_transmit:
+                        t._fast_recovery_transmit = False
+                    elif t._flight_size >= cwnd:
+                        return  # some are left marked: the next call walks again
+                    t._flight_size_increase(chunk)
+                    chunk._misses = 0
+                    chunk._retransmit = False
+                    chunk._sent_count += 1
+                    await t._send_chunk(chunk)
+                    if retransmit_earliest:
+                        t._t3_restart()
+                retransmit_earliest = False
+            marked = False
+        while t._outbound_queue and t._flight_size < cwnd:
+            chunk = t._outbound_queue.popleft()
+            t._sent_queue.append(chunk)
+            t._flight_size_increase(chunk)
+            chunk._sent_count += 1
+            chunk._sent_time = time.time()
+            await t._send_chunk(chunk)
+            if not t._t3_handle:
+                t._t3_start()
+
+    t._receive_sack_chunk = on_sack
+    t._t3_expired = on_t3_expired
+    t._transmit = transmit
 
 
 def widen_receive_buffers(transport: RTCSctpTransport, size: int = RECEIVE_BUFFER) -> None:
