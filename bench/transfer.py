@@ -11,6 +11,10 @@ the simplest correct transfer: a text header with the size, the file in 16 KiB m
 by ``bufferedAmount`` (pause above 1 MiB, resume on ``bufferedamountlow`` at 256 KiB), the
 receiver writing each to its file and answering the sha256 when all bytes are in.
 
+CPU per MB: the CPU time (user and system, from /proc) each process used during the transfer,
+per megabyte: on a machine shared with other work, the cost that sets the rate when the CPU is
+the limit, which the rate itself shows only through the noise.
+
 Round trip: a line of chat sent, echoed by the other side, received (ours: ``send_text`` and
 the room's events; bare: channel callbacks), ``ROUND_TRIPS`` times a round: median and p99.
 """
@@ -181,9 +185,12 @@ class Pair:
 
     def __init__(self, sender: harness.Child, receiver: harness.Child, folder: Path, bare: bool) -> None:
         self.sender, self.receiver, self.folder, self.bare = sender, receiver, folder, bare
+        self.cpu = (0.0, 0.0)
+        """CPU seconds the sender and the receiver used for the last file."""
 
     async def send_file(self, path: Path, sha256: str) -> float:
         """Seconds for ``path`` to arrive, after checking the copy saved is whole."""
+        before = self.sender.usage().cpu_seconds, self.receiver.usage().cpu_seconds
         self.sender.send({"do": "file", "path": str(path)})
         sent = await self.sender.expect("sent", TIMEOUT)
         if self.bare:
@@ -191,6 +198,7 @@ class Pair:
         else:
             received = await self.receiver.expect("received", TIMEOUT)
             saved, confirmed = Path(received["path"]), received["sha256"]
+        self.cpu = (self.sender.usage().cpu_seconds - before[0], self.receiver.usage().cpu_seconds - before[1])
         actual = await asyncio.to_thread(_sha256, saved)
         saved.unlink()
         if not sent["sha256"] == confirmed == actual == sha256:
@@ -243,6 +251,8 @@ async def measure(rounds: int, seconds: float, quick: bool, size: Optional[int] 
     rounds = 1 if quick else rounds
     trips = QUICK_ROUND_TRIPS if quick else ROUND_TRIPS
     rate = harness.Row(f"data channel file transfer, {size / 1e6:g} MB", "MB/s", higher_is_better=True)
+    sender_cpu = harness.Row("CPU per MB, sender", "ms")
+    receiver_cpu = harness.Row("CPU per MB, receiver", "ms")
     median = harness.Row("chat round trip, median", "ms")
     worst = harness.Row("chat round trip, p99", "ms")
     signaling, url = await harness.server()
@@ -259,7 +269,10 @@ async def measure(rounds: int, seconds: float, quick: bool, size: Optional[int] 
             pairs.append(bare)
 
             async def transfer(pair: Pair) -> float:
-                return size / await pair.send_file(source, sha256) / 1e6
+                rate = size / await pair.send_file(source, sha256) / 1e6
+                for row, seconds in zip((sender_cpu, receiver_cpu), pair.cpu):
+                    (row.bare if pair.bare else row.ours).append(seconds * 1000 / (size / 1e6))
+                return rate
 
             await harness.alternate(rounds, lambda: transfer(ours), lambda: transfer(bare), rate)
             for _ in range(rounds):
@@ -270,7 +283,7 @@ async def measure(rounds: int, seconds: float, quick: bool, size: Optional[int] 
         finally:
             await asyncio.gather(*(pair.stop() for pair in pairs))
             await signaling.stop()
-    return [rate, median, worst]
+    return [rate, sender_cpu, receiver_cpu, median, worst]
 
 
 def main() -> None:
