@@ -7,7 +7,7 @@ as expected, the transport is left as aiortc made it (slower, never wrong). The 
 ``peer.aiortc_fixes.guard_receipt`` wrap other steps of the same transport and stay in force.
 
 Profiled between two processes (bench/transfer.py, py-spy), a file moving over a bare aiortc
-channel costs a fixed amount of Python per SCTP packet of 1,2 kB on each side (DTLS through
+channel costs a fixed amount of Python per SCTP packet of 1.2 kB on each side (DTLS through
 pyOpenSSL, the event loop, the SCTP bookkeeping), with both processes near a full core. Two
 costs per packet are aiortc's own choices, not the protocol's:
 
