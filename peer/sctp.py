@@ -1,9 +1,11 @@
 """Data channel speed: less work per SCTP packet in aiortc's ``RTCSctpTransport``.
 
 Written against aiortc 1.16.0 and aioice 0.13.0; it reaches into their private parts
-(``RTCSctpTransport._send_sack``, ``_get_inbound_stream`` and ``_inbound_streams``,
-``InboundStream``, aioice's ``Connection._queue``). Each reach fails soft: where aiortc is not
-as expected, the transport is left as aiortc made it (slower, never wrong). The guards of
+(``RTCSctpTransport._send_sack``, ``_transmit`` with ``_receive_sack_chunk`` and ``_t3_expired``,
+``_get_inbound_stream`` and ``_inbound_streams``, ``InboundStream``; aioice's
+``Connection._queue`` and ``_protocols``). With another aiortc than 1.16 nothing is changed, and
+a reach that finds aiortc not as expected leaves the transport as aiortc made it (slower,
+never wrong). Its tests: tests/test_data_channel.py and tests/test_data_channel_browser.py. The guards of
 ``peer.aiortc_fixes.guard_receipt`` wrap other steps of the same transport and stay in force.
 
 Profiled between two processes (bench/transfer.py, py-spy), a file moving over a bare aiortc
