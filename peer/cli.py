@@ -32,6 +32,7 @@ from . import (ASK_TIMEOUT, DEFAULT_MAX_PER_PEER, DEFAULT_MAX_TOTAL, DEFAULT_SER
                LocalMedia, Member, PeerError, PeerJoined, PeerLeft, Rejoined, Retrying, Room, SignalingLost,
                SignalingUnreachable, TrackReceived, TransferError, check_fps, human_size, join, list_devices,
                parse_bitrate, parse_size, parse_video_size)
+from . import run as run_on_fast_loop
 from .media.window import Window, check_display
 from .memory import return_big_buffers
 from .terminal import Terminal, say
@@ -603,7 +604,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             say(line)
         return 0
     try:
-        return asyncio.run(run(args))
+        return run_on_fast_loop(run(args))
     except PeerError as error:
         print(f"peer: {printable(str(error))}", file=sys.stderr)  # may quote the server's reason
         return error.exit_code

@@ -31,13 +31,22 @@ from aiortc import RTCDataChannel
 
 from signaling.protocol import Member
 
+from . import sctp
 from .errors import TransferError
 from .wire import Accept, End, Failed, Received, Reply, Start, encode_files, is_count
 
 logger = logging.getLogger(__name__)
 
-CHUNK = 16 * 1024
-"""Below the 64 KiB message size every WebRTC stack accepts."""
+CHUNK = 64 * 1024
+"""The largest chunk sent: the 64 KiB message size every WebRTC stack accepts (RFC 8841 6.1
+assumes it of a peer that announces none; aiortc and Chrome announce 256 KiB, Firefox 1 GB),
+less where the other side announces less. Fewer, larger messages cost less per byte on both
+sides (bench/transfer.py); larger ones would stall other channels' messages longer."""
+READ_BLOCK = 1024 * 1024
+"""What the sender reads (and hashes) at a time, on its thread."""
+WRITE_BLOCK = 1024 * 1024
+"""What the receiver gathers before handing it to its writer thread, which hashes and writes it:
+one hand-over per chunk cost more on the event loop than the writing itself."""
 HIGH_WATER = 1024 * 1024
 LOW_WATER = 256 * 1024
 CONFIRM_TIMEOUT = 30.0
@@ -180,6 +189,7 @@ class FileSender:
         channel.bufferedAmountLowThreshold = LOW_WATER
         channel.on("bufferedamountlow", self._drained.set)
         channel.on("close", self._on_close)
+        sctp.tune(channel.transport)  # the files channel is on every connection between peers of ours
 
     async def send(self, path: Path, progress: Optional[Progress] = None) -> str:
         """Send ``path`` once the receiver accepts it; return its sha256 once the receiver has
@@ -223,23 +233,33 @@ class FileSender:
         return reply
 
     async def _stream(self, path: Path, size: int, progress: Optional[Progress]) -> str:
+        """Send the file's bytes in chunks of ``chunk_size``; return the sha256 of what was
+        sent. Read and hashed on a thread."""
         loop = asyncio.get_running_loop()
         digest = hashlib.sha256()
         done = 0
+        chunk_size = self.chunk_size()
         assert self._reply is not None  # _expect_reply() came first, under the lock
         with concurrent.futures.ThreadPoolExecutor(1) as reader, open(path, "rb") as file:
-            while block := await loop.run_in_executor(reader, file.read, 64 * CHUNK):
-                for start in range(0, len(block), CHUNK):
+            while block := await loop.run_in_executor(reader, _read_hashed, file, digest, READ_BLOCK):
+                for start in range(0, len(block), chunk_size):
                     await self._room_in_buffer()
                     if self._reply.done():
                         raise TransferError(f"{path.name}: the receiver gave up ({_reason(self._reply.result())})")
-                    chunk = block[start:start + CHUNK]
+                    chunk = block[start:start + chunk_size]
                     self._send(chunk)
-                    digest.update(chunk)
                     done += len(chunk)
                     if progress:
                         progress(done, size)
         return digest.hexdigest()
+
+    def chunk_size(self) -> int:
+        """CHUNK, or the largest message the other side announced (``a=max-message-size``) if
+        smaller; aiortc refuses to send more than that (0 means no limit)."""
+        announced = getattr(self.channel.transport, "_remote_max_message_size", None)
+        if isinstance(announced, int) and 0 < announced < CHUNK:
+            return announced
+        return CHUNK
 
     def _send(self, data: Any) -> None:
         if self.channel.readyState != "open":
@@ -262,6 +282,13 @@ class FileSender:
             self._reply.set_result(None)  # the peer left
 
 
+def _read_hashed(file: Any, digest: Any, size: int) -> bytes:
+    """Up to ``size`` bytes of ``file``, added to ``digest``: on the reader thread."""
+    block = file.read(size)
+    digest.update(block)
+    return block
+
+
 def _reason(reply: Optional[Reply], otherwise: str = "no reason given") -> str:
     if reply is None:
         return "the peer left"
@@ -279,7 +306,14 @@ class _Incoming:
     part: concurrent.futures.Future
     """Its ``_Part``, created on the writer thread."""
     done: int = 0
-    digest: Any = field(default_factory=hashlib.sha256)
+    pending: list[bytes] = field(default_factory=list)
+    """Chunks not yet handed to the writer thread (less than WRITE_BLOCK in all)."""
+    pending_bytes: int = 0
+
+    def hand_over(self) -> list[bytes]:
+        """The chunks gathered so far, to write; none are kept."""
+        chunks, self.pending, self.pending_bytes = self.pending, [], 0
+        return chunks
 
 
 class FileReceiver:
@@ -368,32 +402,39 @@ class FileReceiver:
             self._fail(f"it sent more than the {incoming.size} bytes announced",
                        f"more than the {incoming.size} bytes announced")
             return
-        incoming.digest.update(chunk)
         incoming.done += len(chunk)
-        self._writer.submit(_write, incoming.part, chunk)
+        incoming.pending.append(chunk)
+        incoming.pending_bytes += len(chunk)
+        if incoming.pending_bytes >= WRITE_BLOCK:
+            self._writer.submit(_write, incoming.part, incoming.hand_over())
         self._on_progress(incoming.name, incoming.done, incoming.size)
 
     def _end(self, sha256: str) -> None:
         incoming = self._incoming
         if incoming is None:
             return
-        actual = incoming.digest.hexdigest()
-        if actual != sha256 or incoming.done != incoming.size:
+        if incoming.done != incoming.size:
             self._fail("the file arrived damaged (sha256 mismatch)", "checksum mismatch")
             return
         self._incoming = None
-        finished = asyncio.wrap_future(self._writer.submit(_finish, incoming.part, incoming.name))
+        finished = asyncio.wrap_future(self._writer.submit(_finish, incoming.part, incoming.hand_over(),
+                                                           incoming.name, sha256))
 
         def done(future: asyncio.Future) -> None:
             if future.cancelled():
                 return
-            if future.exception() is not None:
+            error = future.exception()
+            if error is not None:
                 self._release(incoming)
+                if isinstance(error, _Damaged):
+                    self._reply(Failed("checksum mismatch"))
+                    self._on_failed(incoming.name, "the file arrived damaged (sha256 mismatch); nothing was saved")
+                    return
                 self._reply(Failed("could not save the file"))
-                self._on_failed(incoming.name, f"could not save it: {future.exception()}")
+                self._on_failed(incoming.name, f"could not save it: {error}")
                 return
-            self._reply(Received(actual))
-            self._on_done(future.result(), actual)
+            self._reply(Received(sha256))
+            self._on_done(future.result(), sha256)
 
         finished.add_done_callback(done)
 
@@ -426,13 +467,17 @@ class _Part:
         handle, path = tempfile.mkstemp(dir=directory, prefix=f".{name}.", suffix=".part")
         self.path = Path(path)
         self.file = os.fdopen(handle, "wb")
+        self.digest = hashlib.sha256()
+        """Of every byte received, written or not."""
         self.error: Optional[OSError] = None
         """The first write that failed (a full disk): the file is then refused at the end."""
 
-    def write(self, chunk: bytes) -> None:
+    def write(self, chunks: list[bytes]) -> None:
+        for chunk in chunks:
+            self.digest.update(chunk)
         if self.error is None:
             try:
-                self.file.write(chunk)
+                self.file.writelines(chunks)
             except OSError as error:
                 self.error = error
 
@@ -440,10 +485,14 @@ class _Part:
         self.file.close()
         self.path.unlink(missing_ok=True)
 
-    def finish(self, name: str) -> Path:
-        """Close and give the file its name; removed if that fails."""
+    def finish(self, chunks: list[bytes], name: str, sha256: str) -> Path:
+        """Write the last ``chunks``, check the whole against ``sha256`` (``_Damaged`` if it
+        differs), close and give the file its name; removed if any of that fails."""
         try:
+            self.write(chunks)
             self.file.close()
+            if self.digest.hexdigest() != sha256:
+                raise _Damaged(sha256)
             if self.error is not None:
                 raise self.error
             return _claim(self.path, name)
@@ -478,8 +527,12 @@ def _claim(part: Path, name: str) -> Path:
     raise FileExistsError(f"{name} and {MAX_NUMBERED - 1} numbered copies exist already")
 
 
-def _write(part: concurrent.futures.Future, chunk: bytes) -> None:
-    part.result().write(chunk)
+class _Damaged(Exception):
+    """What arrived does not have the sha256 the sender announced."""
+
+
+def _write(part: concurrent.futures.Future, chunks: list[bytes]) -> None:
+    part.result().write(chunks)
 
 
 def _discard(part: concurrent.futures.Future) -> None:
@@ -487,5 +540,5 @@ def _discard(part: concurrent.futures.Future) -> None:
         part.result().discard()
 
 
-def _finish(part: concurrent.futures.Future, name: str) -> Path:
-    return part.result().finish(name)
+def _finish(part: concurrent.futures.Future, chunks: list[bytes], name: str, sha256: str) -> Path:
+    return part.result().finish(chunks, name, sha256)

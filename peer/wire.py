@@ -27,8 +27,9 @@ from typing import Any, ClassVar, Optional, TypeGuard, Union
 from signaling.protocol import MAX_ID_CHARS
 
 MAX_MESSAGE_BYTES = 64 * 1024
-"""The largest text message read on either channel, in UTF-8: aiortc announces
-``a=max-message-size:65536`` and refuses to send more to a peer of its kind, so nothing
+"""The largest text message read on either channel, in UTF-8: the 64 KiB every WebRTC stack
+accepts (RFC 8841 assumes it of a peer that announces no ``a=max-message-size``); our peers'
+text messages are far smaller (file chunks are binary, up to ``transfer.CHUNK``), so nothing
 honest is larger."""
 MAX_REASON_CHARS = 200
 """A ``failed`` message's reason is cut to this: it is shown to people."""
