@@ -26,13 +26,13 @@ from typing import Optional, Sequence
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 if __name__ == "__main__":
-    # The modules are imported as ``bench.<name>``: the project's root first, so that ``signaling``
-    # is the package, not bench/signaling.py; bench/ last, for modules that ``import harness``.
+    # The modules are imported as ``bench.<name>``: the project's root first, so that ``peer`` and
+    # ``signaling`` are the packages of this checkout; bench/ last, for modules that ``import harness``.
     sys.path[:] = [str(ROOT)] + [entry for entry in sys.path if Path(entry or ".").resolve() != BENCH] + [str(BENCH)]
 
 from bench import harness  # noqa: E402
 
-MODULES = ["cold_start", "call", "frame_latency", "transfer", "room", "signaling"]
+MODULES = ["cold_start", "call", "frame_latency", "transfer", "room", "signaling_server"]
 """The suite, in the order it runs and its rows are printed: ``bench/<name>.py``, each with
 ``async def measure(rounds, seconds, quick) -> list[harness.Row]``."""
 

@@ -1,4 +1,4 @@
-"""bench/signaling.py runs: its quick version (50 clients, half a second a step), so that it
+"""bench/signaling_server.py runs: its quick version (50 clients, half a second a step), so that it
 never rots. No figure is checked here (timing belongs in the bench; see docs/benchmarks.md)."""
 
 import subprocess

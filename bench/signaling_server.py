@@ -1,6 +1,6 @@
 """The signaling server under 1,000 clients in 500 rooms, ours beside a bare python-socketio relay.
 
-    python bench/signaling.py [--rounds 3] [--seconds 3] [--clients 1000] [--rate 2000] [--quick]
+    python bench/signaling_server.py [--rounds 3] [--seconds 3] [--clients 1000] [--rate 2000] [--quick]
 
 Ours is ``python -m signaling --host 127.0.0.1 --port P``, started as a user starts it (its
 own process, default settings and limits). The baseline is a bare python-socketio relay done
