@@ -117,7 +117,8 @@ class VideoJitterBuffer:
         assert self._next is not None
         number = self._extend(packet.sequence_number)
         pli = False
-        if number < self._next and self._before == _FIRST and self._next - number < MAX_MISORDER:
+        if number < self._next and self._before == _FIRST and self._next - number < MAX_MISORDER \
+                and self._highest - number < self._capacity:
             self._next = number  # the stream's first packets came out of order: begin at the earliest
         elif self._late(number):
             return False
