@@ -45,6 +45,9 @@ CLOCK_RATE = 90000
 MAX_WAIT = CLOCK_RATE // 5
 """How much later media (RTP timestamp ticks, 200 ms) may arrive while a frame waits for a lost
 packet: enough for a NACK and its retransmission on any usable path."""
+MAX_LATE = CLOCK_RATE * 10
+"""How much older than the newest media a packet far behind may be and still be a late
+retransmission rather than a sender that started again (10 s of RTP timestamp ticks)."""
 
 
 @dataclass(frozen=True)
@@ -120,7 +123,7 @@ class VideoJitterBuffer:
         if number < self._next and self._before == _FIRST and self._next - number < MAX_MISORDER \
                 and self._highest - number < self._capacity:
             self._next = number  # the stream's first packets came out of order: begin at the earliest
-        elif self._late(number):
+        elif self._late(number, packet.timestamp):
             return False
         elif number < self._next:  # far behind: the sender started again
             self._restart(number, packet.timestamp)
@@ -134,10 +137,20 @@ class VideoJitterBuffer:
                 self._highest, self._newest = number, packet.timestamp
         return pli
 
-    def _late(self, number: int) -> bool:
-        """A packet whose frame was handed on or given up already (a duplicate, a retransmission too late)."""
+    def _late(self, number: int, timestamp: int) -> bool:
+        """A packet whose frame was handed on or given up already (a duplicate, a retransmission too late).
+
+        Further behind than aiortc's ``MAX_MISORDER`` too, within the capacity, when its media is
+        no newer than the newest and at most ``MAX_LATE`` older: a retransmission asked again
+        (aiortc's receiver asks for each missing packet again at every new loss, until 128
+        behind) and answered after the frame was given up, or a copy of one answered twice.
+        Taken for a restart, as aiortc does, it threw away the frames held, asked a keyframe,
+        and began again at the stale packet. A sender that restarts numbers and timestamps
+        (both at random) is taken for one all the same, but for about one time in 10**6."""
         assert self._next is not None
-        return 0 < self._next - number < MAX_MISORDER
+        behind = self._next - number
+        return 0 < behind < MAX_MISORDER or \
+            0 < behind < self._capacity and 0 <= _later(self._newest, timestamp) <= MAX_LATE
 
     def _extend(self, sequence_number: int) -> int:
         """The extended sequence number nearest to the highest seen (wrap-around at 65536)."""
