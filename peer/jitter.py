@@ -42,9 +42,11 @@ MAX_MISORDER = 100
 """A packet this far behind the next one expected means the sender started again (aiortc's rule)."""
 CLOCK_RATE = 90000
 """The RTP clock of every video codec (RFC 3551)."""
-MAX_WAIT = CLOCK_RATE // 5
-"""How much later media (RTP timestamp ticks, 200 ms) may arrive while a frame waits for a lost
-packet: enough for a NACK and its retransmission on any usable path."""
+MAX_WAIT = CLOCK_RATE // 2
+"""How much later media (RTP timestamp ticks, 500 ms) may arrive while a frame waits for a lost
+packet: a NACK and its retransmission take a round trip, and calls run on paths of 250 to 400 ms
+(another continent, a mobile network). At 200 ms, every loss on such a path cost a frame and a
+keyframe request (tests/test_attack_jitter.py); aiortc's own buffer waits for 512 packets."""
 MAX_LATE = CLOCK_RATE * 10
 """How much older than the newest media a packet far behind may be and still be a late
 retransmission rather than a sender that started again (10 s of RTP timestamp ticks)."""
