@@ -4,6 +4,8 @@ remote peer's to choose once DTLS is up), fed by hand: no sockets, no clock."""
 from __future__ import annotations
 
 from aiortc.rtp import RtpPacket
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from peer.jitter import VideoJitterBuffer
 
@@ -91,3 +93,35 @@ def test_a_sender_that_starts_again_a_little_behind_is_still_taken_for_one() -> 
     said = [buffer.add(p) for p in again]
     assert said[0][0], "a keyframe asked"
     assert [f.timestamp for _, f in said if f is not None] == [123456789, 123456789 + TICKS]
+
+
+@settings(max_examples=300, deadline=None)
+@given(steps=st.lists(st.tuples(st.sampled_from([1, -1, 0, 2, -150, 300, 40000]), st.booleans(),
+                                st.sampled_from([0, 0, TICKS, -TICKS, 40000, 1 << 31]), st.integers(1, 40)),
+                      max_size=40))
+def test_whatever_a_sender_numbers_the_buffer_stays_bounded_and_hands_on_one_timestamp_a_frame(
+        steps: list[tuple[int, bool, int, int]]) -> None:
+    """Runs of numbers stepping on, back, repeating, leaping; timestamps still, back, leaping;
+    marker bits anywhere: nothing is raised, the packets held span less than the capacity, and
+    each frame handed on is made of packets of one timestamp, in their order."""
+    buffer = VideoJitterBuffer(capacity=16, max_wait=2 * TICKS)
+    number, timestamp = 1000, 0
+    for step, marker, leap, run in steps:
+        timestamp = (timestamp + leap) % (1 << 32)
+        for _ in range(run):
+            number += step
+            feed(buffer, number, timestamp, marker)
+            if buffer.held:
+                assert max(buffer._packets) - min(buffer._packets) < 16
+
+
+def feed(buffer: VideoJitterBuffer, number: int, timestamp: int, marker: bool) -> None:
+    """Add a packet whose data names its timestamp and number; check what it brings out."""
+    p = packet(number, timestamp, marker)
+    p._data = b"%d,%d;" % (timestamp, number % 65536)  # type: ignore[attr-defined]
+    _, frame = buffer.add(p)
+    for made in ([frame] + buffer.more() if frame is not None else []):
+        parts = [part.split(b",") for part in made.data.split(b";")[:-1]]
+        assert {int(ts) for ts, _ in parts} == {made.timestamp}, made.data
+        numbers = [int(n) for _, n in parts]
+        assert numbers == [(numbers[0] + i) % 65536 for i in range(len(numbers))], made.data
