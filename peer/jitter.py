@@ -19,10 +19,11 @@ for up to ``max_wait`` of media time (RTP timestamps, so this module needs no cl
 frames that cannot be whole are dropped, up to a packet proven to start a frame, and a picture
 loss indication (PLI) is asked for, since later frames refer to the ones dropped. PLI is also
 asked, as aiortc does, when the sequence numbers jump back by ``MAX_MISORDER`` or more (the
-sender restarted) or forward by ``capacity`` or more.
+sender restarted; not for a retransmission that comes late, see ``_late``) or forward by
+``capacity`` or more.
 
-Sans-I/O: no sockets, no event loop, no clock; the unit tests (tests/test_jitter.py) feed it
-packets. Memory is bounded: packets held span fewer than ``capacity`` sequence numbers, and
+Sans-I/O: no sockets, no event loop, no clock; the unit tests (tests/test_jitter.py, and a
+hostile sender's packets in tests/test_attack_jitter.py) feed it packets. Memory is bounded: packets held span fewer than ``capacity`` sequence numbers, and
 frames made whole but not yet taken (several may complete at one packet: ``add`` returns the
 first, ``more`` the others) are bounded by the packets they were made of.
 """
