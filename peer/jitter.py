@@ -19,10 +19,11 @@ for up to ``max_wait`` of media time (RTP timestamps, so this module needs no cl
 frames that cannot be whole are dropped, up to a packet proven to start a frame, and a picture
 loss indication (PLI) is asked for, since later frames refer to the ones dropped. PLI is also
 asked, as aiortc does, when the sequence numbers jump back by ``MAX_MISORDER`` or more (the
-sender restarted) or forward by ``capacity`` or more.
+sender restarted; not for a retransmission that comes late, see ``_late``) or forward by
+``capacity`` or more.
 
-Sans-I/O: no sockets, no event loop, no clock; the unit tests (tests/test_jitter.py) feed it
-packets. Memory is bounded: packets held span fewer than ``capacity`` sequence numbers, and
+Sans-I/O: no sockets, no event loop, no clock; the unit tests (tests/test_jitter.py, and a
+hostile sender's packets in tests/test_attack_jitter.py) feed it packets. Memory is bounded: packets held span fewer than ``capacity`` sequence numbers, and
 frames made whole but not yet taken (several may complete at one packet: ``add`` returns the
 first, ``more`` the others) are bounded by the packets they were made of.
 """
@@ -42,9 +43,14 @@ MAX_MISORDER = 100
 """A packet this far behind the next one expected means the sender started again (aiortc's rule)."""
 CLOCK_RATE = 90000
 """The RTP clock of every video codec (RFC 3551)."""
-MAX_WAIT = CLOCK_RATE // 5
-"""How much later media (RTP timestamp ticks, 200 ms) may arrive while a frame waits for a lost
-packet: enough for a NACK and its retransmission on any usable path."""
+MAX_WAIT = CLOCK_RATE // 2
+"""How much later media (RTP timestamp ticks, 500 ms) may arrive while a frame waits for a lost
+packet: a NACK and its retransmission take a round trip, and calls run on paths of 250 to 400 ms
+(another continent, a mobile network). At 200 ms, every loss on such a path cost a frame and a
+keyframe request (tests/test_attack_jitter.py); aiortc's own buffer waits for 512 packets."""
+MAX_LATE = CLOCK_RATE * 10
+"""How much older than the newest media a packet far behind may be and still be a late
+retransmission rather than a sender that started again (10 s of RTP timestamp ticks)."""
 
 
 @dataclass(frozen=True)
@@ -117,9 +123,10 @@ class VideoJitterBuffer:
         assert self._next is not None
         number = self._extend(packet.sequence_number)
         pli = False
-        if number < self._next and self._before == _FIRST and self._next - number < MAX_MISORDER:
+        if number < self._next and self._before == _FIRST and self._next - number < MAX_MISORDER \
+                and self._highest - number < self._capacity:
             self._next = number  # the stream's first packets came out of order: begin at the earliest
-        elif self._late(number):
+        elif self._late(number, packet.timestamp):
             return False
         elif number < self._next:  # far behind: the sender started again
             self._restart(number, packet.timestamp)
@@ -133,10 +140,20 @@ class VideoJitterBuffer:
                 self._highest, self._newest = number, packet.timestamp
         return pli
 
-    def _late(self, number: int) -> bool:
-        """A packet whose frame was handed on or given up already (a duplicate, a retransmission too late)."""
+    def _late(self, number: int, timestamp: int) -> bool:
+        """A packet whose frame was handed on or given up already (a duplicate, a retransmission too late).
+
+        Further behind than aiortc's ``MAX_MISORDER`` too, within the capacity, when its media is
+        no newer than the newest and at most ``MAX_LATE`` older: a retransmission asked again
+        (aiortc's receiver asks for each missing packet again at every new loss, until 128
+        behind) and answered after the frame was given up, or a copy of one answered twice.
+        Taken for a restart, as aiortc does, it threw away the frames held, asked a keyframe,
+        and began again at the stale packet. A sender that restarts numbers and timestamps
+        (both at random) is taken for one all the same, but for about one time in 10**6."""
         assert self._next is not None
-        return 0 < self._next - number < MAX_MISORDER
+        behind = self._next - number
+        return 0 < behind < MAX_MISORDER or \
+            0 < behind < self._capacity and 0 <= _later(self._newest, timestamp) <= MAX_LATE
 
     def _extend(self, sequence_number: int) -> int:
         """The extended sequence number nearest to the highest seen (wrap-around at 65536)."""

@@ -150,7 +150,7 @@ class NeverGivesUp(VideoJitterBuffer):
 class TakesLate(VideoJitterBuffer):
     """Takes a packet whose frame went already as if the sender had started again."""
 
-    def _late(self, number: int) -> bool:
+    def _late(self, number: int, timestamp: int) -> bool:
         return False
 
 
