@@ -8,7 +8,7 @@ from conftest import ROOT, child_env
 
 
 def test_the_signaling_bench_runs_and_prints_its_table():
-    done = subprocess.run([sys.executable, str(ROOT / "bench" / "signaling.py"), "--quick"], env=child_env(),
+    done = subprocess.run([sys.executable, str(ROOT / "bench" / "signaling_server.py"), "--quick"], env=child_env(),
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
     for row in ("join latency median", "relay latency p99", "server CPU per message", "relays at saturation"):

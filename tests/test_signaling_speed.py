@@ -1,7 +1,7 @@
 """What the signaling server's speed-ups (signaling/fastpath.py, uvloop in ``python -m signaling``)
 could break, checked against real servers: every transport still works, a client's events are
 still handled in the order sent, hostile JSON meets the rules it always met, the server a peer
-hosts in-process still relays. How fast it is lives in bench/signaling.py, not here."""
+hosts in-process still relays. How fast it is lives in bench/signaling_server.py, not here."""
 
 from __future__ import annotations
 
