@@ -527,6 +527,12 @@ class GuardedSocketIO(socketio.AsyncServer):
             self.eio.drop(eio_sid, f"no Socket.IO connect within {self.limits.handshake_timeout:g} s")
 
     async def _handle_eio_message(self, eio_sid: str, data: Any) -> None:
+        session = self.eio.sockets.get(eio_sid)
+        if session is None or session.closed:
+            # What a websocket still carries after its session closed (the client's close,
+            # the ping timeout): python-engineio's loop goes on reading it a while, and a
+            # Socket.IO connect then fails on the session's environ, gone, in a traceback.
+            return
         try:
             if not data and eio_sid not in self._binary_packet:  # the library fails on it, later
                 raise ValueError("empty packet")
