@@ -180,7 +180,7 @@ async def test_a_deadline_expires_only_when_nothing_touched_it():
     deadline.cancel()
 
 
-CLOSING = TIMEOUT + 10
+CLOSING = TIMEOUT + 15
 """aiohttp waits up to 10 s for a client to answer a websocket close, then cuts it."""
 
 
