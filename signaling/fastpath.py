@@ -47,7 +47,9 @@ if orjson is not None and tuple(int(part) for part in re.findall(r"\d+", orjson.
     orjson = None
 
 
-_LONG_NUMBER = re.compile(r"\d{20}")
+_LONG_NUMBER = re.compile(r"\d{20}|-\d{19}")
+"""Integers orjson reads as floats: past 64 bits unsigned (20 digits), or below -2**63 (a
+minus and 19 digits; a plain 19-digit run, as in an SDP's session id, fits in 64 bits)."""
 
 
 class FastJSON:
@@ -61,7 +63,7 @@ class FastJSON:
 
         Where the two differ, the standard library decides, so hostile JSON meets the rules
         it always met: text with a run of 20 digits or more (orjson reads an integer beyond
-        64 bits as a float) never reaches orjson, and what orjson refuses (lone surrogates
+        64 bits, or below -2**63, as a float) never reaches orjson, and what orjson refuses (lone surrogates
         such as ``"\\ud800"``, ``NaN``, ``1e400``, nesting past 1024, see ``ORJSON_SINCE``) is read again by the
         standard library, whose answer (a value, or the error that drops the client) is the
         one the server always gave."""
@@ -186,12 +188,12 @@ class LeanSocket(AsyncSocket):
 
     async def _read_from(self, ws: Any, deadline: Deadline) -> None:
         limit = self.server.max_http_buffer_size
-        while True:
+        while not self.closed:  # a session closed (by the client, or at the ping timeout) is over
             try:
                 data = await ws.wait()
             except (Exception, asyncio.CancelledError):  # closed, aborted, or the server stopping
                 return
-            if data is None or len(data) > limit:
+            if data is None or len(data) > limit or self.closed:
                 return
             deadline.touch()
             try:

@@ -351,12 +351,16 @@ def _packet_size(item: Any) -> int:
 
 
 def check_engineio_packet(data: Any) -> None:
-    """Raise ValueError for what Engine.IO cannot decode (an empty or non-numeric packet).
-    Text that starts with an ASCII digit always decodes (its type; the rest is data): no
-    need to decode it twice."""
-    if isinstance(data, str) and "0" <= data[:1] <= "9":
+    """Raise ValueError for what Engine.IO cannot decode (an empty or non-numeric packet,
+    JSON nested too deep for the standard library). Text that starts with an ASCII digit
+    and goes on with a digit or nothing (a Socket.IO packet, a pong) always decodes (its
+    type; the rest is data, not JSON): no need to decode it twice."""
+    if isinstance(data, str) and "0" <= data[:1] <= "9" and (len(data) == 1 or data[1].isnumeric()):
         return
-    eio_packet.Packet(encoded_packet=data)
+    try:
+        eio_packet.Packet(encoded_packet=data)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
 
 
 class CheckedWebSocket(WebSocket):
@@ -391,7 +395,7 @@ class CheckedSocket(LeanSocket):
     async def handle_post_request(self, environ: dict) -> None:
         try:
             await super().handle_post_request(environ)
-        except ValueError as error:
+        except (ValueError, RecursionError) as error:  # RecursionError: JSON nested too deep
             self.server.drop(self.sid, f"bad packet ({str(error)[:100]})")
         except ConnectionError:
             pass  # the client went, or was cut off for sending too slowly (logged then)
@@ -523,11 +527,19 @@ class GuardedSocketIO(socketio.AsyncServer):
             self.eio.drop(eio_sid, f"no Socket.IO connect within {self.limits.handshake_timeout:g} s")
 
     async def _handle_eio_message(self, eio_sid: str, data: Any) -> None:
+        session = self.eio.sockets.get(eio_sid)
+        if session is None or session.closed:
+            # What a websocket still carries after its session closed (the client's close,
+            # the ping timeout): python-engineio's loop goes on reading it a while, and a
+            # Socket.IO connect then fails on the session's environ, gone, in a traceback.
+            return
         try:
             if not data and eio_sid not in self._binary_packet:  # the library fails on it, later
                 raise ValueError("empty packet")
             await super()._handle_eio_message(eio_sid, data)
-        except ValueError as error:  # what the library's decoding raises, JSON errors included
+        # what the library's decoding raises, JSON errors included; RecursionError: what it
+        # decoded is nested too deep to walk (binary placeholders, put back recursively)
+        except (ValueError, RecursionError) as error:
             self._binary_packet.pop(eio_sid, None)
             self.eio.drop(eio_sid, f"bad packet ({str(error)[:100]})")
 

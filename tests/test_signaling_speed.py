@@ -6,14 +6,17 @@ hosts in-process still relays. How fast it is lives in bench/signaling_server.py
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from pathlib import Path
 
+import aiohttp
 import pytest
 from engineio import json as engineio_json
 
 from conftest import Server
 from signaling import SignalingServer
+from signaling.server import ServerConfig
 from signaling.fastpath import Deadline, FastJSON, holds_binary
 from test_attack_server import RawSocket, assert_log_short
 from test_signaling_server import CANDIDATE, TIMEOUT, Client, assert_clean, relay, sdp, unique
@@ -76,6 +79,8 @@ HOSTILE_JSON = [
     "1" * 30, "1" * 101, "-" + "9" * 25, "18446744073709551616", "1e400", "-1e400", "NaN", "Infinity",
     '"\\ud800"', '"\\udc00x"', '["\\ud83d\\ude00"]', '{"a":1,"a":2}', "[" * 400 + "]" * 400,
     "[" * 5000 + "]" * 5000, '{"a":' * 3000 + "1" + "}" * 3000, '"\u2028"', "[1,]", "", "  ", '["x"', "0.1e1", "-0",
+    # 19 digits below -2**63: orjson reads them as floats
+    "-9223372036854775809", "[-9999999999999999999]",
 ]
 
 
@@ -173,3 +178,111 @@ async def test_a_deadline_expires_only_when_nothing_touched_it():
     assert not expired.is_set()
     await asyncio.wait_for(expired.wait(), 2)
     deadline.cancel()
+
+
+CLOSING = TIMEOUT + 15
+"""aiohttp waits up to 10 s for a client to answer a websocket close, then cuts it."""
+
+
+async def chatter(raw: RawSocket) -> None:
+    """Engine.IO noops, again and again: frames that keep a connection busy, not alive."""
+    with contextlib.suppress(ConnectionError):
+        while True:
+            await raw.send("6")
+            await asyncio.sleep(0.1)
+
+
+async def test_a_websocket_whose_session_ended_is_closed_however_it_chatters(plain):
+    """A client that closed its Engine.IO session ("1") but goes on sending frames: the
+    connection ends (python-engineio's loop ended it once nothing was queued for ping
+    interval plus ping timeout; a loop that only watches reads would keep it for ever), and
+    what it sends after is not handled (a Socket.IO connect on the closed session)."""
+    raw = await RawSocket.websocket(plain.port)
+    busy = None
+    try:
+        await raw.socketio()
+        await raw.send("1")
+        await raw.send("40")
+        busy = asyncio.ensure_future(chatter(raw))
+        assert await raw.closed(timeout=CLOSING)
+    finally:
+        if busy is not None:
+            busy.cancel()
+        raw.close()
+    assert_log_short(plain, most=20)
+
+
+async def test_a_websocket_client_that_stops_answering_pings_is_closed_however_it_chatters():
+    """A client that never answers a ping but keeps sending frames: its session ends at the
+    ping timeout, and its connection with it."""
+    server = SignalingServer(ServerConfig(idle_timeout=0.5))
+    port = await server.start("127.0.0.1", 0)
+    server.sio.eio.ping_interval = 0.5
+    raw = await RawSocket.websocket(port)
+    busy = None
+    try:
+        assert (await raw.receive()).startswith("0{")
+        await raw.send("40")
+        busy = asyncio.ensure_future(chatter(raw))
+        assert await raw.closed(timeout=CLOSING)  # reads, and answers no ping
+        assert not server.connections
+    finally:
+        if busy is not None:
+            busy.cancel()
+        raw.close()
+        await server.stop()
+
+
+DEEP = "[" * 5000
+
+
+@pytest.mark.parametrize("frames", [
+    ["4" + DEEP] * 3,  # an Engine.IO message whose data is JSON nested too deep
+    ['451-["message",' + "[" * 900 + '{"_placeholder":true,"num":0}' + "]" * 900 + "]", b"\x04attachment"],
+], ids=["engineio-message", "attachment-placeholder"])
+async def test_json_nested_too_deep_anywhere_drops_the_client_in_one_line(plain, frames):
+    raw = await RawSocket.websocket(plain.port)
+    try:
+        await raw.socketio()
+        with contextlib.suppress(ConnectionError):  # cut off at the first
+            for frame in frames:
+                await raw.send(frame)
+        assert await raw.closed()
+    finally:
+        raw.close()
+    await asyncio.sleep(0.2)
+    assert_log_short(plain, most=20)
+
+
+async def test_json_nested_too_deep_in_a_polling_post_drops_the_client_in_one_line(plain):
+    base = f"{plain.url}/socket.io/?EIO=4&transport=polling"
+    async with aiohttp.ClientSession() as http:
+        async with http.get(base) as response:
+            sid = json.loads((await response.text())[1:])["sid"]
+        async with http.post(f"{base}&sid={sid}", data="40") as response:
+            assert response.status == 200
+        async with http.post(f"{base}&sid={sid}", data="4" + DEEP) as response:
+            await response.read()
+        async with http.get(f"{base}&sid={sid}") as response:
+            assert response.status == 400  # the session is gone
+    plain.expect(rf"dropped client {sid}: bad packet", timeout=TIMEOUT)
+    assert_log_short(plain, most=20)
+
+
+@pytest.mark.parametrize("transports", [("websocket",), ("polling", "websocket")], ids=["websocket", "upgraded"])
+async def test_what_a_client_sends_after_closing_its_session_is_not_handled(plain, transports):
+    """After its Engine.IO close ("1"), a Socket.IO connect on the same websocket is not
+    handled (the library fails on it with a traceback: the session's environ is gone)."""
+    raw = await (RawSocket.upgraded(plain.port) if "polling" in transports else RawSocket.websocket(plain.port))
+    try:
+        if "polling" not in transports:
+            await raw.socketio()
+        await raw.send("1")
+        with contextlib.suppress(ConnectionError):
+            for _ in range(3):
+                await raw.send("40")
+                await raw.send('42["join",{"room":"after","name":"zombie"}]')
+        await asyncio.sleep(0.5)
+    finally:
+        raw.close()
+    assert_log_short(plain, most=20)
