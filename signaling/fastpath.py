@@ -2,7 +2,7 @@
 
 A relayed message costs the server one packet read, decoded, checked and handled, and one
 packet encoded and written to each receiver (and an ack to the sender). Profiled under 1,000
-clients (py-spy, ``bench/signaling.py --profile``; the figures are in docs/benchmarks.md),
+clients (py-spy, ``bench/signaling_server.py --profile``; the figures are in docs/benchmarks.md),
 much of that time was the library's generality, not the work: a task per event and another
 per receiver of an emit, a recursive scan of every payload for binary data with
 ``functools.reduce``, and the standard library's JSON. What is here does the same with less:
