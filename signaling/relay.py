@@ -17,8 +17,9 @@ with the server, which knows the client's address, and refuse through ``Relay.re
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
-from typing import Any, Optional, Union
+from typing import Any, Callable, Optional, Union
 
 from . import protocol
 from .protocol import Member, ProtocolError
@@ -28,6 +29,12 @@ from .token import check_token
 logger = logging.getLogger("signaling")
 
 GONE = "disconnected before the join was handled"
+
+REFUSALS_LOGGED_EVERY = 10.0
+"""Seconds between two log lines of one connection's refusals: the first is logged in full, those
+that follow within the interval are counted into the next line. One client sending events it may
+not send (a message before joining) as fast as it could wrote 23,565 lines in 4 s, one per
+refusal: a disk a hostile client fills, and a log nobody can read. The client is told every time."""
 
 
 @dataclass(frozen=True)
@@ -60,10 +67,14 @@ class Relay:
     It knows which connections are open, because a join handled after its connection
     closed must not take a seat (the ghost-join guard in ``join``)."""
 
-    def __init__(self, store: RoomStore, token_secret: Optional[str] = None) -> None:
+    def __init__(self, store: RoomStore, token_secret: Optional[str] = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.store = store
         self.token_secret = token_secret
         self.connections: set[str] = set()
+        self.clock = clock
+        self._refusals: dict[str, tuple[float, int]] = {}
+        """Per connection: when its last refusal was logged, and how many were refused since."""
 
     def connect(self, sid: str) -> None:
         self.connections.add(sid)
@@ -73,6 +84,7 @@ class Relay:
         ``announce`` False (the server itself is stopping) nobody is told: nobody left the
         room, the server went, and peers rejoin when it is back."""
         self.connections.discard(sid)
+        self._refusals.pop(sid, None)
         if not announce:
             await self.store.leave(sid)
             return Outcome()
@@ -128,9 +140,19 @@ class Relay:
     def refuse(self, sid: str, event: str, error: ProtocolError) -> Outcome:
         """Tell the sender what was wrong, both as the ack and as an ``error`` event
         (classic clients never ask for acks)."""
-        logger.info("refused %s from %s: %s", event, sid, error.reason)
+        self._log_refusal(sid, event, error)
         payload = error.to_payload(event)
         return Outcome(ack=payload, emits=[Emit(protocol.ERROR, payload, to=sid)])
+
+    def _log_refusal(self, sid: str, event: str, error: ProtocolError) -> None:
+        now = self.clock()
+        logged, since = self._refusals.get(sid, (now - REFUSALS_LOGGED_EVERY, 0))
+        if now - logged < REFUSALS_LOGGED_EVERY:
+            self._refusals[sid] = (logged, since + 1)
+            return
+        more = f" ({since} more refused since the last line)" if since else ""
+        logger.info("refused %s from %s: %s%s", event, sid, error.reason, more)
+        self._refusals[sid] = (now, 0)
 
     def _check_token(self, request: protocol.JoinRequest) -> None:
         if self.token_secret is not None:

@@ -235,3 +235,25 @@ async def test_a_disconnect_leaves_as_leave_does_unless_the_server_is_going():
     assert rooms.members("r") == [Member(C, "carol")]
     assert await relay.disconnect(D) == Outcome(), "never joined: nothing to tell"
     assert relay.connections == {C}
+
+
+async def test_a_client_refused_again_and_again_is_logged_once_per_interval(caplog):
+    """Every refusal is answered, but one client's refusals fill one log line per
+    REFUSALS_LOGGED_EVERY seconds, the count of those left out in the next."""
+    from signaling.relay import REFUSALS_LOGGED_EVERY
+    now = [0.0]
+    relay = Relay(MemoryStore(Rooms()), clock=lambda: now[0])
+    relay.connect(A)
+    relay.connect(B)
+    caplog.set_level("INFO", logger="signaling")
+    outcomes = [await relay.message(A, {"type": "offer", "sdp": SDP}) for _ in range(1000)]
+    assert all(outcome.ack["code"] == NOT_JOINED for outcome in outcomes)
+    await relay.message(B, {"type": "offer", "sdp": SDP})
+    refused = [record.getMessage() for record in caplog.records if record.getMessage().startswith("refused")]
+    assert len(refused) == 2 and A in refused[0] and B in refused[1]  # another client still gets its line
+    now[0] += REFUSALS_LOGGED_EVERY
+    await relay.message(A, {"type": "offer", "sdp": SDP})
+    last = [record.getMessage() for record in caplog.records][-1]
+    assert A in last and "(999 more refused since the last line)" in last
+    await relay.disconnect(A)
+    assert A not in relay._refusals
