@@ -30,11 +30,13 @@ logger = logging.getLogger("signaling")
 
 GONE = "disconnected before the join was handled"
 
-REFUSALS_LOGGED_EVERY = 10.0
-"""Seconds between two log lines of one connection's refusals: the first is logged in full, those
-that follow within the interval are counted into the next line. One client sending events it may
-not send (a message before joining) as fast as it could wrote 23,565 lines in 4 s, one per
-refusal: a disk a hostile client fills, and a log nobody can read. The client is told every time."""
+REFUSALS_LOGGED = 10
+REFUSALS_INTERVAL = 10.0
+"""One connection's refusals are logged, each in a line, up to ``REFUSALS_LOGGED`` in
+``REFUSALS_INTERVAL`` seconds; those past that are counted into the next line logged. One client
+sending events it may not send (a message before joining) as fast as it could wrote 23,565 lines
+in 4 s, one per refusal: a disk a hostile client fills, and a log nobody can read. The client
+itself is told every time."""
 
 
 @dataclass(frozen=True)
@@ -73,8 +75,8 @@ class Relay:
         self.token_secret = token_secret
         self.connections: set[str] = set()
         self.clock = clock
-        self._refusals: dict[str, tuple[float, int]] = {}
-        """Per connection: when its last refusal was logged, and how many were refused since."""
+        self._refusals: dict[str, tuple[float, int, int]] = {}
+        """Per connection: when its interval began, the lines logged in it, and refusals not logged."""
 
     def connect(self, sid: str) -> None:
         self.connections.add(sid)
@@ -146,13 +148,15 @@ class Relay:
 
     def _log_refusal(self, sid: str, event: str, error: ProtocolError) -> None:
         now = self.clock()
-        logged, since = self._refusals.get(sid, (now - REFUSALS_LOGGED_EVERY, 0))
-        if now - logged < REFUSALS_LOGGED_EVERY:
-            self._refusals[sid] = (logged, since + 1)
+        began, lines, unlogged = self._refusals.get(sid, (now, 0, 0))
+        if now - began >= REFUSALS_INTERVAL:
+            began, lines = now, 0
+        if lines >= REFUSALS_LOGGED:
+            self._refusals[sid] = (began, lines, unlogged + 1)
             return
-        more = f" ({since} more refused since the last line)" if since else ""
+        more = f" ({unlogged} more refused, not logged)" if unlogged else ""
         logger.info("refused %s from %s: %s%s", event, sid, error.reason, more)
-        self._refusals[sid] = (now, 0)
+        self._refusals[sid] = (began, lines + 1, 0)
 
     def _check_token(self, request: protocol.JoinRequest) -> None:
         if self.token_secret is not None:
