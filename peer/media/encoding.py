@@ -21,7 +21,10 @@ track sends frames instead and the sender encodes them itself, as before:
 - REMB (the receiver's estimate of what the path carries) sets ``target_bitrate`` on the
   sender's encoder: the ``_Packer`` passes it on, and the shared encoder takes the lowest
   estimate of the receivers of a codec (the one every path can carry), within the bounds of
-  ``peer.media.codecs`` (``--bitrate`` is the most).
+  ``peer.media.codecs`` (``--bitrate`` is the most; aiortc's floor, 250 kbit/s for VP8 and
+  500 kbit/s for H.264, the least: one member on a poor path, or one claiming to be, lowers the
+  picture of every receiver of its codec that far, no further), moving at most once a
+  ``BITRATE_GAP`` (each move past a tenth is a keyframe for all of them).
 - ``send(parameters)`` starts the sender with ``parameters.codecs[0]``: it is wrapped to learn
   which codec the connection sends.
 
@@ -60,6 +63,12 @@ references would leave the picture broken until one)."""
 KEYFRAME_GAP = 0.2
 """Seconds between two keyframes forced by requests at least: every receiver gets each forced
 keyframe, so a receiver asking again and again (a lossy path) must not flood the others."""
+BITRATE_GAP = 1.0
+"""Seconds between two moves of a codec's bitrate at least. aiortc 1.16's encoders start a new
+context, whose first frame is a keyframe, when the bitrate moves by more than a tenth: a
+receiver whose REMB swings (a hostile one can send one every millisecond) would otherwise give
+every receiver of the codec keyframes only. An honest aiortc or browser receiver sends its
+estimate about once a second, and moves it by less than a tenth a time."""
 _NAL_KEY = {5, 7}  # an IDR slice, a sequence parameter set
 
 
@@ -115,6 +124,9 @@ class _Codec:
         self.encoder: Encoder = codecs.make_encoder(mime_type)
         self.keyframe_wanted = False
         self.last_forced = -KEYFRAME_GAP
+        self.bitrate_wanted: Optional[int] = None
+        """The receivers' lowest estimate, not yet aimed at (``BITRATE_GAP``)."""
+        self.bitrate_moved = -BITRATE_GAP
 
     def force(self) -> bool:
         """Whether the next frame must be a keyframe (and note that it is)."""
@@ -122,6 +134,21 @@ class _Codec:
             return False
         self.keyframe_wanted, self.last_forced = False, time.monotonic()
         return True
+
+    def aim(self, bitrate: Optional[int]) -> None:
+        """Aim the encoder at ``bitrate`` (None: as it is) now, or once ``BITRATE_GAP`` has
+        passed since it last moved (``settle``, before a frame is encoded)."""
+        self.bitrate_wanted = bitrate
+        self.settle()
+
+    def settle(self) -> None:
+        wanted = self.bitrate_wanted
+        if wanted is None or time.monotonic() - self.bitrate_moved < BITRATE_GAP:
+            return
+        self.bitrate_wanted = None
+        if wanted != self.encoder.target_bitrate:  # type: ignore[attr-defined]
+            self.encoder.target_bitrate = wanted  # type: ignore[attr-defined]
+            self.bitrate_moved = time.monotonic()
 
 
 class SharedEncoder:
@@ -163,11 +190,12 @@ class SharedEncoder:
             codec.keyframe_wanted = True
 
     def bitrate_changed(self, mime_type: str) -> None:
-        """A receiver's estimate changed: the codec's encoder aims at the lowest of them."""
+        """A receiver's estimate changed, or a receiver left: the codec's encoder aims at the
+        lowest of them (no sooner than ``BITRATE_GAP`` after its last move)."""
         estimates = [o.estimate for o in self._outputs if o.codec == mime_type and o.estimate]
         codec = self._codecs.get(mime_type)
-        if codec is not None and estimates:
-            codec.encoder.target_bitrate = min(estimates)  # type: ignore[attr-defined]
+        if codec is not None:
+            codec.aim(min(estimates) if estimates else None)
 
     def join(self, output: "EncodedTrack") -> None:
         """``output`` starts sending: it waits for a keyframe, asked for now."""
@@ -183,12 +211,16 @@ class SharedEncoder:
         self._outputs.discard(output)
         if output.codec is not None and all(o.codec != output.codec for o in self._outputs):
             self._codecs.pop(output.codec, None)  # a later receiver of it gets a fresh encoder
+        elif output.codec is not None:
+            self.bitrate_changed(output.codec)  # the lowest estimate may have gone with it
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         try:
             while self._outputs:
                 frame = cast(av.VideoFrame, await self._source.recv())
+                for codec in self._codecs.values():
+                    codec.settle()
                 jobs = [(codec, codec.force()) for codec in self._codecs.values()]
                 if not jobs:
                     continue

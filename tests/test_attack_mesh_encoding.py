@@ -1,0 +1,64 @@
+"""Attacks on the encode-once path of a mesh (``peer.media.encoding``): one member's RTCP
+reaches the one encoder every member's picture comes from, so a hostile or broken member must
+not spoil the others' picture. Real calls between bots on 127.0.0.1 (rooms of three)."""
+
+import cv2  # noqa: F401  -- before av
+
+import asyncio
+
+from aiortc.rtp import RTCP_PSFB_APP, RtcpPsfbPacket, pack_remb_fci
+
+import peer
+from peer.media import encoding
+from test_mesh_encoding import SMALL, join, video_receiver, watch_keyframes
+
+
+async def remb(room: peer.Room, member: peer.Member, bitrate: int) -> None:
+    """``room`` tells ``member`` that its path carries ``bitrate`` bits/s (RTCP REMB)."""
+    receiver, ssrc = video_receiver(room, member)
+    packet = RtcpPsfbPacket(fmt=RTCP_PSFB_APP, ssrc=receiver._RTCRtpReceiver__rtcp_ssrc, media_ssrc=0)
+    packet.fci = pack_remb_fci(bitrate, [ssrc])
+    await receiver._send_rtcp(packet)
+
+
+async def test_a_member_swinging_its_bitrate_estimate_does_not_make_every_frame_a_keyframe(server_of_three):
+    """aiortc 1.16's encoders start a new context (whose first frame is a keyframe) when the
+    bitrate moves by more than a tenth. b sends REMB swinging between the floor and the
+    ceiling ten times a second: the shared encoder must not follow it frame by frame, or c
+    (honest) gets keyframes only, a picture starved of bits, for as long as b likes."""
+    async with join("remb", server_of_three, "a", video="testsrc", **SMALL) as a, \
+            join("remb", server_of_three, "b") as b, join("remb", server_of_three, "c") as c:
+        for room in (b, c):
+            while not any(m.name == "a" for m in room.connected):
+                await room.wait_for_peer()
+        sender_b, sender_c = (next(m for m in room.connected if m.name == "a") for room in (b, c))
+        for room, sender in ((b, sender_b), (c, sender_c)):
+            await room.wait_for_frames(15, sender)
+        seen = watch_keyframes(c, sender_c)
+        frames = a.session.media.video_encoder.frames
+        for swing in range(40):
+            await remb(b, sender_b, 100_000 if swing % 2 else 50_000_000)
+            await asyncio.sleep(0.1)
+        frames = a.session.media.video_encoder.frames - frames
+        assert frames >= 20
+        assert len(seen) <= frames / 4, f"{len(seen)} keyframes in {frames} frames"
+
+
+async def test_the_slowest_receiver_leaving_lets_the_others_have_their_bitrate(monkeypatch):
+    """The lowest estimate goes with the receiver that sent it: the encoder aims at the lowest
+    of those left, not at a path nobody sends on any more until someone's next REMB."""
+    monkeypatch.setattr(encoding, "BITRATE_GAP", 0)
+    media = peer.LocalMedia(peer.FrameSource(fps=15, size=(64, 48)))
+    try:
+        slow, fast = (media.subscribe()[0] for _ in range(2))
+        for track in (slow, fast):
+            track.codec = "video/vp8"
+            media.video_encoder.join(track)
+        encoding._Packer(fast).target_bitrate = 1_200_000
+        encoding._Packer(slow).target_bitrate = 300_000
+        assert media.video_encoder.encoder("video/vp8").target_bitrate == 300_000
+        slow.stop()
+        assert media.video_encoder.encoder("video/vp8").target_bitrate == 1_200_000
+        fast.stop()
+    finally:
+        media.stop()
