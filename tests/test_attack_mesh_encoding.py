@@ -5,7 +5,13 @@ not spoil the others' picture. Real calls between bots on 127.0.0.1 (rooms of th
 import cv2  # noqa: F401  -- before av
 
 import asyncio
+import fractions
+import itertools
 
+import av
+import numpy as np
+
+from aiortc.codecs.vpx import VpxPayloadDescriptor
 from aiortc.rtp import RTCP_PSFB_APP, RtcpPsfbPacket, pack_remb_fci
 
 import peer
@@ -62,3 +68,66 @@ async def test_the_slowest_receiver_leaving_lets_the_others_have_their_bitrate(m
         fast.stop()
     finally:
         media.stop()
+
+
+def frame_at(seconds: float) -> av.VideoFrame:
+    frame = av.VideoFrame.from_ndarray(np.zeros((48, 64, 3), np.uint8), format="bgr24")
+    frame.pts, frame.time_base = round(seconds * 90_000), fractions.Fraction(1, 90_000)
+    return frame
+
+
+def test_each_codec_stamps_a_frame_with_the_frames_own_time():
+    """Both codecs encode one private copy of each frame, and PyAV rebases a frame's pts to the
+    encoder's time base as it encodes it (libx264's: 1/30 s): a VP8 encoded after H.264 stamped
+    frames 15 ms apart with one RTP timestamp, which receivers take for one frame."""
+    media = peer.LocalMedia(peer.FrameSource(fps=30, size=(64, 48)))
+    try:
+        shared = media.video_encoder
+        jobs = [(encoding._Codec("video/h264"), False), (encoding._Codec("video/vp8"), False)]
+        for seconds in (0.0, 0.030, 0.045, 0.080, 0.090):
+            stamps = {mime: encoded.timestamp for mime, encoded in shared._encode(frame_at(seconds), jobs)}
+            assert stamps.keys() == {"video/h264", "video/vp8"}
+            assert all(abs(stamp - seconds * 90_000) <= 1 for stamp in stamps.values()), (seconds, stamps)
+    finally:
+        media.stop()
+
+
+async def test_a_vp8_receiver_beside_an_h264_one_gets_one_timestamp_per_frame(server_of_three):
+    """The same in a real call: b receives H.264 (its encoder is the first), c VP8, from a bot
+    pushing pictures as it makes them, every 20 ms (its frames are stamped by the clock, not on
+    a 1/30 s grid): two pictures must never share an RTP timestamp at c."""
+    source = peer.FrameSource(fps=30, size=(160, 120))
+
+    async def push() -> None:
+        for number in itertools.count():
+            source.push(np.full((120, 160, 3), number % 250, np.uint8))
+            await asyncio.sleep(0.02)
+
+    pushing = asyncio.ensure_future(push())
+    try:
+        async with join("stamps", server_of_three, "a", video=source) as a, \
+                join("stamps", server_of_three, "b", codec="h264") as b:
+            sender = await b.wait_for_peer()
+            await b.wait_for_frames(5, sender)
+            async with join("stamps", server_of_three, "c", codec="vp8") as c:
+                while not any(m.name == "a" for m in c.connected):
+                    await c.wait_for_peer()
+                sender = next(m for m in c.connected if m.name == "a")
+                await c.wait_for_frames(5, sender)
+                pictures: dict[int, set[int]] = {}
+                receiver, ssrc = video_receiver(c, sender)
+                take = receiver._handle_rtp_packet
+
+                async def handle(packet, arrival_time_ms):
+                    if packet.ssrc == ssrc and packet.payload:
+                        descriptor, _ = VpxPayloadDescriptor.parse(packet.payload)
+                        pictures.setdefault(packet.timestamp, set()).add(descriptor.picture_id)
+                    await take(packet, arrival_time_ms)
+
+                receiver._handle_rtp_packet = handle
+                await c.wait_for_frames(60, sender)
+            assert set(a.session.media.video_encoder.encodes) == {"video/h264", "video/vp8"}
+            shared = {stamp: ids for stamp, ids in pictures.items() if len(ids) > 1}
+    finally:
+        pushing.cancel()
+    assert len(pictures) >= 30 and not shared, f"{len(shared)} of {len(pictures)} timestamps hold two pictures"

@@ -239,11 +239,16 @@ class SharedEncoder:
 
     def _encode(self, frame: av.VideoFrame, jobs: list[tuple[_Codec, bool]]) -> list[tuple[str, Encoded]]:
         """On the encoding thread: one private yuv420p copy of ``frame`` (the relay's frame is
-        shared with the preview; 4:2:0 needs even sides), encoded for each codec."""
+        shared with the preview; 4:2:0 needs even sides), encoded for each codec. An encoder
+        changes the frame it is given: its picture type (I when forced), and PyAV rebases its
+        pts to the codec's time base (libx264's is 1/30 s, on which frames 15 ms apart take one
+        timestamp): each encoder gets them back as they came."""
         private = private_copy(frame, self._converting)
+        pts, time_base = private.pts, private.time_base
         results = []
         for codec, force in jobs:
-            private.pict_type = av.video.frame.PictureType.NONE  # an encoder before may have set I
+            private.pict_type = av.video.frame.PictureType.NONE
+            private.pts, private.time_base = pts, time_base
             payloads, timestamp = codec.encoder.encode(private, force)
             self.encodes[codec.mime_type] += 1
             if payloads:
