@@ -8,10 +8,12 @@ import asyncio
 import fractions
 import itertools
 
+import aiortc.codecs.vpx
 import av
 import numpy as np
-
+import pytest
 from aiortc.codecs.vpx import VpxPayloadDescriptor
+from aiortc.mediastreams import MediaStreamError
 from aiortc.rtp import RTCP_PSFB_APP, RtcpPsfbPacket, pack_remb_fci
 
 import peer
@@ -131,3 +133,52 @@ async def test_a_vp8_receiver_beside_an_h264_one_gets_one_timestamp_per_frame(se
     finally:
         pushing.cancel()
     assert len(pictures) >= 30 and not shared, f"{len(shared)} of {len(pictures)} timestamps hold two pictures"
+
+
+async def test_an_encoder_failing_on_one_frame_does_not_end_the_rooms_video(server_of_three, monkeypatch):
+    """One encoder error (libvpx refusing one frame) ended the shared encoder for good: every
+    member's video froze, and members joining later got none, with nothing but a log line. The
+    frame is lost; the encoder starts anew, and the video goes on for those there and those
+    who come."""
+    failures = 0
+    encode = aiortc.codecs.vpx.Vp8Encoder.encode
+
+    def failing_once(self, frame, force_keyframe=False):
+        nonlocal failures
+        if failures == 0 and encoding_started.is_set():
+            failures += 1
+            raise RuntimeError("one frame refused")
+        return encode(self, frame, force_keyframe)
+
+    encoding_started = asyncio.Event()
+    monkeypatch.setattr(aiortc.codecs.vpx.Vp8Encoder, "encode", failing_once)
+    async with join("fails", server_of_three, "a", video="testsrc", **SMALL) as a, join("fails", server_of_three, "b") as b:
+        sender = await b.wait_for_peer()
+        await b.wait_for_frames(10, sender)
+        encoding_started.set()
+        await b.wait_for_frames(15, sender, timeout=10)
+        assert failures == 1
+        async with join("fails", server_of_three, "c") as c:
+            while not any(m.name == "a" for m in c.connected):
+                await c.wait_for_peer()
+            await c.wait_for_frames(10, next(m for m in c.connected if m.name == "a"), timeout=10)
+        await b.wait_for_frames(10, sender, timeout=10)
+
+
+async def test_an_encoder_failing_on_every_frame_ends_the_video(monkeypatch):
+    """An encoder that fails on every frame, made anew or not, is no transient: after
+    ``MAX_FAILURES`` frames the video ends (its senders stop), as it did on the first failure."""
+    def failing(self, frame, force_keyframe=False):
+        raise RuntimeError("every frame refused")
+
+    monkeypatch.setattr(aiortc.codecs.vpx.Vp8Encoder, "encode", failing)
+    media = peer.LocalMedia(peer.FrameSource(fps=30, size=(64, 48)))
+    try:
+        track = media.subscribe()[0]
+        track.codec = "video/vp8"
+        with pytest.raises(MediaStreamError):
+            await asyncio.wait_for(track.recv(), 10)
+        assert media.video_encoder.ended and media.video_encoder.frames == encoding.MAX_FAILURES
+        track.stop()
+    finally:
+        media.stop()

@@ -69,6 +69,10 @@ context, whose first frame is a keyframe, when the bitrate moves by more than a 
 receiver whose REMB swings (a hostile one can send one every millisecond) would otherwise give
 every receiver of the codec keyframes only. An honest aiortc or browser receiver sends its
 estimate about once a second, and moves it by less than a tenth a time."""
+MAX_FAILURES = 3
+"""Frames in a row a codec's encoder may fail on, made anew after each, before the video ends:
+one frame an encoder refuses costs that frame, not every member's video for the rest of the
+session."""
 _NAL_KEY = {5, 7}  # an IDR slice, a sequence parameter set
 
 
@@ -119,9 +123,11 @@ def private_copy(frame: av.VideoFrame, lock: threading.Lock) -> av.VideoFrame:
 class _Codec:
     """The encoder of one codec and what its receivers asked of it."""
 
-    def __init__(self, mime_type: str) -> None:
+    def __init__(self, mime_type: str, failures: int = 0) -> None:
         self.mime_type = mime_type
         self.encoder: Encoder = codecs.make_encoder(mime_type)
+        self.failures = failures
+        """Frames in a row its encoders failed on (set on the encoding thread)."""
         self.keyframe_wanted = False
         self.last_forced = -KEYFRAME_GAP
         self.bitrate_wanted: Optional[int] = None
@@ -134,6 +140,13 @@ class _Codec:
             return False
         self.keyframe_wanted, self.last_forced = False, time.monotonic()
         return True
+
+    def renewed(self) -> "_Codec":
+        """A fresh encoder (its first frame is a keyframe) for this one, which failed on the
+        frame just encoded; RuntimeError when it did so ``MAX_FAILURES`` times in a row."""
+        if self.failures >= MAX_FAILURES:
+            raise RuntimeError(f"the {self.mime_type} encoder failed on {self.failures} frames in a row")
+        return _Codec(self.mime_type, self.failures)
 
     def aim(self, bitrate: Optional[int]) -> None:
         """Aim the encoder at ``bitrate`` (None: as it is) now, or once ``BITRATE_GAP`` has
@@ -157,7 +170,9 @@ class SharedEncoder:
     ``source`` is read only while a connection sends (it is a ``MediaRelay`` subscription: the
     window's preview reads the same frames). Frames are converted and encoded on a thread of
     its own, one frame at a time: while it encodes, newer frames replace older ones in the
-    relay, so a slow machine sends fewer frames, never late ones. ``frames`` and ``encodes``
+    relay, so a slow machine sends fewer frames, never late ones. An encoder that fails on a
+    frame is made anew (``MAX_FAILURES``); the source ending or failing ends the video sent.
+    ``frames`` and ``encodes``
     (per codec) count what was done, for tests and benchmarks.
     """
 
@@ -226,6 +241,10 @@ class SharedEncoder:
                     continue
                 results = await loop.run_in_executor(self._thread, self._encode, frame, jobs)
                 self.frames += 1
+                for codec, _ in jobs:
+                    if codec.failures and self._codecs.get(codec.mime_type) is codec:
+                        self._codecs[codec.mime_type] = codec.renewed()
+                        self.bitrate_changed(codec.mime_type)
                 for mime_type, encoded in results:
                     for output in list(self._outputs):
                         if output.codec == mime_type:
@@ -249,7 +268,13 @@ class SharedEncoder:
         for codec, force in jobs:
             private.pict_type = av.video.frame.PictureType.NONE
             private.pts, private.time_base = pts, time_base
-            payloads, timestamp = codec.encoder.encode(private, force)
+            try:
+                payloads, timestamp = codec.encoder.encode(private, force)
+            except Exception:
+                codec.failures += 1
+                logger.exception("the %s encoder failed on a frame: it is made anew", codec.mime_type)
+                continue
+            codec.failures = 0
             self.encodes[codec.mime_type] += 1
             if payloads:
                 results.append((codec.mime_type, Encoded(payloads, timestamp, is_keyframe(codec.mime_type, payloads),
