@@ -182,3 +182,27 @@ async def test_an_encoder_failing_on_every_frame_ends_the_video(monkeypatch):
         track.stop()
     finally:
         media.stop()
+
+
+async def test_a_member_flooding_keyframe_requests_gives_the_others_one_keyframe_a_gap(server_of_three):
+    """b asks for a keyframe (PLI) 50 times a second: every receiver of the codec gets each
+    keyframe forced, so they come no more often than one a ``KEYFRAME_GAP`` (0.2 s; libwebrtc's
+    own sender allows one each 0.3 s), not one a frame as b would like. (Counted in frames, not
+    timed: about one frame in six at 30 fps.)"""
+    async with join("flood", server_of_three, "a", video="testsrc", fps=30, video_size="320x240") as a, \
+            join("flood", server_of_three, "b") as b, join("flood", server_of_three, "c") as c:
+        for room in (b, c):
+            while not any(m.name == "a" for m in room.connected):
+                await room.wait_for_peer()
+        sender_b, sender_c = (next(m for m in room.connected if m.name == "a") for room in (b, c))
+        for room, sender in ((b, sender_b), (c, sender_c)):
+            await room.wait_for_frames(15, sender)
+        seen = watch_keyframes(c, sender_c)
+        receiver, ssrc = video_receiver(b, sender_b)
+        frames = a.session.media.video_encoder.frames
+        for _ in range(100):
+            await receiver._send_rtcp_pli(ssrc)
+            await asyncio.sleep(0.02)
+        frames = a.session.media.video_encoder.frames - frames
+        assert len(seen) >= 2, "the requests were not honoured"
+        assert len(seen) <= frames / 2, f"{len(seen)} keyframes in {frames} frames"  # about 1 in 6 at 30 fps

@@ -172,8 +172,7 @@ class SharedEncoder:
     its own, one frame at a time: while it encodes, newer frames replace older ones in the
     relay, so a slow machine sends fewer frames, never late ones. An encoder that fails on a
     frame is made anew (``MAX_FAILURES``); the source ending or failing ends the video sent.
-    ``frames`` and ``encodes``
-    (per codec) count what was done, for tests and benchmarks.
+    ``frames`` and ``encodes`` (per codec) count what was done, for tests and benchmarks.
     """
 
     def __init__(self, source: MediaStreamTrack, converting: threading.Lock,
