@@ -29,6 +29,17 @@ async def remb(room: peer.Room, member: peer.Member, bitrate: int) -> None:
     await receiver._send_rtcp(packet)
 
 
+async def receiving_a(*rooms: peer.Room) -> list[peer.Member]:
+    """Member "a" as each of ``rooms`` knows it, once each has had some of its frames."""
+    members = []
+    for room in rooms:
+        while not any(m.name == "a" for m in room.connected):
+            await room.wait_for_peer()
+        members.append(next(m for m in room.connected if m.name == "a"))
+        await room.wait_for_frames(15, members[-1])
+    return members
+
+
 async def test_a_member_swinging_its_bitrate_estimate_does_not_make_every_frame_a_keyframe(server_of_three):
     """aiortc 1.16's encoders start a new context (whose first frame is a keyframe) when the
     bitrate moves by more than a tenth. b sends REMB swinging between the floor and the
@@ -36,12 +47,7 @@ async def test_a_member_swinging_its_bitrate_estimate_does_not_make_every_frame_
     (honest) gets keyframes only, a picture starved of bits, for as long as b likes."""
     async with join("remb", server_of_three, "a", video="testsrc", **SMALL) as a, \
             join("remb", server_of_three, "b") as b, join("remb", server_of_three, "c") as c:
-        for room in (b, c):
-            while not any(m.name == "a" for m in room.connected):
-                await room.wait_for_peer()
-        sender_b, sender_c = (next(m for m in room.connected if m.name == "a") for room in (b, c))
-        for room, sender in ((b, sender_b), (c, sender_c)):
-            await room.wait_for_frames(15, sender)
+        sender_b, sender_c = await receiving_a(b, c)
         seen = watch_keyframes(c, sender_c)
         frames = a.session.media.video_encoder.frames
         for swing in range(40):
@@ -191,12 +197,7 @@ async def test_a_member_flooding_keyframe_requests_gives_the_others_one_keyframe
     timed: about one frame in six at 30 fps.)"""
     async with join("flood", server_of_three, "a", video="testsrc", fps=30, video_size="320x240") as a, \
             join("flood", server_of_three, "b") as b, join("flood", server_of_three, "c") as c:
-        for room in (b, c):
-            while not any(m.name == "a" for m in room.connected):
-                await room.wait_for_peer()
-        sender_b, sender_c = (next(m for m in room.connected if m.name == "a") for room in (b, c))
-        for room, sender in ((b, sender_b), (c, sender_c)):
-            await room.wait_for_frames(15, sender)
+        sender_b, sender_c = await receiving_a(b, c)
         seen = watch_keyframes(c, sender_c)
         receiver, ssrc = video_receiver(b, sender_b)
         frames = a.session.media.video_encoder.frames
