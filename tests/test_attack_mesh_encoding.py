@@ -7,7 +7,9 @@ import cv2  # noqa: F401  -- before av
 import asyncio
 import fractions
 import itertools
+import time
 
+import aiortc.codecs.h264
 import aiortc.codecs.vpx
 import av
 import numpy as np
@@ -173,7 +175,8 @@ async def test_an_encoder_failing_on_one_frame_does_not_end_the_rooms_video(serv
 
 async def test_an_encoder_failing_on_every_frame_ends_the_video(monkeypatch):
     """An encoder that fails on every frame, made anew or not, is no transient: after
-    ``MAX_FAILURES`` frames the video ends (its senders stop), as it did on the first failure."""
+    ``MAX_FAILURES`` frames the video of its codec ends (its senders stop), as it did on the
+    first failure."""
     def failing(self, frame, force_keyframe=False):
         raise RuntimeError("every frame refused")
 
@@ -184,7 +187,7 @@ async def test_an_encoder_failing_on_every_frame_ends_the_video(monkeypatch):
         track.codec = "video/vp8"
         with pytest.raises(MediaStreamError):
             await asyncio.wait_for(track.recv(), 10)
-        assert media.video_encoder.ended and media.video_encoder.frames == encoding.MAX_FAILURES
+        assert media.video_encoder.frames == encoding.MAX_FAILURES
         track.stop()
     finally:
         media.stop()
@@ -207,3 +210,30 @@ async def test_a_member_flooding_keyframe_requests_gives_the_others_one_keyframe
         frames = a.session.media.video_encoder.frames - frames
         assert len(seen) >= 2, "the requests were not honoured"
         assert len(seen) <= frames / 2, f"{len(seen)} keyframes in {frames} frames"  # about 1 in 6 at 30 fps
+
+
+async def test_a_codec_that_cannot_encode_ends_only_its_own_receivers_video(server_of_three, monkeypatch):
+    """Members choose the codec: c asks for H.264, which fails on every frame here (a PyAV
+    built without libx264 would). c's video ends; b's VP8, from the same shared encoder, goes
+    on, as it did when each connection encoded on its own."""
+    failures = 0
+
+    def failing(self, frame, force_keyframe=False):
+        nonlocal failures
+        failures += 1
+        raise RuntimeError("no H.264 here")
+
+    monkeypatch.setattr(aiortc.codecs.h264.H264Encoder, "encode", failing)
+    async with join("h264", server_of_three, "a", video="testsrc", **SMALL) as a, \
+            join("h264", server_of_three, "b", codec="vp8") as b:
+        (sender,) = await receiving_a(b)
+        async with join("h264", server_of_three, "c", codec="h264") as c:
+            await c.wait_for_peer()
+            deadline = time.monotonic() + 10
+            while failures < encoding.MAX_FAILURES:
+                assert time.monotonic() < deadline, "c's H.264 was never encoded"
+                await asyncio.sleep(0.02)
+            shared = a.session.media.video_encoder
+            before = await b.wait_for_frames(1, sender)
+            await b.wait_for_frames(before + 15, sender, timeout=10)
+            assert not shared.ended and not any(o.codec == "video/h264" for o in shared._outputs)

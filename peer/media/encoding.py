@@ -70,9 +70,10 @@ receiver whose REMB swings (a hostile one can send one every millisecond) would 
 every receiver of the codec keyframes only. An honest aiortc or browser receiver sends its
 estimate about once a second, and moves it by less than a tenth a time."""
 MAX_FAILURES = 3
-"""Frames in a row a codec's encoder may fail on, made anew after each, before the video ends:
-one frame an encoder refuses costs that frame, not every member's video for the rest of the
-session."""
+"""Frames in a row a codec's encoder may fail on, made anew after each, before the video of
+that codec ends (its receivers' senders stop, as aiortc's do when their encoder fails): one
+frame an encoder refuses costs that frame, and a codec that cannot encode here (a PyAV without
+libx264) ends the video of those who chose it, not everyone's."""
 _NAL_KEY = {5, 7}  # an IDR slice, a sequence parameter set
 
 
@@ -141,12 +142,10 @@ class _Codec:
         self.keyframe_wanted, self.last_forced = False, time.monotonic()
         return True
 
-    def renewed(self) -> "_Codec":
+    def renewed(self) -> Optional["_Codec"]:
         """A fresh encoder (its first frame is a keyframe) for this one, which failed on the
-        frame just encoded; RuntimeError when it did so ``MAX_FAILURES`` times in a row."""
-        if self.failures >= MAX_FAILURES:
-            raise RuntimeError(f"the {self.mime_type} encoder failed on {self.failures} frames in a row")
-        return _Codec(self.mime_type, self.failures)
+        frame just encoded; None when it did so ``MAX_FAILURES`` times in a row."""
+        return _Codec(self.mime_type, self.failures) if self.failures < MAX_FAILURES else None
 
     def aim(self, bitrate: Optional[int]) -> None:
         """Aim the encoder at ``bitrate`` (None: as it is) now, or once ``BITRATE_GAP`` has
@@ -171,7 +170,7 @@ class SharedEncoder:
     window's preview reads the same frames). Frames are converted and encoded on a thread of
     its own, one frame at a time: while it encodes, newer frames replace older ones in the
     relay, so a slow machine sends fewer frames, never late ones. An encoder that fails on a
-    frame is made anew (``MAX_FAILURES``); the source ending or failing ends the video sent.
+    frame is made anew (``MAX_FAILURES``); the source ending or failing ends all video sent.
     ``frames`` and ``encodes`` (per codec) count what was done, for tests and benchmarks.
     """
 
@@ -242,8 +241,7 @@ class SharedEncoder:
                 self.frames += 1
                 for codec, _ in jobs:
                     if codec.failures and self._codecs.get(codec.mime_type) is codec:
-                        self._codecs[codec.mime_type] = codec.renewed()
-                        self.bitrate_changed(codec.mime_type)
+                        self._renew(codec)
                 for mime_type, encoded in results:
                     for output in list(self._outputs):
                         if output.codec == mime_type:
@@ -254,6 +252,20 @@ class SharedEncoder:
             self.ended = True
             for output in list(self._outputs):
                 output.wake()
+
+    def _renew(self, codec: _Codec) -> None:
+        """``codec`` failed on the frame just encoded: a fresh encoder for it, or its end."""
+        fresh = codec.renewed()
+        if fresh is not None:
+            self._codecs[codec.mime_type] = fresh
+            self.bitrate_changed(codec.mime_type)
+            return
+        logger.error("the %s encoder failed on %d frames in a row: the video ends for its receivers",
+                     codec.mime_type, codec.failures)
+        del self._codecs[codec.mime_type]  # a later receiver of it tries a fresh encoder
+        for output in list(self._outputs):
+            if output.codec == codec.mime_type:
+                output.end()
 
     def _encode(self, frame: av.VideoFrame, jobs: list[tuple[_Codec, bool]]) -> list[tuple[str, Encoded]]:
         """On the encoding thread: one private yuv420p copy of ``frame`` (the relay's frame is
@@ -311,6 +323,7 @@ class EncodedTrack(MediaStreamTrack):
         self._queue: collections.deque[Encoded] = collections.deque()
         self._arrived = asyncio.Event()
         self._waiting_key = True
+        self._ended = False
         self._frames: Optional[MediaStreamTrack] = None
 
     def bind(self, sender: RTCRtpSender) -> bool:
@@ -359,6 +372,11 @@ class EncodedTrack(MediaStreamTrack):
     def wake(self) -> None:
         self._arrived.set()
 
+    def end(self) -> None:
+        """Nothing more comes for this connection: its sender stops (``recv`` raises)."""
+        self._ended = True
+        self._arrived.set()
+
     async def recv(self) -> Any:
         if self._frames is None and self.codec is None and self.readyState == "live":
             self._frames = self._shared.fallback()  # the sender was not hooked: it encodes
@@ -369,7 +387,7 @@ class EncodedTrack(MediaStreamTrack):
         if self not in self._shared._outputs and self.readyState == "live":
             self._shared.join(self)
         while not self._queue:
-            if self.readyState != "live" or self._shared.ended:
+            if self.readyState != "live" or self._shared.ended or self._ended:
                 raise MediaStreamError
             self._arrived.clear()
             await self._arrived.wait()
