@@ -123,7 +123,7 @@ async def test_a_source_faster_than_its_scaling_does_not_fall_behind():
 def h264_encoder(room: peer.Room):
     """The H.264 encoder of ``room``'s calls (one for all: ``peer.media.encoding``)."""
     encoder = room.session.media.video_encoder.encoder("video/h264")
-    assert isinstance(encoder, H264Encoder), encoder
+    assert isinstance(encoder, H264Encoder), encoder  # ours, libx264 faster: codecs.FastH264Encoder
     return encoder
 
 

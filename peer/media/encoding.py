@@ -21,7 +21,10 @@ track sends frames instead and the sender encodes them itself, as before:
 - REMB (the receiver's estimate of what the path carries) sets ``target_bitrate`` on the
   sender's encoder: the ``_Packer`` passes it on, and the shared encoder takes the lowest
   estimate of the receivers of a codec (the one every path can carry), within the bounds of
-  ``peer.media.codecs`` (``--bitrate`` is the most).
+  ``peer.media.codecs`` (``--bitrate`` is the most; aiortc's floor, 250 kbit/s for VP8 and
+  500 kbit/s for H.264, the least: one member on a poor path, or one claiming to be, lowers the
+  picture of every receiver of its codec that far, no further), moving at most once a
+  ``BITRATE_GAP`` (each move past a tenth is a keyframe for all of them).
 - ``send(parameters)`` starts the sender with ``parameters.codecs[0]``: it is wrapped to learn
   which codec the connection sends.
 
@@ -60,6 +63,17 @@ references would leave the picture broken until one)."""
 KEYFRAME_GAP = 0.2
 """Seconds between two keyframes forced by requests at least: every receiver gets each forced
 keyframe, so a receiver asking again and again (a lossy path) must not flood the others."""
+BITRATE_GAP = 1.0
+"""Seconds between two moves of a codec's bitrate at least. aiortc 1.16's encoders start a new
+context, whose first frame is a keyframe, when the bitrate moves by more than a tenth: a
+receiver whose REMB swings (a hostile one can send one every millisecond) would otherwise give
+every receiver of the codec keyframes only. An honest aiortc or browser receiver sends its
+estimate about once a second, and moves it by less than a tenth a time."""
+MAX_FAILURES = 3
+"""Frames in a row a codec's encoder may fail on, made anew after each, before the video of
+that codec ends (its receivers' senders stop, as aiortc's do when their encoder fails): one
+frame an encoder refuses costs that frame, and a codec that cannot encode here (a PyAV without
+libx264) ends the video of those who chose it, not everyone's."""
 _NAL_KEY = {5, 7}  # an IDR slice, a sequence parameter set
 
 
@@ -110,11 +124,16 @@ def private_copy(frame: av.VideoFrame, lock: threading.Lock) -> av.VideoFrame:
 class _Codec:
     """The encoder of one codec and what its receivers asked of it."""
 
-    def __init__(self, mime_type: str) -> None:
+    def __init__(self, mime_type: str, failures: int = 0) -> None:
         self.mime_type = mime_type
         self.encoder: Encoder = codecs.make_encoder(mime_type)
+        self.failures = failures
+        """Frames in a row its encoders failed on (set on the encoding thread)."""
         self.keyframe_wanted = False
         self.last_forced = -KEYFRAME_GAP
+        self.bitrate_wanted: Optional[int] = None
+        """The receivers' lowest estimate, not yet aimed at (``BITRATE_GAP``)."""
+        self.bitrate_moved = -BITRATE_GAP
 
     def force(self) -> bool:
         """Whether the next frame must be a keyframe (and note that it is)."""
@@ -123,6 +142,26 @@ class _Codec:
         self.keyframe_wanted, self.last_forced = False, time.monotonic()
         return True
 
+    def renewed(self) -> Optional["_Codec"]:
+        """A fresh encoder (its first frame is a keyframe) for this one, which failed on the
+        frame just encoded; None when it did so ``MAX_FAILURES`` times in a row."""
+        return _Codec(self.mime_type, self.failures) if self.failures < MAX_FAILURES else None
+
+    def aim(self, bitrate: Optional[int]) -> None:
+        """Aim the encoder at ``bitrate`` (None: as it is) now, or once ``BITRATE_GAP`` has
+        passed since it last moved (``settle``, before a frame is encoded)."""
+        self.bitrate_wanted = bitrate
+        self.settle()
+
+    def settle(self) -> None:
+        wanted = self.bitrate_wanted
+        if wanted is None or time.monotonic() - self.bitrate_moved < BITRATE_GAP:
+            return
+        self.bitrate_wanted = None
+        if wanted != self.encoder.target_bitrate:  # type: ignore[attr-defined]
+            self.encoder.target_bitrate = wanted  # type: ignore[attr-defined]
+            self.bitrate_moved = time.monotonic()
+
 
 class SharedEncoder:
     """Encodes the frames of ``source`` once per codec for all ``EncodedTrack``s of it.
@@ -130,8 +169,9 @@ class SharedEncoder:
     ``source`` is read only while a connection sends (it is a ``MediaRelay`` subscription: the
     window's preview reads the same frames). Frames are converted and encoded on a thread of
     its own, one frame at a time: while it encodes, newer frames replace older ones in the
-    relay, so a slow machine sends fewer frames, never late ones. ``frames`` and ``encodes``
-    (per codec) count what was done, for tests and benchmarks.
+    relay, so a slow machine sends fewer frames, never late ones. An encoder that fails on a
+    frame is made anew (``MAX_FAILURES``); the source ending or failing ends all video sent.
+    ``frames`` and ``encodes`` (per codec) count what was done, for tests and benchmarks.
     """
 
     def __init__(self, source: MediaStreamTrack, converting: threading.Lock,
@@ -163,11 +203,12 @@ class SharedEncoder:
             codec.keyframe_wanted = True
 
     def bitrate_changed(self, mime_type: str) -> None:
-        """A receiver's estimate changed: the codec's encoder aims at the lowest of them."""
+        """A receiver's estimate changed, or a receiver left: the codec's encoder aims at the
+        lowest of them (no sooner than ``BITRATE_GAP`` after its last move)."""
         estimates = [o.estimate for o in self._outputs if o.codec == mime_type and o.estimate]
         codec = self._codecs.get(mime_type)
-        if codec is not None and estimates:
-            codec.encoder.target_bitrate = min(estimates)  # type: ignore[attr-defined]
+        if codec is not None:
+            codec.aim(min(estimates) if estimates else None)
 
     def join(self, output: "EncodedTrack") -> None:
         """``output`` starts sending: it waits for a keyframe, asked for now."""
@@ -183,17 +224,24 @@ class SharedEncoder:
         self._outputs.discard(output)
         if output.codec is not None and all(o.codec != output.codec for o in self._outputs):
             self._codecs.pop(output.codec, None)  # a later receiver of it gets a fresh encoder
+        elif output.codec is not None:
+            self.bitrate_changed(output.codec)  # the lowest estimate may have gone with it
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         try:
             while self._outputs:
                 frame = cast(av.VideoFrame, await self._source.recv())
+                for codec in self._codecs.values():
+                    codec.settle()
                 jobs = [(codec, codec.force()) for codec in self._codecs.values()]
                 if not jobs:
                     continue
                 results = await loop.run_in_executor(self._thread, self._encode, frame, jobs)
                 self.frames += 1
+                for codec, _ in jobs:
+                    if codec.failures and self._codecs.get(codec.mime_type) is codec:
+                        self._renew(codec)
                 for mime_type, encoded in results:
                     for output in list(self._outputs):
                         if output.codec == mime_type:
@@ -205,14 +253,39 @@ class SharedEncoder:
             for output in list(self._outputs):
                 output.wake()
 
+    def _renew(self, codec: _Codec) -> None:
+        """``codec`` failed on the frame just encoded: a fresh encoder for it, or its end."""
+        fresh = codec.renewed()
+        if fresh is not None:
+            self._codecs[codec.mime_type] = fresh
+            self.bitrate_changed(codec.mime_type)
+            return
+        logger.error("the %s encoder failed on %d frames in a row: the video ends for its receivers",
+                     codec.mime_type, codec.failures)
+        del self._codecs[codec.mime_type]  # a later receiver of it tries a fresh encoder
+        for output in list(self._outputs):
+            if output.codec == codec.mime_type:
+                output.end()
+
     def _encode(self, frame: av.VideoFrame, jobs: list[tuple[_Codec, bool]]) -> list[tuple[str, Encoded]]:
         """On the encoding thread: one private yuv420p copy of ``frame`` (the relay's frame is
-        shared with the preview; 4:2:0 needs even sides), encoded for each codec."""
+        shared with the preview; 4:2:0 needs even sides), encoded for each codec. An encoder
+        changes the frame it is given: its picture type (I when forced), and PyAV rebases its
+        pts to the codec's time base (libx264's is 1/30 s, on which frames 15 ms apart take one
+        timestamp): each encoder gets them back as they came."""
         private = private_copy(frame, self._converting)
+        pts, time_base = private.pts, private.time_base
         results = []
         for codec, force in jobs:
-            private.pict_type = av.video.frame.PictureType.NONE  # an encoder before may have set I
-            payloads, timestamp = codec.encoder.encode(private, force)
+            private.pict_type = av.video.frame.PictureType.NONE
+            private.pts, private.time_base = pts, time_base
+            try:
+                payloads, timestamp = codec.encoder.encode(private, force)
+            except Exception:
+                codec.failures += 1
+                logger.exception("the %s encoder failed on a frame: it is made anew", codec.mime_type)
+                continue
+            codec.failures = 0
             self.encodes[codec.mime_type] += 1
             if payloads:
                 results.append((codec.mime_type, Encoded(payloads, timestamp, is_keyframe(codec.mime_type, payloads),
@@ -250,6 +323,7 @@ class EncodedTrack(MediaStreamTrack):
         self._queue: collections.deque[Encoded] = collections.deque()
         self._arrived = asyncio.Event()
         self._waiting_key = True
+        self._ended = False
         self._frames: Optional[MediaStreamTrack] = None
 
     def bind(self, sender: RTCRtpSender) -> bool:
@@ -298,6 +372,11 @@ class EncodedTrack(MediaStreamTrack):
     def wake(self) -> None:
         self._arrived.set()
 
+    def end(self) -> None:
+        """Nothing more comes for this connection: its sender stops (``recv`` raises)."""
+        self._ended = True
+        self._arrived.set()
+
     async def recv(self) -> Any:
         if self._frames is None and self.codec is None and self.readyState == "live":
             self._frames = self._shared.fallback()  # the sender was not hooked: it encodes
@@ -308,7 +387,7 @@ class EncodedTrack(MediaStreamTrack):
         if self not in self._shared._outputs and self.readyState == "live":
             self._shared.join(self)
         while not self._queue:
-            if self.readyState != "live" or self._shared.ended:
+            if self.readyState != "live" or self._shared.ended or self._ended:
                 raise MediaStreamError
             self._arrived.clear()
             await self._arrived.wait()
