@@ -39,6 +39,7 @@ costs per packet are aiortc's own choices, not the protocol's:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import socket
 import time
@@ -141,8 +142,10 @@ def delay_sacks(transport: RTCSctpTransport) -> None:
             asyncio.ensure_future(delayed())
 
     async def delayed() -> None:
+        """The timer's SACK: the connection may have closed meanwhile, and then none is owed."""
         if held and transport._sack_needed:
-            await sack()
+            with contextlib.suppress(ConnectionError):
+                await sack()
 
     async def sack() -> None:
         nonlocal held, timer
