@@ -169,7 +169,11 @@ def delay_sacks(transport: RTCSctpTransport) -> None:
 def skip_needless_retransmit_scans(transport: RTCSctpTransport) -> None:
     """Replace ``transport._transmit`` with aiortc 1.16.0's own, whose walk of the sent queue for
     chunks to retransmit runs only when some may be marked: after a SACK with gap reports or T3
-    expiring (the only places aiortc marks them), until a walk completes (it then sent them all)."""
+    expiring (the only places aiortc marks them), until a walk completes (it then sent them all).
+    It walks too whenever no T3 timer runs (nothing in flight, or a timer just expired): a timer
+    armed before this replacement calls aiortc's ``_t3_expired``, which marks every chunk
+    unseen by ``on_t3_expired``; without the walk they would wait for a gap report that may
+    never come."""
     t: Any = transport
     receive_sack, t3_expired = t._receive_sack_chunk, t._t3_expired
     marked = False
@@ -195,14 +199,16 @@ def skip_needless_retransmit_scans(transport: RTCSctpTransport) -> None:
                 t._t3_start()
         burst_size = (2 if t._fast_recovery_exit is not None else 4) * USERDATA_MAX_LENGTH
         cwnd = min(t._flight_size + burst_size, t._cwnd)
-        if marked:
+        if marked or t._t3_handle is None:  # no timer: one armed before us may have marked
+            marked = False  # a chunk marked while this walk awaits a send is walked for again
             retransmit_earliest = True
             for chunk in t._sent_queue:
                 if chunk._retransmit:
                     if t._fast_recovery_transmit:
                         t._fast_recovery_transmit = False
                     elif t._flight_size >= cwnd:
-                        return  # some are left marked: the next call walks again
+                        marked = True  # some are left marked: the next call walks again
+                        return
                     t._flight_size_increase(chunk)
                     chunk._misses = 0
                     chunk._retransmit = False
@@ -211,7 +217,6 @@ def skip_needless_retransmit_scans(transport: RTCSctpTransport) -> None:
                     if retransmit_earliest:
                         t._t3_restart()
                 retransmit_earliest = False
-            marked = False
         while t._outbound_queue and t._flight_size < cwnd:
             chunk = t._outbound_queue.popleft()
             t._sent_queue.append(chunk)

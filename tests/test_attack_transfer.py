@@ -30,3 +30,42 @@ async def test_a_receiver_announcing_tiny_messages_fails_the_transfer_with_a_tra
         await bob.wait_for_peer()
         with pytest.raises(peer.TransferError):
             await asyncio.wait_for(alice.send_file(tmp_path / "file.bin"), 60)
+
+
+async def test_a_chunk_marked_by_a_timer_armed_before_the_tuning_is_resent(server):
+    """A T3 timer armed before ``peer.sctp`` replaced ``_transmit`` (on the answering side the
+    first channels' messages go out before the files channel, and its tuning, exists) calls
+    the ``_t3_expired`` of then: it marks the chunks in flight for retransmission and calls the
+    new ``_transmit``, which must walk the sent queue for them although no SACK or T3 of its
+    own said so; else they wait, unsent, for a gap report that may never come.
+
+    Modelled by tuning alice's transport a second time once her chat chunk is in flight with
+    its timer armed; bob heard nothing of it."""
+    from peer import sctp
+
+    async with join("t3", server, "alice") as alice, join("t3", server, "bob") as bob:
+        await alice.wait_for_peer()
+        await bob.wait_for_peer()
+        for room in (alice, bob):  # bob's deafness must not end the connection (the heartbeat's verdict)
+            for call in room.session.calls.values():
+                call._connection._dead_after = 60
+        transport = next(iter(alice.session.calls.values())).pc.sctp
+        connection = next(iter(bob.session.calls.values())).pc.sctp.transport.transport._connection
+        receive = connection.data_received
+        deaf = False
+        connection.data_received = lambda data, component: deaf or receive(data, component)
+        while transport._sent_queue:  # nothing in flight from before
+            await asyncio.sleep(0.01)
+        deaf = True
+        alice.send_text("lost once")
+        while transport._t3_handle is None:
+            await asyncio.sleep(0.01)
+        sctp.skip_needless_retransmit_scans(transport)  # the timer armed calls the former one
+        armed = transport._t3_handle
+        while transport._t3_handle is armed:
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.1)  # the transmit the timer scheduled runs
+        deaf = False
+        assert not [chunk for chunk in transport._sent_queue if chunk._retransmit], "marked and never resent"
+        message = await bob.wait_for(peer.ChatMessage, timeout=10)
+        assert message.text == "lost once"
