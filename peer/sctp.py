@@ -142,7 +142,10 @@ def delay_sacks(transport: RTCSctpTransport) -> None:
 
     async def delayed() -> None:
         if held and transport._sack_needed:
-            await sack()
+            try:
+                await sack()
+            except ConnectionError:  # closed since (a hang-up without bye): nobody awaits this task
+                logger.debug("held SACK not sent: the connection closed")
 
     async def sack() -> None:
         nonlocal held, timer

@@ -1,6 +1,6 @@
 """Attacks on the fast data channel (``peer.transfer``, ``peer.sctp``) from issue 12's review:
-a receiver announcing a tiny ``a=max-message-size``, and SCTP's retransmission bookkeeping
-when a chunk is marked while a walk of the sent queue is under way."""
+a receiver announcing a tiny ``a=max-message-size``, a retransmission timer armed before the
+tuning, a SACK held back when the connection closes."""
 
 import asyncio
 
@@ -69,3 +69,37 @@ async def test_a_chunk_marked_by_a_timer_armed_before_the_tuning_is_resent(serve
         assert not [chunk for chunk in transport._sent_queue if chunk._retransmit], "marked and never resent"
         message = await bob.wait_for(peer.ChatMessage, timeout=10)
         assert message.text == "lost once"
+
+
+async def test_a_sack_held_back_when_the_connection_closes_is_not_sent_after(server, monkeypatch):
+    """A SACK held back (``peer.sctp.delay_sacks``: more datagrams were waiting, RTP in a call
+    with video) goes from a timer 20 ms later; if the connection closed meanwhile with nothing
+    more received (a call closed without bye: cut, renewed), sending it failed in a task
+    nobody awaited: asyncio's "Task exception was never retrieved", in the CLI's terminal too.
+    The timer's delay is made long here so that the close surely comes first."""
+    import gc
+
+    from peer import sctp
+
+    monkeypatch.setattr(sctp, "SACK_DELAY", 1.0)
+    loop = asyncio.get_running_loop()
+    errors: list[dict] = []
+    former = loop.get_exception_handler()
+    loop.set_exception_handler(lambda loop, context: errors.append(context))
+    try:
+        async with join("held-sack", server, "alice") as alice:
+            async with join("held-sack", server, "bob") as bob:
+                await alice.wait_for_peer()
+                await bob.wait_for_peer()
+                transport = next(iter(bob.session.calls.values())).pc.sctp
+                waiting = transport.transport.transport._connection._queue
+                waiting.qsize = lambda: 1  # as with RTP waiting to be read
+                transport._sack_needed = True
+                await transport._send_sack()  # held back, its timer armed
+                await next(iter(bob.session.calls.values())).close("gone", notify=False)  # no bye: nothing more comes
+                await asyncio.sleep(1.2)  # the timer fires
+                gc.collect()
+                await asyncio.sleep(0.05)
+    finally:
+        loop.set_exception_handler(former)
+    assert not [context for context in errors if isinstance(context.get("exception"), ConnectionError)], errors
