@@ -103,3 +103,37 @@ async def test_a_sack_held_back_when_the_connection_closes_is_not_sent_after(ser
     finally:
         loop.set_exception_handler(former)
     assert not [context for context in errors if isinstance(context.get("exception"), ConnectionError)], errors
+
+
+async def test_a_forged_sack_reporting_tsns_never_sent_is_dropped(server, monkeypatch):
+    """A SACK's gap blocks name TSNs as offsets up to 65,535 past its cumulative TSN; aiortc
+    1.16 puts every TSN each block spans in a set. A hostile peer's SACK of some 300 blocks
+    spanning the whole range each (one packet) held the event loop some 2 s on these
+    machines, every packet. Blocks reaching past the TSNs we ever assigned are a forgery:
+    the SACK is dropped before aiortc sees it (``peer.sctp.skip_needless_retransmit_scans``
+    wraps aiortc's SACK handling)."""
+    from aiortc.rtcsctptransport import SackChunk
+
+    handled: list[SackChunk] = []
+    handle = RTCSctpTransport._receive_sack_chunk
+
+    async def counted(self, chunk):
+        handled.append(chunk)
+        await handle(self, chunk)
+
+    monkeypatch.setattr(RTCSctpTransport, "_receive_sack_chunk", counted)
+    async with join("forged", server, "alice") as alice, join("forged", server, "bob") as bob:
+        await alice.wait_for_peer()
+        await bob.wait_for_peer()
+        mallory = next(iter(alice.session.calls.values())).pc.sctp
+        victim = next(iter(bob.session.calls.values())).pc.sctp
+        forged = SackChunk()
+        forged.cumulative_tsn = victim._last_sacked_tsn
+        forged.advertised_rwnd = 1 << 20
+        forged.gaps = [(1, 65535)] * 16
+        await mallory._send_chunk(forged)
+        alice.send_text("after the forgery")
+        await bob.wait_for(peer.ChatMessage)
+        assert not [chunk for chunk in handled if len(chunk.gaps) == 16], "the forged SACK reached aiortc"
+        alice.send_text("still talking")
+        await bob.wait_for(peer.ChatMessage, lambda event: event.text == "still talking")
