@@ -1,7 +1,7 @@
 """Data channel speed: less work per SCTP packet in aiortc's ``RTCSctpTransport``.
 
 Written against aiortc 1.16.0 and aioice 0.13.0; it reaches into their private parts
-(``RTCSctpTransport._send_sack``, ``_transmit`` with ``_receive_sack_chunk`` and ``_t3_expired``,
+(``RTCSctpTransport._send_sack``, ``_transmit`` with ``_receive_sack_chunk``, ``_t3_expired`` and ``_local_tsn``,
 ``_get_inbound_stream`` and ``_inbound_streams``, ``InboundStream``; aioice's
 ``Connection._queue`` and ``_protocols``). With another aiortc than 1.16 nothing is changed, and
 a reach that finds aiortc not as expected leaves the transport as aiortc made it (slower,
@@ -30,7 +30,8 @@ costs per packet are aiortc's own choices, not the protocol's:
   chunks with a congestion window of 1 MB, a quarter of the sender's time. A chunk is marked
   for retransmission only by a SACK that reports gaps or by the T3 timer expiring;
   ``skip_needless_retransmit_scans`` makes ``_transmit`` walk the queue only after one of those,
-  until a walk has sent every marked chunk.
+  until a walk has sent every marked chunk. On the way it drops SACKs whose gap blocks report
+  TSNs never sent (``forged_gaps``), which cost aiortc seconds of the event loop each.
 - **Reassembly rescans every fragment of a message for each new fragment** (quadratic in the
   fragments of a message: a 64 KiB message is 57 fragments). ``FastInboundStream`` scans only
   when a message may be complete: when a last fragment is among those held.
@@ -39,7 +40,6 @@ costs per packet are aiortc's own choices, not the protocol's:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import socket
 import time
@@ -47,8 +47,8 @@ import weakref
 from typing import Any, Iterator, Optional
 
 import aiortc
-from aiortc.rtcsctptransport import (SCTP_DATA_LAST_FRAG, USERDATA_MAX_LENGTH, DataChunk, InboundStream,
-                                     RTCSctpTransport, SackChunk)
+from aiortc.rtcsctptransport import (SCTP_DATA_LAST_FRAG, SCTP_TSN_MODULO, USERDATA_MAX_LENGTH, DataChunk,
+                                     InboundStream, RTCSctpTransport, SackChunk)
 
 logger = logging.getLogger(__name__)
 
@@ -144,8 +144,10 @@ def delay_sacks(transport: RTCSctpTransport) -> None:
     async def delayed() -> None:
         """The timer's SACK: the connection may have closed meanwhile, and then none is owed."""
         if held and transport._sack_needed:
-            with contextlib.suppress(ConnectionError):
+            try:
                 await sack()
+            except ConnectionError:  # closed since (a hang-up without bye): nobody awaits this task
+                logger.debug("held SACK not sent: the connection closed")
 
     async def sack() -> None:
         nonlocal held, timer
@@ -172,7 +174,11 @@ def delay_sacks(transport: RTCSctpTransport) -> None:
 def skip_needless_retransmit_scans(transport: RTCSctpTransport) -> None:
     """Replace ``transport._transmit`` with aiortc 1.16.0's own, whose walk of the sent queue for
     chunks to retransmit runs only when some may be marked: after a SACK with gap reports or T3
-    expiring (the only places aiortc marks them), until a walk completes (it then sent them all)."""
+    expiring (the only places aiortc marks them), until a walk completes (it then sent them all).
+    It walks too whenever no T3 timer runs (nothing in flight, or a timer just expired): a timer
+    armed before this replacement calls aiortc's ``_t3_expired``, which marks every chunk
+    unseen by ``on_t3_expired``; without the walk they would wait for a gap report that may
+    never come."""
     t: Any = transport
     receive_sack, t3_expired = t._receive_sack_chunk, t._t3_expired
     marked = False
@@ -180,6 +186,9 @@ def skip_needless_retransmit_scans(transport: RTCSctpTransport) -> None:
     async def on_sack(chunk: SackChunk) -> None:
         nonlocal marked
         if chunk.gaps:
+            if forged_gaps(t, chunk):
+                logger.debug("SACK dropped: its gap blocks report TSNs never sent")
+                return
             marked = True
         await receive_sack(chunk)
 
@@ -198,14 +207,16 @@ def skip_needless_retransmit_scans(transport: RTCSctpTransport) -> None:
                 t._t3_start()
         burst_size = (2 if t._fast_recovery_exit is not None else 4) * USERDATA_MAX_LENGTH
         cwnd = min(t._flight_size + burst_size, t._cwnd)
-        if marked:
+        if marked or t._t3_handle is None:  # no timer: one armed before us may have marked
+            marked = False  # a chunk marked while this walk awaits a send is walked for again
             retransmit_earliest = True
             for chunk in t._sent_queue:
                 if chunk._retransmit:
                     if t._fast_recovery_transmit:
                         t._fast_recovery_transmit = False
                     elif t._flight_size >= cwnd:
-                        return  # some are left marked: the next call walks again
+                        marked = True  # some are left marked: the next call walks again
+                        return
                     t._flight_size_increase(chunk)
                     chunk._misses = 0
                     chunk._retransmit = False
@@ -214,7 +225,6 @@ def skip_needless_retransmit_scans(transport: RTCSctpTransport) -> None:
                     if retransmit_earliest:
                         t._t3_restart()
                 retransmit_earliest = False
-            marked = False
         while t._outbound_queue and t._flight_size < cwnd:
             chunk = t._outbound_queue.popleft()
             t._sent_queue.append(chunk)
@@ -228,6 +238,17 @@ def skip_needless_retransmit_scans(transport: RTCSctpTransport) -> None:
     t._receive_sack_chunk = on_sack
     t._t3_expired = on_t3_expired
     t._transmit = transmit
+
+
+def forged_gaps(transport: Any, chunk: SackChunk) -> bool:
+    """Whether ``chunk``'s gap blocks report TSNs past the last we assigned, or more TSNs than
+    we assigned past its cumulative TSN: no SACK of a real peer does (RFC 9260 3.3.4), and
+    aiortc 1.16 walks every TSN a block spans (up to 65,535 each, a packet holds hundreds)."""
+    assigned = (transport._local_tsn - 1 - chunk.cumulative_tsn) % SCTP_TSN_MODULO
+    if assigned >= SCTP_TSN_MODULO // 2:  # a cumulative TSN past every TSN assigned
+        return True
+    return any(end > assigned for _, end in chunk.gaps) or \
+        sum(end - start + 1 for start, end in chunk.gaps) > assigned
 
 
 def widen_receive_buffers(transport: RTCSctpTransport, size: int = RECEIVE_BUFFER) -> None:

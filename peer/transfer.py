@@ -262,9 +262,15 @@ class FileSender:
         return CHUNK
 
     def _send(self, data: Any) -> None:
+        """Send ``data``; TransferError when the peer left, or when it announced an
+        ``a=max-message-size`` too small for it (aiortc raises ValueError, which would end the
+        sending to everyone after this receiver, and the CLI's sending task)."""
         if self.channel.readyState != "open":
             raise TransferError("the peer left during the transfer")
-        self.channel.send(data)
+        try:
+            self.channel.send(data)
+        except ValueError as error:
+            raise TransferError(f"the receiver takes no message this large ({error})") from None
 
     async def _room_in_buffer(self) -> None:
         while self.channel.bufferedAmount > HIGH_WATER:
