@@ -44,7 +44,7 @@ import logging
 import socket
 import time
 import weakref
-from typing import Any, Iterator, Optional
+from typing import Any, Iterator, Optional, cast
 
 import aiortc
 from aiortc.rtcsctptransport import (SCTP_DATA_LAST_FRAG, SCTP_TSN_MODULO, USERDATA_MAX_LENGTH, DataChunk,
@@ -106,9 +106,15 @@ class FastInboundStream(InboundStream):
 
 
 def fast_reassembly(transport: RTCSctpTransport) -> None:
-    """Make the streams ``transport`` creates from now on ``FastInboundStream``s (those it has
-    already stay aiortc's)."""
+    """Make the streams of ``transport`` ``FastInboundStream``s: those it creates from now on,
+    and those it has. An answering peer has one already when it is tuned: aiortc makes a stream
+    as the channel's OPEN message arrives, and announces the channel only then. (The class is
+    swapped in place: the state is aiortc's, and ``may_pop`` set makes the first pop scan.)"""
     streams: dict[int, InboundStream] = transport._inbound_streams
+    for stream in streams.values():
+        if type(stream) is InboundStream:
+            stream.__class__ = FastInboundStream
+            cast(FastInboundStream, stream).may_pop = True
 
     def get(stream_id: int) -> InboundStream:
         stream = streams.get(stream_id)
@@ -134,12 +140,15 @@ def delay_sacks(transport: RTCSctpTransport) -> None:
     held = 0
     timer: Optional[asyncio.TimerHandle] = None
     widened = False
+    sending: set[asyncio.Future] = set()
 
     def flush() -> None:
         nonlocal timer
         timer = None
         if held and transport._sack_needed:
-            asyncio.ensure_future(delayed())
+            task = asyncio.ensure_future(delayed())
+            sending.add(task)  # the loop holds tasks weakly
+            task.add_done_callback(sending.discard)
 
     async def delayed() -> None:
         """The timer's SACK: the connection may have closed meanwhile, and then none is owed."""

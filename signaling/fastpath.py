@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import json as std_json
+import logging
 import re
 from typing import Any, Callable, Optional
 
@@ -33,6 +34,8 @@ from engineio import json as engineio_json
 from engineio import packet as eio_packet
 from engineio.async_socket import AsyncSocket
 from socketio import packet as sio_packet
+
+logger = logging.getLogger("signaling")
 
 ORJSON_SINCE = (3, 11, 6)
 """Older orjson reads (before 3.9.15, CVE-2024-27454) and writes (before 3.11.6,
@@ -81,7 +84,9 @@ class FastJSON:
     def dumps(value: Any, **kwargs: Any) -> str:
         """orjson's compact text; the standard library's for what orjson will not write
         (a string with a lone surrogate, which an SDP may carry, an integer beyond 64 bits).
-        Both are JSON for the same value (orjson writes non-ASCII characters as they are)."""
+        Both are JSON for the same value (orjson writes non-ASCII characters as they are), but
+        for NaN and the infinities, which orjson writes as null and the standard library as
+        the non-JSON ``NaN`` and ``Infinity``."""
         if orjson is not None:
             try:
                 return orjson.dumps(value).decode()
@@ -129,8 +134,11 @@ class DirectManager(socketio.AsyncManager):
         packets = [eio_packet.Packet(eio_packet.MESSAGE, part) for part in (encoded if isinstance(encoded, list) else [encoded])]
         for sid, eio_sid in self.get_participants(namespace, to or room):
             if sid not in skip:
-                for each in packets:
-                    await self.server._send_eio_packet(eio_sid, each)
+                try:
+                    for each in packets:
+                        await self.server._send_eio_packet(eio_sid, each)
+                except Exception:  # one receiver's failure (closing it, say) must not cost the others theirs
+                    logger.exception("could not send %s to %s", event, sid)
 
 
 class Deadline:

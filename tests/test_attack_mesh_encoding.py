@@ -237,3 +237,18 @@ async def test_a_codec_that_cannot_encode_ends_only_its_own_receivers_video(serv
             before = await b.wait_for_frames(1, sender)
             await b.wait_for_frames(before + 15, sender, timeout=10)
             assert not shared.ended and not any(o.codec == "video/h264" for o in shared._outputs)
+
+
+def test_a_bitrate_asked_while_a_frame_is_encoded_waits_for_the_next_frame(monkeypatch):
+    """aiortc's encoders read the bitrate twice in a frame: moved in between, from the event
+    loop while the thread encodes, aiortc made its own libx264 context (the slow preset) in
+    place of ours. The move waits while the codec is busy; the next settle makes it."""
+    monkeypatch.setattr(encoding, "BITRATE_GAP", 0)
+    codec = encoding._Codec("video/h264")
+    start = codec.encoder.target_bitrate
+    codec.busy = True
+    codec.aim(start // 2)
+    assert codec.encoder.target_bitrate == start
+    codec.busy = False
+    codec.settle()
+    assert codec.encoder.target_bitrate == start // 2

@@ -126,3 +126,38 @@ def test_fast_reassembly_pops_what_aiortc_pops(messages, first_tsn, rng, shuffle
         rng.shuffle(window)
         chunks[start:start + len(window)] = window
     assert popped(FastInboundStream(), chunks) == popped(InboundStream(), chunks)
+
+
+async def test_streams_an_answering_peer_had_before_the_tuning_reassemble_fast_too():
+    """An answering peer is tuned as the channel is announced, after aiortc made the channel's
+    stream for its OPEN message: that stream is made a FastInboundStream too, and still
+    delivers whole messages."""
+    from aiortc import RTCConfiguration, RTCPeerConnection
+
+    from peer import sctp
+    from peer.ice import use_host_addresses
+    use_host_addresses(["127.0.0.1"])
+    a, b = (RTCPeerConnection(RTCConfiguration(iceServers=[])) for _ in range(2))
+    announced: asyncio.Future = asyncio.get_running_loop().create_future()
+    b.on("datachannel", announced.set_result)
+    channel = a.createDataChannel("files")
+    opened = asyncio.Event()
+    channel.on("open", opened.set)
+    await a.setLocalDescription(await a.createOffer())
+    await b.setRemoteDescription(a.localDescription)
+    await b.setLocalDescription(await b.createAnswer())
+    await a.setRemoteDescription(b.localDescription)
+    remote = await asyncio.wait_for(announced, 10)
+    try:
+        assert b.sctp._inbound_streams, "aiortc made no stream before announcing the channel"
+        sctp.tune(b.sctp)
+        assert all(isinstance(stream, sctp.FastInboundStream) for stream in b.sctp._inbound_streams.values())
+        received: asyncio.Queue = asyncio.Queue()
+        remote.on("message", received.put_nowait)
+        message = os.urandom(200_000)  # many fragments
+        await asyncio.wait_for(opened.wait(), 10)
+        channel.send(message)
+        assert await asyncio.wait_for(received.get(), 10) == message
+    finally:
+        await a.close()
+        await b.close()

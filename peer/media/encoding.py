@@ -134,6 +134,8 @@ class _Codec:
         self.bitrate_wanted: Optional[int] = None
         """The receivers' lowest estimate, not yet aimed at (``BITRATE_GAP``)."""
         self.bitrate_moved = -BITRATE_GAP
+        self.busy = False
+        """A frame is being encoded on the thread (set and cleared on the event loop)."""
 
     def force(self) -> bool:
         """Whether the next frame must be a keyframe (and note that it is)."""
@@ -154,8 +156,11 @@ class _Codec:
         self.settle()
 
     def settle(self) -> None:
+        """Set the bitrate wanted, unless a frame is being encoded (``busy``): aiortc's encoders
+        read it twice in a frame, and a move between the two made aiortc's libx264 context in
+        place of ours (``codecs.FastH264Encoder``). ``SharedEncoder`` settles before each frame."""
         wanted = self.bitrate_wanted
-        if wanted is None or time.monotonic() - self.bitrate_moved < BITRATE_GAP:
+        if wanted is None or self.busy or time.monotonic() - self.bitrate_moved < BITRATE_GAP:
             return
         self.bitrate_wanted = None
         if wanted != self.encoder.target_bitrate:  # type: ignore[attr-defined]
@@ -237,7 +242,13 @@ class SharedEncoder:
                 jobs = [(codec, codec.force()) for codec in self._codecs.values()]
                 if not jobs:
                     continue
-                results = await loop.run_in_executor(self._thread, self._encode, frame, jobs)
+                for codec, _ in jobs:
+                    codec.busy = True
+                try:
+                    results = await loop.run_in_executor(self._thread, self._encode, frame, jobs)
+                finally:
+                    for codec, _ in jobs:
+                        codec.busy = False
                 self.frames += 1
                 for codec, _ in jobs:
                     if codec.failures and self._codecs.get(codec.mime_type) is codec:
@@ -339,7 +350,8 @@ class EncodedTrack(MediaStreamTrack):
         start = sender.send
 
         async def send(parameters: Any) -> None:
-            self.codec = parameters.codecs[0].mimeType.lower()
+            if self.codec is None:  # aiortc starts a sender once: its later calls change nothing
+                self.codec = parameters.codecs[0].mimeType.lower()
             await start(parameters)
 
         setattr(sender, "send", send)
