@@ -57,7 +57,6 @@ async def ours_child(link: harness.Link, options: argparse.Namespace, rest: list
     parser = argparse.ArgumentParser()
     parser.add_argument("--url", required=True)
     parser.add_argument("--downloads")
-    parser.add_argument("--asyncio-loop", action="store_true")
     args = parser.parse_args(rest)
     receiving = args.downloads is not None
     async with peer.join(ROOM, server=args.url, name="receiver" if receiving else "sender",
@@ -82,7 +81,7 @@ async def _ours_receive(room: Any, link: harness.Link) -> None:
 
 
 async def _ours_send(room: Any, link: harness.Link) -> None:
-    link.send("ready", loop=type(asyncio.get_running_loop()).__module__)
+    link.send("ready")
     while True:
         order = await link.receive()
         if order["do"] == "file":
@@ -221,12 +220,10 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-async def start_ours(url: str, folder: Path, asyncio_loop: bool = False) -> Pair:
-    more = ["--asyncio-loop"] if asyncio_loop else []
-    receiver = await harness.Child.start(SCRIPT, "ours", "--url", url, "--downloads", str(folder), *more)
-    sender = await harness.Child.start(SCRIPT, "ours", "--url", url, *more)
-    _, ready = await asyncio.gather(receiver.expect("ready"), sender.expect("ready"))
-    print(f"ours runs on {ready['loop']}'s event loop", file=sys.stderr)
+async def start_ours(url: str, folder: Path) -> Pair:
+    receiver = await harness.Child.start(SCRIPT, "ours", "--url", url, "--downloads", str(folder))
+    sender = await harness.Child.start(SCRIPT, "ours", "--url", url)
+    await asyncio.gather(receiver.expect("ready"), sender.expect("ready"))
     return Pair(sender, receiver, folder, bare=False)
 
 
@@ -243,8 +240,7 @@ def p99(values: list[float]) -> float:
     return ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]
 
 
-async def measure(rounds: int, seconds: float, quick: bool, size: Optional[int] = None,
-                  asyncio_loop: bool = False) -> list[harness.Row]:
+async def measure(rounds: int, seconds: float, quick: bool, size: Optional[int] = None) -> list[harness.Row]:
     """The rows of this bench: file transfer rate, chat round trip median and p99 (``seconds``
     is unused: a round is one file and ROUND_TRIPS lines)."""
     size = size or (QUICK_SIZE if quick else SIZE)
@@ -263,7 +259,7 @@ async def measure(rounds: int, seconds: float, quick: bool, size: Optional[int] 
         sha256 = _sha256(source)
         pairs: list[Pair] = []
         try:
-            ours = await start_ours(url, folder / "ours", asyncio_loop)
+            ours = await start_ours(url, folder / "ours")
             pairs.append(ours)
             bare = await start_bare(folder)
             pairs.append(bare)
@@ -292,25 +288,13 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=0.0, help="unused (a round is one file)")
     parser.add_argument("--size", default=None, help="file size, e.g. 50M (default 50M, 2M with --quick)")
     parser.add_argument("--quick", action="store_true", help="one round of a small file: seconds")
-    parser.add_argument("--asyncio-loop", action="store_true",
-                        help="run ours on asyncio's loop instead of peer.run's (uvloop where installed)")
     args = parser.parse_args()
     from peer.transfer import parse_size
     size = parse_size(args.size) if args.size else None
-    rows = asyncio.run(measure(args.rounds, args.seconds, args.quick, size, args.asyncio_loop))
+    rows = asyncio.run(measure(args.rounds, args.seconds, args.quick, size))
     print(harness.format_table(rows))
 
 
-class PeerLoop(asyncio.DefaultEventLoopPolicy):
-    """Ours runs on the loop ``peer.run`` gives programs (uvloop where installed), as the CLI does."""
-
-    def new_event_loop(self) -> asyncio.AbstractEventLoop:
-        import peer
-        return peer.new_event_loop()
-
-
 if __name__ == "__main__":
-    if sys.argv[1:3] == ["--child", "ours"] and "--asyncio-loop" not in sys.argv:
-        asyncio.set_event_loop_policy(PeerLoop())
     if not harness.run_child({"ours": ours_child, "bare-sender": bare_sender, "bare-receiver": bare_receiver}):
         main()

@@ -12,13 +12,13 @@ from .errors import (DisplayError, JoinRefused, MediaError, NothingToRecord, Pee
 from .api import DEFAULT_SERVER
 from .call import MAX_TRIES
 from .ice import IceSettings
-from .loop import new_event_loop, run
 from .media.audio_source import AudioSource
 from .media.devices import Device, list_devices
 from .media.codecs import CODECS as VIDEO_CODECS
 from .media.codecs import parse_bitrate
 from .media.frames import FrameSource
 from .media.sources import LocalMedia, check_fps, parse_video_size
+from .memory import return_big_buffers
 from .stats import CallStats
 from .transfer import ASK_TIMEOUT, DEFAULT_MAX_PER_PEER, DEFAULT_MAX_TOTAL, human_size, parse_size
 
@@ -30,5 +30,5 @@ __all__ = [
     "WaitTimeout", "RoomClosed", "NothingToRecord",
     "DEFAULT_SERVER", "IceSettings", "LocalMedia", "MAX_TRIES", "ASK_TIMEOUT", "DEFAULT_MAX_PER_PEER",
     "DEFAULT_MAX_TOTAL", "parse_size", "human_size", "Device", "list_devices", "AudioSource", "VIDEO_CODECS", "parse_bitrate",
-    "parse_video_size", "check_fps", "run", "new_event_loop",
+    "parse_video_size", "check_fps", "return_big_buffers",
 ]

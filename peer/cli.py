@@ -31,10 +31,8 @@ from . import (ASK_TIMEOUT, DEFAULT_MAX_PER_PEER, DEFAULT_MAX_TOTAL, DEFAULT_SER
                CallStats, ChatMessage, Connected, Device, Event, FileFailed, FileOffer, FileProgress, FileReceived,
                LocalMedia, Member, PeerError, PeerJoined, PeerLeft, Rejoined, Retrying, Room, SignalingLost,
                SignalingUnreachable, TrackReceived, TransferError, check_fps, human_size, join, list_devices,
-               parse_bitrate, parse_size, parse_video_size)
-from . import run as run_on_fast_loop
+               parse_bitrate, parse_size, parse_video_size, return_big_buffers)
 from .media.window import Window, check_display
-from .memory import return_big_buffers
 from .terminal import Terminal, say
 
 logger = logging.getLogger("peer")
@@ -604,7 +602,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             say(line)
         return 0
     try:
-        return run_on_fast_loop(run(args))
+        return asyncio.run(run(args))
     except PeerError as error:
         print(f"peer: {printable(str(error))}", file=sys.stderr)  # may quote the server's reason
         return error.exit_code

@@ -127,8 +127,14 @@ class _Reading:
 
 
 class StatsSampler:
-    """Reads a room's connections, at most once an ``interval``, and keeps each one's last
-    reading to take the next one's differences from."""
+    """Reads a room's connections, at most about once an ``interval``, and keeps each one's last
+    reading to take the next one's differences from.
+
+    Asked again within half an interval, it gives the figures it has: a status line, the
+    window's overlay and ``--stats`` ask in the same second and share one reading. Half, not
+    a whole one: a caller that asks once a second after ``asyncio.sleep(1)`` is woken up to a
+    millisecond early by uvloop (libuv's timers count whole milliseconds), which with a whole
+    interval got the last second's figures again, a line repeated in ``--stats``."""
 
     def __init__(self, interval: float = INTERVAL) -> None:
         self._interval = interval
@@ -141,7 +147,7 @@ class StatsSampler:
         """The figures of each connection ``watched()`` names. Asked again within the interval,
         the same figures; a connection never read before is read twice, an interval apart."""
         async with self._lock:
-            if time.monotonic() - self._read_at < self._interval:
+            if time.monotonic() - self._read_at < self._interval / 2:
                 return self._latest
             new = [call for call in watched() if not self._known(call)]
             if new:
