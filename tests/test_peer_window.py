@@ -118,7 +118,7 @@ def test_window_tiles_each_remote_and_drops_the_one_who_leaves(processes, xvfb, 
             return all(likeness_to_testsrc(half, "320x240", top=TILE_TOP) > 0.9
                        for half in (picture[:, :middle], picture[:, middle:]))
 
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 30  # three peers on two cores: the tiles come, at times after 10 s
         while not halves_show_testsrc():
             assert time.monotonic() < deadline, "the window does not show two tiles of remote video"
             time.sleep(0.3)
