@@ -497,7 +497,7 @@ def join(room: str, *, server: str = DEFAULT_SERVER, name: str = "bot", token: O
          bitrate: Optional[Union[int, str]] = None, media: Optional[LocalMedia] = None,
          ice: Optional[IceSettings] = None, ice_hosts: Sequence[str] = (),
          stun: Sequence[str] = (), turn: Sequence[str] = (), turn_user: Optional[str] = None,
-         turn_password: Optional[str] = None, downloads: Optional[Union[str, Path]] = None,
+         turn_password: Optional[str] = None, relay_only: bool = False, downloads: Optional[Union[str, Path]] = None,
          accept_files: Optional[AcceptPolicy] = None, max_download_per_peer: int = DEFAULT_MAX_PER_PEER,
          max_download_total: int = DEFAULT_MAX_TOTAL) -> _Joining:
     """Join ``room``: ``async with peer.join("demo", ...) as room``.
@@ -508,9 +508,12 @@ def join(room: str, *, server: str = DEFAULT_SERVER, name: str = "bot", token: O
     warning is logged). ``media`` takes sources
     opened beforehand with ``LocalMedia.open`` instead (the CLI opens the camera before its
     window): the room stops them when it closes, and a join that fails leaves them open, to
-    stop or to join with elsewhere. ``ice_hosts`` is the CLI's ``--ice-host``; ``ice`` an
-    ``IceSettings`` in place of ``ice_hosts``, ``stun``, ``turn``, ``turn_user`` and
-    ``turn_password``. Received files are saved in ``downloads``; ``accept_files`` decides
+    stop or to join with elsewhere. ``ice_hosts`` is the CLI's ``--ice-host``, ``stun`` and
+    ``turn`` its ``--stun`` and ``--turn`` (URLs; ``turn_user`` and ``turn_password`` go with
+    every ``turn`` URL), ``relay_only`` its ``--relay-only``; ``ice`` an ``IceSettings`` in
+    place of all of them (several TURN servers with their own credentials: ``servers``).
+    With no STUN or TURN server given, those the signaling server hands out in its join
+    acknowledgement are used (``IceSettings.offered``). Received files are saved in ``downloads``; ``accept_files`` decides
     which are taken: True, False, or a function of a ``FileOffer`` returning a bool (or an
     awaitable one); by default every file when ``downloads`` is given, none without. At most
     ``max_download_per_peer`` bytes from each peer and ``max_download_total`` in all are taken.
@@ -520,15 +523,17 @@ def join(room: str, *, server: str = DEFAULT_SERVER, name: str = "bot", token: O
     and the most they send, for every encoder of this process (``peer.media.codecs``; so is
     the frame rate H.264 is told, from ``fps``): the newest open room's that asked, else the
     defaults.
-    Raises SignalingUnreachable, JoinRefused or MediaError with a message for people, and
+    Raises SignalingUnreachable, JoinRefused or MediaError with a message for people,
+    IceConfigError (a ValueError too) for an ICE URL aiortc cannot use, TURN without
+    credentials, or ``relay_only`` with no TURN server (of ours or the server's), and
     ValueError for ``accept_files`` without ``downloads``, ``media`` with ``video`` or
     ``audio``, ``ice`` with the keywords it replaces, or a codec, bitrate, size or rate we
     cannot send.
     """
     if media is not None and (video != NONE or audio != NONE):
         raise ValueError("join() takes media, or video and audio to open, not both")
-    if ice is not None and (ice_hosts or stun or turn or turn_user or turn_password):
-        raise ValueError("join() takes ice, or ice_hosts, stun and turn, not both")
+    if ice is not None and (ice_hosts or stun or turn or turn_user or turn_password or relay_only):
+        raise ValueError("join() takes ice, or ice_hosts, stun, turn and relay_only, not both")
     if codec is not None and codec not in codecs.CODECS:
         raise ValueError(f"not a video codec: {codec!r} (one of {', '.join(codecs.CODECS)})")
     rate = codecs.parse_bitrate(bitrate) if isinstance(bitrate, str) else \
@@ -536,7 +541,7 @@ def join(room: str, *, server: str = DEFAULT_SERVER, name: str = "bot", token: O
     files = Downloads(downloads, accept_files, max_per_peer=max_download_per_peer, max_total=max_download_total)
     if ice is None:
         ice = IceSettings(host_addresses=tuple(ice_hosts), stun=tuple(stun), turn=tuple(turn),
-                          turn_user=turn_user, turn_password=turn_password)
+                          turn_user=turn_user, turn_password=turn_password, relay_only=relay_only)
 
     async def make() -> Session:
         session = Session(room, server, name, token=token, media=media, ice=ice, downloads=files, codec=codec)

@@ -27,6 +27,7 @@ from signaling import HostedServer, host_server
 from signaling.protocol import MAX_NAME_CHARS
 from signaling.text import log_to_stderr, printable
 
+from . import ice_config
 from . import (ASK_TIMEOUT, DEFAULT_MAX_PER_PEER, DEFAULT_MAX_TOTAL, DEFAULT_SERVER, MAX_TRIES, VIDEO_CODECS, CallEnded,
                CallStats, ChatMessage, Connected, Device, Event, FileFailed, FileOffer, FileProgress, FileReceived,
                LocalMedia, Member, PeerError, PeerJoined, PeerLeft, Rejoined, Retrying, Room, SignalingLost,
@@ -84,10 +85,7 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
                         help=f"take at most SIZE of files in all (default {human_size(DEFAULT_MAX_TOTAL)})")
     parser.add_argument("--ice-host", action="append", default=[], metavar="ADDRESS",
                         help="local address ICE may use (repeatable); 127.0.0.1 keeps a call on this machine")
-    parser.add_argument("--stun", action="append", default=[], metavar="URL", help="STUN server, e.g. stun:stun.example.org:3478")
-    parser.add_argument("--turn", action="append", default=[], metavar="URL", help="TURN server, e.g. turn:turn.example.org:3478")
-    parser.add_argument("--turn-user", help="TURN user name")
-    parser.add_argument("--turn-password", help="TURN password")
+    ice_config.add_arguments(parser)
     parser.add_argument("--list-devices", action="store_true",
                         help="print the cameras, microphones and speakers found, and the flag for each; join no room")
     parser.add_argument("--stats", metavar="PATH",
@@ -104,6 +102,9 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     for path in args.send:
         if not Path(path).is_file():
             parser.error(f"--send {path}: no such file")
+    args.ice, problems = ice_config.settings(args, os.environ)
+    if problems:  # one line each, no usage text: a value may come from the environment or a file
+        parser.exit(2, "".join(f"{parser.prog}: {printable(problem)}\n" for problem in problems))
     args.stats_file = _open_stats(parser, args.stats) if args.stats else None
     return args
 
@@ -507,8 +508,7 @@ async def run(args: argparse.Namespace) -> int:
 
     def joining(server: str) -> AsyncContextManager[Room]:
         return join(args.room, server=server, name=args.name, token=args.token, media=media,
-                    codec=args.codec, bitrate=args.bitrate, ice_hosts=args.ice_host, stun=args.stun, turn=args.turn, turn_user=args.turn_user,
-                    turn_password=args.turn_password, downloads=args.downloads or "downloads",
+                    codec=args.codec, bitrate=args.bitrate, ice=args.ice, downloads=args.downloads or "downloads",
                     accept_files=True if questions is None else questions,
                     max_download_per_peer=args.max_download_per_peer, max_download_total=args.max_download_total)
 

@@ -69,7 +69,9 @@ class Session:
         self.request = JoinRequest(room=room, name=name, token=token)
         self.server = server
         self.media = media or LocalMedia()
-        self.ice = ice or IceSettings()
+        self.own_ice = ice or IceSettings()
+        """The ICE settings we were given; ``ice`` adds the servers the server hands out."""
+        self.ice = self.own_ice
         self.me: Optional[Member] = None
         self.members: dict[str, Member] = {}
         self.calls: dict[str, Call] = {}
@@ -137,7 +139,9 @@ class Session:
         try:
             ack = await self._ask_to_join(CLASSIC_ACK_TIMEOUT)
         except socketio.exceptions.TimeoutError:
+            self.ice.check_relay()
             return await self._join_classic()
+        self.ice.check_relay()  # before any call: relay-only with no TURN of ours nor the server's
         self._answer_waiting(ack)
         for member in ack.others:
             # a call begun already answers an offer: one the ack carried, or one that came before it
@@ -155,8 +159,21 @@ class Session:
         except BaseException:
             self._early = None
             raise
+        self._take_ice_servers(ack)
         self._in_room(ack.me, ack.others)
         return ack
+
+    def _take_ice_servers(self, ack: JoinAck) -> None:
+        """Use the STUN and TURN servers the acknowledgement hands out (fresh credentials at
+        every join), unless we were given servers of our own (``IceSettings.offered``).
+        What of them was dropped as unusable is logged, once per kind of fault; never a
+        credential."""
+        if ack.ice_dropped:
+            self._complain("iceServers", "ignored some of the server's ICE servers: %s", "; ".join(ack.ice_dropped))
+        self.ice = self.own_ice.offered(ack.ice_servers)
+        if ack.ice_servers and self.ice is not self.own_ice:
+            logger.info("using the ICE servers of the signaling server: %s",
+                        ", ".join(url for server in ack.ice_servers for url in server.urls))
 
     def _answer_waiting(self, ack: JoinAck) -> set[str]:
         """Answer the offers the ack carries: classic clients offer on joining, and one alone

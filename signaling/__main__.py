@@ -14,6 +14,7 @@ from typing import Any, Coroutine, Optional, Union, overload
 from .embedded import DEFAULT_PORT
 from .server import ServerConfig, SignalingServer, advertised_urls
 from .text import log_to_stderr
+from .turn import DEFAULT_TTL, MAX_TTL, TurnGrant, check_ice_url, is_turn
 
 
 @overload
@@ -43,6 +44,15 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     parser.add_argument("--key", default=_env("KEY"), help="TLS private key file (env SIGNALING_KEY)")
     parser.add_argument("--log-level", default=_env("LOG_LEVEL", "info"), choices=["debug", "info", "warning", "error"],
                         help="(env SIGNALING_LOG_LEVEL)")
+    turn = parser.add_argument_group("TURN", "hand every member a TURN server with credentials of its own "
+                                     "(coturn's use-auth-secret; see docs/deploy.md)")
+    turn.add_argument("--turn-server", action="append", metavar="URL",
+                      help="a TURN URL of coturn, e.g. turn:turn.example.org:3478, turn:...?transport=tcp, "
+                           "turns:...:5349 (repeatable; env SIGNALING_TURN_SERVER, URLs separated by commas)")
+    turn.add_argument("--turn-secret", default=_env("TURN_SECRET"),
+                      help="coturn's static-auth-secret (env SIGNALING_TURN_SECRET; best there: not in ps)")
+    turn.add_argument("--turn-ttl", type=int, default=int(_env("TURN_TTL", str(DEFAULT_TTL))),
+                      help=f"seconds a handed-out credential works (env SIGNALING_TURN_TTL, default {DEFAULT_TTL})")
     limits = parser.add_argument_group("limits", "what one client may take; see docs/deploy.md")
     for flag, kind, help_text in LIMIT_FLAGS:
         name = flag.replace("-", "_")
@@ -65,7 +75,32 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     if not origins(args.allowed_origins):
         # python-engineio reads an empty list as "check nothing": refuse it rather than allow all
         parser.error("--allowed-origins needs '*' or at least one origin")
+    args.turn = _turn_grant(parser, args)
     return args
+
+
+def _turn_grant(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Optional[TurnGrant]:
+    """The TURN servers to hand out, from --turn-server/--turn-secret/--turn-ttl or their
+    variables; every fault in a line of its own, no usage text (a value may come from the
+    environment), and never the secret."""
+    urls = args.turn_server or [url.strip() for url in _env("TURN_SERVER", "").split(",") if url.strip()]
+    problems = []
+    for url in urls:
+        try:
+            if not is_turn(check_ice_url(url)):
+                problems.append(f"--turn-server {url}: a TURN URL starts with turn: or turns:")
+        except ValueError as error:
+            problems.append(f"--turn-server: {error}")
+    secret = args.turn_secret
+    if urls and (secret is None or not secret.strip()):
+        problems.append("--turn-server needs --turn-secret (or SIGNALING_TURN_SECRET): coturn's static-auth-secret")
+    if secret is not None and not urls:
+        problems.append("--turn-secret needs at least one --turn-server (or SIGNALING_TURN_SERVER)")
+    if not 0 < args.turn_ttl <= MAX_TTL:
+        problems.append(f"--turn-ttl must be from 1 to {MAX_TTL} seconds")
+    if problems:
+        parser.exit(2, "".join(f"python -m signaling: {problem}\n" for problem in problems))
+    return TurnGrant(tuple(urls), secret, args.turn_ttl) if urls and secret else None
 
 
 LIMIT_FLAGS = [
@@ -92,12 +127,15 @@ async def serve(args: argparse.Namespace) -> None:
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         context.load_cert_chain(args.cert, args.key)
     server = SignalingServer(ServerConfig(room_size=args.room_size, allowed_origins=origins(args.allowed_origins),
-                                          token_secret=args.token_secret,
+                                          token_secret=args.token_secret, turn=args.turn,
                                           **{flag.replace("-", "_"): getattr(args, flag.replace("-", "_"))
                                              for flag, _, _ in LIMIT_FLAGS}))
     port = await server.start(args.host, args.port, context)
     for url in advertised_urls(args.host, port, "https" if context else "http"):
         logging.getLogger("signaling").info("listening: peers use --server %s", url)
+    if args.turn is not None:
+        logging.getLogger("signaling").info("handing out TURN %s with credentials valid %d s",
+                                            ", ".join(args.turn.urls), args.turn.ttl)
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)  # as Ctrl-C: a clean goodbye
     try:

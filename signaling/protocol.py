@@ -13,10 +13,11 @@ hard rule: every addition here is something an old client may ignore.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence
 
 from .text import is_printable
+from .turn import IceServer, read_ice_servers
 
 # Events a client sends.
 JOIN = "join"
@@ -175,7 +176,7 @@ def relayed(message: dict[str, Any], sender: Member) -> dict[str, Any]:
 
 
 def join_ack(me: Member, room: str, others: list[Member], capacity: int,
-             offers: Sequence[dict[str, Any]] = ()) -> dict[str, Any]:
+             offers: Sequence[dict[str, Any]] = (), ice_servers: Optional[list[dict[str, Any]]] = None) -> dict[str, Any]:
     """The acknowledgement of a successful ``join``.
 
     ``members`` lists who was there before; by the offerer rule the joiner sends an
@@ -184,8 +185,10 @@ def join_ack(me: Member, room: str, others: list[Member], capacity: int,
     on joining. That offer reached nobody and its sender waits for an answer; offering to
     it instead makes a browser roll its offer back, and Chromium then rejects our data
     channel. So the joiner answers these offers and does not offer to their senders.
+    ``ice_servers`` (a server started with ``--turn-server``) are TURN servers with
+    credentials for this member (``signaling.turn.TurnGrant``), as ``iceServers``.
     """
-    return {
+    ack = {
         "ok": True,
         "id": me.id,
         "name": me.name,
@@ -194,6 +197,9 @@ def join_ack(me: Member, room: str, others: list[Member], capacity: int,
         "capacity": capacity,
         "offers": list(offers),
     }
+    if ice_servers is not None:
+        ack["iceServers"] = ice_servers
+    return ack
 
 
 class Refusal(ProtocolError):
@@ -211,6 +217,10 @@ class JoinAck:
     except to those whose offers it answers."""
     offers: list[dict[str, Any]]
     """Offers that reached nobody, and their candidates, in ``relayed`` form: to answer."""
+    ice_servers: list[IceServer] = field(default_factory=list)
+    """The STUN and TURN servers the server hands out, checked and bounded (``read_ice_servers``)."""
+    ice_dropped: list[str] = field(default_factory=list)
+    """What of the server's ``iceServers`` was dropped, a line each, to log."""
 
     @property
     def offerers(self) -> set[str]:
@@ -233,7 +243,8 @@ def parse_join_ack(payload: Any, default_name: str = "") -> JoinAck:
     if len({member.id for member in others}) < len(others):
         # Each listing would begin a call of its own, replacing the last under the same id.
         raise ProtocolError(BAD_PAYLOAD, "'members' lists a member twice")
-    return JoinAck(me, others, parse_pending_offers(payload, others))
+    ice_servers, ice_dropped = read_ice_servers(payload.get("iceServers"))
+    return JoinAck(me, others, parse_pending_offers(payload, others), ice_servers, ice_dropped)
 
 
 def _refusal(payload: Any) -> Refusal:

@@ -25,6 +25,7 @@ from . import protocol
 from .protocol import Member, ProtocolError
 from .store import RoomStore
 from .token import check_token
+from .turn import TurnGrant
 
 logger = logging.getLogger("signaling")
 
@@ -70,9 +71,14 @@ class Relay:
     closed must not take a seat (the ghost-join guard in ``join``)."""
 
     def __init__(self, store: RoomStore, token_secret: Optional[str] = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, turn: Optional[TurnGrant] = None,
+                 wall_clock: Callable[[], float] = time.time) -> None:
         self.store = store
         self.token_secret = token_secret
+        self.turn = turn
+        """TURN servers to hand every member that joins, with credentials of its own."""
+        self.wall_clock = wall_clock
+        """Unix time, for the expiry of those credentials."""
         self.connections: set[str] = set()
         self.clock = clock
         self._refusals: dict[str, tuple[float, int, int]] = {}
@@ -108,7 +114,8 @@ class Relay:
         logger.info("%s (%s) joined %s", me.name, sid, request.room)
         classic = isinstance(payload, str)
         return Outcome(
-            ack=protocol.join_ack(me, request.room, others, self.store.capacity, [] if classic else offers),
+            ack=protocol.join_ack(me, request.room, others, self.store.capacity, [] if classic else offers,
+                                  self.turn.servers_for(sid, self.wall_clock()) if self.turn else None),
             entered=request.room,
             emits=[Emit(protocol.PEER_JOINED, me.to_payload(), room=request.room, skip=sid),
                    _head_count(request.room, len(others) + 1)],

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
@@ -25,6 +25,7 @@ from .protocol import ProtocolError
 from .relay import Outcome, Relay
 from .rooms import Rooms
 from .store import MemoryStore
+from .turn import TurnGrant
 
 logger = logging.getLogger("signaling")
 
@@ -40,7 +41,9 @@ class ServerConfig(Limits):
     allowed_origins: Union[str, Sequence[str], None] = "*"
     """Browser origins that may connect: ``"*"`` any (without credentials), a list, or None
     for the page's own origin only (the server a peer hosts in-process)."""
-    token_secret: Optional[str] = None
+    token_secret: Optional[str] = field(default=None, repr=False)
+    turn: Optional[TurnGrant] = None
+    """TURN servers with credentials of their own for every member that joins (``--turn-server``)."""
 
 
 class SignalingServer:
@@ -50,7 +53,7 @@ class SignalingServer:
         self.config = config or ServerConfig()
         self.rooms = Rooms(capacity=self.config.room_size)
         """The room state, kept in this process: the relay's store reads and changes it."""
-        self.relay = Relay(MemoryStore(self.rooms), self.config.token_secret)
+        self.relay = Relay(MemoryStore(self.rooms), self.config.token_secret, turn=self.config.turn)
         refusals = Refusals()
         self._gate = ConnectionGate(self.config, refusals)
         self._join_rate = JoinRate(self.config.join_rate, self.config.join_burst)
