@@ -7,21 +7,32 @@ addresses here is how ``--ice-host 127.0.0.1`` keeps a call on the machine.
 aioice looks that function up in its module, for the whole process. So it is replaced, once,
 by one that reads a context variable: each call sets it in its own task, and two rooms in one
 process with different addresses keep their own.
+
+aioice also drops a TURN allocation that fails without a word: a wrong password or a TURN
+server that does not answer left a relay-only call failing with nothing to say why. Its
+``relayed_candidate`` is wrapped the same way, to log the TURN server's refusal in one line.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import time
 from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import aioice.ice
+import aioice.stun
 from aiortc import RTCConfiguration, RTCIceServer
 from aiortc.rtcconfiguration import RTCIceTransportPolicy
 
+from signaling.text import printable
 from signaling.turn import IceServer, check_ice_url, ice_server
 
 from .errors import PeerError
+
+logger = logging.getLogger(__name__)
 
 _chosen: ContextVar[Optional[tuple[str, ...]]] = ContextVar("peer_ice_host_addresses", default=None)
 _aioice_get_host_addresses = aioice.ice.get_host_addresses
@@ -35,6 +46,55 @@ def _get_host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
 
 
 aioice.ice.get_host_addresses = _get_host_addresses
+
+_aioice_relayed_candidate = aioice.ice.relayed_candidate
+_turn_faults_told: set[tuple[Any, str]] = set()
+"""The TURN faults logged as warnings already: each is said once a process, then at debug
+level (every connection of every call gathers again)."""
+
+
+GATHER_TIMEOUT = 5.0
+"""Seconds aioice gives a TURN allocation (``get_component_candidates``) before it cancels it."""
+
+
+async def _relayed_candidate(**options: Any) -> Any:
+    started = time.monotonic()
+    try:
+        return await _aioice_relayed_candidate(**options)
+    except (aioice.stun.TransactionError, OSError) as error:  # OSError: refused, unreachable, TLS
+        _tell_turn_fault(options.get("turn_server"), turn_fault(error))
+        raise
+    except asyncio.CancelledError:
+        if time.monotonic() - started >= GATHER_TIMEOUT - 0.1:  # aioice's timeout, not a close
+            _tell_turn_fault(options.get("turn_server"), f"no answer within {GATHER_TIMEOUT:g} s "
+                                                         "(is it running, and its port open?)")
+        raise
+
+
+def _tell_turn_fault(server: Any, fault: str) -> None:
+    told = (server, fault) in _turn_faults_told
+    _turn_faults_told.add((server, fault))
+    where = ":".join(map(str, server)) if isinstance(server, tuple) else server
+    (logger.debug if told else logger.warning)("no relay from the TURN server %s: %s", where, fault)
+
+
+aioice.ice.relayed_candidate = _relayed_candidate
+
+
+def turn_fault(error: BaseException) -> str:
+    """What a failed TURN allocation means, for people. The reason phrase is the TURN
+    server's, so it is bounded and escaped."""
+    if isinstance(error, aioice.stun.TransactionFailed):
+        code = error.response.attributes.get("ERROR-CODE")
+        if isinstance(code, tuple) and code and code[0] == 401:
+            return ("it refused the credentials (401 Unauthorized: wrong or expired; from a signaling server, "
+                    "its --turn-secret must be coturn's static-auth-secret)")
+        if isinstance(code, tuple) and len(code) == 2:
+            return f"it refused ({code[0]} {printable(str(code[1])[:100])})"
+        return "it refused"
+    if isinstance(error, aioice.stun.TransactionTimeout):
+        return "no answer (is it running, and its port open?)"
+    return printable(str(error)[:200]) or type(error).__name__
 
 
 def use_host_addresses(addresses: Optional[Sequence[str]]) -> None:

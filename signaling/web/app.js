@@ -19,8 +19,11 @@
 //   side offers). It still answers {"type":"ping"} with {"type":"pong"}, honours
 //   {"type":"bye"}, and refuses file transfers so a sender fails at once instead of waiting.
 //
-// ICE servers: none by default (host candidates are enough on one network). Add them with
-// ?stun=stun:host:3478 and ?turn=turn:host:3478&turn-user=U&turn-password=P in the page URL.
+// ICE servers: those of the page URL, ?stun=stun:host:3478 and
+// ?turn=turn:host:3478&turn-user=U&turn-password=P; without any, those the server's join
+// acknowledgement hands out (`iceServers`, a server started with --turn-server), checked and
+// bounded as the Python peer reads them (signaling/turn.py); else none (host candidates are
+// enough on one network).
 //
 // As the Python peer's window: each remote tile shows the call's verification code (computed
 // as docs/protocol.md states, from the certificates DTLS used), a statistics overlay toggled
@@ -53,7 +56,10 @@
     .concat(params.getAll("turn").map((urls) => ({
       urls, username: params.get("turn-user") || undefined, credential: params.get("turn-password") || undefined,
     })));
-  const rtcConfig = { iceServers };
+  let rtcConfig = { iceServers };
+  // What the page takes of a join acknowledgement's iceServers (signaling/turn.py's bounds).
+  const MAX_ICE_SERVERS = 8, MAX_ICE_URLS = 4, MAX_ICE_CHARS = 256;
+  const ICE_URL = /^(stun|turns?):[A-Za-z0-9.\-]+(:\d{1,5})?(\?transport=(udp|tcp))?$/;
 
   let socket = null;
   let me = null;              // {id, name, room} while in a room
@@ -80,6 +86,10 @@
     get connected() { return Array.from(remotes.values()).filter((r) => r.connected).map((r) => r.name); },
     get chat() { return chatLines.slice(); },
     get errors() { return errors.slice(); },
+    // The ICE servers calls use: their URLs and whether they carry credentials, never those.
+    get iceServers() {
+      return rtcConfig.iceServers.map((s) => ({ urls: [].concat(s.urls), credentials: s.credential !== undefined }));
+    },
     get localTracks() { return localStream ? localStream.getTracks().map((t) => t.kind) : []; },
     get muted() { return micMuted; },
     get audioEnabled() { return localStream ? localStream.getAudioTracks().map((t) => t.enabled) : []; },
@@ -427,6 +437,7 @@
     const before = early || [];
     early = null;
     me = { id: ack.id, name: ack.name, room: ack.room };
+    if (!iceServers.length) rtcConfig = { iceServers: offeredIceServers(ack.iceServers) };
     members.clear();
     setJoined(true);
     log(`joined room ${me.room} as ${me.name}`, "info");
@@ -457,6 +468,33 @@
       return message.type === "candidate" && offered.has(message.from);
     });
     if (kept.length < offers.length) console.warn(`ignored ${offers.length - kept.length} of the join acknowledgement's offers`);
+    return kept;
+  }
+
+  // The STUN and TURN servers a join acknowledgement hands out (fresh credentials each join),
+  // as the page may use them: at most MAX_ICE_SERVERS, each with at most MAX_ICE_URLS URLs of
+  // the shapes the Python peer takes, strings bounded; a server that breaks a rule is dropped,
+  // and a list the browser refuses is not used at all (it would fail every call).
+  function offeredIceServers(offered) {
+    if (offered === undefined) return [];
+    const text = (value) => value === undefined || (typeof value === "string" && value.length <= MAX_ICE_CHARS);
+    const list = Array.isArray(offered) ? offered.slice(0, MAX_ICE_SERVERS) : [];
+    const kept = list.filter((server) => {
+      if (!server || typeof server !== "object") return false;
+      const urls = typeof server.urls === "string" ? [server.urls] : server.urls;
+      return Array.isArray(urls) && urls.length > 0 && urls.length <= MAX_ICE_URLS &&
+        urls.every((url) => typeof url === "string" && url.length <= MAX_ICE_CHARS && ICE_URL.test(url)) &&
+        text(server.username) && text(server.credential);
+    }).map((server) => ({ urls: server.urls, username: server.username, credential: server.credential }));
+    if (!Array.isArray(offered) || kept.length < offered.length) {
+      console.warn("ignored some of the server's ICE servers");
+    }
+    try {
+      new RTCPeerConnection({ iceServers: kept }).close();
+    } catch (error) {
+      console.warn(`ignored the server's ICE servers: ${error.message}`);
+      return [];
+    }
     return kept;
   }
 
