@@ -11,7 +11,7 @@ from .errors import (DisplayError, JoinRefused, MediaError, NothingToRecord, Pee
                      TransferError, WaitTimeout)
 from .api import DEFAULT_SERVER
 from .call import MAX_TRIES
-from .ice import IceSettings
+from .ice import IceConfigError, IceSettings
 from .media.audio_source import AudioSource
 from .media.devices import Device, list_devices
 from .media.codecs import CODECS as VIDEO_CODECS
@@ -28,7 +28,7 @@ __all__ = [
     "TrackReceived", "SignalingLost", "Rejoined", "Recorder", "AudioFrame", "Speaker", "CallStats",
     "PeerError", "SignalingUnreachable", "JoinRefused", "MediaError", "DisplayError", "TransferError",
     "WaitTimeout", "RoomClosed", "NothingToRecord",
-    "DEFAULT_SERVER", "IceSettings", "LocalMedia", "MAX_TRIES", "ASK_TIMEOUT", "DEFAULT_MAX_PER_PEER",
+    "DEFAULT_SERVER", "IceSettings", "IceConfigError", "LocalMedia", "MAX_TRIES", "ASK_TIMEOUT", "DEFAULT_MAX_PER_PEER",
     "DEFAULT_MAX_TOTAL", "parse_size", "human_size", "Device", "list_devices", "AudioSource", "VIDEO_CODECS", "parse_bitrate",
     "parse_video_size", "check_fps", "return_big_buffers",
 ]

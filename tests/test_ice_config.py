@@ -262,3 +262,11 @@ def test_a_relay_only_call_with_the_password_from_the_environment_and_a_file(pro
     assert stats_paths(tmp_path / "a.jsonl") == stats_paths(tmp_path / "b.jsonl") == {"relayed"}
     assert "'USERNAME': 'alice'" in a.output  # aioice's debug lines were there to look at
     assert PASSWORD not in a.output and PASSWORD not in b.output
+
+
+def test_relay_only_on_a_server_with_no_turn_fails_the_join_in_a_line(processes):
+    server = processes.add(Server())
+    done = run_cli("peer", "--room", "r", "--server", server.url, "--relay-only", "--no-window", "--video", "none",
+                   "--audio", "none")
+    assert done.returncode == 2 and done.stderr.splitlines()[-1].startswith(
+        "peer: --relay-only needs a TURN server: give --turn URL"), done.stderr
