@@ -18,6 +18,7 @@ PUBLIC_MODULES = {
     "peer": set(peer.__all__),
     "peer.media.window": None,  # the CLI's own front end: the window it shows
     "peer.terminal": None,  # and the terminal it reads and prints on
+    "peer.ice_config": None,  # and its ICE flags, PEER_* variables and --ice-config files
     "signaling": set(signaling.__all__),
     "signaling.protocol": None,  # the wire protocol, documented in docs/protocol.md
     "signaling.text": None,  # text from others made safe to print (docs/api.md)

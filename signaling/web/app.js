@@ -59,7 +59,7 @@
   let rtcConfig = { iceServers };
   // What the page takes of a join acknowledgement's iceServers (signaling/turn.py's bounds).
   const MAX_ICE_SERVERS = 8, MAX_ICE_URLS = 4, MAX_ICE_CHARS = 256;
-  const ICE_URL = /^(stun|turns?):[A-Za-z0-9.\-]+(:\d{1,5})?(\?transport=(udp|tcp))?$/;
+  const ICE_URL = /^(stun|turns?):[A-Za-z0-9.\-]+(:\d{1,5})?(\?transport=(udp|tcp))?$/i;
 
   let socket = null;
   let me = null;              // {id, name, room} while in a room
