@@ -27,7 +27,7 @@ from signaling import HostedServer, host_server
 from signaling.protocol import MAX_NAME_CHARS
 from signaling.text import log_to_stderr, printable
 
-from . import ice_config
+from .ice_config import add_ice_arguments, ice_settings
 from . import (ASK_TIMEOUT, DEFAULT_MAX_PER_PEER, DEFAULT_MAX_TOTAL, DEFAULT_SERVER, MAX_TRIES, VIDEO_CODECS, CallEnded,
                CallStats, ChatMessage, Connected, Device, Event, FileFailed, FileOffer, FileProgress, FileReceived,
                LocalMedia, Member, PeerError, PeerJoined, PeerLeft, Rejoined, Retrying, Room, SignalingLost,
@@ -85,7 +85,7 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
                         help=f"take at most SIZE of files in all (default {human_size(DEFAULT_MAX_TOTAL)})")
     parser.add_argument("--ice-host", action="append", default=[], metavar="ADDRESS",
                         help="local address ICE may use (repeatable); 127.0.0.1 keeps a call on this machine")
-    ice_config.add_arguments(parser)
+    add_ice_arguments(parser)
     parser.add_argument("--list-devices", action="store_true",
                         help="print the cameras, microphones and speakers found, and the flag for each; join no room")
     parser.add_argument("--stats", metavar="PATH",
@@ -102,7 +102,7 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     for path in args.send:
         if not Path(path).is_file():
             parser.error(f"--send {path}: no such file")
-    args.ice, problems = ice_config.settings(args, os.environ)
+    args.ice, problems = ice_settings(args, os.environ)
     if problems:  # one line each, no usage text: a value may come from the environment or a file
         parser.exit(2, "".join(f"{parser.prog}: {printable(problem)}\n" for problem in problems))
     args.stats_file = _open_stats(parser, args.stats) if args.stats else None

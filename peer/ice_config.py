@@ -42,7 +42,7 @@ FILE_KEYS = ("iceServers", "iceTransportPolicy")
 SERVER_KEYS = ("urls", "username", "credential")
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
+def add_ice_arguments(parser: argparse.ArgumentParser) -> None:
     """The ICE flags of ``python -m peer`` (``--ice-host`` aside)."""
     parser.add_argument("--stun", action="append", default=[], metavar="URL",
                         help=f"STUN server, e.g. stun:stun.example.org:3478 (repeatable; env {ENV_STUN}, URLs "
@@ -62,7 +62,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "others; needs a TURN server, from these flags or the signaling server)")
 
 
-def settings(args: argparse.Namespace, environ: Mapping[str, str]) -> tuple[Optional[IceSettings], list[str]]:
+def ice_settings(args: argparse.Namespace, environ: Mapping[str, str]) -> tuple[Optional[IceSettings], list[str]]:
     """The ICE settings the flags and variables make, or None and a line per fault."""
     problems: list[str] = []
     stun = _urls(args.stun, environ, ENV_STUN, "--stun", problems)

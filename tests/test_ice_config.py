@@ -22,7 +22,7 @@ import sys
 import pytest
 
 from conftest import LOCAL, ROOT, Server, child_env
-from peer import ice_config
+from peer.ice_config import add_ice_arguments, ice_settings
 from peer.ice import IceConfigError, IceSettings
 from signaling import protocol
 from signaling.protocol import Member
@@ -150,23 +150,23 @@ def test_reprs_hide_credentials():
 def parse(*flags: str) -> argparse.Namespace:
     parser = argparse.ArgumentParser()
     parser.add_argument("--ice-host", action="append", default=[])
-    ice_config.add_arguments(parser)
+    add_ice_arguments(parser)
     return parser.parse_args(list(flags))
 
 
 def test_flags_win_over_variables_and_files_add_servers(tmp_path):
     environ = {"PEER_STUN": "stun:a.example.org, stun:b.example.org", "PEER_TURN": "turn:t.example.org?transport=tcp",
                "PEER_TURN_USER": "env-user", "PEER_TURN_PASSWORD": PASSWORD}
-    ice, problems = ice_config.settings(parse(), environ)
+    ice, problems = ice_settings(parse(), environ)
     assert problems == [] and ice is not None
     assert ice.stun == ("stun:a.example.org", "stun:b.example.org") and ice.turn == ("turn:t.example.org?transport=tcp",)
     assert (ice.turn_user, ice.turn_password) == ("env-user", PASSWORD)
-    ice, _ = ice_config.settings(parse("--stun", "stun:c.example.org", "--turn-user", "flag-user"), environ)
+    ice, _ = ice_settings(parse("--stun", "stun:c.example.org", "--turn-user", "flag-user"), environ)
     assert ice is not None and ice.stun == ("stun:c.example.org",) and ice.turn_user == "flag-user"
     file = tmp_path / "ice.json"
     file.write_text(json.dumps({"iceServers": [{"urls": ["turns:t.example.org:5349"], "username": "f", "credential": PASSWORD}],
                                 "iceTransportPolicy": "relay"}))
-    ice, _ = ice_config.settings(parse(), {"PEER_ICE_CONFIG": str(file)})
+    ice, _ = ice_settings(parse(), {"PEER_ICE_CONFIG": str(file)})
     assert ice is not None and ice.relay_only and ice.servers == (IceServer(("turns:t.example.org:5349",), "f", PASSWORD),)
 
 
@@ -174,7 +174,7 @@ def test_a_toml_file_holds_the_same(tmp_path):
     file = tmp_path / "ice.toml"
     file.write_text(f'[[iceServers]]\nurls = "stun:s.example.org"\n\n[[iceServers]]\n'
                     f'urls = ["turn:t.example.org", "turn:t.example.org?transport=tcp"]\nusername = "u"\ncredential = "{PASSWORD}"\n')
-    ice, problems = ice_config.settings(parse("--ice-config", str(file), "--relay-only"), {})
+    ice, problems = ice_settings(parse("--ice-config", str(file), "--relay-only"), {})
     assert problems == [] and ice is not None and ice.relay_only and ice.has_turn and len(ice.servers) == 2
     assert len(ice.configuration().iceServers) == 2
 
@@ -192,7 +192,7 @@ def test_a_toml_file_holds_the_same(tmp_path):
 def test_a_bad_file_is_one_line_naming_it(tmp_path, content, says):
     file = tmp_path / "ice.json"
     file.write_text(content)
-    ice, problems = ice_config.settings(parse("--ice-config", str(file)), {})
+    ice, problems = ice_settings(parse("--ice-config", str(file)), {})
     assert ice is None and len(problems) == 1 and problems[0].startswith(f"--ice-config {file}: ") and says in problems[0]
 
 
