@@ -41,8 +41,8 @@ class Coturn(Process):
         self.expect("Total General servers", timeout=10)
 
 
-def coturn_with_secret(processes, directory: Path) -> Coturn:
-    return processes.add(Coturn(directory, "--use-auth-secret", f"--static-auth-secret={SECRET}"))
+def coturn_with_secret(processes, directory: Path, *flags: str) -> Coturn:
+    return processes.add(Coturn(directory, "--use-auth-secret", f"--static-auth-secret={SECRET}", *flags))
 
 
 def stats_paths(path: Path) -> set[str]:
@@ -98,9 +98,15 @@ def test_a_wrong_secret_is_said_not_waited_for(processes, tmp_path):
 
 
 def test_the_page_takes_the_servers_of_the_join(processes, tmp_path, page):  # noqa: F811
-    server = processes.add(Server("--turn-server", f"turn:{LOCAL}:3478", "--turn-server",
-                                  f"turn:{LOCAL}:3478?transport=tcp", "--turn-secret", SECRET))
+    """The page uses the handed-out TURN server: coturn logs an allocation for the page's own
+    member id, with the credentials made for it, once a relay-only peer calls it."""
+    turn = coturn_with_secret(processes, tmp_path, "--verbose")  # which logs each allocation's user
+    tcp = f"{turn.url}?transport=tcp"
+    server = processes.add(Server("--turn-server", turn.url, "--turn-server", tcp, "--turn-secret", SECRET))
     page.goto(f"{server.url}/?" + urlencode({"room": "page", "name": "ann"}))
     page.wait_for_function("() => window.peerState.joined")
-    servers = state(page, "iceServers")
-    assert servers == [{"urls": [f"turn:{LOCAL}:3478", f"turn:{LOCAL}:3478?transport=tcp"], "credentials": True}]
+    assert state(page, "iceServers") == [{"urls": [turn.url, tcp], "credentials": True}]  # never the credentials
+    bob = processes.peer("--room", "page", "--server", server.url, "--relay-only", *PEER, name="bob")
+    bob.expect("connected to ann", timeout=30)
+    page.wait_for_function("() => window.peerState.connected.includes('bob')")
+    turn.expect(rf"user <\d+:{re.escape(state(page, 'id'))}>: incoming packet ALLOCATE processed, success", timeout=10)
