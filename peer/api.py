@@ -513,10 +513,10 @@ def join(room: str, *, server: str = DEFAULT_SERVER, name: str = "bot", token: O
     every ``turn`` URL), ``relay_only`` its ``--relay-only``; ``ice`` an ``IceSettings`` in
     place of all of them (several TURN servers with their own credentials: ``servers``).
     With no STUN or TURN server given, those the signaling server hands out in its join
-    acknowledgement are used (``IceSettings.offered``). Received files are saved in ``downloads``; ``accept_files`` decides
-    which are taken: True, False, or a function of a ``FileOffer`` returning a bool (or an
-    awaitable one); by default every file when ``downloads`` is given, none without. At most
-    ``max_download_per_peer`` bytes from each peer and ``max_download_total`` in all are taken.
+    acknowledgement are used (``IceSettings.offered``). Received files are saved in
+    ``downloads``; ``accept_files`` decides which are taken: True, False, or a function of a
+    ``FileOffer`` returning a bool (or an awaitable one); by default every file when
+    ``downloads`` is given, none without. At most ``max_download_per_peer`` bytes from each peer and ``max_download_total`` in all are taken.
     ``video_size`` (``"320x240"``) and ``fps`` make the video sent that size and at most that
     rate (see ``LocalMedia.open``); ``codec`` (``"vp8"`` or ``"h264"``) is put first in every
     offer and answer; ``bitrate`` (``"500k"``, ``"2M"`` or bits/s) is where the encoders start
