@@ -9,8 +9,12 @@ by one that reads a context variable: each call sets it in its own task, and two
 process with different addresses keep their own.
 
 aioice also drops a TURN allocation that fails without a word: a wrong password or a TURN
-server that does not answer left a relay-only call failing with nothing to say why. Its
-``relayed_candidate`` is wrapped the same way, to log the TURN server's refusal in one line.
+server that does not answer left a relay-only call failing with nothing to say why. And aiortc
+hands aioice only the first TURN URL of a configuration: ``turn:...?transport=tcp`` after
+``turn:...`` (for a network that blocks UDP) or a second TURN server was never tried. Its
+``relayed_candidate`` is wrapped the same way: every TURN URL of the call's settings (a context
+variable, as above) is tried at once, the first allocation made is the relay, the others are
+released, and each refusal is logged in one line.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import aioice.ice
 import aioice.stun
 from aiortc import RTCConfiguration, RTCIceServer
 from aiortc.rtcconfiguration import RTCIceTransportPolicy
+from aiortc.rtcicetransport import parse_stun_turn_uri
 
 from signaling.text import printable
 from signaling.turn import IceServer, check_ice_url, ice_server
@@ -48,6 +53,8 @@ def _get_host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
 aioice.ice.get_host_addresses = _get_host_addresses
 
 _aioice_relayed_candidate = aioice.ice.relayed_candidate
+_turn_choices: ContextVar[tuple[dict[str, Any], ...]] = ContextVar("peer_turn_choices", default=())
+"""Every TURN URL of the current call's settings, as ``relayed_candidate``'s options."""
 _turn_faults_told: set[tuple[Any, str]] = set()
 """The TURN faults logged as warnings already: each is said once a process, then at debug
 level (every connection of every call gathers again)."""
@@ -58,6 +65,34 @@ GATHER_TIMEOUT = 5.0
 
 
 async def _relayed_candidate(**options: Any) -> Any:
+    """aioice's, for every TURN URL of the call at once (``_turn_choices``; the one aiortc
+    chose first): the first allocation made wins, those made after it are released. The
+    last fault is raised when none is made."""
+    def where(choice: dict[str, Any]) -> tuple[Any, ...]:
+        return choice["turn_server"], choice["turn_ssl"], choice["turn_transport"]
+
+    choices = [options] + [dict(options, **choice) for choice in _turn_choices.get() if where(choice) != where(options)]
+    if len(choices) == 1:
+        return await _one_relay(options)
+    attempts = [asyncio.ensure_future(_one_relay(choice)) for choice in choices]
+    winner: Optional[asyncio.Future] = None
+    try:
+        pending: set[asyncio.Future] = set(attempts)
+        while pending:
+            _, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            winner = next((a for a in attempts if a.done() and not a.cancelled() and a.exception() is None), None)
+            if winner is not None:
+                return winner.result()
+        raise attempts[0].exception() or RuntimeError("no TURN allocation")
+    finally:
+        for attempt in attempts:
+            attempt.cancel()
+            if attempt is not winner and attempt.done() and not attempt.cancelled() and attempt.exception() is None:
+                attempt.result()[1].transport.close()  # an allocation made too late: released
+
+
+async def _one_relay(options: Any) -> Any:
+    """aioice's relayed candidate from one TURN URL; a fault is logged (``_tell_turn_fault``)."""
     started = time.monotonic()
     try:
         return await _aioice_relayed_candidate(**options)
@@ -173,11 +208,27 @@ class IceSettings:
         return RTCConfiguration(iceServers=servers, iceTransportPolicy=RTCIceTransportPolicy.RELAY if self.relay_only else RTCIceTransportPolicy.ALL)
 
     def apply(self) -> None:
-        """Gather on these host addresses in the current task (see ``use_host_addresses``)."""
+        """Gather on these host addresses, and try every TURN URL, in the current task and
+        those it starts (see ``use_host_addresses`` and ``_relayed_candidate``)."""
         use_host_addresses(self.host_addresses)
+        _turn_choices.set(turn_choices(self.configuration().iceServers or []))
 
 
 def _check_scheme(url: str, kind: str, schemes: tuple[str, ...]) -> None:
     """ValueError unless ``url`` is a usable ICE URL of one of ``schemes``."""
     if check_ice_url(url).partition(":")[0].lower() not in schemes:
         raise ValueError(f"{url!r} is given as a {kind} server: a {kind} URL starts with {' or '.join(s + ':' for s in schemes)}")
+
+
+def turn_choices(servers: Sequence[RTCIceServer]) -> tuple[dict[str, Any], ...]:
+    """Every TURN URL of ``servers``, in order, as aioice's ``relayed_candidate`` options
+    (what aiortc's ``connection_kwargs`` makes of the first)."""
+    choices = []
+    for server in servers:
+        for url in [server.urls] if isinstance(server.urls, str) else server.urls:
+            parsed = parse_stun_turn_uri(url)
+            if parsed["scheme"] in ("turn", "turns"):
+                choices.append({"turn_server": (parsed["host"], parsed["port"]), "turn_ssl": parsed["scheme"] == "turns",
+                                "turn_transport": parsed["transport"], "turn_username": server.username,
+                                "turn_password": server.credential})
+    return tuple(choices)

@@ -21,9 +21,9 @@ import sys
 
 import pytest
 
-from conftest import LOCAL, ROOT, Server, child_env
+from conftest import LOCAL, ROOT, Server, child_env, free_port
 from peer.ice_config import add_ice_arguments, ice_settings
-from peer.ice import IceConfigError, IceSettings
+from peer.ice import IceConfigError, IceSettings, turn_choices
 from signaling import protocol
 from signaling.protocol import Member
 from signaling.relay import Relay
@@ -138,6 +138,16 @@ def test_relay_only_needs_turn_of_ones_own_or_the_servers():
     waiting.offered([IceServer(("turn:t.example.org",), "u", "c")]).check_relay()
 
 
+def test_every_turn_url_is_a_choice_not_only_aiortcs_first():
+    settings = IceSettings(stun=("stun:s.example.org",), turn=("turn:t.example.org", "turn:t.example.org?transport=tcp"),
+                           turn_user="u", turn_password="p",
+                           servers=(IceServer(("turns:r.example.org:443", "stun:r.example.org"), "v", "q"),))
+    assert [(c["turn_server"], c["turn_transport"], c["turn_ssl"], c["turn_username"], c["turn_password"])
+            for c in turn_choices(settings.configuration().iceServers)] == [
+        (("t.example.org", 3478), "udp", False, "u", "p"), (("t.example.org", 3478), "tcp", False, "u", "p"),
+        (("r.example.org", 443), "tcp", True, "v", "q")]
+
+
 def test_reprs_hide_credentials():
     settings = IceSettings(turn=("turn:t.example.org",), turn_user="user-x", turn_password=PASSWORD,
                            servers=(IceServer(("turns:t.example.org",), "user-y", PASSWORD),))
@@ -246,7 +256,7 @@ async def test_a_server_refusal_of_turn_is_logged_without_credentials(caplog):
     assert PASSWORD not in caplog.text
 
 
-# A real call with a long-term TURN user, debug logs on
+# A real call with a long-term TURN user, debug logs on, several TURN URLs
 
 def test_a_relay_only_call_with_the_password_from_the_environment_and_a_file(processes, tmp_path):
     turn = processes.add(Coturn(tmp_path, "--lt-cred-mech", f"--user=alice:{PASSWORD}"))
@@ -254,13 +264,16 @@ def test_a_relay_only_call_with_the_password_from_the_environment_and_a_file(pro
     config = tmp_path / "ice.toml"
     config.write_text(f'[[iceServers]]\nurls = ["{turn.url}"]\nusername = "alice"\ncredential = "{PASSWORD}"\n')
     common = ["--room", "own-turn", "--server", server.url, "--relay-only", "-v", *PEER]
-    a = processes.peer(*common, "--turn", turn.url, "--turn-user", "alice", "--stats", str(tmp_path / "a.jsonl"),
+    # ann's first TURN URL answers nothing: aiortc would use only that one; the next, over TCP, relays
+    a = processes.peer(*common, "--turn", f"turn:{LOCAL}:{free_port()}", "--turn", f"{turn.url}?transport=tcp",
+                       "--turn-user", "alice", "--stats", str(tmp_path / "a.jsonl"),
                        name="ann", env=child_env(PEER_TURN_PASSWORD=PASSWORD))
     b = processes.peer(*common, "--ice-config", str(config), "--stats", str(tmp_path / "b.jsonl"), name="bob")
     full_call(a, b)
     a.expect("status: 1 connected .* relayed", timeout=15)
     assert stats_paths(tmp_path / "a.jsonl") == stats_paths(tmp_path / "b.jsonl") == {"relayed"}
     assert "'USERNAME': 'alice'" in a.output  # aioice's debug lines were there to look at
+    assert "turn/tcp connection_made" in a.output and "turn/tcp connection_made" not in b.output
     assert PASSWORD not in a.output and PASSWORD not in b.output
 
 

@@ -52,6 +52,7 @@ def check(calls, case: str) -> None:
     print(f"{case}: connected {took:.1f} s after the peers started")
     for peer in call.peers:
         assert SECRET not in peer.output and PASSWORD not in peer.output
+        assert "Traceback" not in peer.output and "never retrieved" not in peer.output  # the losing allocation released
 
 
 def test_symmetric_nats_relay_only_with_turn_flags(calls):
