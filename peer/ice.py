@@ -153,8 +153,8 @@ class IceSettings:
     The servers are ``stun`` and ``turn`` (the flags, with ``turn_user`` and ``turn_password``
     for every ``turn`` URL) and ``servers`` (a config file's, or those the signaling server
     hands out: see ``offered``). URLs are checked when the settings are made (IceConfigError,
-    one line). aiortc gathers from the first STUN and the first TURN URL it can use, in
-    that order. ``relay_only`` allows relayed candidates only: the TURN path or none.
+    one line). Every TURN URL is tried at once (``_relayed_candidate``); of the STUN URLs
+    aiortc asks the first. ``relay_only`` allows relayed candidates only: the TURN path or none.
     Credentials are left out of the ``repr``."""
 
     host_addresses: tuple[str, ...] = ()
