@@ -64,6 +64,11 @@ GATHER_TIMEOUT = 5.0
 """Seconds aioice gives a TURN allocation (``get_component_candidates``) before it cancels it."""
 
 
+MAX_TURN_TRIES = 8
+"""TURN URLs tried at once for one connection: each is a socket and an allocation, and the
+servers may come from a signaling server that is anyone's."""
+
+
 async def _relayed_candidate(**options: Any) -> Any:
     """aioice's, for every TURN URL of the call at once (``_turn_choices``; the one aiortc
     chose first): the first allocation made wins, those made after it are released. The
@@ -72,6 +77,7 @@ async def _relayed_candidate(**options: Any) -> Any:
         return choice["turn_server"], choice["turn_ssl"], choice["turn_transport"]
 
     choices = [options] + [dict(options, **choice) for choice in _turn_choices.get() if where(choice) != where(options)]
+    choices = choices[:MAX_TURN_TRIES]
     if len(choices) == 1:
         return await _one_relay(options)
     attempts = [asyncio.ensure_future(_one_relay(choice)) for choice in choices]

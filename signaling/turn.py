@@ -28,8 +28,8 @@ from typing import Any, Optional, Sequence
 SCHEMES = ("stun", "turn", "turns")
 TURN_SCHEMES = ("turn", "turns")
 MAX_ICE_SERVERS = 8
-"""Servers read from a join acknowledgement; more are ignored. aiortc gathers from one STUN
-and one TURN server; a browser from each, so a hostile list would cost it a socket each."""
+"""Servers read from a join acknowledgement; more are ignored. A browser gathers from each,
+and our peer from each TURN URL (``peer.ice``, at most 8): a hostile list costs a socket each."""
 MAX_URLS = 4
 """URLs of one server read from a join acknowledgement (UDP, TCP, TLS, and one more)."""
 MAX_URL_CHARS = 256
