@@ -50,8 +50,8 @@ def add_ice_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--turn", action="append", default=[], metavar="URL",
                         help="TURN server: turn:HOST[:PORT] (UDP), turn:HOST[:PORT]?transport=tcp, turns:HOST[:PORT] "
                              f"(TLS) (repeatable; env {ENV_TURN}, URLs separated by commas)")
-    parser.add_argument("--turn-user", help=f"TURN user name (env {ENV_TURN_USER})")
-    parser.add_argument("--turn-password",
+    parser.add_argument("--turn-user", metavar="USER", help=f"TURN user name (env {ENV_TURN_USER})")
+    parser.add_argument("--turn-password", metavar="PASSWORD",
                         help=f"TURN password; others on this machine see it in ps: prefer env {ENV_TURN_PASSWORD} "
                              "or --ice-config")
     parser.add_argument("--ice-config", metavar="FILE",

@@ -49,9 +49,9 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     turn.add_argument("--turn-server", action="append", metavar="URL",
                       help="a TURN URL of coturn, e.g. turn:turn.example.org:3478, turn:...?transport=tcp, "
                            "turns:...:5349 (repeatable; env SIGNALING_TURN_SERVER, URLs separated by commas)")
-    turn.add_argument("--turn-secret", default=_env("TURN_SECRET"),
+    turn.add_argument("--turn-secret", default=_env("TURN_SECRET"), metavar="SECRET",
                       help="coturn's static-auth-secret (env SIGNALING_TURN_SECRET; best there: not in ps)")
-    turn.add_argument("--turn-ttl", type=int, default=int(_env("TURN_TTL", str(DEFAULT_TTL))),
+    turn.add_argument("--turn-ttl", type=int, default=int(_env("TURN_TTL", str(DEFAULT_TTL))), metavar="SECONDS",
                       help=f"seconds a handed-out credential works (env SIGNALING_TURN_TTL, default {DEFAULT_TTL})")
     limits = parser.add_argument_group("limits", "what one client may take; see docs/deploy.md")
     for flag, kind, help_text in LIMIT_FLAGS:
