@@ -35,6 +35,7 @@ from aiortc.rtcicetransport import parse_stun_turn_uri
 from signaling.text import printable
 from signaling.turn import IceServer, check_ice_url, ice_server
 
+from . import ice_checks  # noqa: F401  -- installs its fix of aioice's controlled agent
 from .errors import PeerError
 
 logger = logging.getLogger(__name__)
