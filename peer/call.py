@@ -98,6 +98,8 @@ class Call:
         self._widen = True
         self.connected = False
         self.closed = False
+        self._answered: Optional[tuple[Connection, str]] = None
+        """The offer the current connection answered: one sent again is answered again, alike."""
         self._tries = 0
         self._receiver: Optional[FileReceiver] = None
         self._chat_backlog: list[str] = []
@@ -293,6 +295,12 @@ class Call:
             await self.close("left", notify=False)
 
     async def _offer(self) -> None:
+        if self.pc.signalingState == "have-local-offer" and not self._classic and self._complete(self.pc):
+            # Unanswered: a network outage may hold it, or its answer, in TCP's retransmissions.
+            # Sent again, not replaced: a late answer to it would be taken for the new one's.
+            await self._signal(protocol.offer_message(self.pc.localDescription.sdp, self.remote.id))
+            self._watch()
+            return
         if self.pc.signalingState != "stable" or self.pc.remoteDescription is not None:
             await self._renew()
         # A classic browser that rolled back its own offer to answer this one accepts our data
@@ -308,6 +316,11 @@ class Call:
         await self._trickle_candidates()
         self._watch()
 
+    def _complete(self, pc: RTCPeerConnection) -> bool:
+        """Whether ``pc``'s offer holds a relay candidate if a TURN server is set: one gathered
+        in an outage has none, and is no use sent again."""
+        return not self._ice.turn or " typ relay" in pc.localDescription.sdp
+
     async def _unwiden_unless_answered(self) -> None:
         """A widened offer (``peer.rollback``) that nobody answered soon either reached
         nobody, or a stack that cannot answer it: offer again, plainly, once. (Run by the
@@ -316,6 +329,10 @@ class Call:
         self._inbox.put(_PLAIN_OFFER, ours=True)  # checked again when its turn comes
 
     async def _answer(self, sdp: str) -> None:
+        if self._answered == (self._connection, sdp) and self.pc.localDescription is not None:
+            # The offer we answered, sent again (``_offer``): so is our answer.
+            await self._signal(protocol.answer_message(self.pc.localDescription.sdp, self.remote.id))
+            return
         if self.pc.signalingState != "stable" or self.pc.remoteDescription is not None:
             # Glare (our offer is pending) or a new offer from a restarted peer: aiortc can
             # neither roll back nor restart ICE, so a fresh connection answers.
@@ -323,6 +340,7 @@ class Call:
             await self._renew()
         self._watch()  # also when the offer turns out to be one aiortc cannot take
         answer = await self._connection.answer(rollback.single_data_section(sdp), self._media.subscribe())
+        self._answered = (self._connection, sdp)
         await self._signal(protocol.answer_message(answer, self.remote.id))
         await self._trickle_candidates()
 
@@ -333,6 +351,7 @@ class Call:
     async def _renew(self) -> None:
         """Throw the current connection away, with what was pending on it, for a fresh one."""
         old, self._connection = self._connection, self._new_connection()
+        self.connected = False  # until the fresh one connects: then Connected, with its new code
         if self._receiver is not None:
             self._receiver.abort("the connection was renewed")
         await old.close()

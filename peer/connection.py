@@ -27,7 +27,7 @@ from aiortc.sdp import candidate_from_sdp
 from signaling.protocol import Member
 
 from . import wire
-from .aiortc_fixes import close_connection, complete_video_at_marker, guard_receipt, hold_less_audio
+from .aiortc_fixes import close_connection, complete_video_at_marker, guard_receipt, hold_less_audio, packets_arrived
 from .events import CallEvent, ChatMessage, DataMessage, Moved, TrackReceived
 from .ice import IceSettings
 from .media import codecs, encoding
@@ -348,12 +348,22 @@ class Connection:
 
     async def _beat(self) -> None:
         """Ping over the control channel; silence for ``dead_after`` seconds means the peer
-        is gone (killed, cable pulled), long before aiortc's 30 s consent timeout."""
+        is gone (killed, cable pulled), long before aiortc's 30 s consent timeout. Any packet
+        from it counts as an answer: on a lossy, slow link a pong can wait seconds behind
+        retransmissions (and a file's data) while its video still comes. Not those read after
+        this process stood still (stopped, suspended) as long: they queued meanwhile, and the
+        other side has noticed our silence and is calling again, which needs our part."""
         self._heard()
+        arrived = packets_arrived(self.pc)
         while True:
             if self.ours.is_set():
                 _send(self.control, wire.encode_control(wire.PING))
+            slept = time.monotonic()
             await asyncio.sleep(self._heartbeat_interval)
+            now = packets_arrived(self.pc)
+            if now != arrived and time.monotonic() - slept < self._dead_after:
+                self._heard()
+            arrived = now
             if self.ours.is_set() and time.monotonic() - self._last_seen > self._dead_after:
                 await self._owner.on_lost(f"no answer for {self._dead_after:g} s")
                 return
