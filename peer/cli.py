@@ -88,6 +88,8 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     parser.add_argument("--turn", action="append", default=[], metavar="URL", help="TURN server, e.g. turn:turn.example.org:3478")
     parser.add_argument("--turn-user", help="TURN user name")
     parser.add_argument("--turn-password", help="TURN password")
+    parser.add_argument("--retries", type=_count, default=MAX_TRIES, metavar="N",
+                        help=f"new connections to try when a call's path dies or none is found (default {MAX_TRIES})")
     parser.add_argument("--list-devices", action="store_true",
                         help="print the cameras, microphones and speakers found, and the flag for each; join no room")
     parser.add_argument("--stats", metavar="PATH",
@@ -149,6 +151,13 @@ def _size(text: str) -> int:
         return parse_size(text)
     except ValueError as error:
         raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _count(text: str) -> int:
+    """A whole number, 0 or more (``--retries``)."""
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"not a whole number of 0 or more: {text!r}")
+    return int(text)
 
 
 VIDEO_ENDED = "your video stopped (camera unplugged or end of file); sending a 'camera off' picture"
@@ -249,13 +258,16 @@ class CallView:
                 say(f"{member.name} joined")
             case PeerLeft(member):
                 say(f"{member.name} left")
-            case Connected(member, code):
-                self._on_connected(member, code)
-            case CallEnded(member, reason):
-                say(f"call with {member.name} ended ({reason})")
+            case Connected(member, code, path):
+                self._on_connected(member, code, path)
+            case CallEnded(member, reason, no_path):
+                say(f"{no_path.message(member.name)}; call ended ({reason})" if no_path else
+                    f"call with {member.name} ended ({reason})")
                 self._on_call_ended()
-            case Retrying(member, reason, tries):
-                say(f"connection to {member.name} lost ({reason}); calling again (try {tries} of {MAX_TRIES})")
+            case Retrying(member, reason, tries, limit, no_path):
+                again = f"calling again (try {tries} of {limit or MAX_TRIES})"
+                say(f"{no_path.message(member.name)}; {again}" if no_path else
+                    f"connection to {member.name} lost ({reason}); {again}")
             case ChatMessage(sender, text):
                 say(f"[{sender.name}] {text}")
             case FileProgress(sender, name, done, size):
@@ -285,9 +297,9 @@ class CallView:
         names = [member.name for member in self.room.calling]
         self.window.set_title(printable(f"room {self.room.name} - " + (", ".join(names) if names else "waiting")))
 
-    def _on_connected(self, member: Member, code: Optional[str]) -> None:
+    def _on_connected(self, member: Member, code: Optional[str], path: str) -> None:
         say(f"connected to {member.name}; verification code {code} "
-            "(the same on both sides means nobody is in the middle)")
+            f"(the same on both sides means nobody is in the middle); path: {path}")
         if self.window is not None:
             self.window.set_status(f"code {code}")
             if self.media is not None and not self._previewing:
@@ -510,7 +522,8 @@ async def run(args: argparse.Namespace) -> int:
                     codec=args.codec, bitrate=args.bitrate, ice_hosts=args.ice_host, stun=args.stun, turn=args.turn, turn_user=args.turn_user,
                     turn_password=args.turn_password, downloads=args.downloads or "downloads",
                     accept_files=True if questions is None else questions,
-                    max_download_per_peer=args.max_download_per_peer, max_download_total=args.max_download_total)
+                    max_download_per_peer=args.max_download_per_peer, max_download_total=args.max_download_total,
+                    retries=args.retries)
 
     try:
         if not args.no_window:
