@@ -346,3 +346,15 @@ def sound():
     require("parec")
     yield started
     started.stop()
+
+
+@pytest.fixture
+def netlab():
+    """The test network of tests/netlab.py (namespaces, NAT routers, coturn, bad links): a
+    ``Netlab``, deleted with all it started at the end of the test. Needs root, iptables and
+    turnserver (see ``missing``)."""
+    from netlab import Netlab, check_tools
+
+    check_tools()
+    with Netlab() as lab:
+        yield lab
