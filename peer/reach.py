@@ -45,10 +45,11 @@ def candidate_types(types: Iterable[str]) -> tuple[str, ...]:
 
 def verdict(checks: Optional[IceChecks], waited: float, patience: float = NO_PATH_AFTER) -> Optional[NoPath]:
     """``NoPath`` when ``checks`` show there is none: checks began, none answered, and either
-    every pair failed (or there is no pair to check) or ``waited`` seconds of checking reached
-    ``patience``. None while a path may still turn up, or once one has."""
+    every pair failed or ``waited`` seconds of checking reached ``patience``. No pair at all
+    waits too: a browser trickles its candidates after its description. None while a path may
+    still turn up, or once one has."""
     if checks is None or not checks.started or checks.succeeded:
         return None
-    if checks.failed < checks.pairs and waited < patience:
+    if not (checks.pairs and checks.failed == checks.pairs) and waited < patience:
         return None
     return NoPath(ours=checks.ours, theirs=checks.theirs, pairs=checks.pairs)

@@ -32,10 +32,15 @@ def test_a_path_found_or_checks_not_begun_are_not_no_path():
     assert verdict(None, 60) is None
 
 
-def test_every_pair_failed_or_none_to_check_is_no_path_at_once():
-    """aioice failed every check (or the two sides have no pair of candidates in common)."""
+def test_every_pair_failed_is_no_path_at_once():
     assert verdict(checks(failed=4), 0) is not None
-    assert verdict(checks(pairs=0, ours=("host",), theirs=()), 0) == NoPath(("host",), (), 0)
+    assert verdict(checks(failed=3), 0) is None
+
+
+def test_no_pair_yet_is_waited_for():
+    """A browser trickles its candidates after its description: none yet is not none at all."""
+    assert verdict(checks(pairs=0, theirs=()), 0) is None
+    assert verdict(checks(pairs=0, theirs=()), NO_PATH_AFTER) == NoPath(BEHIND_NATS, (), 0)
 
 
 def test_patience_is_the_callers():
@@ -103,3 +108,11 @@ async def test_a_call_on_this_machine_is_direct_in_the_connected_line_and_event(
         line = await asyncio.to_thread(alice.expect, r"^connected to bot; verification code (\d{5}(?: \d{5}){4}) "
                                                      r"\(.+\); path: (.+)$", 20)
         assert line.group(1) == connected.verification_code and line.group(2) == "direct"
+
+
+def test_the_statistics_overlay_names_the_path():
+    figures = {name: None for name in peer.CallStats.__dataclass_fields__}
+    stats = peer.CallStats(**{**figures, "member": peer.Member("b1", "bob"), "time": 0.0, "path": "relayed",
+                              "codec": "VP8"})
+    assert stats.lines()[-1] == "VP8, path: relayed"
+    assert stats.as_dict()["path"] == "relayed" and stats.summary().endswith(", relayed")
