@@ -240,6 +240,8 @@ class CallView:
         self._recordings_made = 0
         self._tasks: set[asyncio.Task] = set()
         self._showing: Optional[asyncio.Task] = None
+        self._connected_once: set[str] = set()
+        """The members whose call has been connected: a call that never was is not "lost"."""
 
     def start(self) -> None:
         """Show the room's events as they come, until the room closes."""
@@ -259,15 +261,21 @@ class CallView:
             case PeerLeft(member):
                 say(f"{member.name} left")
             case Connected(member, code, path):
+                self._connected_once.add(member.id)
                 self._on_connected(member, code, path)
             case CallEnded(member, reason, no_path):
+                self._connected_once.discard(member.id)
                 say(f"{no_path.message(member.name)}; call ended ({reason})" if no_path else
                     f"call with {member.name} ended ({reason})")
                 self._on_call_ended()
             case Retrying(member, reason, tries, limit, no_path):
                 again = f"calling again (try {tries} of {limit or MAX_TRIES})"
-                say(f"{no_path.message(member.name)}; {again}" if no_path else
-                    f"connection to {member.name} lost ({reason}); {again}")
+                if no_path is not None:
+                    say(f"{no_path.message(member.name)}; {again}")
+                elif member.id in self._connected_once:
+                    say(f"connection to {member.name} lost ({reason}); {again}")
+                else:
+                    say(f"could not connect to {member.name} ({reason}); {again}")
             case ChatMessage(sender, text):
                 say(f"[{sender.name}] {text}")
             case FileProgress(sender, name, done, size):

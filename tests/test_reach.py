@@ -4,6 +4,7 @@ through the CLI's connected line and the API's ``Connected`` event. Calls betwee
 cannot reach each other are in tests/test_network_no_path.py."""
 
 import asyncio
+import signal
 
 import pytest
 
@@ -116,3 +117,19 @@ def test_the_statistics_overlay_names_the_path():
                               "codec": "VP8"})
     assert stats.lines()[-1] == "VP8, path: relayed"
     assert stats.as_dict()["path"] == "relayed" and stats.summary().endswith(", relayed")
+
+
+def test_a_call_that_never_connected_is_not_called_lost(server, processes):
+    """The other side never answers (frozen before the call began): no ICE check ran, so not
+    "no network path" either; the line says the call could not be made, and the try."""
+    bob = processes.peer("--room", "never", "--server", server.url, "--video", "none", "--audio", "none",
+                         "--no-window", "--ice-host", LOCAL, name="bob")
+    bob.expect("waiting for someone to join room never")
+    bob.proc.send_signal(signal.SIGSTOP)
+    try:
+        alice = processes.peer("--room", "never", "--server", server.url, "--video", "none", "--audio", "none",
+                               "--no-window", "--ice-host", LOCAL, "--retries", "1", name="alice")
+        alice.expect(r"^could not connect to bob \(not connected after 10 s\); calling again \(try 1 of 1\)$", 20)
+        assert " lost " not in alice.output and "no network path" not in alice.output, alice.output
+    finally:
+        bob.proc.send_signal(signal.SIGCONT)
