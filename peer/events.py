@@ -72,7 +72,7 @@ class NoPath:
 
     @property
     def tried(self) -> str:
-        """What was tried: ``"4 candidate pairs tried (ours: host, STUN; theirs: host, STUN)"``."""
+        """What was tried: ``"2 candidate pairs tried (ours: host, STUN; theirs: host, STUN)"``."""
         def names(types: tuple[str, ...]) -> str:
             return ", ".join(CANDIDATE_TYPES.get(kind, kind) for kind in types) or "none"
         pairs = f"{self.pairs} candidate pair{'s' * (self.pairs != 1)}"

@@ -44,7 +44,7 @@ def no_path_said(pair: tuple[Process, Process], said: str) -> list[float]:
     took = []
     for peer, other in zip(pair, reversed(pair)):
         line = said.format(other=other.name)
-        peer.expect(rf"^{line}; calling again \(try 1 of 1\)$", timeout=SAID_WITHIN + 5)
+        print(peer.expect(rf"^{line}; calling again \(try 1 of 1\)$", timeout=SAID_WITHIN + 5).group(0))
         took.append(time.monotonic() - start)
     for peer, other in zip(pair, reversed(pair)):
         peer.expect(rf"^{said.format(other=other.name)}; call ended \(gave up after 1 new connection: "
