@@ -23,6 +23,7 @@ import asyncio
 import logging
 import re
 from collections import deque
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Optional, Union
 
@@ -109,6 +110,8 @@ class Call:
         """New connections tried, one after another, before the call is given up."""
         self._widen = True
         self.connected = False
+        self._had_path = False
+        """Connected once: a connection of it that finds no path lost the path it had."""
         self.closed = False
         self._tries = 0
         self._receiver: Optional[FileReceiver] = None
@@ -220,7 +223,7 @@ class Call:
 
     def on_connected(self) -> None:
         if not self.connected:
-            self.connected = True
+            self.connected = self._had_path = True
             self._tries = 0
             self.publish(Connected(self.remote, self.verification_code, selected_path(self.pc)))
 
@@ -411,6 +414,8 @@ class Call:
         otherwise hang up."""
         if self.closed:
             return
+        if no_path is not None and self._had_path:
+            no_path = replace(no_path, lost=True)
         if not self._still_there() or self._tries >= self._retries:
             if self._tries:
                 reason = f"gave up after {self._tries} new connection{'s' * (self._tries != 1)}: {reason}"

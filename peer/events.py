@@ -55,14 +55,18 @@ class NoPath:
     ``"srflx"``: found with STUN, ``"prflx"``: learned from the other side's checks,
     ``"relay"``: a TURN relay), ``pairs`` how many pairs were checked. Which hint fits follows
     from them: no relay on either side and both behind NATs is the case a TURN server solves;
-    a relay that was there and carried nothing is the TURN server's doing."""
+    a relay that was there and carried nothing is the TURN server's doing. ``lost``: the call
+    was connected before (this was one of its new connections), so the path it had is gone."""
 
     ours: tuple[str, ...]
     theirs: tuple[str, ...]
     pairs: int
+    lost: bool = False
 
     @property
     def hint(self) -> str:
+        if self.lost:
+            return "the path the call had is gone: the network between you is down or changed"
         if "relay" in self.ours or "relay" in self.theirs:
             whose = "our" if "relay" not in self.theirs else "their" if "relay" not in self.ours else "the"
             return f"{whose} TURN relay did not carry it; check the TURN server"

@@ -2,8 +2,10 @@
 with STUN and no TURN, and two more whose TURN relay carries nothing. Each side says within
 10 s of joining that there is no network path, what was tried and what would help, counts its
 tries as ``--retries`` says, and ends the call; never "lost", since nothing was connected.
+And two public hosts in a call when one stops taking UDP: the call is lost within seconds, and
+its new connection finds no path, which is said as the path it had being gone.
 
-Both cases run at once in one lab (about 15 s in all)."""
+The cases run at once in one lab (about 20 s in all)."""
 
 from __future__ import annotations
 
@@ -54,6 +56,20 @@ def no_path_said(pair: tuple[Process, Process], said: str) -> list[float]:
     return took
 
 
+def path_gone(pair: tuple[Process, Process], cut: Host) -> None:
+    """Connected, then ``cut`` takes no more UDP (signaling, over TCP, goes on): lost within
+    seconds on both sides, and the new connection finds no path."""
+    for peer, other in zip(pair, reversed(pair)):
+        peer.expect(rf"^connected to {other.name}; .*; path: direct$", timeout=STARTED_WITHIN)
+    cut.run(["iptables", "-A", "INPUT", "-p", "udp", "-j", "DROP"])
+    for peer, other in zip(pair, reversed(pair)):
+        peer.expect(rf"^connection to {other.name} lost \(no answer for 2 s\); calling again \(try 1 of 1\)$", 10)
+    for peer, other in zip(pair, reversed(pair)):
+        peer.expect(rf"^could not reach {other.name}: no network path \(the path the call had is gone: the network "
+                    r"between you is down or changed\); .*; call ended \(gave up after 1 new connection: "
+                    r"no network path\)$", timeout=SAID_WITHIN + 5)
+
+
 def start(hosts: tuple[Host, Host], room: str, server: str, *flags: str) -> tuple[Process, Process]:
     return tuple(host.peer("--room", room, "--server", server, *PEER, *flags, name=f"{host.name}-peer")
                  for host in hosts)  # type: ignore[return-value]
@@ -63,7 +79,7 @@ def start(hosts: tuple[Host, Host], room: str, server: str, *flags: str) -> tupl
 def lab():
     """Both cases at once: ``lab[case]`` is a future of each side's seconds to the no-path line."""
     check_tools()
-    with Netlab() as network, ThreadPoolExecutor(2) as pool:
+    with Netlab() as network, ThreadPoolExecutor(3) as pool:
         server = network.signaling()
         turn = network.turn(user=TURN_USER, password=TURN_PASSWORD)
         # The relay takes allocations but nothing it relays leaves the server (peers, or another relay).
@@ -73,8 +89,11 @@ def lab():
                      server, "--stun", turn.stun_url)
         dead_relay = start((network.nat_host("ra", "symmetric"), network.nat_host("rb", "symmetric")), "dead-relay",
                            server, "--stun", turn.stun_url, *relayed)
+        public = (network.public_host("pa"), network.public_host("pb"))
+        gone = start(public, "gone", server)
         yield {"nats": pool.submit(no_path_said, nats, BOTH_BEHIND_NATS),
-               "relay": pool.submit(no_path_said, dead_relay, RELAY_CARRIED_NOTHING)}
+               "relay": pool.submit(no_path_said, dead_relay, RELAY_CARRIED_NOTHING),
+               "gone": pool.submit(path_gone, gone, public[0])}
 
 
 def check(lab, case: str) -> None:
@@ -89,3 +108,7 @@ def test_two_symmetric_nats_without_turn_are_told_within_10_s(lab):
 
 def test_a_turn_relay_that_carries_nothing_is_named(lab):
     check(lab, "relay")
+
+
+def test_a_call_whose_path_went_says_it_is_gone(lab):
+    lab["gone"].result(timeout=STARTED_WITHIN + 4 * SAID_WITHIN)

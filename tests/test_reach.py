@@ -133,3 +133,9 @@ def test_a_call_that_never_connected_is_not_called_lost(server, processes):
         assert " lost " not in alice.output and "no network path" not in alice.output, alice.output
     finally:
         bob.proc.send_signal(signal.SIGCONT)
+
+
+def test_no_path_on_a_call_that_had_one_says_it_is_gone():
+    """Not the NATs' doing then: the network between the two went down or changed."""
+    no_path = NoPath(BEHIND_NATS, BEHIND_NATS, 2, lost=True)
+    assert no_path.hint == "the path the call had is gone: the network between you is down or changed"
