@@ -519,12 +519,12 @@ def join(room: str, *, server: str = DEFAULT_SERVER, name: str = "bot", token: O
     offer and answer; ``bitrate`` (``"500k"``, ``"2M"`` or bits/s) is where the encoders start
     and the most they send, for every encoder of this process (``peer.media.codecs``; so is
     the frame rate H.264 is told, from ``fps``): the newest open room's that asked, else the
-    defaults. ``retries`` is how many new connections a call gets, one after another, when its
-    path dies or none is found (``Retrying``), before it ends (``CallEnded``).
+    defaults.
     Raises SignalingUnreachable, JoinRefused or MediaError with a message for people, and
     ValueError for ``accept_files`` without ``downloads``, ``media`` with ``video`` or
     ``audio``, ``ice`` with the keywords it replaces, or a codec, bitrate, size or rate we
-    cannot send, or retries below 0.
+    cannot send, or retries below 0. ``retries`` is how many new connections a call gets, one
+    after another, when its path dies or none is found (``Retrying``), before it ends (``CallEnded``).
     """
     if retries < 0:
         raise ValueError(f"retries must be 0 or more, not {retries}")

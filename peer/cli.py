@@ -88,13 +88,13 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     parser.add_argument("--turn", action="append", default=[], metavar="URL", help="TURN server, e.g. turn:turn.example.org:3478")
     parser.add_argument("--turn-user", help="TURN user name")
     parser.add_argument("--turn-password", help="TURN password")
-    parser.add_argument("--retries", type=_count, default=MAX_TRIES, metavar="N",
-                        help=f"new connections to try when a call's path dies or none is found (default {MAX_TRIES})")
     parser.add_argument("--list-devices", action="store_true",
                         help="print the cameras, microphones and speakers found, and the flag for each; join no room")
     parser.add_argument("--stats", metavar="PATH",
                         help="append one JSON line of statistics a second per call to PATH")
     parser.add_argument("--quiet", action="store_true", help="no status line every few seconds")
+    parser.add_argument("--retries", type=_count, default=MAX_TRIES, metavar="N",
+                        help=f"new connections to try when a call's path dies or none is found (default {MAX_TRIES})")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logs")
     args = parser.parse_args(argv)
     if not args.room and not args.list_devices:
