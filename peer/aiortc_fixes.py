@@ -318,3 +318,20 @@ class _DecoderQueue(queue.Queue):
             for frame in self._buffer.more():
                 frame.timestamp = self._mapper.map(frame.timestamp)
                 super().put((codec, frame), block, timeout)
+
+
+def packets_arrived(pc: RTCPeerConnection) -> Optional[int]:
+    """How many datagrams ``pc``'s DTLS transports have taken from the other side (RTP, RTCP,
+    SCTP: everything after ICE), or None where aiortc is not as expected: a sign of life that
+    a lossy, slow link does not hide. aiortc counts them for its transport statistics
+    (``RTCDtlsTransport.__rx_packets``); with bundle there is one transport."""
+    try:
+        transports = {t.receiver.transport for t in pc.getTransceivers()}
+        if pc.sctp is not None:
+            transports.add(pc.sctp.transport)
+        counts = [getattr(t, "_RTCDtlsTransport__rx_packets", None) for t in transports if t is not None]
+    except AttributeError as error:
+        logger.debug("no packet count to read: %r", error)
+        return None
+    numbers = [count for count in counts if isinstance(count, int)]
+    return sum(numbers) if numbers and len(numbers) == len(counts) else None

@@ -113,6 +113,8 @@ class Call:
         self._had_path = False
         """Connected once: a connection of it that finds no path lost the path it had."""
         self.closed = False
+        self._answered: Optional[tuple[Connection, str]] = None
+        """The offer the current connection answered: one sent again is answered again, alike."""
         self._tries = 0
         self._receiver: Optional[FileReceiver] = None
         self._chat_backlog: list[str] = []
@@ -313,6 +315,12 @@ class Call:
             await self.close("left", notify=False)
 
     async def _offer(self) -> None:
+        if self.pc.signalingState == "have-local-offer" and not self._classic:
+            # Unanswered: a network outage may hold it, or its answer, in TCP's retransmissions.
+            # Sent again, not replaced: a late answer to it would be taken for the new one's.
+            await self._signal(protocol.offer_message(self.pc.localDescription.sdp, self.remote.id))
+            self._watch()
+            return
         if self.pc.signalingState != "stable" or self.pc.remoteDescription is not None:
             await self._renew()
         # A classic browser that rolled back its own offer to answer this one accepts our data
@@ -336,6 +344,10 @@ class Call:
         self._inbox.put(_PLAIN_OFFER, ours=True)  # checked again when its turn comes
 
     async def _answer(self, sdp: str) -> None:
+        if self._answered == (self._connection, sdp) and self.pc.localDescription is not None:
+            # The offer we answered, sent again (``_offer``): so is our answer.
+            await self._signal(protocol.answer_message(self.pc.localDescription.sdp, self.remote.id))
+            return
         if self.pc.signalingState != "stable" or self.pc.remoteDescription is not None:
             # Glare (our offer is pending) or a new offer from a restarted peer, or one that
             # found no path: aiortc can neither roll back nor restart ICE, so a fresh
@@ -347,6 +359,7 @@ class Call:
             await self._renew()
         self._watch()  # also when the offer turns out to be one aiortc cannot take
         answer = await self._connection.answer(rollback.single_data_section(sdp), self._media.subscribe())
+        self._answered = (self._connection, sdp)
         await self._signal(protocol.answer_message(answer, self.remote.id))
         await self._trickle_candidates()
 
@@ -357,6 +370,7 @@ class Call:
     async def _renew(self) -> None:
         """Throw the current connection away, with what was pending on it, for a fresh one."""
         old, self._connection = self._connection, self._new_connection()
+        self.connected = False  # until the fresh one connects: then Connected, with its new code
         if self._receiver is not None:
             self._receiver.abort("the connection was renewed")
         await old.close()

@@ -27,7 +27,8 @@ from aiortc.sdp import candidate_from_sdp
 from signaling.protocol import Member
 
 from . import wire
-from .aiortc_fixes import close_connection, complete_video_at_marker, guard_receipt, hold_less_audio, ice_checks
+from .aiortc_fixes import (close_connection, complete_video_at_marker, guard_receipt, hold_less_audio, ice_checks,
+                           packets_arrived)
 from .events import CallEvent, ChatMessage, DataMessage, Moved, NoPath, TrackReceived
 from .ice import IceSettings
 from .media import codecs, encoding
@@ -400,12 +401,19 @@ class Connection:
 
     async def _beat(self) -> None:
         """Ping over the control channel; silence for ``dead_after`` seconds means the peer
-        is gone (killed, cable pulled), long before aiortc's 30 s consent timeout."""
+        is gone (killed, cable pulled), long before aiortc's 30 s consent timeout. Any packet
+        from it counts as an answer: on a lossy, slow link a pong can wait seconds behind
+        retransmissions (and a file's data) while its video still comes."""
         self._heard()
+        arrived = packets_arrived(self.pc)
         while True:
             if self.ours.is_set():
                 _send(self.control, wire.encode_control(wire.PING))
             await asyncio.sleep(self._heartbeat_interval)
+            now = packets_arrived(self.pc)
+            if now != arrived:
+                arrived = now
+                self._heard()
             if self.ours.is_set() and time.monotonic() - self._last_seen > self._dead_after:
                 await self._owner.on_lost(f"no answer for {self._dead_after:g} s")
                 return

@@ -16,6 +16,7 @@ import logging
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+import aiohttp
 import socketio
 
 from signaling import protocol
@@ -31,8 +32,17 @@ from .transfer import Downloads
 logger = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT = 5.0
-RECONNECT_DELAY, RECONNECT_DELAY_MAX = 0.5, 5.0
-"""Backoff between attempts to reach the signaling server again, in seconds."""
+RECONNECT_DELAY, RECONNECT_DELAY_MAX = 0.5, 2.0
+"""Backoff between attempts to reach the signaling server again, in seconds: after an outage
+of the network, the room is joined again within about this long of its return."""
+TCP_CONNECT_TIMEOUT = 3.0
+"""Seconds one attempt to reach the signaling server may take to open its TCP connection.
+aiohttp's default waits 30 s, through the kernel's backed-off SYN retries: an attempt begun
+during an outage would hold the next one back long after the network returned."""
+REJOIN_RETRY, REJOIN_PATIENCE = 1.0, 60.0
+"""After a network outage of ours the server may still hold our old connection, and count it
+in the room (until its pings go unanswered: up to 45 s): a rejoin refused as "room full" is
+asked again every REJOIN_RETRY seconds for up to REJOIN_PATIENCE."""
 ACK_TIMEOUT = 10.0
 CLASSIC_ACK_TIMEOUT = 3.0
 """Our server acknowledges ``join`` at once; a server silent this long speaks only the classic pattern."""
@@ -89,7 +99,7 @@ class Session:
         self._call_options: dict[str, Any] = {"heartbeat_interval": heartbeat_interval, "dead_after": dead_after,
                               "downloads": self.downloads, "codec": codec, "retries": retries}
         self._sio = socketio.AsyncClient(reconnection=True, reconnection_delay=RECONNECT_DELAY,
-                                         reconnection_delay_max=RECONNECT_DELAY_MAX,
+                                         reconnection_delay_max=RECONNECT_DELAY_MAX, http_session=_http_session,
                                          handle_sigint=False)  # Ctrl-C is the application's to handle
         self._sio.on("connect", self._on_connect)
         self._sio.on("disconnect", self._on_disconnect)
@@ -113,6 +123,8 @@ class Session:
         """Whether we said already that members past MAX_CALLS are not called."""
         self._complain = Complaints(logger)
         """Bad payloads of server events: logged once per event, the rest at debug level."""
+        self._replaced: set[Call] = set()
+        """Calls ending because a new one with their member took their place."""
 
     async def connect(self) -> None:
         """Open the signaling connection; SignalingUnreachable when nothing answers."""
@@ -265,10 +277,8 @@ class Session:
             if self._standing is not None:  # whoever came meanwhile offered to a room we were not in
                 self._standing.start_offer()
             return
-        try:
-            ack = await self._ask_to_join(ACK_TIMEOUT)
-        except (socketio.exceptions.TimeoutError, JoinRefused) as error:
-            logger.warning("could not join room %s again: %s", self.request.room, error)
+        ack = await self._join_again()
+        if ack is None:
             return
         me, others = ack.me, ack.others
         answered = self._answer_waiting(ack)
@@ -291,7 +301,36 @@ class Session:
                 if self._may_call(member):
                     self._new_call(member).start_offer()
             elif not call.connected:
-                call.start_offer()
+                self._call_afresh(member, call)
+
+    def _call_afresh(self, member: Member, old: Call) -> None:
+        """A new call with ``member`` in place of ``old``, not connected again when we came
+        back: the others see a newcomer, who offers, and that offer must not go down with
+        ``old``. After a long outage ``old`` is at the end of its tries: on giving up it took
+        the offer with it, and the member, told we joined, waited for it for good. ``old``
+        ends without a word (``_ended``)."""
+        self._replaced.add(old)
+        self._spawn(old.close("replaced", notify=False))
+        self._new_call(member).start_offer()
+
+    async def _join_again(self) -> Optional[JoinAck]:
+        """The acknowledgement of joining again, or None (said in the log) when the server
+        will not have us; "room full" is asked again for a while (``REJOIN_PATIENCE``)."""
+        deadline = asyncio.get_running_loop().time() + REJOIN_PATIENCE
+        while True:
+            try:
+                return await self._ask_to_join(ACK_TIMEOUT)
+            except JoinRefused as error:
+                if error.code != protocol.ROOM_FULL or asyncio.get_running_loop().time() > deadline:
+                    logger.warning("could not join room %s again: %s", self.request.room, error)
+                    return None
+                logger.info("room %s is full: maybe our old connection still counts; asking again", self.request.room)
+            except socketio.exceptions.TimeoutError as error:
+                logger.warning("could not join room %s again: %s", self.request.room, error or "no answer")
+                return None
+            await asyncio.sleep(REJOIN_RETRY)
+            if not self._sio.connected or self._leaving:
+                return None
 
     # Signaling events
 
@@ -445,6 +484,10 @@ class Session:
             self.publish(event)
 
     def _ended(self, call: Call, event: CallEnded) -> None:
+        if call in self._replaced:  # a new call took its place (``_call_afresh``): no news
+            self._replaced.discard(call)
+            self._claims.pop(call, None)
+            return
         if call is self._standing:  # hung up on leaving, before anyone took it up
             self._standing = None
             return
@@ -535,6 +578,12 @@ class Session:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
+
+
+def _http_session() -> aiohttp.ClientSession:
+    """The HTTP session of one signaling connection (python-engineio makes one per
+    connection with this, and closes it): TCP connects that give up after TCP_CONNECT_TIMEOUT."""
+    return aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, sock_connect=TCP_CONNECT_TIMEOUT))
 
 
 def _first_line(error: BaseException) -> str:

@@ -24,7 +24,8 @@ The API (kept stable; other tests build on it)::
     host.peer(*flags, name=) -> conftest.Process                # python -m peer --name NAME ...
     host.run(args) -> str               # a short command inside the namespace; its output
     host.loss(0.05)                     # drop this share of packets, each way, on the host's link
-    host.delay(100)                     # hold every packet this many ms, each way (tests/nfqueue_delay.py)
+    host.delay(100, way="both")         # hold every packet this many ms: "both" ways, "out" (as tc netem
+                                        # on the host's interface), "in" (tests/nfqueue_delay.py)
     host.link_down() / host.link_up()   # an outage: every packet of the link dropped, then let through
     host.heal()                         # no loss, no delay, link up
 
@@ -75,6 +76,8 @@ SIGNALING_PORT = 8080
 TURN_PORT = 3478
 TURN_REALM = "netlab"
 _labs = itertools.count(1)
+_WAYS = {"both": "", "out": "-i", "in": "-o"}
+"""Which packets of a host's link a delay holds, as an iptables match on the internet's side of it."""
 
 
 def check_tools() -> None:
@@ -152,6 +155,7 @@ class Host:
         self._index = index
         self._chain = f"LINK-{uplink}"
         self._delay: Optional[Process] = None
+        self._delay_way = ""
         self._impaired = False
 
     def __repr__(self) -> str:
@@ -221,9 +225,13 @@ class Host:
         if self._delay is not None:  # loss before delay: a packet lost is not queued
             self._set("delay", self._delay_rule())
 
-    def delay(self, ms: float) -> None:
-        """Hold every packet ``ms`` milliseconds each way (an NFQUEUE helper in the internet
-        namespace, ``tests/nfqueue_delay.py``); 0 stops it."""
+    def delay(self, ms: float, way: str = "both") -> None:
+        """Hold every packet ``ms`` milliseconds (an NFQUEUE helper in the internet namespace,
+        ``tests/nfqueue_delay.py``): ``way`` "both", "out" (from the host: what ``tc netem``
+        on its interface does) or "in"; 0 stops it."""
+        if way not in _WAYS:
+            raise ValueError(f"way {way!r}: both, out or in")
+        self._delay_way = _WAYS[way]
         if self._delay is not None:
             self._set("delay", [])
             self._delay.stop()
@@ -237,7 +245,8 @@ class Host:
         self._set("delay", self._delay_rule())
 
     def _delay_rule(self) -> list[str]:
-        return ["-j", "NFQUEUE", "--queue-num", str(self._index), "--queue-bypass"]
+        way = [self._delay_way, self._uplink] if self._delay_way else []
+        return [*way, "-j", "NFQUEUE", "--queue-num", str(self._index), "--queue-bypass"]
 
     def link_down(self) -> None:
         """An outage: every packet of this host's link dropped, silently, until ``link_up``."""
