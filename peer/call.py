@@ -353,10 +353,11 @@ class Call:
             # found no path: aiortc can neither roll back nor restart ICE, so a fresh
             # connection answers.
             logger.info("new offer from %s: answering on a fresh connection", self.remote.name)
-            await self._say_no_path_first()
+            await self._say_no_path_first()  # renews, when it says so
             if self.closed:
                 return
-            await self._renew()
+            if self.pc.signalingState != "stable" or self.pc.remoteDescription is not None:
+                await self._renew()
         self._watch()  # also when the offer turns out to be one aiortc cannot take
         answer = await self._connection.answer(rollback.single_data_section(sdp), self._media.subscribe())
         self._answered = (self._connection, sdp)
@@ -441,7 +442,12 @@ class Call:
         if self._initiator():
             self._inbox.put(_START_OFFER, ours=True)
         else:
-            self._watch()  # the offer should come; if it does not, this side retries too
+            # The offer should come; if it does not, this side retries too. The connection goes
+            # now: a path dead one way only leaves the other side hearing our media, so that
+            # only our closing it (DTLS's close alert) tells it to offer again.
+            if self.pc.remoteDescription is not None:
+                await self._renew()
+            self._watch()
 
     def _spawn(self, coroutine: Awaitable[Any]) -> asyncio.Future:
         self._tasks = [t for t in self._tasks if not t.done()]
