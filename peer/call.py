@@ -315,7 +315,7 @@ class Call:
             await self.close("left", notify=False)
 
     async def _offer(self) -> None:
-        if self.pc.signalingState == "have-local-offer" and not self._classic:
+        if self.pc.signalingState == "have-local-offer" and not self._classic and self._complete(self.pc):
             # Unanswered: a network outage may hold it, or its answer, in TCP's retransmissions.
             # Sent again, not replaced: a late answer to it would be taken for the new one's.
             await self._signal(protocol.offer_message(self.pc.localDescription.sdp, self.remote.id))
@@ -335,6 +335,11 @@ class Call:
         await self._signal(protocol.offer_message(sdp, self.remote.id))
         await self._trickle_candidates()
         self._watch()
+
+    def _complete(self, pc: RTCPeerConnection) -> bool:
+        """Whether ``pc``'s offer holds a relay candidate if a TURN server is set: one gathered
+        in an outage has none, and is no use sent again."""
+        return not self._ice.turn or " typ relay" in pc.localDescription.sdp
 
     async def _unwiden_unless_answered(self) -> None:
         """A widened offer (``peer.rollback``) that nobody answered soon either reached

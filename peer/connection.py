@@ -403,17 +403,20 @@ class Connection:
         """Ping over the control channel; silence for ``dead_after`` seconds means the peer
         is gone (killed, cable pulled), long before aiortc's 30 s consent timeout. Any packet
         from it counts as an answer: on a lossy, slow link a pong can wait seconds behind
-        retransmissions (and a file's data) while its video still comes."""
+        retransmissions (and a file's data) while its video still comes. Not those read after
+        this process stood still (stopped, suspended) as long: they queued meanwhile, and the
+        other side has noticed our silence and is calling again, which needs our part."""
         self._heard()
         arrived = packets_arrived(self.pc)
         while True:
             if self.ours.is_set():
                 _send(self.control, wire.encode_control(wire.PING))
+            slept = time.monotonic()
             await asyncio.sleep(self._heartbeat_interval)
             now = packets_arrived(self.pc)
-            if now != arrived:
-                arrived = now
+            if now != arrived and time.monotonic() - slept < self._dead_after:
                 self._heard()
+            arrived = now
             if self.ours.is_set() and time.monotonic() - self._last_seen > self._dead_after:
                 await self._owner.on_lost(f"no answer for {self._dead_after:g} s")
                 return

@@ -14,8 +14,12 @@ The API (kept stable; other tests build on it)::
     lab.server_host() -> Host           # the public host "server" (made once), for signaling and coturn
     lab.signaling(*flags) -> str        # python -m signaling on the server host; its URL
     lab.turn(user=, password=)          # coturn on the server host, long-term credentials; or
-    lab.turn(secret=)                   # coturn's use-auth-secret (static-auth-secret) scheme
+    lab.turn(secret=)                   # coturn's use-auth-secret (static-auth-secret) scheme; port=3478,
+                                        # UDP and TCP, no TLS; another port for a second coturn
                                         # -> Turn: .url ("turn:IP:3478"), .stun_url, .user, .password, .secret
+    lab.internet                        # the internet's namespace, as a Host (popen, run)
+    lab.iptables(*args, ns=None)        # iptables -w in the internet's namespace (or ns)
+    lab.prefix                          # this lab's namespace names begin with it
 
     host.name, host.ns                  # the namespace is host.ns
     host.address                        # its own address (10.N.0.2 behind a NAT)
@@ -23,13 +27,16 @@ The API (kept stable; other tests build on it)::
     host.popen(args, name=, env=, stdin=) -> conftest.Process   # runs inside the namespace
     host.peer(*flags, name=) -> conftest.Process                # python -m peer --name NAME ...
     host.run(args) -> str               # a short command inside the namespace; its output
+    host.command(args) -> list[str]     # args as run inside the namespace (ip netns exec NS ...)
+    host.wait_listening(port, "tcp")    # until something listens on port in the namespace (ss)
     host.loss(0.05)                     # drop this share of packets, each way, on the host's link
     host.delay(100, way="both")         # hold every packet this many ms: "both" ways, "out" (as tc netem
                                         # on the host's interface), "in" (tests/nfqueue_delay.py)
     host.link_down() / host.link_up()   # an outage: every packet of the link dropped, then let through
     host.heal()                         # no loss, no delay, link up
 
-Processes started with ``popen``/``peer``/``signaling``/``turn`` are stopped on exit.
+Host names: 1 to 16 lowercase letters and digits, one host each ("server" is the server
+host's). Processes started with ``popen``/``peer``/``signaling``/``turn`` are stopped on exit.
 
 Layout. The "internet" is one namespace that routes 203.0.113.0/24: each host (or NAT router)
 hangs off it on its own veth pair, with proxy ARP making the range look like one LAN, and a

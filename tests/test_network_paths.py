@@ -9,6 +9,7 @@ about that of one."""
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -18,7 +19,7 @@ from typing import Optional
 import pytest
 
 from conftest import Process
-from netlab import Host, Netlab, check_tools
+from netlab import PREFIX, Host, Netlab, check_tools, namespaces
 
 PEER = ["--video", "testsrc", "--fps", "10", "--video-size", "160x120", "--audio", "none", "--no-window"]
 TURN_USER, TURN_PASSWORD = "netlab", "not-a-real-secret-1"
@@ -147,3 +148,21 @@ def test_cone_nats_with_stun_go_through_nat(lab):
 
 def test_symmetric_nats_with_turn_are_relayed(lab):
     check(lab, "relayed")
+
+
+def test_the_lab_leaves_nothing_behind():
+    """A lab deletes its namespaces when it ends, also when the test in it fails; and those of
+    a run that died (its process gone) when the next lab starts."""
+    check_tools()
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    stale = f"{PREFIX}{gone.pid}.1-left"
+    subprocess.run(["ip", "netns", "add", stale], check=True)
+    with pytest.raises(RuntimeError, match="a test that fails"):
+        with Netlab() as lab:
+            lab.nat_host("a", "symmetric").delay(10)
+            made = [ns for ns in namespaces() if ns.startswith(lab.prefix)]
+            assert stale not in namespaces()
+            raise RuntimeError("a test that fails")
+    assert len(made) == 3, made
+    assert not [ns for ns in namespaces() if ns.startswith(lab.prefix)]
