@@ -6,7 +6,7 @@ and test scripts (see docs/api.md).
 
 from .api import (AudioFrame, CallEnded, ChatMessage, Connected, DataMessage, Event, FileFailed, FileOffer,
                   FileProgress, FileReceived, Member, PeerJoined, PeerLeft, Recorder, Rejoined, Retrying, Room, SignalingLost,
-                  Speaker, TrackReceived, join)
+                  NoPath, Speaker, TrackReceived, join)
 from .errors import (DisplayError, JoinRefused, MediaError, NothingToRecord, PeerError, RoomClosed, SignalingUnreachable,
                      TransferError, WaitTimeout)
 from .api import DEFAULT_SERVER
@@ -25,7 +25,7 @@ from .transfer import ASK_TIMEOUT, DEFAULT_MAX_PER_PEER, DEFAULT_MAX_TOTAL, huma
 __all__ = [
     "join", "Room", "FrameSource", "Member", "Event", "PeerJoined", "PeerLeft", "Connected", "CallEnded",
     "Retrying", "ChatMessage", "DataMessage", "FileReceived", "FileFailed", "FileProgress", "FileOffer",
-    "TrackReceived", "SignalingLost", "Rejoined", "Recorder", "AudioFrame", "Speaker", "CallStats",
+    "TrackReceived", "SignalingLost", "Rejoined", "Recorder", "AudioFrame", "Speaker", "CallStats", "NoPath",
     "PeerError", "SignalingUnreachable", "JoinRefused", "MediaError", "DisplayError", "TransferError",
     "WaitTimeout", "RoomClosed", "NothingToRecord",
     "DEFAULT_SERVER", "IceSettings", "IceConfigError", "LocalMedia", "MAX_TRIES", "ASK_TIMEOUT", "DEFAULT_MAX_PER_PEER",

@@ -2,10 +2,12 @@
 
 Written against aiortc 1.16.0 and aioice 0.13.0. Some reach into their private parts (a
 coroutine's frame, ``RTCSctpTransport``'s receive steps and streams, and for the call
-statistics a transceiver's codecs, a receiver's packet handler and streams, aioice's nominated pair);
+statistics a transceiver's codecs, a receiver's packet handler and streams, aioice's nominated pair
+and check list);
 when aiortc or aioice changes, this module is the one to check, and its tests are the attack
 tests on oversized and undecodable messages (tests/test_attack_more.py,
-tests/test_attack_moved.py), every call that is renewed, tests/test_stats.py, and for the
+tests/test_attack_moved.py), every call that is renewed, tests/test_stats.py,
+tests/test_network_no_path.py, and for the
 audio receiver's hold bench/latency.py (with the sound tests, which hear its sound), for the
 video receiver's buffer tests/test_jitter.py and bench/frame_latency.py. The
 statistics' reaches fail soft: a figure they cannot read is None, a path "unknown".
@@ -25,6 +27,7 @@ from aiortc.rtcsctptransport import (SCTP_DATA_FIRST_FRAG, SCTP_DATA_LAST_FRAG, 
                                      tsn_plus_one)
 
 from .jitter import VideoJitterBuffer
+from .reach import IceChecks, candidate_types
 
 logger = logging.getLogger(__name__)
 
@@ -135,24 +138,53 @@ is the farthest of its two ("relayed" over "through NAT" over "direct")."""
 UNKNOWN_PATH = "unknown"
 
 
-def selected_path(pc: RTCPeerConnection) -> str:
-    """"direct", "through NAT", "relayed" (or "unknown"), from the ICE candidate pair the
-    connection uses. aiortc does not expose that pair: it is aioice's ``Connection._nominated``
-    (component 1, the only one with bundle and rtcp-mux), behind ``RTCIceTransport._connection``."""
+def _ice_connection(pc: RTCPeerConnection) -> Any:
+    """aioice's ``Connection`` of ``pc``, which aiortc does not expose: behind
+    ``RTCIceTransport._connection``, of the data channels' transport or else the first
+    transceiver's (one for all with bundle). None before there is one."""
     try:
         transport = pc.sctp.transport.transport if pc.sctp is not None else \
             next(t.sender.transport.transport for t in pc.getTransceivers() if t.sender.transport is not None)
-        pair = transport._connection._nominated.get(1)
+        return transport._connection
+    except (AttributeError, StopIteration, TypeError) as error:
+        logger.debug("no ICE connection to read: %r", error)
+        return None
+
+
+def selected_path(pc: RTCPeerConnection) -> str:
+    """"direct", "through NAT", "relayed" (or "unknown"), from the ICE candidate pair the
+    connection uses: aioice's ``Connection._nominated`` (component 1, the only one with bundle
+    and rtcp-mux)."""
+    try:
+        pair = _ice_connection(pc)._nominated.get(1)
         if pair is None:
             return UNKNOWN_PATH
         paths = [PATHS.get(candidate.type, UNKNOWN_PATH) for candidate in (pair.local_candidate, pair.remote_candidate)]
-    except (AttributeError, StopIteration, TypeError) as error:
+    except (AttributeError, TypeError) as error:
         logger.debug("no ICE path to read: %r", error)
         return UNKNOWN_PATH
     for path in (UNKNOWN_PATH, "relayed", "through NAT"):
         if path in paths:
             return path
     return "direct"
+
+
+def ice_checks(pc: RTCPeerConnection) -> Optional[IceChecks]:
+    """Where ``pc``'s ICE checks stand (``peer.reach``), from aioice's check list
+    (``Connection._check_list``, its pairs' ``state``), its nominated pairs, its candidates,
+    and whether ``connect()`` began the checks (``_early_checks_done``). None where that cannot
+    be read (before there is a connection, or aioice changed)."""
+    connection = _ice_connection(pc)
+    try:
+        states = [pair.state.name for pair in connection._check_list]
+        return IceChecks(
+            started=bool(connection._early_checks_done), pairs=len(states),
+            succeeded=states.count("SUCCEEDED") + len(connection._nominated), failed=states.count("FAILED"),
+            ours=candidate_types(c.type for c in connection.local_candidates),
+            theirs=candidate_types(c.type for c in connection.remote_candidates))
+    except (AttributeError, TypeError) as error:
+        logger.debug("no ICE checks to read: %r", error)
+        return None
 
 
 def negotiated_codec(pc: RTCPeerConnection, kind: str) -> Optional[str]:

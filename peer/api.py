@@ -27,10 +27,10 @@ from signaling import DEFAULT_PORT
 from signaling.protocol import Member
 
 from . import wire
-from .call import Call
+from .call import MAX_TRIES, Call
 from .errors import NothingToRecord, RoomClosed, WaitTimeout
 from .events import (CallEnded, ChatMessage, Connected, DataMessage, Event, FileFailed, FileProgress, FileReceived,
-                     PeerJoined, PeerLeft, Rejoined, Retrying, SignalingLost, TrackReceived)
+                     NoPath, PeerJoined, PeerLeft, Rejoined, Retrying, SignalingLost, TrackReceived)
 from .ice import IceSettings
 from .media.audio import AudioFrame, Converter
 from .media import codecs
@@ -44,7 +44,7 @@ from .transfer import DEFAULT_MAX_PER_PEER, DEFAULT_MAX_TOTAL, AcceptPolicy, Dow
 __all__ = [
     "Room", "join", "Member", "PeerJoined", "PeerLeft", "Connected", "CallEnded", "Retrying", "ChatMessage",
     "DataMessage", "FileReceived", "FileFailed", "FileProgress", "FileOffer", "TrackReceived", "SignalingLost",
-    "Rejoined", "Event", "Recorder", "DEFAULT_SERVER", "AudioFrame", "Speaker", "CallStats",
+    "Rejoined", "Event", "Recorder", "DEFAULT_SERVER", "AudioFrame", "Speaker", "CallStats", "NoPath",
 ]
 
 DEFAULT_SERVER = f"http://localhost:{DEFAULT_PORT}"
@@ -499,7 +499,7 @@ def join(room: str, *, server: str = DEFAULT_SERVER, name: str = "bot", token: O
          stun: Sequence[str] = (), turn: Sequence[str] = (), turn_user: Optional[str] = None,
          turn_password: Optional[str] = None, relay_only: bool = False, downloads: Optional[Union[str, Path]] = None,
          accept_files: Optional[AcceptPolicy] = None, max_download_per_peer: int = DEFAULT_MAX_PER_PEER,
-         max_download_total: int = DEFAULT_MAX_TOTAL) -> _Joining:
+         max_download_total: int = DEFAULT_MAX_TOTAL, retries: int = MAX_TRIES) -> _Joining:
     """Join ``room``: ``async with peer.join("demo", ...) as room``.
 
     ``video``/``audio`` take the CLI's source names (``testsrc``, ``camera``, ``mic``, ``sine:880``,
@@ -528,8 +528,11 @@ def join(room: str, *, server: str = DEFAULT_SERVER, name: str = "bot", token: O
     credentials, or ``relay_only`` with no TURN server (of ours or the server's), and
     ValueError for ``accept_files`` without ``downloads``, ``media`` with ``video`` or
     ``audio``, ``ice`` with the keywords it replaces, or a codec, bitrate, size or rate we
-    cannot send.
+    cannot send, or retries below 0. ``retries`` is how many new connections a call gets, one
+    after another, when its path dies or none is found (``Retrying``), before it ends (``CallEnded``).
     """
+    if retries < 0:
+        raise ValueError(f"retries must be 0 or more, not {retries}")
     if media is not None and (video != NONE or audio != NONE):
         raise ValueError("join() takes media, or video and audio to open, not both")
     if ice is not None and (ice_hosts or stun or turn or turn_user or turn_password or relay_only):
@@ -544,7 +547,8 @@ def join(room: str, *, server: str = DEFAULT_SERVER, name: str = "bot", token: O
                           turn_user=turn_user, turn_password=turn_password, relay_only=relay_only)
 
     async def make() -> Session:
-        session = Session(room, server, name, token=token, media=media, ice=ice, downloads=files, codec=codec)
+        session = Session(room, server, name, token=token, media=media, ice=ice, downloads=files, codec=codec,
+                          retries=retries)
         if media is None:
             session.media = await _open_while_connecting(session, lambda: LocalMedia.open(video, audio, video_size, fps))
         codecs.ask(session, rate, session.media.fps)

@@ -23,6 +23,7 @@ import asyncio
 import logging
 import re
 from collections import deque
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Optional, Union
 
@@ -32,11 +33,13 @@ from signaling import protocol
 from signaling.protocol import Member
 
 from . import rollback, wire
+from .aiortc_fixes import selected_path
 from .connection import MAX_PENDING_CANDIDATES, Connection
 from .errors import TransferError
-from .events import CallEnded, Connected, FileFailed, FileProgress, FileReceived, Publish, Retrying
+from .events import CallEnded, Connected, FileFailed, FileProgress, FileReceived, NoPath, Publish, Retrying
 from .ice import IceSettings
 from .media.sources import LocalMedia
+from .reach import NO_PATH_AFTER
 from .transfer import Downloads, FileReceiver, FileSender, Progress
 from .wire import End, Reply, Start
 from .verification import connection_code
@@ -46,6 +49,14 @@ logger = logging.getLogger(__name__)
 CONNECT_TIMEOUT = 10.0
 """A negotiation not connected by then is tried again on a fresh connection."""
 MAX_TRIES = 3
+"""New connections made for a call whose path died or was never found, unless told otherwise
+(``join(retries=...)``, ``--retries``)."""
+NO_PATH = "no network path"
+"""The reason of a ``Retrying`` or ``CallEnded`` whose connection found no path (``NoPath``)."""
+ALREADY_NO_PATH_AFTER = NO_PATH_AFTER / 2
+"""Seconds of unanswered ICE checks that also mean no path when the connection must go anyway:
+the watchdog's, or the other side's new offer (it gave up first, its checks and ours started
+a moment apart)."""
 FILES_OPEN_TIMEOUT = 10.0
 WIDENED_ANSWER_WAIT = 3.0
 """Seconds a widened offer waits for its answer before the plain one goes: a browser answers
@@ -75,7 +86,7 @@ class Call:
                  *, publish: Publish, heartbeat_interval: float = 0.5, dead_after: float = 2.0,
                  downloads: Optional[Downloads] = None, still_there: Callable[[], bool] = lambda: False,
                  initiator: Callable[[], bool] = lambda: True, classic: bool = False,
-                 codec: Optional[str] = None) -> None:
+                 codec: Optional[str] = None, retries: int = MAX_TRIES) -> None:
         self.remote = remote
         self.publish = publish
         """Where what happens goes (the session)."""
@@ -95,8 +106,12 @@ class Call:
         and it may wait for an answer as long as it takes (nobody may be in the room yet)."""
         self._codec = codec
         """The video codec this call's connections prefer (``peer.media.codecs``)."""
+        self._retries = retries
+        """New connections tried, one after another, before the call is given up."""
         self._widen = True
         self.connected = False
+        self._had_path = False
+        """Connected once: a connection of it that finds no path lost the path it had."""
         self.closed = False
         self._answered: Optional[tuple[Connection, str]] = None
         """The offer the current connection answered: one sent again is answered again, alike."""
@@ -188,9 +203,10 @@ class Call:
     def _pending_candidates(self) -> list[Optional[dict[str, Any]]]:
         return self._connection.pending_candidates
 
-    async def close(self, reason: str = "hung up", notify: bool = True) -> None:
+    async def close(self, reason: str = "hung up", notify: bool = True, no_path: Optional[NoPath] = None) -> None:
         """Hang up. ``notify`` sends ``bye`` on the control channel first, so the other
-        side knows at once rather than after aiortc's 30 s consent timeout."""
+        side knows at once rather than after aiortc's 30 s consent timeout. ``no_path``: what
+        the last connection tried, when it found no path."""
         if self.closed:
             return
         self.closed = True
@@ -203,15 +219,15 @@ class Call:
             self._receiver.shutdown(f"{self.remote.name} left during the transfer")
         await self._connection.close()
         logger.info("call with %s closed: %s", self.remote.name, reason)
-        self.publish(CallEnded(self.remote, reason))
+        self.publish(CallEnded(self.remote, reason, no_path))
 
     # What the current connection tells (see ``peer.connection.Owner``)
 
     def on_connected(self) -> None:
         if not self.connected:
-            self.connected = True
+            self.connected = self._had_path = True
             self._tries = 0
-            self.publish(Connected(self.remote, self.verification_code))
+            self.publish(Connected(self.remote, self.verification_code, selected_path(self.pc)))
 
     async def on_lost(self, reason: str) -> None:
         if self._classic and self._connection.chat_refused:  # no chat channel to close: this is how it leaves
@@ -223,6 +239,10 @@ class Call:
             logger.debug("connection with %s: %s while calling again; the watchdog decides", self.remote.name, reason)
         else:
             await self._lost(reason)
+
+    async def on_no_path(self, no_path: NoPath) -> None:
+        if not self.connected:
+            await self._lost(NO_PATH, no_path)
 
     def on_left(self) -> None:
         self._spawn(self.close("left", notify=False))
@@ -334,10 +354,15 @@ class Call:
             await self._signal(protocol.answer_message(self.pc.localDescription.sdp, self.remote.id))
             return
         if self.pc.signalingState != "stable" or self.pc.remoteDescription is not None:
-            # Glare (our offer is pending) or a new offer from a restarted peer: aiortc can
-            # neither roll back nor restart ICE, so a fresh connection answers.
+            # Glare (our offer is pending) or a new offer from a restarted peer, or one that
+            # found no path: aiortc can neither roll back nor restart ICE, so a fresh
+            # connection answers.
             logger.info("new offer from %s: answering on a fresh connection", self.remote.name)
-            await self._renew()
+            await self._say_no_path_first()  # renews, when it says so
+            if self.closed:
+                return
+            if self.pc.signalingState != "stable" or self.pc.remoteDescription is not None:
+                await self._renew()
         self._watch()  # also when the offer turns out to be one aiortc cannot take
         answer = await self._connection.answer(rollback.single_data_section(sdp), self._media.subscribe())
         self._answered = (self._connection, sdp)
@@ -374,7 +399,9 @@ class Call:
     # Staying connected
 
     def _watch(self) -> None:
-        """Give the current negotiation CONNECT_TIMEOUT seconds to connect. The watchdog of an
+        """Give the current negotiation CONNECT_TIMEOUT seconds to connect (its ICE checks say
+        sooner when they find no path: ``Connection``), and when it has not, say whether its
+        checks found no path (``NoPath``) or never ran (no answer came). The watchdog of an
         earlier one on this connection goes (a member that sends offer after offer must not
         pile them up); one of a connection thrown away went with it. An offer to a classic
         room that nobody answered is not a failure: it waits for whoever joins (the answer
@@ -384,28 +411,48 @@ class Call:
         async def watchdog() -> None:
             await asyncio.sleep(CONNECT_TIMEOUT)
             if not self.connected and not (self._classic and connection.pc.remoteDescription is None):
-                await self._lost(f"not connected after {CONNECT_TIMEOUT:g} s")
+                no_path = connection.no_path(ALREADY_NO_PATH_AFTER)
+                await self._lost(NO_PATH if no_path else f"not connected after {CONNECT_TIMEOUT:g} s", no_path)
         if self._watchdog is not None and self._watchdog is not asyncio.current_task():
             self._watchdog.cancel()
         self._watchdog = connection.spawn(watchdog())
 
-    async def _lost(self, reason: str) -> None:
-        """The path is gone. While the member is still in the room, build a new connection
-        (the initiator offers, the other side waits for it); otherwise hang up."""
+    async def _say_no_path_first(self) -> None:
+        """A new offer while our checks found no path yet: the other side gave up on them a
+        moment before we would have. Said and counted as if we had (``_lost``), so both sides
+        say it and count alike; the initiator would offer again, so only the other side."""
+        connection = self._connection
+        if self.connected or self._initiator() or connection.said_no_path:
+            return
+        if (no_path := connection.no_path(ALREADY_NO_PATH_AFTER)) is not None:
+            connection.said_no_path = True
+            await self._lost(NO_PATH, no_path)
+
+    async def _lost(self, reason: str, no_path: Optional[NoPath] = None) -> None:
+        """The path is gone, or none was found (``no_path``). While the member is still in the
+        room, build a new connection (the initiator offers, the other side waits for it);
+        otherwise hang up."""
         if self.closed:
             return
-        if not self._still_there() or self._tries >= MAX_TRIES:
+        if no_path is not None and self._had_path:
+            no_path = replace(no_path, lost=True)
+        if not self._still_there() or self._tries >= self._retries:
             if self._tries:
-                reason = f"gave up after {self._tries} new connections: {reason}"
-            await self.close(reason, notify=False)
+                reason = f"gave up after {self._tries} new connection{'s' * (self._tries != 1)}: {reason}"
+            await self.close(reason, notify=False, no_path=no_path)
             return
         self._tries += 1
         self.connected = False
-        self.publish(Retrying(self.remote, reason, self._tries))
+        self.publish(Retrying(self.remote, reason, self._tries, self._retries, no_path))
         if self._initiator():
             self._inbox.put(_START_OFFER, ours=True)
         else:
-            self._watch()  # the offer should come; if it does not, this side retries too
+            # The offer should come; if it does not, this side retries too. The connection goes
+            # now: a path dead one way only leaves the other side hearing our media, so that
+            # only our closing it (DTLS's close alert) tells it to offer again.
+            if self.pc.remoteDescription is not None:
+                await self._renew()
+            self._watch()
 
     def _spawn(self, coroutine: Awaitable[Any]) -> asyncio.Future:
         self._tasks = [t for t in self._tasks if not t.done()]

@@ -91,6 +91,8 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     parser.add_argument("--stats", metavar="PATH",
                         help="append one JSON line of statistics a second per call to PATH")
     parser.add_argument("--quiet", action="store_true", help="no status line every few seconds")
+    parser.add_argument("--retries", type=_count, default=MAX_TRIES, metavar="N",
+                        help=f"new connections to try when a call's path dies or none is found (default {MAX_TRIES})")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logs")
     args = parser.parse_args(argv)
     if not args.room and not args.list_devices:
@@ -150,6 +152,13 @@ def _size(text: str) -> int:
         return parse_size(text)
     except ValueError as error:
         raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _count(text: str) -> int:
+    """A whole number, 0 or more (``--retries``)."""
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"not a whole number of 0 or more: {text!r}")
+    return int(text)
 
 
 VIDEO_ENDED = "your video stopped (camera unplugged or end of file); sending a 'camera off' picture"
@@ -232,6 +241,8 @@ class CallView:
         self._recordings_made = 0
         self._tasks: set[asyncio.Task] = set()
         self._showing: Optional[asyncio.Task] = None
+        self._connected_once: set[str] = set()
+        """The members whose call has been connected: a call that never was is not "lost"."""
 
     def start(self) -> None:
         """Show the room's events as they come, until the room closes."""
@@ -250,13 +261,22 @@ class CallView:
                 say(f"{member.name} joined")
             case PeerLeft(member):
                 say(f"{member.name} left")
-            case Connected(member, code):
-                self._on_connected(member, code)
-            case CallEnded(member, reason):
-                say(f"call with {member.name} ended ({reason})")
+            case Connected(member, code, path):
+                self._connected_once.add(member.id)
+                self._on_connected(member, code, path)
+            case CallEnded(member, reason, no_path):
+                self._connected_once.discard(member.id)
+                say(f"{no_path.message(member.name)}; call ended ({reason})" if no_path else
+                    f"call with {member.name} ended ({reason})")
                 self._on_call_ended()
-            case Retrying(member, reason, tries):
-                say(f"connection to {member.name} lost ({reason}); calling again (try {tries} of {MAX_TRIES})")
+            case Retrying(member, reason, tries, limit, no_path):
+                again = f"calling again (try {tries} of {limit or MAX_TRIES})"
+                if no_path is not None:
+                    say(f"{no_path.message(member.name)}; {again}")
+                elif member.id in self._connected_once:
+                    say(f"connection to {member.name} lost ({reason}); {again}")
+                else:
+                    say(f"could not connect to {member.name} ({reason}); {again}")
             case ChatMessage(sender, text):
                 say(f"[{sender.name}] {text}")
             case FileProgress(sender, name, done, size):
@@ -286,9 +306,9 @@ class CallView:
         names = [member.name for member in self.room.calling]
         self.window.set_title(printable(f"room {self.room.name} - " + (", ".join(names) if names else "waiting")))
 
-    def _on_connected(self, member: Member, code: Optional[str]) -> None:
+    def _on_connected(self, member: Member, code: Optional[str], path: str) -> None:
         say(f"connected to {member.name}; verification code {code} "
-            "(the same on both sides means nobody is in the middle)")
+            f"(the same on both sides means nobody is in the middle); path: {path}")
         if self.window is not None:
             self.window.set_status(f"code {code}")
             if self.media is not None and not self._previewing:
@@ -510,7 +530,8 @@ async def run(args: argparse.Namespace) -> int:
         return join(args.room, server=server, name=args.name, token=args.token, media=media,
                     codec=args.codec, bitrate=args.bitrate, ice=args.ice, downloads=args.downloads or "downloads",
                     accept_files=True if questions is None else questions,
-                    max_download_per_peer=args.max_download_per_peer, max_download_total=args.max_download_total)
+                    max_download_per_peer=args.max_download_per_peer, max_download_total=args.max_download_total,
+                    retries=args.retries)
 
     try:
         if not args.no_window:

@@ -27,10 +27,12 @@ from aiortc.sdp import candidate_from_sdp
 from signaling.protocol import Member
 
 from . import wire
-from .aiortc_fixes import close_connection, complete_video_at_marker, guard_receipt, hold_less_audio, packets_arrived
-from .events import CallEvent, ChatMessage, DataMessage, Moved, TrackReceived
+from .aiortc_fixes import (close_connection, complete_video_at_marker, guard_receipt, hold_less_audio, ice_checks,
+                           packets_arrived)
+from .events import CallEvent, ChatMessage, DataMessage, Moved, NoPath, TrackReceived
 from .ice import IceSettings
 from .media import codecs, encoding
+from .reach import verdict
 from .transfer import FileSender
 from .wire import Accept, End, Failed, Received, Start
 
@@ -45,6 +47,11 @@ FILES_CHANNEL = "files"
 
 MAX_PENDING_CANDIDATES = 100
 """Trickled candidates kept until the remote description comes; more are dropped."""
+CHECKS_EVERY = 0.25
+"""Seconds between two looks at the ICE checks of a connection that is not connected yet."""
+LONGEST_LOOK = 2 * CHECKS_EVERY
+"""The most one look adds to the time the checks are counted to have had: the event loop may
+have stood still longer (a busy machine), and then so did the checks' answers."""
 
 
 class Owner(Protocol):
@@ -60,6 +67,9 @@ class Owner(Protocol):
 
     async def on_lost(self, reason: str) -> None:
         """The path died: the connection failed or closed, or a peer of ours fell silent."""
+
+    async def on_no_path(self, no_path: NoPath) -> None:
+        """ICE found no path: the connection never came up, and will not."""
 
     def on_left(self) -> None:
         """The other side hung up: ``bye``, or a classic client's chat channel closing."""
@@ -84,6 +94,9 @@ class _Gone:
         pass
 
     async def on_lost(self, reason: str) -> None:
+        pass
+
+    async def on_no_path(self, no_path: NoPath) -> None:
         pass
 
     def on_left(self) -> None:
@@ -126,6 +139,11 @@ class Connection:
         self._chat_opened = False
         self._last_seen = time.monotonic()
         self._heartbeat: Optional[asyncio.Future] = None
+        self._checking: Optional[asyncio.Future] = None
+        self.checked_for = 0.0
+        """Seconds the ICE checks have run with no answer since the last new pair (``_watch_checks``)."""
+        self.said_no_path = False
+        """The owner was told this connection found no path (``Owner.on_no_path``)."""
         self._tasks: list[asyncio.Future] = []
         self.pc.on("connectionstatechange", self._on_state)
         self.pc.on("datachannel", self._on_datachannel)
@@ -166,12 +184,14 @@ class Connection:
         await self.flush_candidates()
         codecs.prefer(self.pc, self._codec)
         await self.pc.setLocalDescription(await self.pc.createAnswer())
+        self._watch_checks()
         return self.pc.localDescription.sdp
 
     async def accept(self, sdp: str) -> None:
         """Take the remote answer ``sdp`` to our offer."""
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp, "answer"))
         await self.flush_candidates()
+        self._watch_checks()
 
     async def add_candidate(self, candidate: Optional[dict[str, Any]]) -> bool:
         """Take a trickled candidate (None or an empty one ends them), now or once the remote
@@ -200,6 +220,11 @@ class Connection:
     def send_files(self, text: str) -> bool:
         """Send a reply of our file receiver."""
         return _send(self.sender.channel if self.sender else None, text)
+
+    def no_path(self, patience: float) -> Optional[NoPath]:
+        """What ICE tried, when its checks show no path after ``patience`` seconds of them
+        (``peer.reach.verdict``); None while one may turn up, or once one has."""
+        return verdict(ice_checks(self.pc), self.checked_for, patience)
 
     @property
     def responsive(self) -> bool:
@@ -339,6 +364,34 @@ class Connection:
         else:
             logger.debug("ignored %r on the %s channel of %s (not one of our peers)", message, kind,
                          self._owner.remote.name)
+
+    # Finding a path
+
+    def _watch_checks(self) -> None:
+        """Look at the ICE checks until a pair answers: when they show there is no path, say
+        so (once) within seconds, where aioice would take 63."""
+        if self._checking is None:
+            self._checking = self.spawn(self._look_at_checks())
+
+    async def _look_at_checks(self) -> None:
+        pairs, before = -1, time.monotonic()
+        while self.pc.connectionState not in ("connected", "closed", "failed"):
+            await asyncio.sleep(CHECKS_EVERY)
+            now, checks = time.monotonic(), ice_checks(self.pc)
+            if checks is None or not checks.started or checks.pairs != pairs:
+                self.checked_for = 0.0  # new pairs get their time too (a browser trickles candidates)
+                pairs = checks.pairs if checks is not None and checks.started else -1
+            else:
+                self.checked_for += min(now - before, LONGEST_LOOK)
+            before = now
+            if checks is not None and checks.succeeded:
+                return  # a path: DTLS and the call's watchdog take it from here
+            if self.said_no_path:
+                return  # said already (``Call`` asked, on the other side's new offer)
+            if (no_path := verdict(checks, self.checked_for)) is not None:
+                self.said_no_path = True
+                await self._owner.on_no_path(no_path)
+                return
 
     # Staying connected
 

@@ -20,6 +20,7 @@ from signaling.protocol import Member
 __all__ = [
     "PeerJoined", "PeerLeft", "Connected", "CallEnded", "Retrying", "ChatMessage", "DataMessage", "FileReceived",
     "FileFailed", "FileProgress", "TrackReceived", "SignalingLost", "Rejoined", "Event", "Moved", "CallEvent",
+    "NoPath",
 ]
 
 
@@ -37,21 +38,75 @@ class PeerLeft:
 class Connected:
     member: Member
     verification_code: Optional[str]
+    path: str = "unknown"
+    """"direct" (host candidates), "through NAT" (server or peer reflexive), "relayed" (TURN),
+    or "unknown": the ICE candidate pair the connection uses (see ``CallStats.path``)."""
+
+
+CANDIDATE_TYPES = {"host": "host", "srflx": "STUN", "prflx": "peer reflexive", "relay": "TURN relay"}
+"""ICE candidate types in the order of ``NoPath``'s fields, and their names for people."""
+
+
+@dataclass(frozen=True)
+class NoPath:
+    """ICE checked every pair of candidates and none answered: no network path to the member.
+
+    ``ours`` and ``theirs`` are the types of the candidates each side offered (``"host"``,
+    ``"srflx"``: found with STUN, ``"prflx"``: learned from the other side's checks,
+    ``"relay"``: a TURN relay), ``pairs`` how many pairs were checked. Which hint fits follows
+    from them: no relay on either side and both behind NATs is the case a TURN server solves;
+    a relay that was there and carried nothing is the TURN server's doing. ``lost``: the call
+    was connected before (this was one of its new connections), so the path it had is gone."""
+
+    ours: tuple[str, ...]
+    theirs: tuple[str, ...]
+    pairs: int
+    lost: bool = False
+
+    @property
+    def hint(self) -> str:
+        if self.lost:
+            return "the path the call had is gone: the network between you is down or changed"
+        if "relay" in self.ours or "relay" in self.theirs:
+            whose = "our" if "relay" not in self.theirs else "their" if "relay" not in self.ours else "the"
+            return f"{whose} TURN relay did not carry it; check the TURN server"
+        if "srflx" in self.ours and "srflx" in self.theirs:
+            return "you are both behind NATs that need a TURN server; see --turn"
+        return "a NAT or firewall is in the way, which a TURN server gets through; see --turn"
+
+    @property
+    def tried(self) -> str:
+        """What was tried: ``"2 candidate pairs tried (ours: host, STUN; theirs: host, STUN)"``."""
+        def names(types: tuple[str, ...]) -> str:
+            return ", ".join(CANDIDATE_TYPES.get(kind, kind) for kind in types) or "none"
+        pairs = f"{self.pairs} candidate pair{'s' * (self.pairs != 1)}"
+        return f"{pairs} tried (ours: {names(self.ours)}; theirs: {names(self.theirs)})"
+
+    def message(self, name: str) -> str:
+        """The line for people: ``could not reach bob: no network path (hint); N candidate pairs tried (...)``."""
+        return f"could not reach {name}: no network path ({self.hint}); {self.tried}"
 
 
 @dataclass(frozen=True)
 class CallEnded:
     member: Member
     reason: str
+    no_path: Optional[NoPath] = None
+    """Set when the call ended for want of a network path (its last try found none)."""
 
 
 @dataclass(frozen=True)
 class Retrying:
-    """The connection to ``member`` broke (``reason``); a new one is on its way."""
+    """The connection to ``member`` broke (``reason``), or never came up; a new one is on its
+    way: try ``tries`` of ``limit``."""
 
     member: Member
     reason: str
     tries: int
+    limit: Optional[int] = None
+    """How many tries the room makes (``join(retries=...)``); None where not said."""
+    no_path: Optional[NoPath] = None
+    """Set when ICE found no network path (the connection never came up): what was tried."""
 
 
 @dataclass(frozen=True)

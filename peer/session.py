@@ -22,7 +22,7 @@ import socketio
 from signaling import protocol
 from signaling.protocol import JoinAck, JoinRequest, Member, ProtocolError
 
-from .call import Call, Complaints
+from .call import MAX_TRIES, Call, Complaints
 from .errors import JoinRefused, SignalingUnreachable, TransferError
 from .events import CallEnded, CallEvent, Event, Moved, PeerJoined, PeerLeft, Rejoined, SignalingLost
 from .ice import IceSettings
@@ -75,7 +75,8 @@ class Session:
     def __init__(self, room: str, server: str, name: str = "", *, token: Optional[str] = None,
                  media: Optional[LocalMedia] = None, ice: Optional[IceSettings] = None,
                  heartbeat_interval: float = 0.5, dead_after: float = 2.0,
-                 downloads: Optional[Downloads] = None, codec: Optional[str] = None) -> None:
+                 downloads: Optional[Downloads] = None, codec: Optional[str] = None,
+                 retries: int = MAX_TRIES) -> None:
         self.request = JoinRequest(room=room, name=name, token=token)
         self.server = server
         self.media = media or LocalMedia()
@@ -98,7 +99,7 @@ class Session:
         self.downloads = downloads or Downloads()
         """Which files offered are taken, where they go; one for every call, so quotas add up."""
         self._call_options: dict[str, Any] = {"heartbeat_interval": heartbeat_interval, "dead_after": dead_after,
-                              "downloads": self.downloads, "codec": codec}
+                              "downloads": self.downloads, "codec": codec, "retries": retries}
         self._sio = socketio.AsyncClient(reconnection=True, reconnection_delay=RECONNECT_DELAY,
                                          reconnection_delay_max=RECONNECT_DELAY_MAX,
                                          handle_sigint=False)  # Ctrl-C is the application's to handle

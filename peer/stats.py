@@ -90,7 +90,7 @@ class CallStats:
             f"in  {_size(self.resolution_in) or '-'} {_number(self.fps_in, ' fps')} {_bits(self.bitrate_in)}",
             f"out {_size(self.resolution_out) or '-'} {_number(self.fps_out, ' fps')} {_bits(self.bitrate_out)}",
             f"rtt {_milliseconds(self.rtt_ms)}  loss {_percent(self.loss_in)} in, {_percent(self.loss_out)} out",
-            f"{self.codec or 'no video'}, {self.path}",
+            f"{self.codec or 'no video'}, path: {self.path}",
         ]
 
     def summary(self) -> str:
