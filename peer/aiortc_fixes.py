@@ -179,7 +179,7 @@ def ice_checks(pc: RTCPeerConnection) -> Optional[IceChecks]:
         states = [pair.state.name for pair in connection._check_list]
         return IceChecks(
             started=bool(connection._early_checks_done), pairs=len(states),
-            succeeded=states.count("SUCCEEDED") + len(connection._nominated), failed=states.count("FAILED"),
+            succeeded=states.count("SUCCEEDED") + len(connection._nominated),
             ours=candidate_types(c.type for c in connection.local_candidates),
             theirs=candidate_types(c.type for c in connection.remote_candidates))
     except (AttributeError, TypeError) as error:

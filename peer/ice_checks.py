@@ -1,7 +1,7 @@
-"""The controlled ICE agent waits for the controlling agent's checks before it gives up.
+"""An ICE agent waits for the other side's checks before it gives up.
 
-aioice 0.13's controlled agent declares ICE failed the moment every pair on its own check
-list has failed, even when the controlling agent's checks have not arrived yet. One pair
+aioice 0.13 declares ICE failed the moment every pair on its own check list has failed, even
+when the other agent's checks have not arrived yet. One pair
 fails at once in a common case: a browser's host candidate on the machine's network address
 (192.0.2.2, say) answers from another one (127.0.0.1: its socket is bound to every address
 and the kernel picks the reply's source), and aioice fails that check for the mismatch. A
@@ -9,10 +9,11 @@ moment later the browser's own check arrives, aioice learns a peer-reflexive can
 its pair succeeds, DTLS completes and media flows, but aiortc has already turned the
 connection to ``failed`` and never back: a call that works, which our side counts as lost.
 
-So a controlled agent whose every pair has failed waits up to ``CONTROLLED_PATIENCE``
-seconds from the start of its checks for one the other side starts (a triggered check puts
-a new pair on its list, which then succeeds or fails on its own), and only then fails. The
-controlling agent, which decides, is left as it is. Written against aioice 0.13.0 (its
+So an agent whose every pair has failed waits up to ``PATIENCE`` seconds from the start of
+its checks for one the other side starts (a triggered check puts a new pair on its list,
+which then succeeds or fails on its own), and only then fails; either side may be the one
+whose pairs fail first (a browser that offered controls; one that answered is controlled).
+``peer.reach`` says "no network path" after as long. Written against aioice 0.13.0 (its
 private ``_check_list``, ``_check_list_done`` and ``_check_list_maybe_fail``); with another
 aioice whose parts differ, nothing is changed.
 """
@@ -29,8 +30,8 @@ from aioice.ice import CandidatePair, Connection
 
 logger = logging.getLogger(__name__)
 
-CONTROLLED_PATIENCE = 5.0
-"""Seconds from the start of its checks a controlled agent waits for the other side's."""
+PATIENCE = 5.0
+"""Seconds from the start of its checks an agent waits for the other side's."""
 
 
 def _all_failed(connection: Connection) -> bool:
@@ -41,10 +42,10 @@ def _all_failed(connection: Connection) -> bool:
 def _patient(maybe_fail: Callable[[Connection], None]) -> Callable[[Connection], None]:
     def check_list_maybe_fail(self: Connection) -> None:
         started = getattr(self, "_peer_checks_started", None)
-        if started is not None and not self.ice_controlling and not self._check_list_done and _all_failed(self):
+        if started is not None and not self._check_list_done and _all_failed(self):
             waited = time.monotonic() - started
-            if waited < CONTROLLED_PATIENCE:
-                asyncio.get_running_loop().call_later(CONTROLLED_PATIENCE - waited, check_list_maybe_fail, self)
+            if waited < PATIENCE:
+                asyncio.get_running_loop().call_later(PATIENCE - waited, check_list_maybe_fail, self)
                 return
         maybe_fail(self)
     return check_list_maybe_fail
@@ -61,7 +62,7 @@ def _install() -> None:
     parts = ("_check_list", "_check_list_done", "_check_list_maybe_fail")
     probe = Connection(ice_controlling=False)
     if not all(hasattr(probe, part) for part in parts):
-        logger.warning("aioice %s is not the one this fix was written for: a controlled ICE agent "
+        logger.warning("aioice %s is not the one this fix was written for: an ICE agent "
                        "may give up before the other side's checks arrive", getattr(aioice, "__version__", "?"))
         return
     Connection._check_list_maybe_fail = _patient(Connection._check_list_maybe_fail)  # type: ignore[method-assign, assignment]

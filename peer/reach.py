@@ -30,7 +30,6 @@ class IceChecks:
     pairs: int
     succeeded: int
     """Pairs that answered (or were nominated): a path exists."""
-    failed: int
     ours: tuple[str, ...]
     """Our candidates' types (``candidate_types``)."""
     theirs: tuple[str, ...]
@@ -44,12 +43,12 @@ def candidate_types(types: Iterable[str]) -> tuple[str, ...]:
 
 
 def verdict(checks: Optional[IceChecks], waited: float, patience: float = NO_PATH_AFTER) -> Optional[NoPath]:
-    """``NoPath`` when ``checks`` show there is none: checks began, none answered, and either
-    every pair failed or ``waited`` seconds of checking reached ``patience``. No pair at all
-    waits too: a browser trickles its candidates after its description. None while a path may
-    still turn up, or once one has."""
+    """``NoPath`` when ``checks`` show there is none: checks began, and none answered in
+    ``waited`` seconds of checking (``patience`` or more). Every pair failed waits too: the other
+    side's checks may yet come (``peer.ice_checks``); so does no pair at all: a browser trickles
+    its candidates after its description. None while a path may still turn up, or once one has."""
     if checks is None or not checks.started or checks.succeeded:
         return None
-    if not (checks.pairs and checks.failed == checks.pairs) and waited < patience:
+    if waited < patience:  # also when every pair failed: the other side's checks may yet come
         return None
     return NoPath(ours=checks.ours, theirs=checks.theirs, pairs=checks.pairs)

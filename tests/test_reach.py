@@ -17,9 +17,9 @@ from peer.reach import NO_PATH_AFTER, IceChecks, candidate_types, verdict
 BEHIND_NATS = ("host", "srflx")
 
 
-def checks(pairs: int = 4, succeeded: int = 0, failed: int = 0, started: bool = True,
+def checks(pairs: int = 4, succeeded: int = 0, started: bool = True,
            ours: tuple[str, ...] = BEHIND_NATS, theirs: tuple[str, ...] = BEHIND_NATS) -> IceChecks:
-    return IceChecks(started=started, pairs=pairs, succeeded=succeeded, failed=failed, ours=ours, theirs=theirs)
+    return IceChecks(started=started, pairs=pairs, succeeded=succeeded, ours=ours, theirs=theirs)
 
 
 def test_checks_with_no_answer_for_long_enough_are_no_path():
@@ -28,14 +28,16 @@ def test_checks_with_no_answer_for_long_enough_are_no_path():
 
 
 def test_a_path_found_or_checks_not_begun_are_not_no_path():
-    assert verdict(checks(succeeded=1, failed=3), 60) is None
+    assert verdict(checks(succeeded=1), 60) is None
     assert verdict(checks(started=False), 60) is None
     assert verdict(None, 60) is None
 
 
-def test_every_pair_failed_is_no_path_at_once():
-    assert verdict(checks(failed=4), 0) is not None
-    assert verdict(checks(failed=3), 0) is None
+def test_every_pair_failed_is_not_yet_no_path():
+    """A browser's host candidate that answers from another address fails our only pair at
+    once, and its own check arrives a moment later and succeeds (``peer.ice_checks``): only
+    ``NO_PATH_AFTER`` seconds with no answer are no path."""
+    assert verdict(checks(pairs=1), 0) is None
 
 
 def test_no_pair_yet_is_waited_for():
