@@ -5,12 +5,12 @@ and test scripts (see docs/api.md).
 """
 
 from .api import (AudioFrame, CallEnded, ChatMessage, Connected, DataMessage, Event, FileFailed, FileOffer,
-                  FileProgress, FileReceived, Member, PeerJoined, PeerLeft, Recorder, Rejoined, Retrying, Room, SignalingLost,
-                  NoPath, Speaker, TrackReceived, join)
+                  FileProgress, FileReceived, Interrupted, Member, PeerJoined, PeerLeft, Recorder, Rejoined, Resumed,
+                  Retrying, Room, SignalingLost, NoPath, Speaker, TrackReceived, join)
 from .errors import (DisplayError, JoinRefused, MediaError, NothingToRecord, PeerError, RoomClosed, SignalingUnreachable,
                      TransferError, WaitTimeout)
 from .api import DEFAULT_SERVER
-from .call import MAX_TRIES
+from .call import LOST_AFTER, MAX_TRIES
 from .ice import IceConfigError, IceSettings
 from .media.audio_source import AudioSource
 from .media.devices import Device, list_devices
@@ -24,11 +24,11 @@ from .transfer import ASK_TIMEOUT, DEFAULT_MAX_PER_PEER, DEFAULT_MAX_TOTAL, huma
 
 __all__ = [
     "join", "Room", "FrameSource", "Member", "Event", "PeerJoined", "PeerLeft", "Connected", "CallEnded",
-    "Retrying", "ChatMessage", "DataMessage", "FileReceived", "FileFailed", "FileProgress", "FileOffer",
+    "Retrying", "Interrupted", "Resumed", "ChatMessage", "DataMessage", "FileReceived", "FileFailed", "FileProgress", "FileOffer",
     "TrackReceived", "SignalingLost", "Rejoined", "Recorder", "AudioFrame", "Speaker", "CallStats", "NoPath",
     "PeerError", "SignalingUnreachable", "JoinRefused", "MediaError", "DisplayError", "TransferError",
     "WaitTimeout", "RoomClosed", "NothingToRecord",
-    "DEFAULT_SERVER", "IceSettings", "IceConfigError", "LocalMedia", "MAX_TRIES", "ASK_TIMEOUT", "DEFAULT_MAX_PER_PEER",
+    "DEFAULT_SERVER", "IceSettings", "IceConfigError", "LocalMedia", "MAX_TRIES", "LOST_AFTER", "ASK_TIMEOUT", "DEFAULT_MAX_PER_PEER",
     "DEFAULT_MAX_TOTAL", "parse_size", "human_size", "Device", "list_devices", "AudioSource", "VIDEO_CODECS", "parse_bitrate",
     "parse_video_size", "check_fps", "return_big_buffers",
 ]

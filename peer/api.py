@@ -30,7 +30,8 @@ from . import wire
 from .call import MAX_TRIES, Call
 from .errors import NothingToRecord, RoomClosed, WaitTimeout
 from .events import (CallEnded, ChatMessage, Connected, DataMessage, Event, FileFailed, FileProgress, FileReceived,
-                     NoPath, PeerJoined, PeerLeft, Rejoined, Retrying, SignalingLost, TrackReceived)
+                     Interrupted, NoPath, PeerJoined, PeerLeft, Rejoined, Resumed, Retrying, SignalingLost,
+                     TrackReceived)
 from .ice import IceSettings
 from .media.audio import AudioFrame, Converter
 from .media import codecs
@@ -42,7 +43,8 @@ from .stats import CallStats, FrameMeter, StatsSampler, Watched
 from .transfer import DEFAULT_MAX_PER_PEER, DEFAULT_MAX_TOTAL, AcceptPolicy, Downloads, FileOffer
 
 __all__ = [
-    "Room", "join", "Member", "PeerJoined", "PeerLeft", "Connected", "CallEnded", "Retrying", "ChatMessage",
+    "Room", "join", "Member", "PeerJoined", "PeerLeft", "Connected", "CallEnded", "Retrying", "Interrupted",
+    "Resumed", "ChatMessage",
     "DataMessage", "FileReceived", "FileFailed", "FileProgress", "FileOffer", "TrackReceived", "SignalingLost",
     "Rejoined", "Event", "Recorder", "DEFAULT_SERVER", "AudioFrame", "Speaker", "CallStats", "NoPath",
 ]

@@ -28,10 +28,10 @@ from signaling.protocol import MAX_NAME_CHARS
 from signaling.text import log_to_stderr, printable
 
 from .ice_config import add_ice_arguments, ice_settings
-from . import (ASK_TIMEOUT, DEFAULT_MAX_PER_PEER, DEFAULT_MAX_TOTAL, DEFAULT_SERVER, MAX_TRIES, VIDEO_CODECS, CallEnded,
-               CallStats, ChatMessage, Connected, Device, Event, FileFailed, FileOffer, FileProgress, FileReceived,
-               LocalMedia, Member, PeerError, PeerJoined, PeerLeft, Rejoined, Retrying, Room, SignalingLost,
-               SignalingUnreachable, TrackReceived, TransferError, check_fps, human_size, join, list_devices,
+from . import (ASK_TIMEOUT, DEFAULT_MAX_PER_PEER, DEFAULT_MAX_TOTAL, DEFAULT_SERVER, LOST_AFTER, MAX_TRIES, VIDEO_CODECS,
+               CallEnded, CallStats, ChatMessage, Connected, Device, Event, FileFailed, FileOffer, FileProgress,
+               FileReceived, Interrupted, LocalMedia, Member, PeerError, PeerJoined, PeerLeft, Rejoined, Resumed,
+               Retrying, Room, SignalingLost, SignalingUnreachable, TrackReceived, TransferError, check_fps, human_size, join, list_devices,
                parse_bitrate, parse_size, parse_video_size, return_big_buffers)
 from .media.window import Window, check_display
 from .terminal import Terminal, say
@@ -277,6 +277,11 @@ class CallView:
                     say(f"connection to {member.name} lost ({reason}); {again}")
                 else:
                     say(f"could not connect to {member.name} ({reason}); {again}")
+            case Interrupted(member, silent_for):
+                say(f"connection to {member.name} interrupted (no answer for {silent_for:g} s); "
+                    f"waiting up to {LOST_AFTER:g} s for it to come back")
+            case Resumed(member):
+                say(f"connection to {member.name} is back")
             case ChatMessage(sender, text):
                 say(f"[{sender.name}] {text}")
             case FileProgress(sender, name, done, size):

@@ -66,7 +66,13 @@ class Owner(Protocol):
         """ICE and DTLS are up."""
 
     async def on_lost(self, reason: str) -> None:
-        """The path died: the connection failed or closed, or a peer of ours fell silent."""
+        """The path died: the connection failed or closed, or a peer of ours stayed silent."""
+
+    def on_silent(self, seconds: float) -> None:
+        """A peer of ours has been silent for ``seconds``: its link may be down for a moment."""
+
+    def on_heard_again(self) -> None:
+        """The peer silent before (``on_silent``) is heard again."""
 
     async def on_no_path(self, no_path: NoPath) -> None:
         """ICE found no path: the connection never came up, and will not."""
@@ -96,6 +102,12 @@ class _Gone:
     async def on_lost(self, reason: str) -> None:
         pass
 
+    def on_silent(self, seconds: float) -> None:
+        pass
+
+    def on_heard_again(self) -> None:
+        pass
+
     async def on_no_path(self, no_path: NoPath) -> None:
         pass
 
@@ -113,7 +125,8 @@ class Connection:
     """One ``RTCPeerConnection`` and what lives on it, serving ``owner`` until ``close()``."""
 
     def __init__(self, owner: Owner, ice: IceSettings, complain: Callable[..., None], *,
-                 heartbeat_interval: float, dead_after: float, codec: Optional[str] = None) -> None:
+                 heartbeat_interval: float, dead_after: float, lost_after: float,
+                 codec: Optional[str] = None) -> None:
         self.pc = RTCPeerConnection(ice.configuration())
         self._codec = codec
         """The video codec to put first (``peer.media.codecs``): None leaves aiortc's order."""
@@ -122,6 +135,9 @@ class Connection:
         """The call's ``Complaints``: one warning per kind of bad input from its member."""
         self._heartbeat_interval = heartbeat_interval
         self._dead_after = dead_after
+        """Seconds of silence from a peer of ours that are said (``Owner.on_silent``)."""
+        self._lost_after = lost_after
+        """Seconds of silence after which the path counts as dead (``Owner.on_lost``)."""
         self.chat: Optional[RTCDataChannel] = None
         self.control: Optional[RTCDataChannel] = None
         self.sender: Optional[FileSender] = None
@@ -400,14 +416,18 @@ class Connection:
             self._heartbeat = self.spawn(self._beat())
 
     async def _beat(self) -> None:
-        """Ping over the control channel; silence for ``dead_after`` seconds means the peer
-        is gone (killed, cable pulled), long before aiortc's 30 s consent timeout. Any packet
+        """Ping over the control channel. Silence for ``dead_after`` seconds is said at once
+        (``on_silent``: a cable pulled, a link down), and the call is kept: a link back within
+        ``lost_after`` seconds finds it as it was (``on_heard_again``), since aiortc's
+        connection survives such an outage. Silence for ``lost_after`` seconds means the path
+        is gone (``on_lost``), long before aiortc's 30 s consent timeout. Any packet
         from it counts as an answer: on a lossy, slow link a pong can wait seconds behind
         retransmissions (and a file's data) while its video still comes. Not those read after
         this process stood still (stopped, suspended) as long: they queued meanwhile, and the
         other side has noticed our silence and is calling again, which needs our part."""
         self._heard()
         arrived = packets_arrived(self.pc)
+        silent = False
         while True:
             if self.ours.is_set():
                 _send(self.control, wire.encode_control(wire.PING))
@@ -417,9 +437,18 @@ class Connection:
             if now != arrived and time.monotonic() - slept < self._dead_after:
                 self._heard()
             arrived = now
-            if self.ours.is_set() and time.monotonic() - self._last_seen > self._dead_after:
-                await self._owner.on_lost(f"no answer for {self._dead_after:g} s")
+            if not self.ours.is_set():
+                continue
+            quiet = time.monotonic() - self._last_seen
+            if quiet > self._lost_after:
+                await self._owner.on_lost(f"no answer for {self._lost_after:g} s")
                 return
+            if silent != (quiet > self._dead_after):
+                silent = not silent
+                if silent:
+                    self._owner.on_silent(self._dead_after)
+                else:
+                    self._owner.on_heard_again()
 
     def _heard(self) -> None:
         self._last_seen = time.monotonic()

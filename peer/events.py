@@ -18,9 +18,9 @@ from aiortc import MediaStreamTrack
 from signaling.protocol import Member
 
 __all__ = [
-    "PeerJoined", "PeerLeft", "Connected", "CallEnded", "Retrying", "ChatMessage", "DataMessage", "FileReceived",
-    "FileFailed", "FileProgress", "TrackReceived", "SignalingLost", "Rejoined", "Event", "Moved", "CallEvent",
-    "NoPath",
+    "PeerJoined", "PeerLeft", "Connected", "CallEnded", "Retrying", "Interrupted", "Resumed", "ChatMessage",
+    "DataMessage", "FileReceived", "FileFailed", "FileProgress", "TrackReceived", "SignalingLost", "Rejoined",
+    "Event", "Moved", "CallEvent", "NoPath",
 ]
 
 
@@ -110,6 +110,23 @@ class Retrying:
 
 
 @dataclass(frozen=True)
+class Interrupted:
+    """Nothing heard from ``member`` for ``silent_for`` seconds: its link may be down for a
+    moment. The call is kept: ``Resumed`` when it is heard again, ``Retrying`` (a new
+    connection) if it stays silent ``peer.LOST_AFTER`` seconds (15)."""
+
+    member: Member
+    silent_for: float
+
+
+@dataclass(frozen=True)
+class Resumed:
+    """``member`` is heard again after ``Interrupted``: the call goes on as it was."""
+
+    member: Member
+
+
+@dataclass(frozen=True)
 class SignalingLost:
     """The signaling server went away; calls in progress go on while the room reconnects."""
 
@@ -163,8 +180,8 @@ class TrackReceived:
     """The track itself, for the room (``Room.frames`` reads it)."""
 
 
-Event = Union[PeerJoined, PeerLeft, Connected, CallEnded, Retrying, ChatMessage, DataMessage,
-              FileReceived, FileFailed, FileProgress, TrackReceived, SignalingLost, Rejoined]
+Event = Union[PeerJoined, PeerLeft, Connected, CallEnded, Retrying, Interrupted, Resumed, ChatMessage,
+              DataMessage, FileReceived, FileFailed, FileProgress, TrackReceived, SignalingLost, Rejoined]
 
 
 

@@ -170,9 +170,9 @@ async def test_verification_codes_expose_a_meddling_server():
     assert MESSAGE == "message"
 
 
-def in_a_call(processes, room: str, alice_server: str, bob_server: str):
+def in_a_call(processes, room: str, alice_server: str, bob_server: str, *alice_flags: str):
     """alice and bob in ``room``, connected, their data channels up (a chat line got through)."""
-    alice = processes.peer("--room", room, "--server", alice_server, *SMALL, name="alice")
+    alice = processes.peer("--room", room, "--server", alice_server, *SMALL, *alice_flags, name="alice")
     bob = processes.peer("--room", room, "--server", bob_server, *SMALL, name="bob")
     alice.expect("connected to bob")
     bob.expect("connected to alice")
@@ -181,13 +181,35 @@ def in_a_call(processes, room: str, alice_server: str, bob_server: str):
     return alice, bob
 
 
+def test_a_peer_silent_for_a_moment_keeps_its_call(server, processes):
+    """A peer frozen for a few seconds (as a link down for a moment looks): the heartbeat says
+    so at once, and when the peer is heard again the call goes on as it was: no new connection."""
+    alice, bob = in_a_call(processes, "blink", server.url, server.url)
+    bob.proc.send_signal(signal.SIGSTOP)
+    try:
+        alice.expect(r"^connection to bob interrupted \(no answer for 2 s\); waiting up to 15 s for it to come back$",
+                     timeout=5)
+    finally:
+        bob.proc.send_signal(signal.SIGCONT)
+    alice.expect(r"^connection to bob is back$", timeout=5)
+    bob.send("unfrozen")
+    alice.expect(r"^\[bob\] unfrozen$")
+    alice.send("welcome back")
+    bob.expect(r"^\[alice\] welcome back$")
+    assert not re.search("lost|calling again|call with", alice.output + bob.output)
+    assert alice.output.count("connected to bob") == 1 and bob.output.count("connected to alice") == 1
+
+
 def test_a_path_that_dies_is_rebuilt(server, processes):
-    """A peer frozen for a while (as a pulled cable looks): the heartbeat notices, a fresh
-    connection is negotiated while both stay in the room, and chat flows again."""
+    """A peer frozen for longer than ``LOST_AFTER`` (as a pulled cable looks): the heartbeat
+    says so at once, gives the path up after 15 s, a fresh connection is negotiated while both
+    stay in the room, and chat flows again."""
     alice, bob = in_a_call(processes, "frozen", server.url, server.url)
     bob.proc.send_signal(signal.SIGSTOP)
     try:
-        alice.expect(r"connection to bob lost \(no answer for 2 s\); calling again \(try 1 of 3\)", timeout=5)
+        alice.expect(r"connection to bob interrupted \(no answer for 2 s\)", timeout=5)
+        alice.expect(r"connection to bob lost \(no answer for 15 s\); calling again \(try 1 of 3\)",
+                     timeout=peer.LOST_AFTER + 5)
     finally:
         bob.proc.send_signal(signal.SIGCONT)
     alice.expect("connected to bob", timeout=30, times=2)
@@ -198,15 +220,18 @@ def test_a_path_that_dies_is_rebuilt(server, processes):
 
 
 def test_a_peer_that_never_answers_again_is_given_up_on(server, processes):
-    """Frozen for good while still in the room: three new connections, each given 10 s,
-    then a clear message, and back to waiting (no retrying forever)."""
-    alice, bob = in_a_call(processes, "gone", server.url, server.url)
+    """Frozen for good while still in the room: silent ``LOST_AFTER`` seconds, then the new
+    connections ``--retries`` allows, each given 10 s, then a clear message, and back to waiting
+    (no retrying forever). Two, so that the server has not yet dropped the frozen peer (its
+    ping timeout) when the last one ends."""
+    alice, bob = in_a_call(processes, "gone", server.url, server.url, "--retries", "2")
     waited = alice.output.count("waiting for someone to join room gone")  # 1 if alice came first
     bob.proc.send_signal(signal.SIGSTOP)
     try:
-        for attempt in (1, 2, 3):
-            alice.expect(rf"connection to bob lost \(.+\); calling again \(try {attempt} of 3\)", timeout=15)
-        alice.expect(r"^call with bob ended \(gave up after 3 new connections: not connected after 10 s\)$", timeout=15)
+        for attempt in (1, 2):
+            alice.expect(rf"connection to bob lost \(.+\); calling again \(try {attempt} of 2\)",
+                         timeout=peer.LOST_AFTER + 10 if attempt == 1 else 15)
+        alice.expect(r"^call with bob ended \(gave up after 2 new connections: not connected after 10 s\)$", timeout=15)
         alice.expect("waiting for someone to join room gone", times=waited + 1)
         alice.send("anyone?")
         alice.expect(r"nobody is connected yet; message not sent")
