@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import time
 from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
@@ -123,6 +124,11 @@ def _tell_turn_fault(server: Any, fault: str) -> None:
 aioice.ice.relayed_candidate = _relayed_candidate
 
 
+UNKNOWN_ISSUER = (18, 19, 20, 21)
+"""OpenSSL's verify codes for a certificate chain that ends at no CA the trust store holds
+(self-signed, self-signed in the chain, issuer not found, the first one alone)."""
+
+
 def turn_fault(error: BaseException) -> str:
     """What a failed TURN allocation means, for people. The reason phrase is the TURN
     server's, so it is bounded and escaped."""
@@ -136,6 +142,11 @@ def turn_fault(error: BaseException) -> str:
         return "it refused"
     if isinstance(error, aioice.stun.TransactionTimeout):
         return "no answer (is it running, and its port open?)"
+    if isinstance(error, ssl.SSLCertVerificationError):  # turns: checks the certificate as any TLS client does
+        why = printable(str(error.verify_message)[:100])
+        if error.verify_code in UNKNOWN_ISSUER:
+            why += "; a private CA is trusted with SSL_CERT_FILE=its certificate, see the README"
+        return f"its TLS certificate is not trusted ({why})"
     return printable(str(error)[:200]) or type(error).__name__
 
 

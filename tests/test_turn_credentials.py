@@ -17,6 +17,7 @@ import json
 import re
 import sys
 from pathlib import Path
+from typing import Optional
 from urllib.parse import urlencode
 
 from conftest import LOCAL, Process, Server, child_env, free_port, require
@@ -28,13 +29,16 @@ PEER = ["--no-window", "--video", "testsrc", "--audio", "none", "--ice-host", LO
 
 class Coturn(Process):
     """Debian's coturn on 127.0.0.1 at a free port, with ``auth`` flags; ``url`` its TURN URL.
-    Its pid file and database go to ``directory`` (never the machine's /var)."""
+    Its pid file and database go to ``directory`` (never the machine's /var). With ``tls``
+    (certificate file, key file) it also takes TLS on ``tls_port`` (``turns:``); else no TLS."""
 
-    def __init__(self, directory: Path, *auth: str) -> None:
+    def __init__(self, directory: Path, *auth: str, tls: Optional[tuple[Path, Path]] = None) -> None:
         self.port = free_port()
         self.url = f"turn:{LOCAL}:{self.port}"
+        self.tls_port = free_port()
+        secure = [f"--tls-listening-port={self.tls_port}", f"--cert={tls[0]}", f"--pkey={tls[1]}"] if tls else ["--no-tls"]
         super().__init__([require("turnserver"), "-n", f"--listening-ip={LOCAL}", f"--relay-ip={LOCAL}",
-                          f"--listening-port={self.port}", "--no-tls", "--no-dtls", "--no-cli",
+                          f"--listening-port={self.port}", *secure, "--no-dtls", "--no-cli",
                           "--allow-loopback-peers", "--realm=test", "--log-file=stdout", "--simple-log",
                           f"--pidfile={directory / 'turnserver.pid'}", f"--userdb={directory / 'turndb'}",
                           *auth], name="coturn")
