@@ -143,9 +143,9 @@ def turn_fault(error: BaseException) -> str:
     if isinstance(error, aioice.stun.TransactionTimeout):
         return "no answer (is it running, and its port open?)"
     if isinstance(error, ssl.SSLCertVerificationError):  # turns: checks the certificate as any TLS client does
-        why = printable(str(error.verify_message)[:100])
+        why = printable(str(error.verify_message or "certificate verify failed")[:100])
         if error.verify_code in UNKNOWN_ISSUER:
-            why += "; a private CA is trusted with SSL_CERT_FILE=its certificate, see the README"
+            why += "; for a private CA, set SSL_CERT_FILE to its certificate: see the README"
         return f"its TLS certificate is not trusted ({why})"
     return printable(str(error)[:200]) or type(error).__name__
 

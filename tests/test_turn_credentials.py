@@ -36,7 +36,8 @@ class Coturn(Process):
         self.port = free_port()
         self.url = f"turn:{LOCAL}:{self.port}"
         self.tls_port = free_port()
-        secure = [f"--tls-listening-port={self.tls_port}", f"--cert={tls[0]}", f"--pkey={tls[1]}"] if tls else ["--no-tls"]
+        secure = ([f"--tls-listening-port={self.tls_port}", f"--cert={tls[0]}", f"--pkey={tls[1]}"] if tls
+                  else ["--no-tls"])
         super().__init__([require("turnserver"), "-n", f"--listening-ip={LOCAL}", f"--relay-ip={LOCAL}",
                           f"--listening-port={self.port}", *secure, "--no-dtls", "--no-cli",
                           "--allow-loopback-peers", "--realm=test", "--log-file=stdout", "--simple-log",

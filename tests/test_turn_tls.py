@@ -98,7 +98,8 @@ def test_a_certificate_of_an_unknown_ca_is_said_in_a_line(processes, tmp_path):
     b = processes.peer(*flags, name="bob", env=env)
     # bob, the newcomer, offers and so gathers at once
     b.expect(rf"^peer: no relay from the TURN server {LOCAL}:{turn.tls_port}: its TLS certificate is not trusted "
-             r"\(unable to get local issuer certificate; a private CA is trusted with SSL_CERT_FILE", timeout=10)
+             r"\(unable to get local issuer certificate; for a private CA, set SSL_CERT_FILE to its "
+             r"certificate: see the README\)$", timeout=10)
     # and no other way round it: the first connection finds no path
     b.expect(r"could not connect to ann \(not connected after 10 s\)", timeout=20)
     assert "connected to" not in a.output + b.output
