@@ -155,6 +155,7 @@ class Connection:
         self._chat_opened = False
         self._last_seen = time.monotonic()
         self._heartbeat: Optional[asyncio.Future] = None
+        self._closing = False
         self._checking: Optional[asyncio.Future] = None
         self.checked_for = 0.0
         """Seconds the ICE checks have run with no answer since the last new pair (``_watch_checks``)."""
@@ -248,14 +249,18 @@ class Connection:
         return self.ours.is_set() and time.monotonic() - self._last_seen < self._dead_after
 
     def spawn(self, coroutine: Awaitable[Any]) -> asyncio.Future:
-        """Run ``coroutine`` for as long as this connection serves: ``close()`` cancels it."""
+        """Run ``coroutine`` for as long as this connection serves: ``close()`` cancels it, and
+        one spawned once it is closing never runs (a channel may open while aiortc closes)."""
         self._tasks = [t for t in self._tasks if not t.done()]
         self._tasks.append(asyncio.ensure_future(coroutine))
+        if self._closing:
+            self._tasks[-1].cancel()
         return self._tasks[-1]
 
     async def close(self) -> None:
         """Throw this connection away: from now on nothing it hears reaches its owner, its
         tasks end (but the one closing it), and the ``RTCPeerConnection`` closes."""
+        self._closing = True
         self._owner = _Gone(self._owner.remote)
         for task in self._tasks:
             if task is not asyncio.current_task():
