@@ -1,0 +1,94 @@
+"""Attacks on issue 13's network pieces: a hostile signaling server's ``iceServers``, ICE URLs
+that carry credentials, config files and server settings a picky user gets wrong.
+
+Sans-I/O where the piece is (``signaling.turn``, ``peer.ice_config``, the signaling server's
+argument parsing); what aiortc makes of the servers is asked of aiortc itself (its URL parser,
+as every gathering runs it), with no socket opened.
+"""
+
+import cv2  # noqa: F401  -- before av: see FIELD-NOTES
+
+import argparse
+
+import pytest
+from aiortc.rtcicetransport import parse_stun_turn_uri
+
+from peer.ice import IceSettings, turn_choices
+from peer.ice_config import add_ice_arguments, ice_settings
+from signaling.turn import check_ice_url, read_ice_servers
+
+SECRET = "hunter2-never-shown"
+
+
+# A hostile server's iceServers: whatever is kept, aiortc can use
+
+@pytest.mark.parametrize("url", [
+    "TURN:turn.example.org:3478",  # aiortc's parser is case-blind to nothing: "malformed uri: invalid scheme"
+    "Stun:stun.example.org",
+    "turn:turn.example.org:\u0663\u0664\u0667\u0668",  # Arabic-Indic digits: str.isdigit() says yes, aiortc no
+    "turn:turn..example.org",  # an empty label: the resolver fails with UnicodeError, aioice drops it unsaid
+    "turn:" + "a" * 64 + ".example.org",  # a label longer than 63
+])
+def test_a_server_aiortc_cannot_parse_is_dropped_not_left_to_break_the_call(url):
+    servers, dropped = read_ice_servers([{"urls": url, "username": "u", "credential": "p"}])
+    assert servers == [] and len(dropped) == 1
+    with pytest.raises(ValueError):
+        check_ice_url(url)
+
+
+def test_what_is_kept_of_a_hostile_ack_is_what_aiortc_parses():
+    """The call's task runs ``IceSettings.apply`` (aiortc's URL parser) before anything else:
+    a URL it refuses there ended the task, and the call hung, never offering nor answering."""
+    offered = [{"urls": [f"turn:t{n}.example.org:{3478 + n}", f"TURNS:t{n}.example.org"], "username": "u",
+                "credential": "p"} for n in range(3)] + [{"urls": "STUN:s.example.org"}]
+    servers, _ = read_ice_servers(offered)
+    ice = IceSettings().offered(servers)
+    for server in ice.configuration().iceServers or []:
+        for url in [server.urls] if isinstance(server.urls, str) else server.urls:
+            parse_stun_turn_uri(url)
+    turn_choices(ice.configuration().iceServers or [])
+
+
+# Credentials in URLs are never quoted
+
+@pytest.mark.parametrize("url", [
+    f"turn:alice:{SECRET}@turn.example.org:3478",
+    f"turn:alice:{SECRET}@turn.example.org:3478" + "x" * 300,
+    f"stun:{SECRET}@stun.example.org",
+])
+def test_a_url_with_a_password_in_it_is_refused_without_quoting_the_password(url):
+    with pytest.raises(ValueError) as refused:
+        check_ice_url(url)
+    assert SECRET not in str(refused.value)
+
+
+def test_the_peer_does_not_print_a_password_written_into_a_turn_url():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--ice-host", action="append", default=[])
+    add_ice_arguments(parser)
+    args = parser.parse_args(["--turn", f"turn:alice:{SECRET}@turn.example.org"])
+    ice, problems = ice_settings(args, {"PEER_STUN": f"stun:bob:{SECRET}@stun.example.org"})
+    assert ice is None and problems and not any(SECRET in line for line in problems)
+
+
+# Config files a picky user writes
+
+def test_a_config_file_nested_too_deep_is_one_line_not_a_traceback(tmp_path):
+    for name, text in (("deep.json", "[" * 20000), ("deep.toml", "a = " + "[" * 20000)):
+        path = tmp_path / name
+        path.write_text(text)
+        parser = argparse.ArgumentParser()
+        parser.add_argument("--ice-host", action="append", default=[])
+        add_ice_arguments(parser)
+        ice, problems = ice_settings(parser.parse_args(["--ice-config", str(path)]), {})
+        assert ice is None and len(problems) == 1 and str(path) in problems[0] and "\n" not in problems[0]
+
+
+# The signaling server's settings from the environment
+
+def test_a_turn_ttl_from_the_environment_that_is_no_number_is_a_usage_error(monkeypatch, capsys):
+    from signaling.__main__ import parse_args
+    monkeypatch.setenv("SIGNALING_TURN_TTL", "a day")
+    with pytest.raises(SystemExit) as exited:
+        parse_args([])
+    assert exited.value.code == 2 and "--turn-ttl" in capsys.readouterr().err
