@@ -134,12 +134,24 @@ def ice_server(urls: Sequence[str], username: Optional[str] = None, credential: 
         raise ValueError("an ICE server needs at least one URL")
     checked = tuple(check_ice_url(url) for url in urls)
     for name, value in (("username", username), ("credential", credential)):
-        if value is not None and (not isinstance(value, str) or len(value) > MAX_CREDENTIAL_CHARS):
-            raise ValueError(f"the {name} of {checked[0]} must be a string of at most {MAX_CREDENTIAL_CHARS} characters")
+        if value is not None and (not isinstance(value, str) or len(value) > MAX_CREDENTIAL_CHARS
+                                  or not _utf8(value)):
+            raise ValueError(f"the {name} of {checked[0]} must be a string of at most {MAX_CREDENTIAL_CHARS} characters"
+                             " (Unicode text)")
     server = IceServer(checked, username, credential)
     if server.turn and (not username or not credential):
         raise ValueError(f"the TURN server {checked[0]} needs a username and a credential (password)")
     return server
+
+
+def _utf8(text: str) -> bool:
+    """Whether ``text`` encodes as UTF-8, as aioice encodes TURN credentials: JSON carries lone
+    surrogates (``"\\ud800"``), which fail there inside aioice's allocation, without a word."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def read_ice_servers(payload: Any) -> tuple[list[IceServer], list[str]]:

@@ -92,3 +92,12 @@ def test_a_turn_ttl_from_the_environment_that_is_no_number_is_a_usage_error(monk
     with pytest.raises(SystemExit) as exited:
         parse_args([])
     assert exited.value.code == 2 and "--turn-ttl" in capsys.readouterr().err
+
+
+def test_credentials_that_are_no_utf8_are_dropped_not_left_to_fail_the_relay_unsaid():
+    """JSON carries lone surrogates ("\\ud800"), which Python decodes; aioice encodes the
+    username and password as UTF-8 inside its allocation task, which then fails without a word."""
+    for key in ("username", "credential"):
+        server = {"urls": "turn:turn.example.org", "username": "u", "credential": "p", key: "a\ud800b"}
+        servers, dropped = read_ice_servers([server])
+        assert servers == [] and len(dropped) == 1 and "\ud800" not in dropped[0]
