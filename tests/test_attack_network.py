@@ -9,10 +9,13 @@ as every gathering runs it), with no socket opened.
 import cv2  # noqa: F401  -- before av: see FIELD-NOTES
 
 import argparse
+import asyncio
 
 import pytest
 from aiortc.rtcicetransport import parse_stun_turn_uri
 
+import peer
+from conftest import LOCAL
 from peer.ice import IceSettings, turn_choices
 from peer.ice_config import add_ice_arguments, ice_settings
 from signaling.turn import check_ice_url, read_ice_servers
@@ -101,3 +104,39 @@ def test_credentials_that_are_no_utf8_are_dropped_not_left_to_fail_the_relay_uns
         server = {"urls": "turn:turn.example.org", "username": "u", "credential": "p", key: "a\ud800b"}
         servers, dropped = read_ice_servers([server])
         assert servers == [] and len(dropped) == 1 and "\ud800" not in dropped[0]
+
+
+# A hostile server's ack, end to end
+
+HOSTILE_ICE = [
+    {"urls": "TURN:127.0.0.1:9", "username": "u", "credential": SECRET},  # the call's task died on it
+    {"urls": ["turn:127.0.0.1:\u0663"], "username": "u", "credential": SECRET},
+    {"urls": f"turn:alice:{SECRET}@127.0.0.1", "username": "u", "credential": "p"},
+    {"urls": "turn:127.0.0.1", "username": "u", "credential": "a\ud800"},
+    {"urls": [[["stun:127.0.0.1"]]]}, {"urls": "stun:127.0.0.1\x1b[2J"}, "stun:127.0.0.1", None, 5,
+] + [{"urls": "turn:t.example.org", "username": "u", "credential": SECRET}] * 3000
+
+
+async def test_a_hostile_ack_of_ice_servers_costs_a_line_and_not_the_call():
+    """The victim is handed servers aiortc cannot take (a scheme in capitals, Arabic digits),
+    a password written into a URL, a credential that is no UTF-8, junk of every type, and
+    3,000 more servers: it says once what it ignored, never a password, and calls bob as if
+    it had been handed nothing."""
+    from test_attack_more import ListingServer, victim_cli
+
+    class IceServer(ListingServer):
+        async def join(self, sid: str, payload: dict) -> dict:
+            ack = await super().join(sid, payload)
+            return {**ack, "iceServers": HOSTILE_ICE} if payload["name"] == "victim" else ack
+
+    async with IceServer(0) as server, \
+               peer.join("ice", server=server.url, name="bob", ice_hosts=[LOCAL]) as bob:
+        victim = victim_cli("ice", server.url)
+        try:
+            await asyncio.to_thread(victim.expect, "connected to bob", timeout=20)
+            victim.send("through")
+            await bob.wait_for_message(lambda text: text == "through", timeout=10)
+            assert victim.output.count("ignored some of the server's ICE servers") == 1, victim.output
+            assert SECRET not in victim.output and "Traceback" not in victim.output, victim.output
+        finally:
+            victim.stop()
