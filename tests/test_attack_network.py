@@ -140,3 +140,13 @@ async def test_a_hostile_ack_of_ice_servers_costs_a_line_and_not_the_call():
             assert SECRET not in victim.output and "Traceback" not in victim.output, victim.output
         finally:
             victim.stop()
+
+
+def test_servers_given_to_the_api_directly_are_checked_as_flags_are():
+    """``IceSettings(servers=...)`` takes ``IceServer``s made by hand, unchecked: one aiortc cannot
+    parse ended every call's task (the call hung); it is refused when the settings are made."""
+    from peer.ice import IceConfigError
+    from signaling.turn import IceServer
+    for server in (IceServer(("TURN:t.example.org",), "u", "p"), IceServer(("turn:t.example.org",))):
+        with pytest.raises(IceConfigError):
+            IceSettings(servers=(server,))
