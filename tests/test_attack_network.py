@@ -10,12 +10,13 @@ import cv2  # noqa: F401  -- before av: see FIELD-NOTES
 
 import argparse
 import asyncio
+import sys
 
 import pytest
 from aiortc.rtcicetransport import parse_stun_turn_uri
 
 import peer
-from conftest import LOCAL
+from conftest import LOCAL, Process, child_env
 from peer.ice import IceSettings, turn_choices
 from peer.ice_config import add_ice_arguments, ice_settings
 from signaling.turn import check_ice_url, read_ice_servers
@@ -150,3 +151,34 @@ def test_servers_given_to_the_api_directly_are_checked_as_flags_are():
     for server in (IceServer(("TURN:t.example.org",), "u", "p"), IceServer(("turn:t.example.org",))):
         with pytest.raises(IceConfigError):
             IceSettings(servers=(server,))
+
+
+async def test_a_rejoin_handed_no_relay_keeps_a_relay_only_peer_in_the_room():
+    """A relay-only peer that relays through the server's TURN is handed, when it joins again
+    after the server dropped it, only a STUN server: the check of its settings raised out of
+    the rejoin's task (a traceback, and a peer back in the server's room that never took the
+    acknowledgement's word). It keeps the relay it had, says why, and is back in the room."""
+    from test_attack_more import ListingServer
+
+    class Fickle(ListingServer):
+        joins = 0
+
+        async def join(self, sid: str, payload: dict) -> dict:
+            ack = await super().join(sid, payload)
+            self.joins += 1
+            servers = [{"urls": "turn:127.0.0.1:9", "username": "u", "credential": SECRET}] if self.joins == 1 \
+                else [{"urls": "stun:127.0.0.1:9"}]
+            return {**ack, "iceServers": servers}
+
+    async with Fickle(0) as server:
+        victim = Process([sys.executable, "-m", "peer", "--room", "fickle", "--server", server.url, "--name",
+                          "victim", "--video", "none", "--audio", "none", "--no-window", "--ice-host", LOCAL,
+                          "--relay-only"], env=child_env(), name="victim")
+        try:
+            await asyncio.to_thread(victim.expect, "joined room fickle")
+            await server.sio.disconnect(server.sids["member0"])
+            await asyncio.to_thread(victim.expect, "back in room fickle", timeout=15)
+            await asyncio.to_thread(victim.expect, "no TURN server", timeout=5)
+            assert "Traceback" not in victim.output and SECRET not in victim.output, victim.output
+        finally:
+            victim.stop()
