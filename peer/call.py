@@ -50,12 +50,12 @@ logger = logging.getLogger(__name__)
 CONNECT_TIMEOUT = 10.0
 """A negotiation not connected by then is tried again on a fresh connection."""
 MAX_TRIES = 3
+"""New connections made for a call whose path died or was never found, unless told otherwise
+(``join(retries=...)``, ``--retries``)."""
 LOST_AFTER = 15.0
 """Seconds of silence from a peer of ours after which its path counts as dead and a new
 connection is made. Shorter outages are said (``Interrupted``) and sat out: aiortc's connection
 survives them, media and files go on where they were (a 10 s outage, measured)."""
-"""New connections made for a call whose path died or was never found, unless told otherwise
-(``join(retries=...)``, ``--retries``)."""
 NO_PATH = "no network path"
 """The reason of a ``Retrying`` or ``CallEnded`` whose connection found no path (``NoPath``)."""
 ALREADY_NO_PATH_AFTER = NO_PATH_AFTER / 2

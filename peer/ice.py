@@ -170,8 +170,8 @@ class IceSettings:
 
     The servers are ``stun`` and ``turn`` (the flags, with ``turn_user`` and ``turn_password``
     for every ``turn`` URL) and ``servers`` (a config file's, or those the signaling server
-    hands out: see ``offered``). URLs are checked when the settings are made (IceConfigError,
-    one line). Every TURN URL is tried at once (``_relayed_candidate``); of the STUN URLs
+    hands out: see ``offered``). URLs, those of ``servers`` too, are checked when the settings
+    are made (IceConfigError, one line). Every TURN URL is tried at once (``_relayed_candidate``); of the STUN URLs
     aiortc asks the first. ``relay_only`` allows relayed candidates only: the TURN path or none.
     Credentials are left out of the ``repr``."""
 
@@ -191,6 +191,8 @@ class IceSettings:
                 _check_scheme(url, "TURN", ("turn", "turns"))
             if self.turn:
                 ice_server(self.turn, self.turn_user, self.turn_password)
+            for server in self.servers:  # made by hand (the API) they are unchecked yet
+                ice_server(server.urls, server.username, server.credential)
         except ValueError as error:
             raise IceConfigError(str(error)) from None
         if self.has_servers:  # the signaling server's are never taken: it must be these

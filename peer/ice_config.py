@@ -27,7 +27,7 @@ import json
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
-from signaling.turn import IceServer, check_ice_url, read_ice_server
+from signaling.turn import IceServer, check_ice_url, read_ice_server, shown_url
 
 from .ice import IceConfigError, IceSettings
 
@@ -70,7 +70,7 @@ def ice_settings(args: argparse.Namespace, environ: Mapping[str, str]) -> tuple[
     user = args.turn_user if args.turn_user is not None else environ.get(ENV_TURN_USER)
     password = args.turn_password if args.turn_password is not None else environ.get(ENV_TURN_PASSWORD)
     if turn and (not user or not password):
-        problems.append(f"--turn {turn[0]} needs --turn-user and --turn-password "
+        problems.append(f"--turn {shown_url(turn[0])} needs --turn-user and --turn-password "
                         f"(or {ENV_TURN_USER} and {ENV_TURN_PASSWORD}, or a server with them in --ice-config)")
     if (args.turn_user is not None or args.turn_password is not None) and not turn:
         problems.append("--turn-user and --turn-password are for a --turn server: give its URL")
@@ -121,7 +121,7 @@ def load(path: Path) -> tuple[list[IceServer], bool]:
     try:
         text = data.decode("utf-8")
         content = _toml(text) if path.suffix.lower() == ".toml" else json.loads(text)
-    except (UnicodeDecodeError, ValueError) as error:  # JSONDecodeError and TOMLDecodeError are ValueErrors
+    except (UnicodeDecodeError, ValueError, RecursionError) as error:  # RecursionError: nested too deep
         raise IceConfigError(f"--ice-config {path}: not valid {'TOML' if path.suffix.lower() == '.toml' else 'JSON'} "
                              f"({str(error).splitlines()[0]})") from None
     try:

@@ -25,7 +25,7 @@ from signaling.protocol import JoinAck, JoinRequest, Member, ProtocolError
 from .call import MAX_TRIES, Call, Complaints
 from .errors import JoinRefused, SignalingUnreachable, TransferError
 from .events import CallEnded, CallEvent, Event, Moved, PeerJoined, PeerLeft, Rejoined, SignalingLost
-from .ice import IceSettings
+from .ice import IceConfigError, IceSettings
 from .media.sources import LocalMedia
 from .transfer import Downloads
 
@@ -182,10 +182,21 @@ class Session:
         """Use the STUN and TURN servers the acknowledgement hands out (fresh credentials at
         every join), unless we were given servers of our own (``IceSettings.offered``).
         What of them was dropped as unusable is logged, once per kind of fault; never a
-        credential."""
+        credential. A rejoin whose servers leave a relay-only peer no relay keeps those of
+        before (with a warning): the first join is refused for it (IceConfigError), a rejoin's
+        task would die of it, half in the room."""
         if ack.ice_dropped:
             self._complain("iceServers", "ignored some of the server's ICE servers: %s", "; ".join(ack.ice_dropped))
-        self.ice = self.own_ice.offered(ack.ice_servers)
+        try:
+            ice = self.own_ice.offered(ack.ice_servers)
+            ice.check_relay()
+        except IceConfigError:
+            if self.me is None:  # the first join: relay-only with no TURN anywhere fails it
+                raise
+            logger.warning("the signaling server hands out no TURN server now: keeping the one it gave before "
+                           "(--relay-only)")
+            return
+        self.ice = ice
         if ack.ice_servers and self.ice is not self.own_ice:
             logger.info("using the ICE servers of the signaling server: %s",
                         ", ".join(url for server in ack.ice_servers for url in server.urls))

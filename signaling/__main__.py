@@ -51,7 +51,7 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
                            "turns:...:5349 (repeatable; env SIGNALING_TURN_SERVER, URLs separated by commas)")
     turn.add_argument("--turn-secret", default=_env("TURN_SECRET"), metavar="SECRET",
                       help="coturn's static-auth-secret (env SIGNALING_TURN_SECRET; best there: not in ps)")
-    turn.add_argument("--turn-ttl", type=int, default=int(_env("TURN_TTL", str(DEFAULT_TTL))), metavar="SECONDS",
+    turn.add_argument("--turn-ttl", type=int, default=_env("TURN_TTL", str(DEFAULT_TTL)), metavar="SECONDS",
                       help=f"seconds a handed-out credential works (env SIGNALING_TURN_TTL, default {DEFAULT_TTL})")
     limits = parser.add_argument_group("limits", "what one client may take; see docs/deploy.md")
     for flag, kind, help_text in LIMIT_FLAGS:

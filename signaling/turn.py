@@ -75,41 +75,56 @@ def is_turn(url: str) -> bool:
 def check_ice_url(url: Any) -> str:
     """``url`` if aiortc can use it: ``stun:HOST[:PORT]``, ``turn:HOST[:PORT][?transport=udp|tcp]``
     or ``turns:HOST[:PORT][?transport=tcp]`` (TLS). Else ValueError with one line that quotes
-    it and says what is wrong. aiortc's own parser takes less than it says (no IPv6 address,
-    no ``stuns:``), and a URL it cannot parse fails every connection: that is what this checks."""
+    it and says what is wrong (never what precedes an ``@``: a password written into the URL).
+    aiortc's own parser takes less than it says (no IPv6 address, no ``stuns:``, a scheme in
+    lower case only, a port in ASCII digits), and a URL it cannot parse ends the task of every
+    call that has it; a host name with an empty label or one over 63 characters fails every
+    lookup: that is what this checks."""
     if not isinstance(url, str) or not url:
         raise ValueError("an ICE server URL must be a non-empty string")
     if len(url) > MAX_URL_CHARS:
-        raise ValueError(f"ICE server URL longer than {MAX_URL_CHARS} characters: {url[:40]!r}...")
+        raise ValueError(f"ICE server URL longer than {MAX_URL_CHARS} characters: {_quoted(url)[:40]}...")
     scheme, colon, rest = url.partition(":")
-    if not colon or scheme.lower() not in SCHEMES:
-        extra = " (aiortc has no STUN over TLS: use stun:)" if scheme.lower() == "stuns" else ""
-        raise ValueError(f"{url!r}: an ICE server URL starts with stun:, turn: or turns:{extra}")
+    if not colon or scheme not in SCHEMES:
+        extra = " (aiortc has no STUN over TLS: use stun:)" if scheme.lower() == "stuns" else \
+            " (in lower case: aiortc reads no other)" if scheme.lower() in SCHEMES else ""
+        raise ValueError(f"{_quoted(url)}: an ICE server URL starts with stun:, turn: or turns:{extra}")
     if rest.startswith("//"):
-        raise ValueError(f"{url!r}: no '//' after {scheme}: (it is {scheme}:HOST:PORT)")
+        raise ValueError(f"{_quoted(url)}: no '//' after {scheme}: (it is {scheme}:HOST:PORT)")
     match = _URL.fullmatch(rest)
     assert match is not None  # every string matches: the parts are checked one by one
     host, port, query = match["host"], match["port"], match["query"]
     if host.startswith("[") or (port is not None and ":" in port):
-        raise ValueError(f"{url!r}: aiortc takes no IPv6 address in an ICE server URL; use a host name")
-    if not _HOST.fullmatch(host):
-        raise ValueError(f"{url!r}: no valid host name or IPv4 address after {scheme}:")
-    if port is not None and not (port.isdigit() and 0 < int(port) < 65536):
-        raise ValueError(f"{url!r}: the port must be a number from 1 to 65535")
-    _check_query(url, scheme.lower(), query)
+        raise ValueError(f"{_quoted(url)}: aiortc takes no IPv6 address in an ICE server URL; use a host name")
+    if not _HOST.fullmatch(host) or any(len(label) > 63 or not label for label in host.split(".")):
+        raise ValueError(f"{_quoted(url)}: no valid host name or IPv4 address after {scheme}:")
+    if port is not None and not (port.isascii() and port.isdigit() and 0 < int(port) < 65536):
+        raise ValueError(f"{_quoted(url)}: the port must be a number from 1 to 65535")
+    _check_query(url, scheme, query)
     return url
+
+
+def shown_url(url: str) -> str:
+    """``url`` as a message may show it: less what comes before an ``@``. No ICE URL has one,
+    and one written ``turn:USER:PASSWORD@HOST`` holds a password that must not be printed."""
+    scheme, colon, rest = url.partition(":")
+    return f"{scheme}{colon}...@{rest.rpartition('@')[2]}" if "@" in rest else url
+
+
+def _quoted(url: str) -> str:
+    return repr(shown_url(url))
 
 
 def _check_query(url: str, scheme: str, query: Optional[str]) -> None:
     if query is None:
         return
     if scheme == "stun":
-        raise ValueError(f"{url!r}: a stun: URL takes no '?' part")
+        raise ValueError(f"{_quoted(url)}: a stun: URL takes no '?' part")
     key, _, transport = query.partition("=")
     if key != "transport" or transport not in ("udp", "tcp"):
-        raise ValueError(f"{url!r}: the only '?' part is ?transport=udp or ?transport=tcp")
+        raise ValueError(f"{_quoted(url)}: the only '?' part is ?transport=udp or ?transport=tcp")
     if scheme == "turns" and transport != "tcp":
-        raise ValueError(f"{url!r}: turns: is TLS over TCP; it takes no ?transport=udp")
+        raise ValueError(f"{_quoted(url)}: turns: is TLS over TCP; it takes no ?transport=udp")
 
 
 def ice_server(urls: Sequence[str], username: Optional[str] = None, credential: Optional[str] = None) -> IceServer:
@@ -119,12 +134,24 @@ def ice_server(urls: Sequence[str], username: Optional[str] = None, credential: 
         raise ValueError("an ICE server needs at least one URL")
     checked = tuple(check_ice_url(url) for url in urls)
     for name, value in (("username", username), ("credential", credential)):
-        if value is not None and (not isinstance(value, str) or len(value) > MAX_CREDENTIAL_CHARS):
-            raise ValueError(f"the {name} of {checked[0]} must be a string of at most {MAX_CREDENTIAL_CHARS} characters")
+        if value is not None and (not isinstance(value, str) or len(value) > MAX_CREDENTIAL_CHARS
+                                  or not _utf8(value)):
+            raise ValueError(f"the {name} of {checked[0]} must be a string of at most {MAX_CREDENTIAL_CHARS} characters"
+                             " (Unicode text)")
     server = IceServer(checked, username, credential)
     if server.turn and (not username or not credential):
         raise ValueError(f"the TURN server {checked[0]} needs a username and a credential (password)")
     return server
+
+
+def _utf8(text: str) -> bool:
+    """Whether ``text`` encodes as UTF-8, as aioice encodes TURN credentials: JSON carries lone
+    surrogates (``"\\ud800"``), which fail there inside aioice's allocation, without a word."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def read_ice_servers(payload: Any) -> tuple[list[IceServer], list[str]]:

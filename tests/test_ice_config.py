@@ -41,7 +41,7 @@ PASSWORD = "pw-5a1f0c-never-shown"
 @pytest.mark.parametrize("url", [
     "stun:stun.example.org", "stun:203.0.113.5:3478", "turn:turn.example.org:3478",
     "turn:turn.example.org:3478?transport=tcp", "turn:turn.example.org?transport=udp",
-    "turns:turn.example.org:5349", "turns:turn.example.org:443?transport=tcp", "TURN:Turn.Example.org",
+    "turns:turn.example.org:5349", "turns:turn.example.org:443?transport=tcp", "turn:Turn.Example.org",
 ])
 def test_urls_aiortc_can_use_pass(url):
     assert check_ice_url(url) == url
@@ -58,6 +58,7 @@ def test_urls_aiortc_can_use_pass(url):
     ("turn:turn.example.org:0", "port must be a number from 1 to 65535"),
     ("turn:turn.example.org:99999", "port must be a number from 1 to 65535"),
     ("turn:turn.example.org:http", "port must be a number"),
+    ("TURN:turn.example.org", "in lower case: aiortc reads no other"),
     ("turn:turn.example.org?transport=sctp", "?transport=udp or ?transport=tcp"),
     ("turns:turn.example.org?transport=udp", "turns: is TLS over TCP"),
     ("stun:stun.example.org?transport=udp", "a stun: URL takes no '?' part"),
