@@ -103,8 +103,7 @@ class Session:
         self._sio = socketio.AsyncClient(reconnection=True, reconnection_delay=RECONNECT_DELAY,
                                          reconnection_delay_max=RECONNECT_DELAY_MAX,
                                          handle_sigint=False)  # Ctrl-C is the application's to handle
-        if hasattr(self._sio.eio, "http_factory"):  # python-engineio 4.14 on; before, aiohttp's defaults
-            self._sio.eio.http_factory = _http_session
+        self._sio.eio.http_factory = _http_session  # python-engineio 4.14 on
         self._sio.on("connect", self._on_connect)
         self._sio.on("disconnect", self._on_disconnect)
         self._sio.on(protocol.PEER_JOINED, self._on_peer_joined)
