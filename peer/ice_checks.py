@@ -28,10 +28,13 @@ from typing import Any, Callable
 import aioice.ice
 from aioice.ice import CandidatePair, Connection
 
+from .reach import NO_PATH_AFTER
+
 logger = logging.getLogger(__name__)
 
-PATIENCE = 5.0
-"""Seconds from the start of its checks an agent waits for the other side's."""
+PATIENCE = NO_PATH_AFTER
+"""Seconds from the start of its checks an agent waits for the other side's: as long as
+``peer.reach`` waits before it says there is no path, so that neither gives up first."""
 
 
 def _all_failed(connection: Connection) -> bool:
