@@ -62,6 +62,8 @@ ALREADY_NO_PATH_AFTER = NO_PATH_AFTER / 2
 """Seconds of unanswered ICE checks that also mean no path when the connection must go anyway:
 the watchdog's, or the other side's new offer (it gave up first, its checks and ours started
 a moment apart)."""
+OTHER_SIDE_LOST = "the other side lost it"
+"""The reason of a ``Retrying`` for a new offer from our peer on a call we thought connected."""
 FILES_OPEN_TIMEOUT = 10.0
 WIDENED_ANSWER_WAIT = 3.0
 """Seconds a widened offer waits for its answer before the plain one goes: a browser answers
@@ -376,7 +378,12 @@ class Call:
             # found no path: aiortc can neither roll back nor restart ICE, so a fresh
             # connection answers.
             logger.info("new offer from %s: answering on a fresh connection", self.remote.name)
-            await self._say_no_path_first()  # renews, when it says so
+            if self.connected and not self._classic:
+                # Our peer lost the path while we still hear it (a path dead one way): said
+                # and counted as on its side, which said so and called again.
+                await self._lost(OTHER_SIDE_LOST)  # renews
+            else:
+                await self._say_no_path_first()  # renews, when it says so
             if self.closed:
                 return
             if self.pc.signalingState != "stable" or self.pc.remoteDescription is not None:

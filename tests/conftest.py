@@ -358,3 +358,12 @@ def netlab():
     check_tools()
     with Netlab() as lab:
         yield lab
+
+
+@pytest.fixture
+def redis_server():
+    """A real redis-server of the test's own on 127.0.0.1 (``tests/redis_server.py``)."""
+    from redis_server import RedisServer
+    server = RedisServer()
+    yield server
+    server.close()
