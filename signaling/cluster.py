@@ -24,7 +24,7 @@ import socketio
 
 from .fastpath import DirectManager
 from .protocol import Member
-from .redis_store import NODE_TTL, RENEW_EVERY, RedisStore
+from .redis_store import NODE_TTL, RENEW_EVERY, RedisStore, connection_options
 from .store import StoreUnavailable, redacted
 
 logger = logging.getLogger("signaling")
@@ -43,7 +43,9 @@ class RedisManager(socketio.AsyncRedisManager, DirectManager):
     """The library's: a Redis client is made (not whether Redis answers)."""
 
     def __init__(self, url: str) -> None:
-        super().__init__(url=url, channel=CHANNEL, redis_options={"socket_connect_timeout": 2.0})
+        # No read timeout: the subscription waits for events as long as none come.
+        options = {key: value for key, value in connection_options().items() if key != "socket_timeout"}
+        super().__init__(url=url, channel=CHANNEL, redis_options=options)
         self.listening = False
 
     async def emit(self, event: str, data: Any, namespace: Optional[str] = None, room: Optional[Any] = None,

@@ -24,6 +24,8 @@ import logging
 from typing import Any, Awaitable, Optional, TypeVar
 
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from . import protocol
@@ -164,8 +166,7 @@ class RedisStore:
         self.healthy = False
         self.local: dict[str, tuple[str, Member]] = {}
         """This node's members: id to (room, member)."""
-        self.redis = aioredis.Redis.from_url(url, socket_timeout=TIMEOUT, socket_connect_timeout=TIMEOUT,
-                                             decode_responses=True)
+        self.redis = aioredis.Redis.from_url(url, decode_responses=True, **connection_options())
         self._join = self.redis.register_script(JOIN)
         self._leave = self.redis.register_script(LEAVE)
         self._members = self.redis.register_script(MEMBERS)
@@ -282,6 +283,12 @@ class RedisStore:
         except (RedisError, OSError) as error:
             self.healthy = False
             raise StoreUnavailable(str(error) or type(error).__name__) from error
+
+
+def connection_options() -> dict[str, Any]:
+    """How a node talks to Redis: a command may take ``TIMEOUT`` seconds, and one that failed on
+    a connection Redis dropped (it restarted) is sent once more, on a new one, at once."""
+    return {"socket_timeout": TIMEOUT, "socket_connect_timeout": TIMEOUT, "retry": Retry(NoBackoff(), 1)}
 
 
 def _member(document: str) -> Member:
