@@ -131,11 +131,13 @@ class Node:
 
     async def _serve_once(self) -> None:
         was_healthy = self.store.healthy
-        await self.store.renew()
-        if not was_healthy:
-            if not self.manager.listening:
-                return  # not yet: joins stay refused until events between nodes flow again
-            gone, lost = await self.store.restore()
+        same_redis = await self.store.renew()
+        if not self.manager.listening:
+            # Events between nodes do not flow (yet): joins stay refused until they do.
+            self.store.healthy = False
+            raise StoreUnavailable("not subscribed to the nodes' events")
+        if not was_healthy or not same_redis:
+            gone, lost = await self.store.restore(emptied=not same_redis)
             self.store.healthy = True
             self._up_since = time.monotonic()
             if self._said_lost:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+import secrets
 from typing import Any, Awaitable, Optional, TypeVar
 
 import redis.asyncio as aioredis
@@ -160,7 +161,11 @@ class RedisStore:
 
     def __init__(self, url: str, node: str, capacity: int, prefix: str = PREFIX) -> None:
         self.url = url
-        self.node = node
+        self.node = f"{node}#{secrets.token_hex(4)}"
+        """This run of the node: a node restarted under its name at once is another one, and
+        the members of the run that died are swept all the same."""
+        self._epoch: Optional[str] = None
+        """The Redis we renewed in last: a random mark it keeps until it loses its data."""
         self._capacity = capacity
         self._prefix = prefix
         self.healthy = False
@@ -230,12 +235,17 @@ class RedisStore:
 
     # The node among others
 
-    async def renew(self) -> None:
-        """This node is alive for ``NODE_TTL`` seconds more."""
+    async def renew(self) -> bool:
+        """This node is alive for ``NODE_TTL`` seconds more. True when Redis is the one of the
+        last renewal, False when it lost its data since (restarted without persistence)."""
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.set(self._key("alive", self.node), "1", px=int(NODE_TTL * 1000))
             pipe.sadd(self._key("nodes"), self.node)
-            await self._ask(pipe.execute())
+            pipe.set(self._key("epoch"), secrets.token_hex(8), nx=True)
+            pipe.get(self._key("epoch"))
+            epoch = (await self._ask(pipe.execute()))[-1]
+        same, self._epoch = epoch == self._epoch, epoch
+        return same
 
     async def retire(self) -> None:
         """This node stops (its members were let go): no key of it stays for the others to sweep."""
@@ -247,11 +257,13 @@ class RedisStore:
         flat = await self._ask(self._sweep(args=[self._prefix]))
         return [(flat[i], _member(flat[i + 1])) for i in range(0, len(flat), 2)]
 
-    async def restore(self) -> tuple[list[tuple[str, Member]], list[str]]:
-        """After an outage: put this node's members back where Redis lost them (one restarted
-        empty), and take out those Redis still seats for this node that left meanwhile.
-        Returns (room, member) of each taken out, for the room to hear, and the ids of
-        members that could not be put back (their room filled meanwhile)."""
+    async def restore(self, emptied: bool) -> tuple[list[tuple[str, Member]], list[str]]:
+        """After an outage, make Redis agree with this node again. Those Redis still seats for
+        this node but who left meanwhile are taken out. Members Redis lost are put back if it
+        was ``emptied`` (restarted without its data: nobody was told anything); otherwise they
+        were swept, their rooms told they left, and they must join again. Returns (room,
+        member) of each taken out, for the room to hear, and the ids of members not put back
+        (swept, or their room filled meanwhile), to disconnect: they come back and join."""
         stale = await self._ask(self._reconcile(args=[self._prefix, self.node, *self.local]))
         gone = []
         for member_id in stale:
@@ -260,10 +272,14 @@ class RedisStore:
                 gone.append((left[0], _member(left[1])))
         lost = []
         for member_id, (room, member) in list(self.local.items()):
-            document = json.dumps(member.to_payload())
-            answer = await self._ask(self._join(args=[self._prefix, room, member_id, document, self.node,
-                                                      self._capacity]))
-            if answer[0] == "full":
+            if emptied:
+                document = json.dumps(member.to_payload())
+                answer = await self._ask(self._join(args=[self._prefix, room, member_id, document, self.node,
+                                                          self._capacity]))
+                seated = answer[0] != "full"
+            else:
+                seated = bool(await self._ask(self.redis.exists(self._key("member", member_id))))
+            if not seated:
                 lost.append(member_id)
         return gone, lost
 

@@ -189,7 +189,9 @@ class SignalingServer:
             # sid is already marked as leaving.
             return
         try:
-            await self._apply(sid, await self.relay.disconnect(sid, announce=not self._stopping))
+            # A node of several that stops tells the rooms: their members on other nodes stay.
+            announce = not self._stopping or self.node is not None
+            await self._apply(sid, await self.relay.disconnect(sid, announce=announce))
         except StoreUnavailable:  # this node forgot it; Redis does when back (``Node``)
             logger.debug("disconnect %s while the room store is gone", sid)
         logger.debug("disconnect %s", sid)

@@ -149,8 +149,8 @@ async def test_redis_gone_refuses_then_the_node_puts_its_members_back(redis_serv
     with pytest.raises(StoreUnavailable):
         await node.leave(BOB.id)  # BOB leaves meanwhile: this node forgets it at once
     redis_server.start()  # empty
-    await node.renew()
-    gone_meanwhile, not_back = await node.restore()
+    assert await node.renew() is False  # not the Redis of before: nobody was told anything
+    gone_meanwhile, not_back = await node.restore(emptied=True)
     assert (gone_meanwhile, not_back) == ([], [])
     assert await other.members("r") == [ALICE] and await other.members("s") == []
     await node.close()
@@ -162,10 +162,30 @@ async def test_a_member_that_left_while_redis_was_away_is_taken_out_when_it_is_b
     await node.join("r", ALICE)
     await node.join("r", BOB)
     node.local.pop(BOB.id)  # BOB disconnected while Redis could not hear it (Redis kept its state)
-    gone, not_back = await node.restore()
+    assert await node.renew() is True
+    gone, not_back = await node.restore(emptied=False)
     assert gone == [("r", BOB)] and not_back == []
     assert await node.members("r") == [ALICE]
     await node.close()
+
+
+async def test_members_swept_while_their_node_was_cut_off_must_join_again(redis_server):
+    """Their rooms were told they left: put back silently, they would be members nobody calls."""
+    node, other = await started(redis_server.url, "n1"), await started(redis_server.url, "n2")
+    await node.join("r", ALICE)
+    await other.join("r", BOB)
+    await expire(node)
+    assert await other.sweep() == [("r", ALICE)]
+    assert await node.renew() is True
+    assert await node.restore(emptied=False) == ([], [ALICE.id])
+    assert await other.members("r") == [BOB]
+    await node.close()
+    await other.close()
+
+
+async def expire(node: RedisStore) -> None:
+    """``node``'s liveness key gone, as after NODE_TTL seconds without renewal."""
+    await node.redis.delete(f"signaling:alive:{node.node}")
 
 
 def test_a_redis_password_is_never_shown():
