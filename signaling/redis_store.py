@@ -43,6 +43,9 @@ RENEW_EVERY = 1.0
 TIMEOUT = 2.0
 """Seconds a Redis command (or connecting) may take before the store counts Redis as gone."""
 
+MAX_CONNECTIONS = 32
+"""Connections to Redis a node holds at most; commands beyond wait for one (``TIMEOUT`` at most)."""
+
 T = TypeVar("T")
 
 _LEAVE = """
@@ -171,7 +174,12 @@ class RedisStore:
         self.healthy = False
         self.local: dict[str, tuple[str, Member]] = {}
         """This node's members: id to (room, member)."""
-        self.redis = aioredis.Redis.from_url(url, decode_responses=True, **connection_options())
+        # A burst of joins (the members of a node that died, coming back) asks more at once than
+        # a pool of connections holds: a blocking pool makes them wait their turn, where the
+        # default one refused them ("too many connections", which read as Redis gone).
+        pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=MAX_CONNECTIONS, timeout=TIMEOUT,
+                                                         decode_responses=True, **connection_options())
+        self.redis = aioredis.Redis(connection_pool=pool)
         self._join = self.redis.register_script(JOIN)
         self._leave = self.redis.register_script(LEAVE)
         self._members = self.redis.register_script(MEMBERS)
@@ -287,7 +295,7 @@ class RedisStore:
         await self._ask(self.redis.ping())
 
     async def close(self) -> None:
-        await self.redis.aclose()
+        await self.redis.aclose(close_connection_pool=True)
 
     def _key(self, *parts: str) -> str:
         return self._prefix + ":".join(parts)

@@ -116,6 +116,15 @@ async def test_fifty_joins_at_once_through_three_nodes_never_overfill_a_room(red
         await node.close()
 
 
+async def test_a_burst_of_joins_waits_for_connections_rather_than_failing(redis_server):
+    """More joins at once than the node holds connections (the members of a dead node, coming
+    back): they wait their turn, and the node stays healthy."""
+    node = await started(redis_server.url, "n1")
+    await asyncio.gather(*(node.join(f"burst-{k // 2}", Member(f"id-{k}", f"m{k}")) for k in range(300)))
+    assert node.healthy and await node.member_count() == 300
+    await node.close()
+
+
 async def test_a_dead_node_s_members_are_swept_once_and_a_live_one_s_stay(redis_server):
     live, dead = await started(redis_server.url, "live"), await started(redis_server.url, "dead")
     await live.join("r", ALICE)
