@@ -174,12 +174,7 @@ class RedisStore:
         self.healthy = False
         self.local: dict[str, tuple[str, Member]] = {}
         """This node's members: id to (room, member)."""
-        # A burst of joins (the members of a node that died, coming back) asks more at once than
-        # a pool of connections holds: a blocking pool makes them wait their turn, where the
-        # default one refused them ("too many connections", which read as Redis gone).
-        pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=MAX_CONNECTIONS, timeout=TIMEOUT,
-                                                         decode_responses=True, **connection_options())
-        self.redis = aioredis.Redis(connection_pool=pool)
+        self.redis = connect(url)
         self._join = self.redis.register_script(JOIN)
         self._leave = self.redis.register_script(LEAVE)
         self._members = self.redis.register_script(MEMBERS)
@@ -309,10 +304,18 @@ class RedisStore:
             raise StoreUnavailable(str(error) or type(error).__name__) from error
 
 
-def connection_options() -> dict[str, Any]:
-    """How a node talks to Redis: a command may take ``TIMEOUT`` seconds, and one that failed on
-    a connection Redis dropped (it restarted) is sent once more, on a new one, at once."""
-    return {"socket_timeout": TIMEOUT, "socket_connect_timeout": TIMEOUT, "retry": Retry(NoBackoff(), 1)}
+def connect(url: str, subscriber: bool = False) -> aioredis.Redis:
+    """A client of the Redis at ``url`` as a node needs it. A command may take ``TIMEOUT``
+    seconds (a ``subscriber``'s waits for events as long as none come, and reads bytes, as
+    python-socketio's Redis manager does), and one that
+    failed on a connection Redis dropped (it restarted) is sent once more, on a new one, at
+    once. A burst of commands (the joins of a dead node's members, coming back) asks more at
+    once than the pool holds: they wait their turn, where redis-py's default pool refused
+    them ("too many connections", which read as Redis gone)."""
+    pool = aioredis.BlockingConnectionPool.from_url(
+        url, max_connections=MAX_CONNECTIONS, timeout=TIMEOUT, decode_responses=not subscriber,
+        socket_timeout=None if subscriber else TIMEOUT, socket_connect_timeout=TIMEOUT, retry=Retry(NoBackoff(), 1))
+    return aioredis.Redis(connection_pool=pool)
 
 
 def _member(document: str) -> Member:
