@@ -49,8 +49,9 @@ class RedisManager(socketio.AsyncRedisManager, DirectManager):
     async def emit(self, event: str, data: Any, namespace: Optional[str] = None, room: Optional[Any] = None,
                    skip_sid: Any = None, callback: Any = None, to: Optional[Any] = None, **kwargs: Any) -> None:
         target = to or room
-        if callback is None and isinstance(target, str) and self.is_connected(target, namespace or "/"):
-            # a member of this node (a room is never named like a sid): nobody else needs it
+        members = [target] if isinstance(target, str) else target or []
+        if callback is None and members and all(self.is_connected(sid, namespace or "/") for sid in members):
+            # members of this node (the relay names members, never rooms): nobody else needs it
             await DirectManager.emit(self, event, data, namespace or "/", room=target, skip_sid=skip_sid)
             return
         await super().emit(event, data, namespace=namespace or "/", room=room, skip_sid=skip_sid,

@@ -11,7 +11,7 @@ Nodes die without saying so. Each renews a key of its own that expires after ``N
 seconds (``renew``); each sweeps (``sweep``) the members of nodes whose key expired out of
 their rooms, in one script, so two sweeping nodes never announce the same departure twice.
 
-Keys (``PREFIX`` first): ``room:R`` (list of member ids), ``member:ID`` (hash: room, member
+Keys (``PREFIX`` first): ``room:R`` (list of member ids, in the order they joined), ``member:ID`` (hash: room, member
 JSON, node), ``node:N`` (set of the node's member ids), ``alive:N`` (expiring), ``nodes``,
 ``rooms``, ``members`` (sets, for the health check), ``kept:ID`` (list: an offer that reached
 nobody, then its candidates; see ``signaling.rooms.Rooms.keep``).
@@ -96,21 +96,26 @@ LEAVE = _LEAVE + "return leave(ARGV[1], ARGV[2])"
 
 MEMBERS = _MEMBERS + "return members(ARGV[1], ARGV[2])"
 
-KEEP = """
+BROADCAST = """
 local p, sid, kind, message, most = ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5])
 local room = redis.call('HGET', p .. 'member:' .. sid, 'room')
-if not room or redis.call('LLEN', p .. 'room:' .. room) ~= 1 then return 0 end
+if not room then return {} end
+local others = {}
+for _, each in ipairs(redis.call('LRANGE', p .. 'room:' .. room, 0, -1)) do
+  if each ~= sid then others[#others + 1] = each end
+end
+if #others > 0 then return others end
 local key = p .. 'kept:' .. sid
 if kind == 'offer' then
   redis.call('DEL', key)
   redis.call('RPUSH', key, message)
-elseif redis.call('LLEN', key) >= 1 and redis.call('LLEN', key) <= most then
+elseif kind == 'candidate' and redis.call('LLEN', key) >= 1 and redis.call('LLEN', key) <= most then
   redis.call('RPUSH', key, message)
 end
-return 1
+return others
 """
-"""``Rooms.keep``'s rule: an offer of a member alone replaces its kept one; candidates follow
-a kept offer, at most ``most`` of them."""
+"""Who else is in the sender's room; when nobody, ``Rooms.keep``'s rule: an offer replaces the
+kept one, candidates follow a kept offer, at most ``most`` of them."""
 
 TAKE_OFFERS = """
 local p, room = ARGV[1], ARGV[2]
@@ -178,7 +183,7 @@ class RedisStore:
         self._join = self.redis.register_script(JOIN)
         self._leave = self.redis.register_script(LEAVE)
         self._members = self.redis.register_script(MEMBERS)
-        self._keep = self.redis.register_script(KEEP)
+        self._broadcast = self.redis.register_script(BROADCAST)
         self._take_offers = self.redis.register_script(TAKE_OFFERS)
         self._sweep = self.redis.register_script(SWEEP)
         self._reconcile = self.redis.register_script(RECONCILE)
@@ -221,11 +226,10 @@ class RedisStore:
     async def members(self, room: str) -> list[Member]:
         return [_member(each) for each in await self._ask(self._members(args=[self._prefix, room]))]
 
-    async def keep(self, member_id: str, message: dict[str, Any]) -> None:
-        if message.get("type") not in (protocol.OFFER, protocol.CANDIDATE):
-            return  # nothing else is kept: no need to ask
-        await self._ask(self._keep(args=[self._prefix, member_id, message["type"], json.dumps(message),
-                                         protocol.MAX_KEPT_CANDIDATES]))
+    async def broadcast(self, member_id: str, message: dict[str, Any]) -> list[str]:
+        kept = json.dumps(message) if message.get("type") in (protocol.OFFER, protocol.CANDIDATE) else ""
+        return list(await self._ask(self._broadcast(args=[self._prefix, member_id, message.get("type", ""), kept,
+                                                          protocol.MAX_KEPT_CANDIDATES])))
 
     async def take_offers(self, room: str) -> list[dict[str, Any]]:
         return [json.loads(each) for each in await self._ask(self._take_offers(args=[self._prefix, room]))]
