@@ -52,6 +52,18 @@ async def offer_and_answer(offerer: Client, answerer: Client) -> None:
     assert got == {**answer, "from": answerer.id, "name": answerer.name}
 
 
+async def landing(nodes: Nodes, clients: list[Client], url: str,
+                  transports: tuple[str, ...] = ("websocket",)) -> tuple[Client, str]:
+    """A client connected to ``url`` (nginx), added to ``clients``, and the name of the node
+    its session landed on (the one whose count of connections went up)."""
+    before = nodes.connections()
+    client = await connected(url, transports)
+    clients.append(client)
+    after = await asyncio.to_thread(until, lambda: (now := nodes.connections()) != before and now, 5,
+                                    "a node counts the new session")
+    return client, next(name for name, count in after.items() if count > before[name])
+
+
 def unavailable(ack: Any, event: str) -> bool:
     return ack == {"ok": False, "event": event, "code": UNAVAILABLE,
                    "error": "the server cannot reach its room store; try again in a moment"}
@@ -253,24 +265,26 @@ async def test_nginx_config_with_polling_and_websocket_clients(redis_server):
     one with fewer connections) meet in a room and relay to each other; a default client
     (polling, then the upgrade of its session) joins too. The page and /healthz come through."""
     with Nodes(redis_server.url, 2, "--room-size", "3") as nodes, Nginx(nodes.ports) as nginx:
-        polling = await connected(nginx.url, ("polling",))
-        websocket = upgraded = None
+        clients: list[Client] = []
         try:
+            polling, polling_node = await landing(nodes, clients, nginx.url, ("polling",))
             await polling.join("sticky", "polly")
-            on = nodes.connections()
-            websocket = await connected(nginx.url)
+            # Websockets go to the node with fewer of them (least_conn): of two, one is on the
+            # other node than the polling client's.
+            ws_clients = [await landing(nodes, clients, nginx.url) for _ in range(2)]
+            assert sorted(node for _, node in ws_clients) == ["node1", "node2"], ws_clients
+            websocket = next(client for client, node in ws_clients if node != polling_node)
             await websocket.join("sticky", "wes")
-            assert sorted(nodes.connections().values()) == [1, 1], (on, nodes.connections())  # on two nodes
             await offer_and_answer(websocket, polling)
             await offer_and_answer(polling, websocket)
-            upgraded = await connected(nginx.url, ("polling", "websocket"))
+            upgraded, _ = await landing(nodes, clients, nginx.url, ("polling", "websocket"))
             await upgraded.join("sticky", "upton")
             assert upgraded.sio.transport() == "websocket"
             await offer_and_answer(upgraded, polling)
             assert await polling.expect("peer-joined", lambda p: p["name"] == "upton")
             assert await websocket.expect("peer-joined", lambda p: p["name"] == "upton")
         finally:
-            await asyncio.gather(*(client.close() for client in (polling, websocket, upgraded) if client))
+            await asyncio.gather(*(client.close() for client in clients))
 
         status, body = health(nginx.url)
         assert status == 200 and body["node"] in ("node1", "node2"), body
