@@ -62,7 +62,7 @@ class RelayInTheMiddle(SignalingServer):
 
     async def _on_message(self, sid: str, *args: Any) -> dict[str, Any]:
         message = args[0] if args and isinstance(args[0], dict) else {}
-        if self.rooms.room_of(sid) != MEDDLED:
+        if self.relay.store.rooms.room_of(sid) != MEDDLED:
             return await super()._on_message(sid, *args)
         kind = message.get("type")
         if kind == protocol.OFFER:
