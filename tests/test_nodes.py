@@ -26,6 +26,8 @@ CALL = ["--video", "testsrc", "--video-size", "160x120", "--fps", "10", "--ice-h
 LEFT_WITHIN = 5.0
 """The contract: a killed node's members are out of their rooms, for the others, within 5 s."""
 UNAVAILABLE = "unavailable"
+BACK_WITHIN = 3.0
+"""The contract: "about a second" from Redis answering again to the nodes' "is back"."""
 
 
 async def expect(process: Process, pattern: str, timeout: float = 20, times: int = 1) -> re.Match:
@@ -183,6 +185,31 @@ def test_a_killed_node_behind_nginx(redis_server, processes):
         no_traceback(alice, bob, alice_node)
 
 
+async def test_a_killed_nodes_members_leave_within_5_s(redis_server):
+    """What the room hears when a node dies: its member leaves (``peer-left``, then the head
+    count ``userInRoom``) within 5 s, as if it had left, and its seat is free again."""
+    with Nodes(redis_server.url, 2) as nodes:
+        a, b = await connected(nodes[0].url), await connected(nodes[1].url)
+        newcomer = None
+        try:
+            await a.join("ghost", "alice")
+            await b.join("ghost", "bob")
+            assert await a.expect("peer-joined") == {"id": b.id, "name": "bob"}
+            assert [await a.expect("userInRoom"), await a.expect("userInRoom")] == [1, 2]
+            killed = time.monotonic()
+            nodes.kill(nodes[1])
+            assert await a.expect("peer-left", timeout=LEFT_WITHIN + 1) == {"id": b.id, "name": "bob"}
+            assert time.monotonic() - killed < LEFT_WITHIN
+            assert await a.expect("userInRoom", timeout=1) == 1
+            newcomer = await connected(nodes[0].url)
+            await newcomer.join("ghost", "bob")
+            assert (status := health(nodes[0].url)) == (200, {"status": "ok", "node": "node1", "redis": "up", "rooms": 1,
+                                                                "members": 2, "connections": 2}), status
+        finally:
+            await asyncio.gather(*(client.close() for client in (a, b, newcomer) if client))
+        no_traceback(nodes[0])
+
+
 # Redis away
 
 
@@ -237,8 +264,10 @@ async def test_redis_lost_and_back(redis_server):
             assert unavailable(ack, "message"), ack
 
             redis_server.start()
+            back = time.monotonic()
             for node in nodes:
                 await expect(node, rf"INFO.*Redis at {shown} is back: joins accepted again", timeout=10)
+            assert time.monotonic() - back < BACK_WITHIN
             await asyncio.to_thread(until, lambda: [(s, h["redis"], h["rooms"], h["members"])
                                                     for s, h in map(health, (n.url for n in nodes))]
                                     == [(200, "up", 1, 2)] * 2, 5, "both members back in their room")
