@@ -155,7 +155,8 @@ async def test_fifty_joins_at_once_over_three_nodes(redis_server):
 def test_a_killed_node_behind_nginx(redis_server, processes):
     """Two peers behind nginx land on two nodes. The node of bob is killed (SIGKILL): within
     5 s the other node takes bob out of the room and alice hears that he left; bob reconnects
-    through nginx to the node left and rejoins, and the two are in a call again."""
+    through nginx to the node left and rejoins (refused as "room-full" while his ghost holds
+    the seat, asked again each second), and their call, peer to peer all along, goes on."""
     with Nodes(redis_server.url, 2) as nodes, Nginx(nodes.ports) as nginx:
         alice = processes.peer("--room", "failover", "--server", nginx.url, *CALL, "--verbose", name="alice")
         alice.expect("waiting for someone to join room failover")
@@ -182,6 +183,9 @@ def test_a_killed_node_behind_nginx(redis_server, processes):
         alice.expect(r"^\[bob\] after the failover$")
         alice.send("welcome back")
         bob.expect(r"^\[alice\] welcome back$")
+        # the same call all along (the README: a peer back from a signaling outage keeps its
+        # calls instead of calling twice), as after a restart of the only server
+        assert alice.output.count("connected to bob") == 1 and bob.output.count("connected to alice") == 1
         no_traceback(alice, bob, alice_node)
 
 
