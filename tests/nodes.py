@@ -74,9 +74,6 @@ class Nodes:
     def __iter__(self):
         return iter(self.nodes)
 
-    def __len__(self) -> int:
-        return len(self.nodes)
-
     @property
     def ports(self) -> list[int]:
         return [node.port for node in self.nodes]
@@ -88,12 +85,6 @@ class Nodes:
     def connections(self) -> dict[str, int]:
         """The Socket.IO sessions each running node holds now, by node name: where clients are."""
         return {node.name: health(node.url)[1]["connections"] for node in self.nodes if node.proc.poll() is None}
-
-    def on(self, *counts: int, timeout: float = 10) -> dict[str, int]:
-        """Wait until the nodes hold these numbers of connections, in order; the counts by name."""
-        return until(lambda: (now := self.connections()) if list(now.values()) == list(counts) else None,
-                     timeout, f"connections {list(counts)} on {[node.name for node in self.nodes]}: "
-                              f"{self.connections()}")
 
     def kill(self, node: Server) -> None:
         """SIGKILL: the node vanishes with no goodbye, as a crashed machine's would."""
