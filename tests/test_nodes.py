@@ -16,6 +16,7 @@ import time
 import urllib.request
 from typing import Any
 
+import av
 import pytest
 
 from conftest import LOCAL, Process, child_env, free_port
@@ -197,13 +198,16 @@ async def test_presence_of_simultaneous_joins_is_in_order(redis_server):
 # A node that dies
 
 
-def test_a_killed_node_behind_nginx(redis_server, processes):
+def test_a_killed_node_behind_nginx(redis_server, processes, tmp_path):
     """Two peers behind nginx land on two nodes. The node of bob is killed (SIGKILL): within
     5 s the other node takes bob out of the room and alice hears that he left; bob reconnects
     through nginx to the node left and rejoins (refused as "room-full" while his ghost holds
-    the seat, asked again each second), and their call, peer to peer all along, goes on."""
+    the seat, asked again each second), and their call, peer to peer all along, goes on:
+    chat both ways, and bob's video reaches alice with no gap."""
+    recording = tmp_path / "alice-got.mp4"
     with Nodes(redis_server.url, 2) as nodes, Nginx(nodes.ports) as nginx:
-        alice = processes.peer("--room", "failover", "--server", nginx.url, *CALL, "--verbose", name="alice")
+        alice = processes.peer("--room", "failover", "--server", nginx.url, *CALL, "--record", str(recording),
+                               "--verbose", name="alice")
         alice.expect("waiting for someone to join room failover")
         alice_node = next(node for node in nodes if health(node.url)[1]["connections"] == 1)
         bob_node = next(node for node in nodes if node is not alice_node)
@@ -231,7 +235,13 @@ def test_a_killed_node_behind_nginx(redis_server, processes):
         # the same call all along (the README: a peer back from a signaling outage keeps its
         # calls instead of calling twice), as after a restart of the only server
         assert alice.output.count("connected to bob") == 1 and bob.output.count("connected to alice") == 1
+        alice.interrupt()
+        assert alice.wait() == 0
         no_traceback(alice, bob, alice_node)
+    with av.open(str(recording)) as container:
+        times = [float(frame.time) for frame in container.decode(video=0)]
+    gap = max(b - a for a, b in zip(times, times[1:]))
+    assert len(times) > 50 and gap < 1.0, f"{len(times)} frames over {times[-1]:.1f} s, a gap of {gap:.1f} s"
 
 
 async def test_a_killed_nodes_members_leave_within_5_s(redis_server):
