@@ -295,11 +295,12 @@ def test_redis_unreachable_at_start():
         assert "hunter2" not in out + err and "Traceback" not in err
 
 
-async def test_redis_lost_and_back(redis_server):
+async def test_redis_lost_and_back(redis_server, processes):
     """Redis killed while two nodes run: each says so in one WARNING line, /healthz answers
-    503 "down", a join is refused with "unavailable" and so is a member's message; Redis back
-    (empty): the "is back" line, the nodes put their members back, the pair made before goes on
-    relaying, and new joins and calls work again, across the nodes."""
+    503 "down", a join is refused with "unavailable" and so is a member's message, and a peer
+    that comes meanwhile keeps asking; Redis back (empty): the "is back" line, the nodes put
+    their members back, the pair made before goes on relaying, the waiting peer gets in and is
+    called by a new one, and new joins work again, across the nodes."""
     with Nodes(redis_server.url, 2) as nodes:
         a, b = await connected(nodes[0].url), await connected(nodes[1].url)
         newcomers: list[Client] = []
@@ -321,16 +322,24 @@ async def test_redis_lost_and_back(redis_server):
             assert await c.expect("error") == ack
             ack = await a.call("message", {"type": "offer", "sdp": sdp("during"), "to": b.id})
             assert unavailable(ack, "message"), ack
+            carla = processes.peer("--room", "after-peers", "--server", nodes[0].url, *CALL, name="carla")
+            # carol's refusal, then carla's (the peer asks again each second)
+            await expect(nodes[0], r"refused join from \S+: the server cannot reach its room store", times=3)
+            assert "joined room" not in carla.output, carla.output
 
             redis_server.start()
             back = time.monotonic()
             for node in nodes:
                 await expect(node, rf"INFO.*Redis at {shown} is back: joins accepted again", timeout=10)
             assert time.monotonic() - back < BACK_WITHIN
+            await expect(carla, "joined room after-peers as carla", timeout=5)
             await asyncio.to_thread(until, lambda: [(s, h["redis"], h["rooms"], h["members"])
                                                     for s, h in map(health, (n.url for n in nodes))]
-                                    == [(200, "up", 1, 2)] * 2, 5, "both members back in their room")
+                                    == [(200, "up", 2, 3)] * 2, 5, f"alice and bob back in their room, carla in hers: {nodes.healths()}")
             await offer_and_answer(b, a)  # the pair made before Redis went
+            dan = processes.peer("--room", "after-peers", "--server", nodes[1].url, *CALL, name="dan")
+            await expect(dan, "connected to carla")
+            await expect(carla, "connected to dan")
 
             c, d = await connected(nodes[0].url), await connected(nodes[1].url)
             newcomers += [c, d]
