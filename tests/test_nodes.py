@@ -21,6 +21,7 @@ import pytest
 
 from conftest import LOCAL, Process, child_env, free_port
 from nodes import Nginx, Nodes, health, until
+from test_resilience import simultaneous_joins
 from test_signaling_server import Client, sdp
 
 CALL = ["--video", "testsrc", "--video-size", "160x120", "--fps", "10", "--ice-host", LOCAL, "--no-window"]
@@ -152,20 +153,8 @@ async def test_fifty_joins_at_once_over_three_nodes(redis_server):
 async def test_simultaneous_joins_on_two_nodes_make_one_call(redis_server):
     """Two real peers (the API's) join one room at the same instant through two nodes, five
     times: each time exactly one call, and chat over it."""
-    import peer
-
     with Nodes(redis_server.url, 2) as nodes:
-        for attempt in range(5):
-            joins = [peer.join(f"instant-{attempt}", server=node.url, name=name, ice_hosts=[LOCAL])
-                     for name, node in (("a", nodes[0]), ("b", nodes[1]))]
-            a, b = await asyncio.gather(*(join.__aenter__() for join in joins))
-            try:
-                await asyncio.gather(a.wait_for_peer(timeout=10), b.wait_for_peer(timeout=10))
-                assert len(a.session.calls) == 1 and len(b.session.calls) == 1, f"attempt {attempt}: extra calls"
-                a.send_text("ping")
-                await b.wait_for_message(lambda text: text == "ping", timeout=5)
-            finally:
-                await asyncio.gather(*(join.__aexit__(None, None, None) for join in joins))
+        await simultaneous_joins(nodes[0].url, nodes[1].url, 5)
         no_traceback(*nodes)
 
 
