@@ -130,7 +130,7 @@ class Nginx:
         self.conf = directory / "nginx.conf"
         self.conf.write_text(nginx_conf(NGINX_CONF.read_text(), node_ports, self.port, directory))
         self.process = Process([program, "-p", str(directory), "-c", str(self.conf),
-                                "-g", f"daemon off; pid {directory}/nginx.pid;"], name="nginx")
+                                "-g", f"daemon off; pid {directory}/nginx.pid; error_log stderr;"], name="nginx")
         try:
             wait_healthy(self.url)
         except AssertionError:
