@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,7 +50,7 @@ class ServerConfig(Limits):
     """TURN servers with credentials of their own for every member that joins (``--turn-server``)."""
     redis: Optional[str] = field(default=None, repr=False)
     """A Redis URL: this server is one node of several sharing rooms there (``--redis``)."""
-    node_name: str = ""
+    node_name: str = field(default_factory=socket.gethostname)
     """This node's name, in the health check and among the nodes (``--node-name``)."""
 
 
