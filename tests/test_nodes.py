@@ -43,15 +43,16 @@ async def connected(url: str, transports: tuple[str, ...] = ("websocket",)) -> C
     return client
 
 
-async def offer_and_answer(offerer: Client, answerer: Client) -> None:
-    """``offerer`` sends an offer ``to`` ``answerer``, which answers ``to`` it: each gets the
-    other's, stamped with its sender, whichever nodes they are on."""
+async def offer_and_answer(offerer: Client, answerer: Client, broadcast: bool = False) -> None:
+    """``offerer`` sends an offer ``to`` ``answerer`` (or to the room, ``broadcast``), which
+    answers the same way: each gets the other's, stamped with its sender, whichever nodes they
+    are on."""
     offer = {"type": "offer", "sdp": sdp(f"offer-{offerer.id}")}
-    assert await offerer.call("message", {**offer, "to": answerer.id}) == {"ok": True}
+    assert await offerer.call("message", offer if broadcast else {**offer, "to": answerer.id}) == {"ok": True}
     got = await answerer.expect("message", lambda m: m.get("type") == "offer")
     assert got == {**offer, "from": offerer.id, "name": offerer.name}
     answer = {"type": "answer", "sdp": sdp(f"answer-{answerer.id}")}
-    assert await answerer.call("message", {**answer, "to": offerer.id}) == {"ok": True}
+    assert await answerer.call("message", answer if broadcast else {**answer, "to": offerer.id}) == {"ok": True}
     got = await offerer.expect("message", lambda m: m.get("type") == "answer")
     assert got == {**answer, "from": answerer.id, "name": answerer.name}
 
@@ -381,7 +382,7 @@ async def test_nginx_config_with_polling_and_websocket_clients(redis_server):
             websocket = next(client for client, node in ws_clients if node != polling_node)
             await websocket.join("sticky", "wes")
             await offer_and_answer(websocket, polling)
-            await offer_and_answer(polling, websocket)
+            await offer_and_answer(polling, websocket, broadcast=True)  # the classic clients' way
             upgraded, _ = await landing(nodes, clients, nginx.url, ("polling", "websocket"))
             await upgraded.join("sticky", "upton")
             assert upgraded.sio.transport() == "websocket"
