@@ -159,10 +159,6 @@ async def test_simultaneous_joins_on_two_nodes_make_one_call(redis_server):
         no_traceback(*nodes)
 
 
-@pytest.mark.xfail(strict=True, reason="server: a member joining on one node while another joins on "
-                   "another may miss the other's peer-joined and hear userInRoom out of order (2, then 1): "
-                   "its node enters the Socket.IO room only after the seat in Redis (and take_offers), and "
-                   "each node publishes its room events on its own")
 async def test_presence_of_simultaneous_joins_is_in_order(redis_server):
     """Pairs joining one room each at the same instant through two nodes: as on one server,
     each member hears its own head count first, and the first hears ``peer-joined`` of the
@@ -185,9 +181,6 @@ async def test_presence_of_simultaneous_joins_is_in_order(redis_server):
             await asyncio.gather(*(client.close() for client in clients))
 
 
-@pytest.mark.xfail(strict=True, reason="server: redis-py's asyncio pool holds at most 100 connections and "
-                   "raises MaxConnectionsError past them; the node reads that as Redis gone: joins refused "
-                   "'unavailable', /healthz 503 'down', while Redis is fine")
 async def test_a_burst_of_joins_on_one_node(redis_server):
     """200 clients join at once through one node, as the clients of a node that died come to
     the others: all are seated (100 rooms of two) and the node stays healthy."""
