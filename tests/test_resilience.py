@@ -19,9 +19,15 @@ SMALL = ["--video", "testsrc", "--video-size", "160x120", "--fps", "10", "--ice-
 
 
 async def test_simultaneous_joins_always_make_a_call(server):
-    for attempt in range(20):
+    await simultaneous_joins(server.url, server.url, 20)
+
+
+async def simultaneous_joins(server_a: str, server_b: str, attempts: int) -> None:
+    """a (through ``server_a``) and b (``server_b``) join a room at the same instant,
+    ``attempts`` times: each time one call between them, and chat over it."""
+    for attempt in range(attempts):
         room = f"same-instant-{attempt}"
-        joins = [peer.join(room, server=server.url, name=name, ice_hosts=[LOCAL]) for name in ("a", "b")]
+        joins = [peer.join(room, server=url, name=name, ice_hosts=[LOCAL]) for name, url in (("a", server_a), ("b", server_b))]
         a, b = await asyncio.gather(*(j.__aenter__() for j in joins))
         try:
             await asyncio.gather(a.wait_for_peer(timeout=10), b.wait_for_peer(timeout=10))
