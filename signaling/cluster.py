@@ -145,7 +145,7 @@ class Node:
             # Events between nodes do not flow (yet): joins stay refused until they do.
             self.store.healthy = False
             raise StoreUnavailable("not subscribed to the nodes' events")
-        if not was_healthy or self._emptied:
+        if not was_healthy or self._emptied or self.store.lapsed:
             gone, lost = await self.store.restore(emptied=self._emptied)
             self._emptied = False
             self.store.healthy = True

@@ -177,6 +177,10 @@ class RedisStore:
         self._capacity = capacity
         self._prefix = prefix
         self.healthy = False
+        self.lapsed = False
+        """Our key had expired at the last ``renew``: this node was frozen (or cut off from
+        Redis) longer than ``NODE_TTL`` without a command failing here, and the other nodes
+        may have swept its members; ``restore`` finds out which."""
         self.local: dict[str, tuple[str, Member]] = {}
         """This node's members: id to (room, member)."""
         self.redis = connect(url)
@@ -244,13 +248,16 @@ class RedisStore:
 
     async def renew(self) -> bool:
         """This node is alive for ``NODE_TTL`` seconds more. True when Redis is the one of the
-        last renewal, False when it lost its data since (restarted without persistence)."""
+        last renewal, False when it lost its data since (restarted without persistence).
+        ``lapsed`` tells whether our key had expired before (see there)."""
         async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.exists(self._key("alive", self.node))
             pipe.set(self._key("alive", self.node), "1", px=int(NODE_TTL * 1000))
             pipe.sadd(self._key("nodes"), self.node)
             pipe.set(self._key("epoch"), secrets.token_hex(8), nx=True)
             pipe.get(self._key("epoch"))
-            epoch = (await self._ask(pipe.execute()))[-1]
+            answers = await self._ask(pipe.execute())
+        self.lapsed, epoch = not answers[0], answers[-1]
         same, self._epoch = epoch == self._epoch, epoch
         return same
 
@@ -286,6 +293,8 @@ class RedisStore:
                 seated = answer[0] != "full"
             else:
                 seated = bool(await self._ask(self.redis.exists(self._key("member", member_id))))
+                if not seated:  # swept: its room heard it leave, and must not hear it twice
+                    del self.local[member_id]
             if not seated:
                 lost.append(member_id)
         return gone, lost

@@ -1,0 +1,203 @@
+"""Issue 14's nodes attacked as a hostile client, a flaky network and an unlucky operator
+would: a node frozen past its liveness key, Redis frozen (a hang, not a refusal), a node
+stopped, a password in the URL, joins and disconnects racing across nodes, a member alone
+broadcasting without end. Everything real on 127.0.0.1 (tests/nodes.py, tests/redis_server.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+
+import pytest
+
+from nodes import Nodes, health, until
+from test_nodes import connected, offer_and_answer, unavailable
+from test_signaling_server import sdp
+
+CANDIDATE = {"candidate": "candidate:1 1 udp 2130706431 192.0.2.1 50000 typ host",
+             "sdpMid": "0", "sdpMLineIndex": 0, "usernameFragment": "abcd"}
+
+
+def ids(client, event: str) -> list[str]:
+    return [payload["id"] for payload in client.seen(event)]
+
+
+async def test_a_frozen_nodes_swept_members_are_dropped_once(redis_server):
+    """node2 frozen (SIGSTOP: a VM paused, a long GC) past its liveness key: node1 sweeps
+    bob, alice hears him leave. When node2 runs again, bob must not stay connected as if he
+    were still in the room (alice was told he left; his messages ``to`` her still reached
+    her): he is disconnected, to rejoin, and alice hears of his leaving once, not twice."""
+    with Nodes(redis_server.url, 2) as nodes:
+        a, b = await connected(nodes[0].url), await connected(nodes[1].url)
+        late = None
+        try:
+            await a.join("frozen", "alice")
+            await b.join("frozen", "bob")
+            assert await a.expect("peer-joined") == {"id": b.id, "name": "bob"}
+            nodes[1].proc.send_signal(signal.SIGSTOP)
+            try:
+                assert await a.expect("peer-left", timeout=6) == {"id": b.id, "name": "bob"}
+            finally:
+                nodes[1].proc.send_signal(signal.SIGCONT)
+            await asyncio.to_thread(until, lambda: not b.sio.connected, 4, "bob, swept, disconnected by his node")
+            await asyncio.sleep(1)  # anything else on its way to alice
+            assert ids(a, "peer-left") == [b.id], a.events
+            late = await connected(nodes[1].url)
+            ack = await late.join("frozen", "bob")
+            assert ack["members"] == [{"id": a.id, "name": "alice"}], ack
+            assert await a.expect("peer-joined") == {"id": late.id, "name": "bob"}
+            await offer_and_answer(late, a)
+        finally:
+            await asyncio.gather(*(client.close() for client in (a, b, late) if client))
+
+
+async def test_redis_frozen_then_back(redis_server):
+    """redis-server frozen (SIGSTOP) for 5 s: a hang, not a refusal. A join is answered
+    "unavailable" in bounded time, /healthz answers 503 in bounded time; on SIGCONT the nodes
+    take joins again within a few seconds, and the pair made before is still there (nobody
+    swept as dead: the nodes lived, Redis slept), relaying, with no ``peer-left``."""
+    with Nodes(redis_server.url, 2) as nodes:
+        a, b = await connected(nodes[0].url), await connected(nodes[1].url)
+        c = await connected(nodes[0].url)
+        try:
+            await a.join("sleepy", "alice")
+            await b.join("sleepy", "bob")
+            redis = redis_server._process
+            redis.send_signal(signal.SIGSTOP)
+            try:
+                started = time.monotonic()
+                ack = await c.sio.call("join", {"room": "during", "name": "carol"}, timeout=15)
+                assert unavailable(ack, "join") and time.monotonic() - started < 6, (ack, time.monotonic() - started)
+                started = time.monotonic()
+                status, body = await asyncio.to_thread(health, nodes[1].url, 10)
+                assert status == 503 and body["redis"] == "down" and time.monotonic() - started < 5, (status, body)
+                await asyncio.sleep(max(0.0, 5 - (time.monotonic() - started)))
+            finally:
+                redis.send_signal(signal.SIGCONT)
+            await asyncio.to_thread(until, lambda: [(s, h.get("members")) for s, h in map(health, (n.url for n in nodes))]
+                                    == [(200, 2)] * 2, 5, "both nodes up, alice and bob still seated")
+            await c.join("after", "carol")
+            await offer_and_answer(a, b)
+            await asyncio.sleep(3.5)  # a sweep of every node since
+            assert [health(n.url)[1]["members"] for n in nodes] == [3, 3]
+            assert not a.seen("peer-left") and not b.seen("peer-left"), (a.events, b.events)
+        finally:
+            await asyncio.gather(*(client.close() for client in (a, b, c)))
+
+
+async def test_a_stopped_nodes_members_leave_at_once(redis_server):
+    """SIGTERM on a node: its members leave their rooms for the others at once (no 3 s of
+    liveness key), the node exits 0, and the seat is free."""
+    with Nodes(redis_server.url, 2) as nodes:
+        a, b = await connected(nodes[0].url), await connected(nodes[1].url)
+        try:
+            await a.join("bye", "alice")
+            await b.join("bye", "bob")
+            stopped = time.monotonic()
+            nodes[1].proc.send_signal(signal.SIGTERM)
+            assert await a.expect("peer-left", timeout=3) == {"id": b.id, "name": "bob"}
+            assert time.monotonic() - stopped < 1.5
+            assert await asyncio.to_thread(nodes[1].proc.wait, 10) == 0
+            assert health(nodes[0].url)[1]["members"] == 1
+            assert ids(a, "peer-left") == [b.id]
+        finally:
+            await asyncio.gather(*(client.close() for client in (a, b)))
+
+
+async def test_no_password_in_any_output(redis_server):
+    """A Redis with a password, in the URL (redis://:PW@...), with debug logging: Redis lost,
+    back empty (password set again): the password is in no line a node writes, nor in its
+    health check."""
+    password = "hunter2-secret"
+    redis_server.command("CONFIG", "SET", "requirepass", password)
+    url = redis_server.url.replace("redis://", f"redis://:{password}@")
+    with Nodes(url, 2, "--log-level", "debug") as nodes:
+        a, b = await connected(nodes[0].url), await connected(nodes[1].url)
+        try:
+            await a.join("secret", "alice")
+            await b.join("secret", "bob")
+            redis_server.stop()
+            for node in nodes:
+                await asyncio.to_thread(node.expect, "lost Redis at", 10)
+            await c_join_refused(nodes[0].url)
+            healths = [health(node.url) for node in nodes]
+            redis_server.start()
+            redis_server.command("CONFIG", "SET", "requirepass", password)
+            for node in nodes:
+                await asyncio.to_thread(node.expect, "is back: joins accepted again", 10)
+            await offer_and_answer(a, b)
+        finally:
+            await asyncio.gather(*(client.close() for client in (a, b)))
+    for node in nodes:
+        assert password not in node.output, node.output
+    assert password not in repr(healths)
+
+
+async def c_join_refused(url: str) -> None:
+    c = await connected(url)
+    try:
+        assert unavailable(await c.call("join", {"room": "x", "name": "c"}), "join")
+    finally:
+        await c.close()
+
+
+async def test_join_and_disconnect_racing_across_nodes(redis_server):
+    """A resident on node1; 40 clients, alternately on node1 and node2, join its room and
+    disconnect at once, half of them without waiting for the join's answer. No ghost seat is
+    left (the room ends with the resident alone and takes a newcomer), and the resident heard
+    of every member that left it (no member it was told joined stays in its view), and of no
+    one leaving that it never heard join."""
+    with Nodes(redis_server.url, 2) as nodes:
+        resident = await connected(nodes[0].url)
+        newcomer = None
+        try:
+            await resident.join("busy", "resident")
+
+            async def visit(k: int) -> None:
+                client = await connected(nodes[k % 2].url)
+                if k % 4 < 2:
+                    await client.sio.emit("join", {"room": "busy", "name": f"v{k}"})
+                else:
+                    await client.call("join", {"room": "busy", "name": f"v{k}"})
+                await client.sio.disconnect()
+
+            for wave in range(10):
+                await asyncio.gather(*(visit(4 * wave + k) for k in range(4)))
+            await asyncio.to_thread(until, lambda: [health(n.url)[1]["members"] for n in nodes] == [1, 1], 5,
+                                    "the resident alone")
+            newcomer = await connected(nodes[1].url)
+            await newcomer.join("busy", "newcomer")
+            await resident.expect("peer-joined", lambda p: p["name"] == "newcomer")
+            await resident.sync()
+            await asyncio.sleep(0.5)
+            joined, left = ids(resident, "peer-joined"), ids(resident, "peer-left")
+            assert set(joined) - set(left) == {newcomer.id}, resident.events
+            assert not set(left) - set(joined), f"peer-left of members never announced: {resident.events}"
+        finally:
+            await asyncio.gather(*(client.close() for client in (resident, newcomer) if client))
+
+
+async def test_kept_offers_of_a_member_alone_are_bounded(redis_server):
+    """A member alone broadcasting an offer and 500 candidates, then 50 more offers with
+    candidates: Redis keeps one offer and at most 32 candidates for it, and a newcomer gets
+    exactly those."""
+    with Nodes(redis_server.url, 2) as nodes:
+        a, b = await connected(nodes[0].url), await connected(nodes[1].url)
+        try:
+            await a.join("alone", "alice")
+            for k in range(50):
+                assert await a.call("message", {"type": "offer", "sdp": sdp(f"o{k}")}) == {"ok": True}
+                for _ in range(12 if k < 49 else 500):
+                    await a.sio.emit("message", {"type": "candidate", "candidate": CANDIDATE})
+            await a.sync()
+            kept = redis_server.command("LLEN", f"signaling:kept:{a.id}")
+            assert kept == b":33\r\n", kept
+            ack = await b.join("alone", "bob")
+            assert len(ack["offers"]) == 33 and ack["offers"][0]["sdp"] == sdp("o49"), ack["offers"][:2]
+        finally:
+            await asyncio.gather(*(client.close() for client in (a, b)))
+
+
+pytestmark = pytest.mark.timeout(60)
