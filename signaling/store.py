@@ -13,6 +13,7 @@ the relay's and is written once.
 
 from __future__ import annotations
 
+import re
 from typing import Any, Optional, Protocol
 
 from .protocol import UNAVAILABLE, Member, ProtocolError
@@ -66,8 +67,14 @@ class RoomStore(Protocol):
         """The number of members in rooms (for the health check)."""
 
 
+QUERY_PASSWORD = re.compile(r"([?&]password=)[^&#]*", re.IGNORECASE)
+"""redis-py also takes the password in the query: ``redis://host/0?password=PW``."""
+
+
 def redacted(url: str) -> str:
-    """``url`` without its password (``redis://:***@host``): URLs go to logs and the health check."""
+    """``url`` without its password (``redis://:***@host``, ``?password=***``): URLs go to logs
+    and the health check."""
+    url = QUERY_PASSWORD.sub(r"\1***", url)
     head, at, tail = url.rpartition("@")
     if not at:
         return url

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import subprocess
+import sys
 import time
 
 import pytest
 
+from conftest import LOCAL, child_env, free_port
 from nodes import Nodes, health, until
 from test_nodes import connected, offer_and_answer, unavailable
 from test_signaling_server import sdp
@@ -201,3 +204,15 @@ async def test_kept_offers_of_a_member_alone_are_bounded(redis_server):
 
 
 pytestmark = pytest.mark.timeout(60)
+
+
+def test_no_password_of_the_query_form_at_start():
+    """redis-py also takes the password in the query (redis://host:port/0?password=PW): a
+    node that cannot reach that Redis says so without it (nor does it in its lost/back lines,
+    which redact the URL the same way)."""
+    port = free_port()
+    url = f"redis://{LOCAL}:{port}/0?db=0&password=hunter2"
+    child = subprocess.run([sys.executable, "-m", "signaling", "--host", LOCAL, "--port", str(free_port()),
+                            "--redis", url], env=child_env(), capture_output=True, text=True, timeout=15)
+    assert child.returncode == 1, child
+    assert "cannot reach Redis at" in child.stderr and "hunter2" not in child.stderr + child.stdout, child.stderr
