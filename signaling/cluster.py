@@ -80,14 +80,31 @@ class RedisManager(socketio.AsyncRedisManager, DirectManager):
                 self._redis_connect()
                 await self.pubsub.subscribe(self.channel)
                 self.listening = True
-                async for message in self.pubsub.listen():
-                    if isinstance(message.get("data"), bytes):  # our JSON module (``FastJSON``) reads text
-                        message["data"] = message["data"].decode("utf-8", "replace")
+                async for message in self._messages():
                     yield message
             except Exception as error:
                 logger.debug("not subscribed to Redis: %s", error)
             self.listening = False
             await asyncio.sleep(RESUBSCRIBE_EVERY)
+
+    async def _messages(self) -> AsyncIterator[dict[str, Any]]:
+        """The subscription's messages (and the answers to our PINGs, which the library's
+        ``_listen`` passes over). A subscriber only reads: a connection whose path died with
+        no reset (a NAT entry dropped) would wait for ever, the node deaf to the others and
+        healthy by every other sign. So each second of quiet sends a PING, and a connection
+        silent for ``NODE_TTL`` seconds raises: the node subscribes again, on a new one."""
+        heard = time.monotonic()
+        while True:
+            message = await self.pubsub.get_message(timeout=RENEW_EVERY)
+            if message is not None:
+                heard = time.monotonic()
+                if isinstance(message.get("data"), bytes):  # our JSON module (``FastJSON``) reads text
+                    message["data"] = message["data"].decode("utf-8", "replace")
+                yield message
+            elif time.monotonic() - heard > NODE_TTL:
+                raise ConnectionError("the subscription to the nodes' events went silent")
+            else:
+                await self.pubsub.ping()
 
 
 class Node:

@@ -14,13 +14,43 @@ import time
 
 import pytest
 
-from conftest import LOCAL, child_env, free_port
-from nodes import Nodes, health, until
+from conftest import LOCAL, Relay, Server, _shut, child_env, free_port
+from nodes import NODE_FLAGS, Nodes, health, until
 from test_nodes import connected, offer_and_answer, unavailable
 from test_signaling_server import sdp
 
 CANDIDATE = {"candidate": "candidate:1 1 udp 2130706431 192.0.2.1 50000 typ host",
              "sdpMid": "0", "sdpMLineIndex": 0, "usernameFragment": "abcd"}
+
+
+class Path(Relay):
+    """conftest's TCP ``Relay`` (``cut``, ``hold``, ``release``), and ``blackhole()``: the
+    connections through it now go silent both ways, with no reset (a path that died quietly:
+    a NAT entry dropped, a link down beyond a switch); new connections pass."""
+
+    def __init__(self, target_port: int) -> None:
+        self._dead: set[int] = set()
+        super().__init__(target_port)
+
+    def blackhole(self) -> None:
+        with self._lock:
+            self._dead.update(id(link) for link in self._links)
+
+    def _pipe(self, source, sink) -> None:
+        try:
+            while data := source.recv(65536):
+                if id(source) not in self._dead:
+                    sink.sendall(data)
+        except OSError:
+            pass
+        _shut(sink)
+
+
+def node_through(path: Path, name: str) -> Server:
+    """A node whose way to Redis is ``path``."""
+    node = Server("--redis", f"redis://{LOCAL}:{path.port}/0", "--node-name", name, *NODE_FLAGS)
+    node.name = name
+    return node
 
 
 def ids(client, event: str) -> list[str]:
@@ -203,7 +233,6 @@ async def test_kept_offers_of_a_member_alone_are_bounded(redis_server):
             await asyncio.gather(*(client.close() for client in (a, b)))
 
 
-pytestmark = pytest.mark.timeout(60)
 
 
 def test_no_password_of_the_query_form_at_start():
@@ -216,3 +245,71 @@ def test_no_password_of_the_query_form_at_start():
                             "--redis", url], env=child_env(), capture_output=True, text=True, timeout=15)
     assert child.returncode == 1, child
     assert "cannot reach Redis at" in child.stderr and "hunter2" not in child.stderr + child.stdout, child.stderr
+
+
+async def test_a_node_cut_off_from_redis_past_its_key(redis_server):
+    """node2's own way to Redis is down for 5 s (Redis stays up for node1): node1 sweeps bob,
+    alice hears it once; when node2 reaches Redis again, bob is disconnected to rejoin, and
+    does, and the two call again."""
+    path = Path(redis_server.port)
+    with Nodes(redis_server.url, 1) as nodes:
+        node2 = node_through(path, "node2")
+        a, b = await connected(nodes[0].url), await connected(node2.url)
+        late = None
+        try:
+            await a.join("cut", "alice")
+            await b.join("cut", "bob")
+            path.hold()
+            try:
+                assert await a.expect("peer-left", timeout=7) == {"id": b.id, "name": "bob"}
+                await asyncio.to_thread(node2.expect, "lost Redis at", 5)
+            finally:
+                path.release()
+            await asyncio.to_thread(node2.expect, "is back: joins accepted again", 5)
+            await asyncio.to_thread(until, lambda: not b.sio.connected, 3, "bob, swept, disconnected by his node")
+            late = await connected(node2.url)
+            ack = await late.join("cut", "bob")
+            assert ack["members"] == [{"id": a.id, "name": "alice"}], ack
+            await offer_and_answer(late, a)
+            assert ids(a, "peer-left") == [b.id], a.events
+        finally:
+            await asyncio.gather(*(client.close() for client in (a, b, late) if client))
+            node2.stop()
+            path.close()
+
+
+async def test_a_node_whose_path_to_redis_died_quietly(redis_server):
+    """node2's connections to Redis go silent (no reset: ``Path.blackhole``), new ones pass.
+    Its commands time out and go again on new connections; its subscription to the other
+    nodes' events must not stay silent for ever: within 10 s alice's messages reach bob
+    again (or bob is told to rejoin)."""
+    path = Path(redis_server.port)
+    with Nodes(redis_server.url, 1) as nodes:
+        node2 = node_through(path, "node2")
+        a, b = await connected(nodes[0].url), await connected(node2.url)
+        try:
+            await a.join("quiet", "alice")
+            await b.join("quiet", "bob")
+            await offer_and_answer(a, b)
+            path.blackhole()
+            deadline = time.monotonic() + 10
+
+            async def reached() -> bool:
+                tag = f"probe-{time.monotonic()}"
+                await a.call("message", {"type": "offer", "sdp": sdp(tag), "to": b.id})
+                try:
+                    await b.expect("message", lambda m: m.get("sdp") == sdp(tag), timeout=1)
+                    return True
+                except AssertionError:
+                    return not b.sio.connected
+
+            await asyncio.sleep(3)
+            while not await reached():
+                assert time.monotonic() < deadline, f"bob deaf to alice's node: {health(node2.url)}\n{node2.output[-3000:]}"
+        finally:
+            await asyncio.gather(*(client.close() for client in (a, b)))
+            node2.stop()
+            path.close()
+
+
+pytestmark = pytest.mark.timeout(60)
