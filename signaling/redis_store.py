@@ -129,7 +129,8 @@ return taken
 """
 
 SWEEP = _LEAVE + """
-local p = ARGV[1]
+local p, me, fresh = ARGV[1], ARGV[2], tonumber(ARGV[3])
+if redis.call('PTTL', p .. 'alive:' .. me) < fresh then return {} end
 local gone = {}
 for _, node in ipairs(redis.call('SMEMBERS', p .. 'nodes')) do
   if redis.call('EXISTS', p .. 'alive:' .. node) == 0 then
@@ -144,7 +145,9 @@ end
 return gone
 """
 """Every member of every node whose liveness key expired, out of its room: ``{room, member
-JSON, room, member JSON, ...}``."""
+JSON, room, member JSON, ...}``. Only by a node (``me``) whose own key was renewed less than
+``fresh`` ms ago: a sweep held up (Redis frozen, its sender frozen between renewal and sweep)
+finds every key expired, its sender's too, though nobody died; it takes no one out."""
 
 RECONCILE = """
 local p, node = ARGV[1], ARGV[2]
@@ -156,7 +159,8 @@ for _, sid in ipairs(redis.call('SMEMBERS', p .. 'node:' .. node)) do
 end
 return stale
 """
-"""Which of ``node``'s members in Redis are not among the ids given (those still connected)."""
+"""Which of ``node``'s members in Redis are not among the ids given (those still connected,
+or joining)."""
 
 
 class RedisStore:
@@ -183,6 +187,9 @@ class RedisStore:
         may have swept its members; ``restore`` finds out which."""
         self.local: dict[str, tuple[str, Member]] = {}
         """This node's members: id to (room, member)."""
+        self._joining: set[str] = set()
+        """Ids whose join is on its way: Redis may seat them before their answer comes back
+        (``restore`` must not count them as gone)."""
         self.redis = connect(url)
         self._join = self.redis.register_script(JOIN)
         self._leave = self.redis.register_script(LEAVE)
@@ -202,7 +209,12 @@ class RedisStore:
         if not self.healthy:
             raise StoreUnavailable()
         document = json.dumps(member.to_payload())
-        answer = await self._ask(self._join(args=[self._prefix, room, member.id, document, self.node, self._capacity]))
+        self._joining.add(member.id)
+        try:
+            answer = await self._ask(self._join(args=[self._prefix, room, member.id, document, self.node,
+                                                      self._capacity]))
+        finally:
+            self._joining.discard(member.id)
         if answer[0] == "already":
             raise ProtocolError(ALREADY_JOINED, f"already in room {answer[1]!r}; leave it first")
         if answer[0] == "full":
@@ -268,7 +280,8 @@ class RedisStore:
 
     async def sweep(self) -> list[tuple[str, Member]]:
         """Take the members of dead nodes out of their rooms; return (room, member) of each."""
-        flat = await self._ask(self._sweep(args=[self._prefix]))
+        fresh = int((NODE_TTL - RENEW_EVERY) * 1000)  # our renewal, just before, less than a turn ago
+        flat = await self._ask(self._sweep(args=[self._prefix, self.node, fresh]))
         return [(flat[i], _member(flat[i + 1])) for i in range(0, len(flat), 2)]
 
     async def restore(self, emptied: bool) -> tuple[list[tuple[str, Member]], list[str]]:
@@ -278,7 +291,7 @@ class RedisStore:
         were swept, their rooms told they left, and they must join again. Returns (room,
         member) of each taken out, for the room to hear, and the ids of members not put back
         (swept, or their room filled meanwhile), to disconnect: they come back and join."""
-        stale = await self._ask(self._reconcile(args=[self._prefix, self.node, *self.local]))
+        stale = await self._ask(self._reconcile(args=[self._prefix, self.node, *self.local, *self._joining]))
         gone = []
         for member_id in stale:
             left = await self._ask(self._leave(args=[self._prefix, member_id]))

@@ -17,7 +17,11 @@ import pytest
 from conftest import LOCAL, Relay, Server, _shut, child_env, free_port
 from nodes import NODE_FLAGS, Nodes, health, until
 from test_nodes import connected, offer_and_answer, unavailable
+from test_redis_store import started
 from test_signaling_server import sdp
+
+from signaling.protocol import Member
+from signaling.store import StoreUnavailable
 
 CANDIDATE = {"candidate": "candidate:1 1 udp 2130706431 192.0.2.1 50000 typ host",
              "sdpMid": "0", "sdpMLineIndex": 0, "usernameFragment": "abcd"}
@@ -310,6 +314,72 @@ async def test_a_node_whose_path_to_redis_died_quietly(redis_server):
             await asyncio.gather(*(client.close() for client in (a, b)))
             node2.stop()
             path.close()
+
+
+async def test_a_sweep_held_up_by_a_frozen_redis_spares_the_living(redis_server):
+    """A sweep sent just as Redis froze (SIGSTOP) runs when it wakes 3.5 s later, when every
+    liveness key has expired, its sender's too: nobody was dead, Redis slept. It must take no
+    one out (it took out every member of every node, its own sender's included, and their
+    rooms heard they left)."""
+    a, b = await started(redis_server.url, "a"), await started(redis_server.url, "b")
+    try:
+        await a.join("r", Member("alice-id", "alice"))
+        await b.join("r", Member("bob-id", "bob"))
+        redis_server._process.send_signal(signal.SIGSTOP)
+        try:
+            sweep = asyncio.ensure_future(a.sweep())
+            await asyncio.sleep(3.5)
+        finally:
+            redis_server._process.send_signal(signal.SIGCONT)
+        try:
+            swept = await sweep
+        except StoreUnavailable:
+            swept = []
+        await asyncio.gather(a.renew(), b.renew())
+        assert swept == [] and [m.name for m in await a.members("r")] == ["alice", "bob"], swept
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_a_node_never_sweeps_itself(redis_server):
+    """A node whose own key lapsed (it was frozen between its renewal and its sweep) is alive:
+    it is the one sweeping. Its members stay (the others may sweep them; ``lapsed`` then
+    tells the node to find out)."""
+    a = await started(redis_server.url, "a")
+    try:
+        await a.join("r", Member("alice-id", "alice"))
+        await a.redis.delete(f"signaling:alive:{a.node}")
+        assert await a.sweep() == []
+        assert [m.name for m in await a.members("r")] == ["alice"]
+    finally:
+        await a.close()
+
+
+async def test_a_join_in_flight_while_its_node_restores(redis_server):
+    """Redis frozen 3.5 s while a client joins: its node, finding Redis back, makes Redis agree
+    with its members while the join's answer is on its way. The join's answer and the state
+    must agree: a member told "ok" is seated and stays connected, and its room is not told
+    it left (the node counted it as one that had left meanwhile, took it out, told the room,
+    then disconnected it)."""
+    with Nodes(redis_server.url, 1) as nodes:
+        c = await connected(nodes[0].url)
+        try:
+            redis_server._process.send_signal(signal.SIGSTOP)
+            try:
+                join = asyncio.ensure_future(c.sio.call("join", {"room": "r", "name": "c"}, timeout=15))
+                await asyncio.sleep(3.5)
+            finally:
+                redis_server._process.send_signal(signal.SIGCONT)
+            ack = await join
+            await asyncio.sleep(2.5)
+            state = (c.sio.connected, health(nodes[0].url)[1].get("members"))
+            if ack["ok"]:
+                assert state == (True, 1), (ack, state, nodes[0].output)
+            else:
+                assert unavailable(ack, "join") and state == (True, 0), (ack, state)
+        finally:
+            await c.close()
 
 
 pytestmark = pytest.mark.timeout(60)
