@@ -7,10 +7,13 @@ broadcasting without end. Everything real on 127.0.0.1 (tests/nodes.py, tests/re
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import AsyncIterator, Iterator
 
 import pytest
 
@@ -18,7 +21,7 @@ from conftest import LOCAL, Relay, Server, _shut, child_env, free_port
 from nodes import NODE_FLAGS, Nodes, health, until
 from test_nodes import connected, offer_and_answer, unavailable
 from test_redis_store import started
-from test_signaling_server import sdp
+from test_signaling_server import Client, sdp
 
 from signaling.protocol import Member
 from signaling.store import StoreUnavailable
@@ -50,11 +53,37 @@ class Path(Relay):
         _shut(sink)
 
 
-def node_through(path: Path, name: str) -> Server:
-    """A node whose way to Redis is ``path``."""
-    node = Server("--redis", f"redis://{LOCAL}:{path.port}/0", "--node-name", name, *NODE_FLAGS)
-    node.name = name
-    return node
+@contextlib.contextmanager
+def apart(redis_url: str, redis_port: int) -> Iterator[tuple[Server, Server, Path]]:
+    """node1 on Redis, node2 through a ``Path`` of its own to it (started at once)."""
+    path = Path(redis_port)
+    node2_flags = ("--redis", f"redis://{LOCAL}:{path.port}/0", "--node-name", "node2", *NODE_FLAGS)
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            starting = pool.submit(Server, *node2_flags)
+            with Nodes(redis_url, 1) as nodes:
+                node2 = starting.result()
+                try:
+                    yield nodes[0], node2, path
+                finally:
+                    node2.stop()
+    finally:
+        path.close()
+
+
+@contextlib.asynccontextmanager
+async def pair(url_a: str, url_b: str, room: str) -> AsyncIterator[tuple[Client, Client, list[Client]]]:
+    """alice on ``url_a`` and bob on ``url_b``, in ``room`` (alice heard bob come), and a list
+    for the test's other clients; all closed at the end."""
+    a, b = await asyncio.gather(connected(url_a), connected(url_b))
+    more: list[Client] = []
+    try:
+        await a.join(room, "alice")
+        await b.join(room, "bob")
+        assert await a.expect("peer-joined") == {"id": b.id, "name": "bob"}
+        yield a, b, more
+    finally:
+        await asyncio.gather(*(client.close() for client in (a, b, *more)))
 
 
 def ids(client, event: str) -> list[str]:
@@ -67,12 +96,7 @@ async def test_a_frozen_nodes_swept_members_are_dropped_once(redis_server):
     were still in the room (alice was told he left; his messages ``to`` her still reached
     her): he is disconnected, to rejoin, and alice hears of his leaving once, not twice."""
     with Nodes(redis_server.url, 2) as nodes:
-        a, b = await connected(nodes[0].url), await connected(nodes[1].url)
-        late = None
-        try:
-            await a.join("frozen", "alice")
-            await b.join("frozen", "bob")
-            assert await a.expect("peer-joined") == {"id": b.id, "name": "bob"}
+        async with pair(nodes[0].url, nodes[1].url, "frozen") as (a, b, more):
             nodes[1].proc.send_signal(signal.SIGSTOP)
             try:
                 assert await a.expect("peer-left", timeout=6) == {"id": b.id, "name": "bob"}
@@ -81,13 +105,7 @@ async def test_a_frozen_nodes_swept_members_are_dropped_once(redis_server):
             await asyncio.to_thread(until, lambda: not b.sio.connected, 4, "bob, swept, disconnected by his node")
             await asyncio.sleep(1)  # anything else on its way to alice
             assert ids(a, "peer-left") == [b.id], a.events
-            late = await connected(nodes[1].url)
-            ack = await late.join("frozen", "bob")
-            assert ack["members"] == [{"id": a.id, "name": "alice"}], ack
-            assert await a.expect("peer-joined") == {"id": late.id, "name": "bob"}
-            await offer_and_answer(late, a)
-        finally:
-            await asyncio.gather(*(client.close() for client in (a, b, late) if client))
+            await rejoins(nodes[1].url, "frozen", a, more)
 
 
 async def test_redis_frozen_then_back(redis_server):
@@ -96,11 +114,8 @@ async def test_redis_frozen_then_back(redis_server):
     take joins again within a few seconds, and the pair made before is still there (nobody
     swept as dead: the nodes lived, Redis slept), relaying, with no ``peer-left``."""
     with Nodes(redis_server.url, 2) as nodes:
-        a, b = await connected(nodes[0].url), await connected(nodes[1].url)
-        c = await connected(nodes[0].url)
-        try:
-            await a.join("sleepy", "alice")
-            await b.join("sleepy", "bob")
+        async with pair(nodes[0].url, nodes[1].url, "sleepy") as (a, b, more):
+            more.append(c := await connected(nodes[0].url))
             redis = redis_server._process
             redis.send_signal(signal.SIGSTOP)
             try:
@@ -120,18 +135,13 @@ async def test_redis_frozen_then_back(redis_server):
             await asyncio.sleep(3.5)  # a sweep of every node since
             assert [health(n.url)[1]["members"] for n in nodes] == [3, 3]
             assert not a.seen("peer-left") and not b.seen("peer-left"), (a.events, b.events)
-        finally:
-            await asyncio.gather(*(client.close() for client in (a, b, c)))
 
 
 async def test_a_stopped_nodes_members_leave_at_once(redis_server):
     """SIGTERM on a node: its members leave their rooms for the others at once (no 3 s of
     liveness key), the node exits 0, and the seat is free."""
     with Nodes(redis_server.url, 2) as nodes:
-        a, b = await connected(nodes[0].url), await connected(nodes[1].url)
-        try:
-            await a.join("bye", "alice")
-            await b.join("bye", "bob")
+        async with pair(nodes[0].url, nodes[1].url, "bye") as (a, b, _):
             stopped = time.monotonic()
             nodes[1].proc.send_signal(signal.SIGTERM)
             assert await a.expect("peer-left", timeout=3) == {"id": b.id, "name": "bob"}
@@ -139,8 +149,6 @@ async def test_a_stopped_nodes_members_leave_at_once(redis_server):
             assert await asyncio.to_thread(nodes[1].proc.wait, 10) == 0
             assert health(nodes[0].url)[1]["members"] == 1
             assert ids(a, "peer-left") == [b.id]
-        finally:
-            await asyncio.gather(*(client.close() for client in (a, b)))
 
 
 async def test_no_password_in_any_output(redis_server):
@@ -151,10 +159,7 @@ async def test_no_password_in_any_output(redis_server):
     redis_server.command("CONFIG", "SET", "requirepass", password)
     url = redis_server.url.replace("redis://", f"redis://:{password}@")
     with Nodes(url, 2, "--log-level", "debug") as nodes:
-        a, b = await connected(nodes[0].url), await connected(nodes[1].url)
-        try:
-            await a.join("secret", "alice")
-            await b.join("secret", "bob")
+        async with pair(nodes[0].url, nodes[1].url, "secret") as (a, b, _):
             redis_server.stop()
             for node in nodes:
                 await asyncio.to_thread(node.expect, "lost Redis at", 10)
@@ -165,11 +170,21 @@ async def test_no_password_in_any_output(redis_server):
             for node in nodes:
                 await asyncio.to_thread(node.expect, "is back: joins accepted again", 10)
             await offer_and_answer(a, b)
-        finally:
-            await asyncio.gather(*(client.close() for client in (a, b)))
     for node in nodes:
         assert password not in node.output, node.output
     assert password not in repr(healths)
+
+
+async def rejoins(url: str, room: str, a: Client, more: list[Client]) -> None:
+    """bob, dropped, comes back through ``url``: alice hears him come, and they call; she
+    heard him leave once."""
+    late = await connected(url)
+    more.append(late)
+    ack = await late.join(room, "bob")
+    assert ack["members"] == [{"id": a.id, "name": "alice"}], ack
+    assert await a.expect("peer-joined") == {"id": late.id, "name": "bob"}
+    await offer_and_answer(late, a)
+    assert len(ids(a, "peer-left")) == 1, a.events
 
 
 async def c_join_refused(url: str) -> None:
@@ -261,31 +276,23 @@ async def test_a_node_cut_off_from_redis_past_its_key(redis_server):
     """node2's own way to Redis is down for 5 s (Redis stays up for node1): node1 sweeps bob,
     alice hears it once; when node2 reaches Redis again, bob is disconnected to rejoin, and
     does, and the two call again."""
-    path = Path(redis_server.port)
-    with Nodes(redis_server.url, 1) as nodes:
-        node2 = node_through(path, "node2")
-        a, b = await connected(nodes[0].url), await connected(node2.url)
-        late = None
-        try:
-            await a.join("cut", "alice")
-            await b.join("cut", "bob")
-            path.hold()
-            try:
-                assert await a.expect("peer-left", timeout=7) == {"id": b.id, "name": "bob"}
-                await asyncio.to_thread(node2.expect, "lost Redis at", 5)
-            finally:
-                path.release()
-            await asyncio.to_thread(node2.expect, "is back: joins accepted again", 5)
-            await asyncio.to_thread(until, lambda: not b.sio.connected, 3, "bob, swept, disconnected by his node")
-            late = await connected(node2.url)
-            ack = await late.join("cut", "bob")
-            assert ack["members"] == [{"id": a.id, "name": "alice"}], ack
-            await offer_and_answer(late, a)
-            assert ids(a, "peer-left") == [b.id], a.events
-        finally:
-            await asyncio.gather(*(client.close() for client in (a, b, late) if client))
-            node2.stop()
-            path.close()
+    with apart(redis_server.url, redis_server.port) as (node1, node2, path):
+        async with pair(node1.url, node2.url, "cut") as (a, b, more):
+            await cut_off(path, node2, a, b)
+            await rejoins(node2.url, "cut", a, more)
+
+
+async def cut_off(path: Path, node2: Server, a: Client, b: Client) -> None:
+    """node2 without Redis until bob (on it) was swept by the other node, then back: bob is
+    dropped, to rejoin."""
+    path.hold()
+    try:
+        assert await a.expect("peer-left", timeout=7) == {"id": b.id, "name": "bob"}
+        await asyncio.to_thread(node2.expect, "lost Redis at", 5)
+    finally:
+        path.release()
+    await asyncio.to_thread(node2.expect, "is back: joins accepted again", 5)
+    await asyncio.to_thread(until, lambda: not b.sio.connected, 3, "bob, swept, disconnected by his node")
 
 
 async def test_a_node_whose_path_to_redis_died_quietly(redis_server):
@@ -293,33 +300,30 @@ async def test_a_node_whose_path_to_redis_died_quietly(redis_server):
     Its commands time out and go again on new connections; its subscription to the other
     nodes' events must not stay silent for ever: within 10 s alice's messages reach bob
     again (or bob is told to rejoin)."""
-    path = Path(redis_server.port)
-    with Nodes(redis_server.url, 1) as nodes:
-        node2 = node_through(path, "node2")
-        a, b = await connected(nodes[0].url), await connected(node2.url)
-        try:
-            await a.join("quiet", "alice")
-            await b.join("quiet", "bob")
+    with apart(redis_server.url, redis_server.port) as (node1, node2, path):
+        async with pair(node1.url, node2.url, "quiet") as (a, b, _):
             await offer_and_answer(a, b)
-            path.blackhole()
-            deadline = time.monotonic() + 10
+            await deaf_no_longer(path, node2, a, b)
 
-            async def reached() -> bool:
-                tag = f"probe-{time.monotonic()}"
-                await a.call("message", {"type": "offer", "sdp": sdp(tag), "to": b.id})
-                try:
-                    await b.expect("message", lambda m: m.get("sdp") == sdp(tag), timeout=1)
-                    return True
-                except AssertionError:
-                    return not b.sio.connected
 
-            await asyncio.sleep(3)
-            while not await reached():
-                assert time.monotonic() < deadline, f"bob deaf to alice's node: {health(node2.url)}\n{node2.output[-3000:]}"
-        finally:
-            await asyncio.gather(*(client.close() for client in (a, b)))
-            node2.stop()
-            path.close()
+async def deaf_no_longer(path: Path, node2: Server, a: Client, b: Client) -> None:
+    """node2's connections to Redis silenced; within 10 s alice reaches bob again (or he was
+    dropped, to rejoin)."""
+    path.blackhole()
+    deadline = time.monotonic() + 10
+
+    async def reached() -> bool:
+        tag = f"probe-{time.monotonic()}"
+        await a.call("message", {"type": "offer", "sdp": sdp(tag), "to": b.id})
+        try:
+            await b.expect("message", lambda m: m.get("sdp") == sdp(tag), timeout=1)
+            return True
+        except AssertionError:
+            return not b.sio.connected
+
+    await asyncio.sleep(3)
+    while not await reached():
+        assert time.monotonic() < deadline, f"bob deaf to alice's node: {health(node2.url)}\n{node2.output[-3000:]}"
 
 
 async def test_a_sweep_held_up_by_a_frozen_redis_spares_the_living(redis_server):
