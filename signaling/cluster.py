@@ -163,11 +163,14 @@ class Node:
             self.store.healthy = False
             raise StoreUnavailable("not subscribed to the nodes' events")
         if not was_healthy or self._emptied or self.store.lapsed:
-            gone, lost = await self.store.restore(emptied=self._emptied)
+            emptied = self._emptied
+            gone, lost = await self.store.restore(emptied=emptied)
             self._emptied = False
-            self.store.healthy = True
+            # After Redis lost its data: joins one turn later, once every node has put its
+            # members back (a seat taken before could be one of theirs).
+            self.store.healthy = not emptied
             self._up_since = time.monotonic()
-            if self._said_lost:
+            if self._said_lost and self.store.healthy:
                 logger.info("Redis at %s is back: joins accepted again", redacted(self.store.url))
                 self._said_lost = False
             await self._departed(gone)

@@ -76,6 +76,7 @@ end
 
 JOIN = _MEMBERS + """
 local p, room, sid, member, node, capacity = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], tonumber(ARGV[6])
+if redis.call('GET', p .. 'epoch') ~= ARGV[7] then return {'stale'} end
 local current = redis.call('HGET', p .. 'member:' .. sid, 'room')
 if current then return {'already', current} end
 local others = members(p, room)
@@ -89,7 +90,9 @@ table.insert(others, 1, 'ok')
 return others
 """
 """Seat ``sid`` in ``room``: ``{'ok', member JSON of those already there...}``, or
-``{'already', room}``, or ``{'full'}`` (nothing changed)."""
+``{'already', room}``, or ``{'full'}``, or ``{'stale'}`` when Redis is not the one of the
+node's last renewal (``ARGV[7]``, its epoch: it lost its data, and a seat taken now could be
+one a node is about to put back) (nothing changed)."""
 
 LEAVE = _LEAVE + "return leave(ARGV[1], ARGV[2])"
 """Take ``sid`` out of its room: ``{room, member JSON}``, or nil when it was in none."""
@@ -208,11 +211,9 @@ class RedisStore:
     async def join(self, room: str, member: Member) -> list[Member]:
         if not self.healthy:
             raise StoreUnavailable()
-        document = json.dumps(member.to_payload())
         self._joining.add(member.id)
         try:
-            answer = await self._ask(self._join(args=[self._prefix, room, member.id, document, self.node,
-                                                      self._capacity]))
+            answer = await self._seat(room, member)
         finally:
             self._joining.discard(member.id)
         if answer[0] == "already":
@@ -300,10 +301,7 @@ class RedisStore:
         lost = []
         for member_id, (room, member) in list(self.local.items()):
             if emptied:
-                document = json.dumps(member.to_payload())
-                answer = await self._ask(self._join(args=[self._prefix, room, member_id, document, self.node,
-                                                          self._capacity]))
-                seated = answer[0] != "full"
+                seated = (await self._seat(room, member))[0] != "full"
             else:
                 seated = bool(await self._ask(self.redis.exists(self._key("member", member_id))))
                 if not seated:  # swept: its room heard it leave, and must not hear it twice
@@ -311,6 +309,17 @@ class RedisStore:
             if not seated:
                 lost.append(member_id)
         return gone, lost
+
+    async def _seat(self, room: str, member: Member) -> list[str]:
+        """The JOIN script's answer; ``StoreUnavailable`` (and unhealthy) when Redis lost its
+        data since our last renewal: the node puts its members back first."""
+        document = json.dumps(member.to_payload())
+        answer = await self._ask(self._join(args=[self._prefix, room, member.id, document, self.node, self._capacity,
+                                                  self._epoch or ""]))
+        if answer[0] == "stale":
+            self.healthy = False
+            raise StoreUnavailable("Redis lost its data")
+        return list(answer)
 
     async def ping(self) -> None:
         await self._ask(self.redis.ping())

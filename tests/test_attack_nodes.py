@@ -392,4 +392,20 @@ async def test_a_join_in_flight_while_its_node_restores(redis_server):
             await c.close()
 
 
+async def test_a_join_just_after_redis_restarted_empty(redis_server):
+    """Redis restarted empty at once (a supervisor's restart): before the nodes have put
+    their members back, a newcomer joins the full room of alice and bob. It must not take a
+    seat (it took bob's: bob, not put back, was disconnected, and alice found a stranger in
+    her call): refused, unavailable or room-full, and alice and bob stay."""
+    with Nodes(redis_server.url, 2) as nodes:
+        async with pair(nodes[0].url, nodes[1].url, "full") as (a, b, more):
+            more.append(c := await connected(nodes[0].url))
+            redis_server.stop()
+            redis_server.start()
+            ack = await c.call("join", {"room": "full", "name": "carol"})
+            await asyncio.sleep(2.5)  # both nodes put back their members
+            assert not ack["ok"] and ack["code"] in ("unavailable", "room-full"), ack
+            assert b.sio.connected and [health(n.url)[1].get("members") for n in nodes] == [2, 2]
+
+
 pytestmark = pytest.mark.timeout(60)
