@@ -1,6 +1,8 @@
-"""The signaling server under 1,000 clients in 500 rooms, ours beside a bare python-socketio relay.
+"""The signaling server under 1,000 clients in 500 rooms, ours beside a bare python-socketio relay;
+then ours on Redis with 1, 2 and 3 nodes beside ours alone.
 
-    python bench/signaling_server.py [--rounds 3] [--seconds 3] [--clients 1000] [--rate 2000] [--quick]
+    python bench/signaling_server.py [--rounds 3] [--seconds 3] [--clients 1000] [--rate 2000]
+                                     [--nodes 1,2,3|none] [--node-rate 500] [--quick]
 
 Ours is ``python -m signaling --host 127.0.0.1 --port P``, started as a user starts it (its
 own process, default settings and limits). The baseline is a bare python-socketio relay done
@@ -31,6 +33,24 @@ Per round, for each server in turn (ours, then the baseline):
 
 Then everyone disconnects. ``--profile DIR`` records each server with py-spy during its first
 climb (``DIR/ours.txt``, ``DIR/bare.txt``: collapsed stacks, and the same as ``.svg``).
+
+**Several nodes on Redis** (``--nodes``, default 1, 2 and 3; 1 and 2 with ``--quick``; ``none``
+leaves them out; they need ``redis-server``, which the bench starts on a free port of 127.0.0.1
+with nothing on disk). In each round, after the rows above, the same clients are spread over
+the servers of one set in turn: ours alone without Redis (the reference, the baseline column of
+these rows), then ``k`` nodes, each ``python -m signaling --redis URL --node-name nK`` in its own
+process, started afresh for the set and stopped after it (an idle node on the same Redis would
+still read every message published). Client ``i`` of a generator talks to server ``i % k``, so
+the two members of a room are on different nodes when there are two or more: every relay then
+crosses Redis. For each set:
+
+1. **joins per second**: every client joins its room at once, each generator keeping
+   ``JOIN_WINDOW`` joins awaiting their ack (the next sent as soon as one is answered); the
+   joins over the time from the first join sent to the last ack read, in either generator;
+2. **relay latency**, median and p99, at ``--node-rate`` messages a second for ``--seconds``,
+   as in step 2 above; and the **CPU time of every node and of Redis per message** relayed.
+
+``--profile DIR`` also records each node during its first round's fixed rate (``DIR/2-nodes-n1.txt``...).
 """
 
 from __future__ import annotations
