@@ -650,6 +650,7 @@ async def node_round(servers: list[Server], redis: Optional[Server], generators:
     pids = [server.pid for server in servers] + ([redis.pid] if redis else [])
     await generators.open([server.url for server in servers], clients)
     joins_per_second = await generators.burst(prefix)
+    await asyncio.sleep(GRACE)  # what the joins sent (presence, to each room) is through before the relay
     spies = [spy for server in servers for spy in await start_py_spy(server, profile)] if profile else []
     before = sum(harness.usage(pid).cpu_seconds for pid in pids)
     try:
