@@ -41,8 +41,10 @@ aiohttp's default waits 30 s, through the kernel's backed-off SYN retries: an at
 during an outage would hold the next one back long after the network returned."""
 REJOIN_RETRY, REJOIN_PATIENCE = 1.0, 60.0
 """After a network outage of ours the server may still hold our old connection, and count it
-in the room (until its pings go unanswered: up to 45 s): a rejoin refused as "room full" is
-asked again every REJOIN_RETRY seconds for up to REJOIN_PATIENCE."""
+in the room (until its pings go unanswered: up to 45 s; a dead node's, until another node
+sweeps it: 5 s): a rejoin refused as "room full" is asked again every REJOIN_RETRY seconds
+for up to REJOIN_PATIENCE. So is any join refused as "unavailable" (a server node without
+its Redis, which should be back soon)."""
 ACK_TIMEOUT = 10.0
 CLASSIC_ACK_TIMEOUT = 3.0
 """Our server acknowledges ``join`` at once; a server silent this long speaks only the classic pattern."""
@@ -151,7 +153,7 @@ class Session:
     async def join(self) -> list[Member]:
         """Join the room and offer to everyone already there; return who that is."""
         try:
-            ack = await self._ask_to_join(CLASSIC_ACK_TIMEOUT)
+            ack = await self._ask_patiently(CLASSIC_ACK_TIMEOUT, (protocol.UNAVAILABLE,))
         except socketio.exceptions.TimeoutError:
             self.ice.check_relay()
             return await self._join_classic()
@@ -345,21 +347,26 @@ class Session:
     async def _join_again(self) -> Optional[JoinAck]:
         """The acknowledgement of joining again, or None (said in the log) when the server
         will not have us; "room full" is asked again for a while (``REJOIN_PATIENCE``)."""
+        try:
+            return await self._ask_patiently(ACK_TIMEOUT, (protocol.ROOM_FULL, protocol.UNAVAILABLE))
+        except (JoinRefused, socketio.exceptions.TimeoutError) as error:
+            logger.warning("could not join room %s again: %s", self.request.room, error or "no answer")
+            return None
+
+    async def _ask_patiently(self, timeout: float, passing: tuple[str, ...]) -> JoinAck:
+        """``_ask_to_join``, asked again while the refusal is one of ``passing`` (see
+        ``REJOIN_PATIENCE``), until the session closes meanwhile (then the last refusal)."""
         deadline = asyncio.get_running_loop().time() + REJOIN_PATIENCE
         while True:
             try:
-                return await self._ask_to_join(ACK_TIMEOUT)
+                return await self._ask_to_join(timeout)
             except JoinRefused as error:
-                if error.code != protocol.ROOM_FULL or asyncio.get_running_loop().time() > deadline:
-                    logger.warning("could not join room %s again: %s", self.request.room, error)
-                    return None
-                logger.info("room %s is full: maybe our old connection still counts; asking again", self.request.room)
-            except socketio.exceptions.TimeoutError as error:
-                logger.warning("could not join room %s again: %s", self.request.room, error or "no answer")
-                return None
-            await asyncio.sleep(REJOIN_RETRY)
-            if not self._sio.connected or self._leaving:
-                return None
+                if error.code not in passing or asyncio.get_running_loop().time() > deadline:
+                    raise
+                logger.info("could not join room %s yet (%s); asking again", self.request.room, error)
+                await asyncio.sleep(REJOIN_RETRY)
+                if not self._sio.connected or self._leaving:
+                    raise
 
     # Signaling events
 

@@ -7,12 +7,14 @@ import asyncio
 import logging
 import os
 import signal
+import socket
 import ssl
 import sys
 from typing import Any, Coroutine, Optional, Union, overload
 
 from .embedded import DEFAULT_PORT
 from .server import ServerConfig, SignalingServer, advertised_urls
+from .store import StoreUnavailable, redacted
 from .text import log_to_stderr
 from .turn import DEFAULT_TTL, MAX_TTL, TurnGrant, check_ice_url, is_turn
 
@@ -42,6 +44,11 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
                         help="require room tokens made with this secret (env SIGNALING_TOKEN_SECRET; see python -m signaling.token)")
     parser.add_argument("--cert", default=_env("CERT"), help="TLS certificate file (env SIGNALING_CERT)")
     parser.add_argument("--key", default=_env("KEY"), help="TLS private key file (env SIGNALING_KEY)")
+    parser.add_argument("--redis", default=_env("REDIS"), metavar="URL",
+                        help="run as one node of several sharing rooms in this Redis, e.g. redis://127.0.0.1:6379/0 "
+                             "(env SIGNALING_REDIS; docs/deploy.md)")
+    parser.add_argument("--node-name", default=_env("NODE_NAME"), metavar="NAME",
+                        help="this node's name in the health check (env SIGNALING_NODE_NAME, default HOSTNAME:PORT)")
     parser.add_argument("--log-level", default=_env("LOG_LEVEL", "info"), choices=["debug", "info", "warning", "error"],
                         help="(env SIGNALING_LOG_LEVEL)")
     turn = parser.add_argument_group("TURN", "hand every member a TURN server with credentials of its own "
@@ -127,7 +134,8 @@ async def serve(args: argparse.Namespace) -> None:
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         context.load_cert_chain(args.cert, args.key)
     server = SignalingServer(ServerConfig(room_size=args.room_size, allowed_origins=origins(args.allowed_origins),
-                                          token_secret=args.token_secret, turn=args.turn,
+                                          token_secret=args.token_secret, turn=args.turn, redis=args.redis,
+                                          node_name=args.node_name or f"{socket.gethostname()}:{args.port}",
                                           **{flag.replace("-", "_"): getattr(args, flag.replace("-", "_"))
                                              for flag, _, _ in LIMIT_FLAGS}))
     port = await server.start(args.host, args.port, context)
@@ -169,6 +177,9 @@ def main(argv: Optional[list[str]] = None) -> int:
         return 1
     except ssl.SSLError as error:
         print(f"signaling: cannot use --cert/--key: {error}", file=sys.stderr)
+        return 1
+    except StoreUnavailable as error:
+        print(f"signaling: cannot reach Redis at {redacted(args.redis or '')}: {error.cause}", file=sys.stderr)
         return 1
     return 0
 

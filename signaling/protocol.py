@@ -83,6 +83,8 @@ ROOM_FULL = "room-full"
 BAD_TOKEN = "bad-token"
 UNKNOWN_TARGET = "unknown-target"
 RATE_LIMITED = "rate-limited"
+UNAVAILABLE = "unavailable"
+"""The server cannot reach its room store (a node without its Redis): try again shortly."""
 
 
 @dataclass(frozen=True)

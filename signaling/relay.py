@@ -191,18 +191,25 @@ class Relay:
         if found is None or found[0] != room:
             raise ProtocolError(protocol.UNKNOWN_TARGET, f"no member {target!r} in room {room!r}")
 
+    async def departed(self, room: str, member: Member) -> Outcome:
+        """A member the store took out of its room (its server node died): the room hears
+        it as it hears a leave."""
+        logger.info("%s (%s) left %s: its server node is gone", member.name, member.id, room)
+        return await self._told_left(room, member)
+
     async def _leave(self, sid: str) -> Optional[Outcome]:
         left = await self.store.leave(sid)
         if left is None:
             return None
         room, member = left
         logger.info("%s (%s) left %s", member.name, sid, room)
-        return Outcome(
-            ack={"ok": True},
-            left=room,
-            emits=[Emit(protocol.PEER_LEFT, member.to_payload(), room=room),
-                   _head_count(room, len(await self.store.members(room)))],
-        )
+        outcome = await self._told_left(room, member)
+        outcome.ack, outcome.left = {"ok": True}, room
+        return outcome
+
+    async def _told_left(self, room: str, member: Member) -> Outcome:
+        return Outcome(emits=[Emit(protocol.PEER_LEFT, member.to_payload(), room=room),
+                              _head_count(room, len(await self.store.members(room)))])
 
 
 def _head_count(room: str, count: int) -> Emit:

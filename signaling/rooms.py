@@ -103,3 +103,6 @@ class Rooms:
     def __len__(self) -> int:
         """The number of rooms with at least one member."""
         return len(self._members)
+
+    def member_count(self) -> int:
+        return len(self._room_of)

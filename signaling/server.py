@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Awaitable, Optional, Sequence, Union
 
 import ifaddr
 from aiohttp import web
@@ -21,11 +22,14 @@ from aiohttp import web
 from . import protocol
 from .fastpath import DirectManager
 from .limits import ConnectionGate, GuardedSocketIO, JoinRate, Limits, Refusals, handler_args, request_address
-from .protocol import ProtocolError
+from .protocol import Member, ProtocolError
 from .relay import Outcome, Relay
 from .rooms import Rooms
-from .store import MemoryStore
+from .store import MemoryStore, RoomStore, StoreUnavailable
 from .turn import TurnGrant
+
+if TYPE_CHECKING:
+    from .cluster import Node
 
 logger = logging.getLogger("signaling")
 
@@ -44,6 +48,10 @@ class ServerConfig(Limits):
     token_secret: Optional[str] = field(default=None, repr=False)
     turn: Optional[TurnGrant] = None
     """TURN servers with credentials of their own for every member that joins (``--turn-server``)."""
+    redis: Optional[str] = field(default=None, repr=False)
+    """A Redis URL: this server is one node of several sharing rooms there (``--redis``)."""
+    node_name: str = field(default_factory=socket.gethostname)
+    """This node's name, in the health check and among the nodes (``--node-name``)."""
 
 
 class SignalingServer:
@@ -51,16 +59,21 @@ class SignalingServer:
 
     def __init__(self, config: Optional[ServerConfig] = None) -> None:
         self.config = config or ServerConfig()
-        self.rooms = Rooms(capacity=self.config.room_size)
-        """The room state, kept in this process: the relay's store reads and changes it."""
-        self.relay = Relay(MemoryStore(self.rooms), self.config.token_secret, turn=self.config.turn)
+        self.node: Optional[Node] = None
+        """With ``config.redis``: this node's duties among the others (``signaling.cluster``)."""
+        store: RoomStore
+        if self.config.redis is None:
+            store, manager = MemoryStore(Rooms(capacity=self.config.room_size)), DirectManager()
+        else:
+            store, manager = self._join_nodes(self.config.redis)
+        self.relay = Relay(store, self.config.token_secret, turn=self.config.turn)
         refusals = Refusals()
         self._gate = ConnectionGate(self.config, refusals)
         self._join_rate = JoinRate(self.config.join_rate, self.config.join_burst)
         self.sio = GuardedSocketIO(
             self.config, refusals,
             async_mode="aiohttp",
-            client_manager=DirectManager(),
+            client_manager=manager,
             cors_allowed_origins=self.config.allowed_origins,
             # Credentials only for origins the operator named: with "*" python-engineio echoes
             # any Origin back, and with credentials any page could then act as its visitor.
@@ -83,9 +96,24 @@ class SignalingServer:
         self.sio.on(protocol.LEAVE, self._on_leave)
         self.sio.on(protocol.MESSAGE, self._on_message)
 
+    def _join_nodes(self, url: str) -> tuple[RoomStore, DirectManager]:
+        """The Redis store and client manager of a node among several (imported only here:
+        a server of one process needs neither Redis nor its client)."""
+        from .cluster import Node, RedisManager
+        from .redis_store import RedisStore
+        store = RedisStore(url, self.config.node_name, self.config.room_size)
+        manager = RedisManager(url)
+        self.node = Node(store, manager, self._departed, self._drop)
+        return store, manager
+
     async def start(self, host: str = "127.0.0.1", port: int = 8080,
                     ssl_context: Optional[ssl.SSLContext] = None) -> int:
-        """Listen on ``host:port`` (port 0 picks a free one); return the port bound."""
+        """Listen on ``host:port`` (port 0 picks a free one); return the port bound. A node of
+        several first checks its Redis: ``StoreUnavailable`` when it does not answer."""
+        if self.node is not None:
+            await self.node.start()
+            self.sio.manager_initialized = True  # now, not at the first client: others' events reach us
+            self.sio.manager.initialize()
         # aiohttp waits this long for requests to end, then as long again once it cancelled them
         self._runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=self.config.shutdown_timeout / 4)
         await self._runner.setup()
@@ -101,6 +129,8 @@ class SignalingServer:
             await self._runner.cleanup()
             self._runner = None
             self._stopping = False
+        if self.node is not None:
+            await self.node.stop()
 
     async def _goodbye(self) -> None:
         """Disconnect every client, giving up on those that do not take it in time: a
@@ -129,8 +159,19 @@ class SignalingServer:
     # HTTP
 
     async def _healthz(self, request: web.Request) -> web.Response:
-        rooms = await self.relay.store.count()
-        return web.json_response({"status": "ok", "rooms": rooms, "connections": len(self.connections)})
+        """200 and the counts (rooms and members of the whole service, this node's
+        connections); 503 while the room store cannot answer, so a balancer sends no one here."""
+        health: dict[str, Any] = {"status": "ok", "node": self.config.node_name,
+                                  "redis": "none" if self.node is None else "up"}
+        try:
+            if self.node is not None and not self.node.store.healthy:
+                raise StoreUnavailable()
+            health.update(rooms=await self.relay.store.count(), members=await self.relay.store.member_count())
+        except StoreUnavailable:
+            health.update(status="unavailable", redis="down", connections=len(self.connections))
+            return web.json_response(health, status=503)
+        health["connections"] = len(self.connections)
+        return web.json_response(health)
 
     async def _index(self, request: web.Request) -> web.FileResponse:
         return web.FileResponse(WEB_ROOT / "index.html")
@@ -148,7 +189,12 @@ class SignalingServer:
             # arguments) sent by a client that is still connected; on a real disconnect the
             # sid is already marked as leaving.
             return
-        await self._apply(sid, await self.relay.disconnect(sid, announce=not self._stopping))
+        try:
+            # A node of several that stops tells the rooms: their members on other nodes stay.
+            announce = not self._stopping or self.node is not None
+            await self._apply(sid, await self.relay.disconnect(sid, announce=announce))
+        except StoreUnavailable:  # this node forgot it; Redis does when back (``Node``)
+            logger.debug("disconnect %s while the room store is gone", sid)
         logger.debug("disconnect %s", sid)
 
     async def _on_join(self, sid: str, *args: Any) -> dict[str, Any]:
@@ -156,13 +202,30 @@ class SignalingServer:
             self._check_join_rate(sid)
         except ProtocolError as error:
             return await self._apply(sid, self.relay.refuse(sid, protocol.JOIN, error))
-        return await self._apply(sid, await self.relay.join(sid, args[0] if args else None))
+        return await self._handle(sid, protocol.JOIN, self.relay.join(sid, args[0] if args else None))
 
     async def _on_leave(self, sid: str, *args: Any) -> dict[str, Any]:
-        return await self._apply(sid, await self.relay.leave(sid))
+        return await self._handle(sid, protocol.LEAVE, self.relay.leave(sid))
 
     async def _on_message(self, sid: str, *args: Any) -> dict[str, Any]:
-        return await self._apply(sid, await self.relay.message(sid, args[0] if args else None))
+        return await self._handle(sid, protocol.MESSAGE, self.relay.message(sid, args[0] if args else None))
+
+    async def _handle(self, sid: str, event: str, outcome: Awaitable[Outcome]) -> dict[str, Any]:
+        """Apply the relay's outcome; an event the room store could not answer is refused."""
+        try:
+            decided = await outcome
+        except StoreUnavailable as error:
+            decided = self.relay.refuse(sid, event, error)
+        return await self._apply(sid, decided)
+
+    async def _departed(self, departures: list[tuple[str, Member]]) -> None:
+        """Members the store took out of their rooms (their node died): the rooms hear it."""
+        for room, member in departures:
+            await self._apply(member.id, await self.relay.departed(room, member))
+
+    async def _drop(self, sids: list[str]) -> None:
+        for sid in sids:
+            await self.sio.disconnect(sid)
 
     async def _apply(self, sid: str, outcome: Outcome) -> dict[str, Any]:
         """Do what the relay decided, in its order; return the acknowledgement."""

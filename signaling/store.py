@@ -1,9 +1,10 @@
 """Where the room state lives, as one small interface the relay rules (``signaling.relay``) use.
 
 The state is who is in which room and the offers kept for the next member (see
-``Rooms.keep``). Today it lives in this process (``MemoryStore``, over ``signaling.rooms``);
-a store shared by several server nodes (Redis) does network I/O for every question, so the
-interface is async: the rules await it and do not care which one answers.
+``Rooms.keep``). It lives in this process (``MemoryStore``, over ``signaling.rooms``), or in a Redis
+shared by several server nodes (``signaling.redis_store.RedisStore``), which does network
+I/O for every question, so the interface is async: the rules await it and do not care which
+one answers. One that cannot answer raises ``StoreUnavailable``.
 
 A store owns the room-level rules that must hold atomically wherever the state lives: one
 room per member, the size limit. Everything else (tokens, names, who may be addressed) is
@@ -14,8 +15,17 @@ from __future__ import annotations
 
 from typing import Any, Optional, Protocol
 
-from .protocol import Member
+from .protocol import UNAVAILABLE, Member, ProtocolError
 from .rooms import Rooms
+
+
+class StoreUnavailable(ProtocolError):
+    """The store cannot answer (a node whose Redis is gone): the event is refused, and
+    nothing is decided on half the state; the client may try again in a moment."""
+
+    def __init__(self, cause: str = "") -> None:
+        super().__init__(UNAVAILABLE, "the server cannot reach its room store; try again in a moment")
+        self.cause = cause
 
 
 class RoomStore(Protocol):
@@ -49,6 +59,19 @@ class RoomStore(Protocol):
     async def count(self) -> int:
         """The number of rooms with at least one member (for the health check)."""
 
+    async def member_count(self) -> int:
+        """The number of members in rooms (for the health check)."""
+
+
+def redacted(url: str) -> str:
+    """``url`` without its password (``redis://:***@host``): URLs go to logs and the health check."""
+    head, at, tail = url.rpartition("@")
+    if not at:
+        return url
+    scheme, _, credentials = head.partition("://")
+    user = credentials.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{tail}"
+
 
 class MemoryStore:
     """The room state of one process: ``Rooms``, whose answers need no waiting."""
@@ -81,3 +104,6 @@ class MemoryStore:
 
     async def count(self) -> int:
         return len(self.rooms)
+
+    async def member_count(self) -> int:
+        return self.rooms.member_count()

@@ -62,7 +62,7 @@ class RelayInTheMiddle(SignalingServer):
 
     async def _on_message(self, sid: str, *args: Any) -> dict[str, Any]:
         message = args[0] if args and isinstance(args[0], dict) else {}
-        if self.rooms.room_of(sid) != MEDDLED:
+        if self.relay.store.rooms.room_of(sid) != MEDDLED:
             return await super()._on_message(sid, *args)
         kind = message.get("type")
         if kind == protocol.OFFER:
@@ -92,7 +92,7 @@ class RelayInTheMiddle(SignalingServer):
                          with_decoy(facing_offerer.localDescription.sdp, SHA256.search(answer).group(1)))
 
     async def _send(self, to: str, as_from: str, kind: str, sdp: str) -> None:
-        message = protocol.relayed({"type": kind, "sdp": sdp}, self.rooms.member(as_from))
+        message = protocol.relayed({"type": kind, "sdp": sdp}, self.relay.store.rooms.member(as_from))
         await self.sio.emit(protocol.MESSAGE, message, to=to)
 
     def _leg(self, victim: str, other: str) -> RTCPeerConnection:

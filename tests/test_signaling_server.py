@@ -747,8 +747,8 @@ async def test_event_named_disconnect_is_not_a_disconnect(plain, connect):
 
 async def test_healthz(plain):
     answer = await asyncio.to_thread(health, plain.url)
-    assert answer["status"] == "ok"
-    assert isinstance(answer["rooms"], int) and isinstance(answer["connections"], int)
+    assert answer["status"] == "ok" and answer["redis"] == "none" and answer["node"].endswith(f":{plain.port}")
+    assert all(isinstance(answer[count], int) for count in ("rooms", "members", "connections"))
 
 
 # Tokens

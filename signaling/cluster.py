@@ -1,0 +1,156 @@
+"""A server node among several on one Redis: the relaying between nodes, and the node's duties.
+
+Events go between nodes through python-socketio's own ``AsyncRedisManager`` (Redis
+pub/sub): an emit to a room or to a member reaches the members connected to any node.
+``RedisManager`` keeps our one-process fast path (``signaling.fastpath.DirectManager``) for
+the delivery on each node, sends an event for one member of this node without a trip
+through Redis, and changes the library's reconnecting: it retried after 1, 2, 4... up to
+60 s, so a node whose Redis came back after a minute stayed deaf to the others for another.
+
+``Node`` is what a node owes the others and itself, once a second: renew its liveness key,
+sweep the members of dead nodes out of their rooms (telling the rooms), and notice Redis
+going (joins are refused: ``RedisStore.healthy``) and coming back (its members are put
+back, then joins are taken again). The room state itself is ``signaling.redis_store``'s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any, AsyncIterator, Awaitable, Callable, Optional
+
+import socketio
+
+from .fastpath import DirectManager
+from .protocol import Member
+from .redis_store import NODE_TTL, RENEW_EVERY, RedisStore, connection_options
+from .store import StoreUnavailable, redacted
+
+logger = logging.getLogger("signaling")
+
+CHANNEL = "signaling"
+"""The Redis pub/sub channel the nodes' events go through."""
+RESUBSCRIBE_EVERY = 0.5
+"""Seconds between tries to subscribe again while Redis is gone."""
+
+
+class RedisManager(socketio.AsyncRedisManager, DirectManager):
+    """python-socketio's Redis client manager, delivering on this node as ``DirectManager``
+    does. ``listening``: subscribed to the channel now (events of other nodes reach ours)."""
+
+    connected: bool
+    """The library's: a Redis client is made (not whether Redis answers)."""
+
+    def __init__(self, url: str) -> None:
+        # No read timeout: the subscription waits for events as long as none come.
+        options = {key: value for key, value in connection_options().items() if key != "socket_timeout"}
+        super().__init__(url=url, channel=CHANNEL, redis_options=options)
+        self.listening = False
+
+    async def emit(self, event: str, data: Any, namespace: Optional[str] = None, room: Optional[Any] = None,
+                   skip_sid: Any = None, callback: Any = None, to: Optional[Any] = None, **kwargs: Any) -> None:
+        target = to or room
+        if callback is None and isinstance(target, str) and self.is_connected(target, namespace or "/"):
+            # a member of this node (a room is never named like a sid): nobody else needs it
+            await DirectManager.emit(self, event, data, namespace or "/", room=target, skip_sid=skip_sid)
+            return
+        await super().emit(event, data, namespace=namespace or "/", room=room, skip_sid=skip_sid,
+                           callback=callback, to=to, **kwargs)
+
+    async def _publish(self, data: Any) -> Any:
+        """Once: while Redis is gone the node says so (``Node``), not a line per event."""
+        try:
+            if not self.connected:
+                self._redis_connect()
+            return await self.redis.publish(self.channel, self.json.dumps(data))
+        except Exception as error:
+            self.connected = False
+            logger.debug("could not publish %s to Redis: %s", data.get("event"), error)
+
+    async def _redis_listen_with_retries(self) -> AsyncIterator[Any]:
+        while True:
+            try:
+                self._redis_connect()
+                await self.pubsub.subscribe(self.channel)
+                self.listening = True
+                async for message in self.pubsub.listen():
+                    if isinstance(message.get("data"), bytes):  # our JSON module (``FastJSON``) reads text
+                        message["data"] = message["data"].decode("utf-8", "replace")
+                    yield message
+            except Exception as error:
+                logger.debug("not subscribed to Redis: %s", error)
+            self.listening = False
+            await asyncio.sleep(RESUBSCRIBE_EVERY)
+
+
+class Node:
+    """One node's duties (see the module). ``departed`` tells the rooms of members taken
+    out of them (by a sweep, or found gone after an outage); ``drop`` disconnects members
+    that could not be put back into their rooms (they filled meanwhile: they rejoin)."""
+
+    def __init__(self, store: RedisStore, manager: RedisManager,
+                 departed: Callable[[list[tuple[str, Member]]], Awaitable[None]],
+                 drop: Callable[[list[str]], Awaitable[None]]) -> None:
+        self.store = store
+        self.manager = manager
+        self._departed = departed
+        self._drop = drop
+        self._task: Optional[asyncio.Task] = None
+        self._up_since = 0.0
+        self._said_lost = False
+
+    async def start(self) -> None:
+        """Check Redis (``StoreUnavailable`` when it does not answer), then serve."""
+        await self.store.ping()
+        await self.store.renew()
+        self.store.healthy = True
+        self._up_since = time.monotonic()
+        self._task = asyncio.ensure_future(self._run())
+
+    async def stop(self) -> None:
+        """Stop serving; the other nodes need not wait for our key to expire."""
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
+        try:
+            await self.store.retire()
+        except StoreUnavailable:
+            pass
+        await self.store.close()
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(RENEW_EVERY)
+            try:
+                await self._serve_once()
+            except StoreUnavailable as error:
+                self._lost(error.cause)
+            except Exception:  # one bad turn must not end the node's duties
+                logger.exception("node upkeep failed")
+
+    async def _serve_once(self) -> None:
+        was_healthy = self.store.healthy
+        same_redis = await self.store.renew()
+        if not self.manager.listening:
+            # Events between nodes do not flow (yet): joins stay refused until they do.
+            self.store.healthy = False
+            raise StoreUnavailable("not subscribed to the nodes' events")
+        if not was_healthy or not same_redis:
+            gone, lost = await self.store.restore(emptied=not same_redis)
+            self.store.healthy = True
+            self._up_since = time.monotonic()
+            if self._said_lost:
+                logger.info("Redis at %s is back: joins accepted again", redacted(self.store.url))
+                self._said_lost = False
+            await self._departed(gone)
+            await self._drop(lost)
+        elif time.monotonic() - self._up_since >= NODE_TTL:
+            # Only after every node had the time to renew its key since we, or Redis, came up.
+            await self._departed(await self.store.sweep())
+
+    def _lost(self, cause: str) -> None:
+        """Said once an outage (every turn of it fails)."""
+        if not self._said_lost:
+            logger.warning("lost Redis at %s: new joins refused until it is back (%s)", redacted(self.store.url), cause)
+            self._said_lost = True
