@@ -47,6 +47,8 @@ crosses Redis. For each set:
 1. **joins per second**: every client joins its room at once, each generator keeping
    ``JOIN_WINDOW`` joins awaiting their ack (the next sent as soon as one is answered); the
    joins over the time from the first join sent to the last ack read, in either generator;
+   and the **CPU time of every node and of Redis per join**, until a second after the last ack
+   (what a join sends to its room goes on after the ack);
 2. **relay latency**, median and p99, at ``--node-rate`` messages a second for ``--seconds``,
    as in step 2 above; and the **CPU time of every node and of Redis per message** relayed.
 
@@ -418,12 +420,11 @@ class Generators:
         answers = await self.ask("joined", 120, do="join", rate=JOIN_RATE / GENERATORS, prefix=prefix)
         return [x for answer in answers for x in answer["latencies"]]
 
-    async def burst(self, prefix: str) -> float:
+    async def burst(self, prefix: str) -> tuple[int, float]:
         """Every client joins at once (``JOIN_WINDOW`` awaiting their ack in each generator):
-        joins a second, from the first join sent to the last ack read in either generator."""
+        the joins, and the seconds from the first sent to the last ack read in either generator."""
         answers = await self.ask("burst", 120, do="burst", window=JOIN_WINDOW, prefix=prefix)
-        elapsed = max(a["end"] for a in answers) - min(a["start"] for a in answers)
-        return sum(a["joins"] for a in answers) / elapsed
+        return sum(a["joins"] for a in answers), max(a["end"] for a in answers) - min(a["start"] for a in answers)
 
     async def relay(self, rate: float, seconds: float) -> Step:
         answers = await self.ask("relayed", seconds + 60, do="relay", rate=rate / GENERATORS, seconds=seconds)
@@ -638,6 +639,8 @@ class NodeResult:
     """One round of one set of servers: ours alone (the reference) or ``k`` nodes on Redis."""
 
     joins_per_second: float
+    cpu_per_join: float
+    """The CPU time of every node and of Redis per join of the burst, us."""
     fixed: Step
     cpu_per_message: float
     """The CPU time of every node and of Redis per message relayed at the fixed rate, us."""
@@ -649,21 +652,29 @@ async def node_round(servers: list[Server], redis: Optional[Server], generators:
     two or more), a burst of joins, then messages at ``rate`` for ``seconds``."""
     pids = [server.pid for server in servers] + ([redis.pid] if redis else [])
     await generators.open([server.url for server in servers], clients)
-    joins_per_second = await generators.burst(prefix)
+    before = sum(cpu_seconds(pids))
+    joins, elapsed = await generators.burst(prefix)
     await asyncio.sleep(GRACE)  # what the joins sent (presence, to each room) is through before the relay
+    join_cpu = sum(cpu_seconds(pids)) - before  # and counted: a node's join costs more after its ack
     spies = [spy for server in servers for spy in await start_py_spy(server, profile)] if profile else []
-    before = sum(harness.usage(pid).cpu_seconds for pid in pids)
+    at_start = cpu_seconds(pids)
     try:
         fixed = await generators.relay(rate, seconds)
     finally:
         await stop_py_spy(spies)
-    cpu = sum(harness.usage(pid).cpu_seconds for pid in pids) - before
+    relay_cpu = [after - was for after, was in zip(cpu_seconds(pids), at_start)]
     await generators.close()
-    print(f"    {len(servers)} server(s){' on Redis' if redis else ', no Redis'}: {joins_per_second:.0f} joins/s; "
-          f"{rate:g}/s offered: {fixed.delivered_per_second:.0f}/s delivered, median {relay_median(fixed):.1f} ms, "
-          f"p99 {relay_p99(fixed):.1f} ms, loss {fixed.loss:.1%}; CPU {cpu / max(1, fixed.received) * 1e6:.0f} us "
-          f"a message", file=sys.stderr)
-    return NodeResult(joins_per_second, fixed, cpu / max(1, fixed.received) * 1e6)
+    result = NodeResult(joins / elapsed, join_cpu / joins * 1e6, fixed, sum(relay_cpu) / max(1, fixed.received) * 1e6)
+    print(f"    {len(servers)} server(s){' on Redis' if redis else ', no Redis'}: {result.joins_per_second:.0f} joins/s, "
+          f"{result.cpu_per_join:.0f} us CPU a join; {rate:g}/s offered: {fixed.delivered_per_second:.0f}/s delivered, "
+          f"median {relay_median(fixed):.1f} ms, p99 {relay_p99(fixed):.1f} ms, loss {fixed.loss:.1%}; "
+          f"CPU {result.cpu_per_message:.0f} us a message"
+          + (f", of which Redis {relay_cpu[-1] / max(1, fixed.received) * 1e6:.0f}" if redis else ""), file=sys.stderr)
+    return result
+
+
+def cpu_seconds(pids: list[int]) -> list[float]:
+    return [harness.usage(pid).cpu_seconds for pid in pids]
 
 
 async def node_rounds(number: int, ours: Server, redis: Server, nodes: list[int], generators: Generators,
@@ -696,6 +707,7 @@ def node_rows(results: list[dict[int, NodeResult]], nodes: list[int], clients: i
     """Each count of nodes beside ours alone without Redis (the baseline column)."""
     made = [
         ("joins per second", "per s", lambda r: r.joins_per_second, True),
+        ("CPU of nodes and Redis per join", "us", lambda r: r.cpu_per_join, False),
         (f"relay latency median at {rate:g}/s", "ms", lambda r: relay_median(r.fixed), False),
         (f"relay latency p99 at {rate:g}/s", "ms", lambda r: relay_p99(r.fixed), False),
         (f"CPU of nodes and Redis per message relayed at {rate:g}/s", "us", lambda r: r.cpu_per_message, False),
