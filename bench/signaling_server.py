@@ -52,7 +52,8 @@ crosses Redis. For each set:
 2. **relay latency**, median and p99, at ``--node-rate`` messages a second for ``--seconds``,
    as in step 2 above; and the **CPU time of every node and of Redis per message** relayed.
 
-``--profile DIR`` also records each node during its first round's fixed rate (``DIR/2-nodes-n1.txt``...).
+``--profile DIR`` also records each node of the first round during the relay at the fixed rate
+(``DIR/2-nodes-n1.txt``...) and during the joins (``DIR/2-nodes-n1-joins.txt``...).
 """
 
 from __future__ import annotations
@@ -575,11 +576,13 @@ async def climb_rates(server: Server, generators: Generators, rate: float, secon
     return climb
 
 
-async def start_py_spy(server: Server, directory: Path) -> list[asyncio.subprocess.Process]:
+async def start_py_spy(server: Server, directory: Path, phase: str = "") -> list[asyncio.subprocess.Process]:
+    """py-spy on ``server``, into ``DIR/NAME[-PHASE].txt`` (collapsed stacks) and ``.svg``."""
     directory.mkdir(parents=True, exist_ok=True)
+    name = f"{server.name}-{phase}" if phase else server.name
     return [await asyncio.create_subprocess_exec(
         "py-spy", "record", "--pid", str(server.pid), "--rate", "200", "--format", fmt,
-        "-o", str(directory / f"{server.name}.{suffix}"), stdout=asyncio.subprocess.DEVNULL,
+        "-o", str(directory / f"{name}.{suffix}"), stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.DEVNULL) for fmt, suffix in (("raw", "txt"), ("flamegraph", "svg"))]
 
 
@@ -652,25 +655,36 @@ async def node_round(servers: list[Server], redis: Optional[Server], generators:
     two or more), a burst of joins, then messages at ``rate`` for ``seconds``."""
     pids = [server.pid for server in servers] + ([redis.pid] if redis else [])
     await generators.open([server.url for server in servers], clients)
-    before = sum(cpu_seconds(pids))
-    joins, elapsed = await generators.burst(prefix)
-    await asyncio.sleep(GRACE)  # what the joins sent (presence, to each room) is through before the relay
-    join_cpu = sum(cpu_seconds(pids)) - before  # and counted: a node's join costs more after its ack
-    spies = [spy for server in servers for spy in await start_py_spy(server, profile)] if profile else []
-    at_start = cpu_seconds(pids)
+    spies = await profile_all(servers, profile, "joins")
+    before = cpu_seconds(pids)
+    try:
+        joins, elapsed = await generators.burst(prefix)
+        await asyncio.sleep(GRACE)  # what the joins sent (presence, to each room) is through before the relay
+    finally:
+        await stop_py_spy(spies)
+    join_cpu = [after - was for after, was in zip(cpu_seconds(pids), before)]  # a join costs more after its ack
+    spies = await profile_all(servers, profile)
+    before = cpu_seconds(pids)
     try:
         fixed = await generators.relay(rate, seconds)
     finally:
         await stop_py_spy(spies)
-    relay_cpu = [after - was for after, was in zip(cpu_seconds(pids), at_start)]
+    relay_cpu = [after - was for after, was in zip(cpu_seconds(pids), before)]
     await generators.close()
-    result = NodeResult(joins / elapsed, join_cpu / joins * 1e6, fixed, sum(relay_cpu) / max(1, fixed.received) * 1e6)
-    print(f"    {len(servers)} server(s){' on Redis' if redis else ', no Redis'}: {result.joins_per_second:.0f} joins/s, "
-          f"{result.cpu_per_join:.0f} us CPU a join; {rate:g}/s offered: {fixed.delivered_per_second:.0f}/s delivered, "
-          f"median {relay_median(fixed):.1f} ms, p99 {relay_p99(fixed):.1f} ms, loss {fixed.loss:.1%}; "
-          f"CPU {result.cpu_per_message:.0f} us a message"
-          + (f", of which Redis {relay_cpu[-1] / max(1, fixed.received) * 1e6:.0f}" if redis else ""), file=sys.stderr)
-    return result
+    per_join = [cpu / joins * 1e6 for cpu in join_cpu]
+    per_message = [cpu / max(1, fixed.received) * 1e6 for cpu in relay_cpu]
+    redis_part = (lambda shares: f" (Redis {shares[-1]:.0f})") if redis else (lambda shares: "")
+    print(f"    {len(servers)} server(s){' on Redis' if redis else ', no Redis'}: {joins / elapsed:.0f} joins/s, "
+          f"{sum(per_join):.0f} us CPU a join{redis_part(per_join)}; {rate:g}/s offered: "
+          f"{fixed.delivered_per_second:.0f}/s delivered, median {relay_median(fixed):.1f} ms, "
+          f"p99 {relay_p99(fixed):.1f} ms, loss {fixed.loss:.1%}; {sum(per_message):.0f} us CPU a message"
+          f"{redis_part(per_message)}", file=sys.stderr)
+    return NodeResult(joins / elapsed, sum(per_join), fixed, sum(per_message))
+
+
+async def profile_all(servers: list[Server], directory: Optional[Path],
+                      phase: str = "") -> list[asyncio.subprocess.Process]:
+    return [spy for server in servers for spy in await start_py_spy(server, directory, phase)] if directory else []
 
 
 def cpu_seconds(pids: list[int]) -> list[float]:
@@ -806,7 +820,7 @@ def main() -> None:
                         help=f"the fixed offered rate of the rows on Redis, messages a second (default {NODE_RATE:g})")
     parser.add_argument("--quick", action="store_true", help="50 clients, half a second: a smoke test")
     parser.add_argument("--profile", type=Path, help="py-spy each server during its first climb (each node during its "
-                                                     "first relay at the fixed rate), into this directory")
+                                                     "first round's joins and relay), into this directory")
     parser.add_argument("--ours-from", type=Path, default=harness.ROOT,
                         help="a directory holding another version of the signaling package, to measure it as ours")
     args = parser.parse_args()
@@ -815,7 +829,8 @@ def main() -> None:
                                 args.ours_from.resolve(), args.nodes, args.node_rate))
     except NoRedis as error:
         parser.exit(1, f"{error}\n")
-    print("baseline: a bare python-socketio relay (the 'bare' column); for the rows 'on Redis', ours alone without Redis")
+    print("baseline: a bare python-socketio relay (the 'bare' column); "
+          "for the rows 'on Redis', ours alone without Redis")
     print(harness.format_table(rows_))
 
 
