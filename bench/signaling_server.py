@@ -46,7 +46,9 @@ crosses Redis. For each set:
 
 1. **joins per second**: every client joins its room at once, each generator keeping
    ``JOIN_WINDOW`` joins awaiting their ack (the next sent as soon as one is answered); the
-   joins over the time from the first join sent to the last ack read, in either generator;
+   joins over the time from the first join sent to the last ack read, in either generator (a
+   join refused because the node cannot reach Redis is asked again a second later, as ``python
+   -m peer`` does, and counted on stderr);
    and the **CPU time of every node and of Redis per join**, until a second after the last ack
    (what a join sends to its room goes on after the ack);
 2. **relay latency**, median and p99, at ``--node-rate`` messages a second for ``--seconds``,
@@ -86,6 +88,8 @@ JOIN_RATE = 500.0
 """Joins a second, overall: a busy server's steady arrival, not one thundering herd."""
 JOIN_WINDOW = 50
 """Joins awaiting their ack in each generator when every client joins at once (the rows on Redis)."""
+UNAVAILABLE_FOR = 60.0
+"""Seconds a join refused with ``unavailable`` is asked again (each second), as ``python -m peer`` does."""
 NODE_RATE = 500.0
 """The fixed offered rate of the rows on Redis, messages a second (``--node-rate``)."""
 STEP = 1.25
@@ -240,11 +244,19 @@ async def open_clients(load: Load, urls: list[str], count: int, generator: int) 
         a.partner, b.partner = b, a
 
 
-async def join(client: Client, room: str, name: str) -> None:
-    """``join`` with an acknowledgement; an error if the server refuses it."""
-    ack = await client.call("join", {"room": room, "name": name})
-    if not (isinstance(ack, list) and ack and isinstance(ack[0], dict) and ack[0].get("ok")):
-        raise RuntimeError(f"join refused: {ack}")
+async def join(client: Client, room: str, name: str) -> int:
+    """``join`` with an acknowledgement; an error if the server refuses it, except when it
+    cannot reach its room store (a node on Redis): then asked again each second, as ``python -m
+    peer`` does, up to ``UNAVAILABLE_FOR`` seconds. How many times it was refused so."""
+    for refused in range(int(UNAVAILABLE_FOR) + 1):
+        ack = await client.call("join", {"room": room, "name": name})
+        answer = ack[0] if isinstance(ack, list) and ack and isinstance(ack[0], dict) else {}
+        if answer.get("ok"):
+            return refused
+        if answer.get("code") != "unavailable":
+            break
+        await asyncio.sleep(1)
+    raise RuntimeError(f"join refused: {ack}")
 
 
 def room_of(prefix: str, generator: int, index: int) -> str:
@@ -267,20 +279,21 @@ async def join_all(load: Load, generator: int, rate: float, prefix: str) -> list
     return latencies
 
 
-async def join_burst(load: Load, generator: int, window: int, prefix: str) -> tuple[float, float]:
+async def join_burst(load: Load, generator: int, window: int, prefix: str) -> dict[str, float]:
     """Every client joins its room at once, at most ``window`` joins awaiting their ack (the
-    next sent as soon as one is answered); when the first was sent and the last answered."""
+    next sent as soon as one is answered): when the first was sent and the last answered, and
+    how many times a join was refused because the server could not reach its room store."""
     gate = asyncio.Semaphore(window)
 
-    async def one(index: int, client: Client) -> None:
+    async def one(index: int, client: Client) -> int:
         async with gate:
-            await join(client, room_of(prefix, generator, index), f"c{index}")
+            return await join(client, room_of(prefix, generator, index), f"c{index}")
 
     start = time.monotonic()
-    await asyncio.gather(*(one(i, c) for i, c in enumerate(load.clients)))
+    refused = sum(await asyncio.gather(*(one(i, c) for i, c in enumerate(load.clients))))
     end = time.monotonic()
     address_partners(load)
-    return start, end
+    return {"start": start, "end": end, "joins": len(load.clients), "unavailable": refused}
 
 
 def address_partners(load: Load) -> None:
@@ -343,8 +356,7 @@ async def generator(link: harness.Link, options: argparse.Namespace, rest: list[
             latencies = await join_all(load, command["generator"], command["rate"], command["prefix"])
             link.send("joined", latencies=[x * 1000 for x in latencies])
         elif do == "burst":
-            start, end = await join_burst(load, command["generator"], command["window"], command["prefix"])
-            link.send("burst", start=start, end=end, joins=len(load.clients))
+            link.send("burst", **await join_burst(load, command["generator"], command["window"], command["prefix"]))
         elif do == "relay":
             link.send("relayed", **await relay(load, command["rate"], command["seconds"]))
         elif do == "close":
@@ -421,11 +433,13 @@ class Generators:
         answers = await self.ask("joined", 120, do="join", rate=JOIN_RATE / GENERATORS, prefix=prefix)
         return [x for answer in answers for x in answer["latencies"]]
 
-    async def burst(self, prefix: str) -> tuple[int, float]:
+    async def burst(self, prefix: str) -> tuple[int, float, int]:
         """Every client joins at once (``JOIN_WINDOW`` awaiting their ack in each generator):
-        the joins, and the seconds from the first sent to the last ack read in either generator."""
-        answers = await self.ask("burst", 120, do="burst", window=JOIN_WINDOW, prefix=prefix)
-        return sum(a["joins"] for a in answers), max(a["end"] for a in answers) - min(a["start"] for a in answers)
+        the joins, the seconds from the first sent to the last ack read in either generator, and
+        the refusals of a server that could not reach its room store (each asked again)."""
+        answers = await self.ask("burst", 120 + UNAVAILABLE_FOR, do="burst", window=JOIN_WINDOW, prefix=prefix)
+        return (sum(a["joins"] for a in answers), max(a["end"] for a in answers) - min(a["start"] for a in answers),
+                sum(a["unavailable"] for a in answers))
 
     async def relay(self, rate: float, seconds: float) -> Step:
         answers = await self.ask("relayed", seconds + 60, do="relay", rate=rate / GENERATORS, seconds=seconds)
@@ -658,7 +672,7 @@ async def node_round(servers: list[Server], redis: Optional[Server], generators:
     spies = await profile_all(servers, profile, "joins")
     before = cpu_seconds(pids)
     try:
-        joins, elapsed = await generators.burst(prefix)
+        joins, elapsed, unavailable = await generators.burst(prefix)
         await asyncio.sleep(GRACE)  # what the joins sent (presence, to each room) is through before the relay
     finally:
         await stop_py_spy(spies)
@@ -675,7 +689,9 @@ async def node_round(servers: list[Server], redis: Optional[Server], generators:
     per_message = [cpu / max(1, fixed.received) * 1e6 for cpu in relay_cpu]
     redis_part = (lambda shares: f" (Redis {shares[-1]:.0f})") if redis else (lambda shares: "")
     print(f"    {len(servers)} server(s){' on Redis' if redis else ', no Redis'}: {joins / elapsed:.0f} joins/s, "
-          f"{sum(per_join):.0f} us CPU a join{redis_part(per_join)}; {rate:g}/s offered: "
+          f"{sum(per_join):.0f} us CPU a join{redis_part(per_join)}"
+          + (f", {unavailable} refused as 'unavailable' (asked again a second later)" if unavailable else "")
+          + f"; {rate:g}/s offered: "
           f"{fixed.delivered_per_second:.0f}/s delivered, median {relay_median(fixed):.1f} ms, "
           f"p99 {relay_p99(fixed):.1f} ms, loss {fixed.loss:.1%}; {sum(per_message):.0f} us CPU a message"
           f"{redis_part(per_message)}", file=sys.stderr)
@@ -704,6 +720,12 @@ async def node_rounds(number: int, ours: Server, redis: Server, nodes: list[int]
         try:
             results[count] = await node_round(cluster, redis, generators, clients, rate, seconds,
                                               f"r{number}n{count}", profile)
+        except Exception:
+            for node in cluster:  # what the nodes said beyond their joins: the logs go with the bench's directory
+                lines = (logs / f"{node.name}.log").read_text(errors="replace").splitlines()
+                said = [line for line in lines if " INFO " not in line][-5:] or lines[-5:]
+                print(f"{node.name}'s log:", *said, sep="\n    ", file=sys.stderr)
+            raise
         finally:
             await stop_all(cluster)
     return results
