@@ -24,7 +24,7 @@ import socketio
 
 from .fastpath import DirectManager
 from .protocol import Member
-from .redis_store import NODE_TTL, RENEW_EVERY, RedisStore, connection_options
+from .redis_store import NODE_TTL, RENEW_EVERY, RedisStore, connect
 from .store import StoreUnavailable, redacted
 
 logger = logging.getLogger("signaling")
@@ -43,20 +43,26 @@ class RedisManager(socketio.AsyncRedisManager, DirectManager):
     """The library's: a Redis client is made (not whether Redis answers)."""
 
     def __init__(self, url: str) -> None:
-        # No read timeout: the subscription waits for events as long as none come.
-        options = {key: value for key, value in connection_options().items() if key != "socket_timeout"}
-        super().__init__(url=url, channel=CHANNEL, redis_options=options)
+        super().__init__(url=url, channel=CHANNEL)
         self.listening = False
 
     async def emit(self, event: str, data: Any, namespace: Optional[str] = None, room: Optional[Any] = None,
                    skip_sid: Any = None, callback: Any = None, to: Optional[Any] = None, **kwargs: Any) -> None:
         target = to or room
-        if callback is None and isinstance(target, str) and self.is_connected(target, namespace or "/"):
-            # a member of this node (a room is never named like a sid): nobody else needs it
+        members = [target] if isinstance(target, str) else target or []
+        if callback is None and members and all(self.is_connected(sid, namespace or "/") for sid in members):
+            # members of this node (the relay names members, never rooms): nobody else needs it
             await DirectManager.emit(self, event, data, namespace or "/", room=target, skip_sid=skip_sid)
             return
         await super().emit(event, data, namespace=namespace or "/", room=room, skip_sid=skip_sid,
                            callback=callback, to=to, **kwargs)
+
+    def _redis_connect(self) -> None:
+        """The library's, with our clients (``redis_store.connect``): publishing is a command
+        like any other, the subscription waits."""
+        self.redis = connect(self.redis_url)
+        self.pubsub = connect(self.redis_url, subscriber=True).pubsub(ignore_subscribe_messages=True)
+        self.connected = True
 
     async def _publish(self, data: Any) -> Any:
         """Once: while Redis is gone the node says so (``Node``), not a line per event."""

@@ -11,7 +11,7 @@ Nodes die without saying so. Each renews a key of its own that expires after ``N
 seconds (``renew``); each sweeps (``sweep``) the members of nodes whose key expired out of
 their rooms, in one script, so two sweeping nodes never announce the same departure twice.
 
-Keys (``PREFIX`` first): ``room:R`` (list of member ids), ``member:ID`` (hash: room, member
+Keys (``PREFIX`` first): ``room:R`` (list of member ids, in the order they joined), ``member:ID`` (hash: room, member
 JSON, node), ``node:N`` (set of the node's member ids), ``alive:N`` (expiring), ``nodes``,
 ``rooms``, ``members`` (sets, for the health check), ``kept:ID`` (list: an offer that reached
 nobody, then its candidates; see ``signaling.rooms.Rooms.keep``).
@@ -42,6 +42,9 @@ RENEW_EVERY = 1.0
 """Seconds between a node's renewals of its key, and between its sweeps."""
 TIMEOUT = 2.0
 """Seconds a Redis command (or connecting) may take before the store counts Redis as gone."""
+
+MAX_CONNECTIONS = 32
+"""Connections to Redis a node holds at most; commands beyond wait for one (``TIMEOUT`` at most)."""
 
 T = TypeVar("T")
 
@@ -93,21 +96,26 @@ LEAVE = _LEAVE + "return leave(ARGV[1], ARGV[2])"
 
 MEMBERS = _MEMBERS + "return members(ARGV[1], ARGV[2])"
 
-KEEP = """
+BROADCAST = """
 local p, sid, kind, message, most = ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5])
 local room = redis.call('HGET', p .. 'member:' .. sid, 'room')
-if not room or redis.call('LLEN', p .. 'room:' .. room) ~= 1 then return 0 end
+if not room then return {} end
+local others = {}
+for _, each in ipairs(redis.call('LRANGE', p .. 'room:' .. room, 0, -1)) do
+  if each ~= sid then others[#others + 1] = each end
+end
+if #others > 0 then return others end
 local key = p .. 'kept:' .. sid
 if kind == 'offer' then
   redis.call('DEL', key)
   redis.call('RPUSH', key, message)
-elseif redis.call('LLEN', key) >= 1 and redis.call('LLEN', key) <= most then
+elseif kind == 'candidate' and redis.call('LLEN', key) >= 1 and redis.call('LLEN', key) <= most then
   redis.call('RPUSH', key, message)
 end
-return 1
+return others
 """
-"""``Rooms.keep``'s rule: an offer of a member alone replaces its kept one; candidates follow
-a kept offer, at most ``most`` of them."""
+"""Who else is in the sender's room; when nobody, ``Rooms.keep``'s rule: an offer replaces the
+kept one, candidates follow a kept offer, at most ``most`` of them."""
 
 TAKE_OFFERS = """
 local p, room = ARGV[1], ARGV[2]
@@ -171,11 +179,11 @@ class RedisStore:
         self.healthy = False
         self.local: dict[str, tuple[str, Member]] = {}
         """This node's members: id to (room, member)."""
-        self.redis = aioredis.Redis.from_url(url, decode_responses=True, **connection_options())
+        self.redis = connect(url)
         self._join = self.redis.register_script(JOIN)
         self._leave = self.redis.register_script(LEAVE)
         self._members = self.redis.register_script(MEMBERS)
-        self._keep = self.redis.register_script(KEEP)
+        self._broadcast = self.redis.register_script(BROADCAST)
         self._take_offers = self.redis.register_script(TAKE_OFFERS)
         self._sweep = self.redis.register_script(SWEEP)
         self._reconcile = self.redis.register_script(RECONCILE)
@@ -218,11 +226,10 @@ class RedisStore:
     async def members(self, room: str) -> list[Member]:
         return [_member(each) for each in await self._ask(self._members(args=[self._prefix, room]))]
 
-    async def keep(self, member_id: str, message: dict[str, Any]) -> None:
-        if message.get("type") not in (protocol.OFFER, protocol.CANDIDATE):
-            return  # nothing else is kept: no need to ask
-        await self._ask(self._keep(args=[self._prefix, member_id, message["type"], json.dumps(message),
-                                         protocol.MAX_KEPT_CANDIDATES]))
+    async def broadcast(self, member_id: str, message: dict[str, Any]) -> list[str]:
+        kept = json.dumps(message) if message.get("type") in (protocol.OFFER, protocol.CANDIDATE) else ""
+        return list(await self._ask(self._broadcast(args=[self._prefix, member_id, message.get("type", ""), kept,
+                                                          protocol.MAX_KEPT_CANDIDATES])))
 
     async def take_offers(self, room: str) -> list[dict[str, Any]]:
         return [json.loads(each) for each in await self._ask(self._take_offers(args=[self._prefix, room]))]
@@ -287,7 +294,7 @@ class RedisStore:
         await self._ask(self.redis.ping())
 
     async def close(self) -> None:
-        await self.redis.aclose()
+        await self.redis.aclose(close_connection_pool=True)
 
     def _key(self, *parts: str) -> str:
         return self._prefix + ":".join(parts)
@@ -301,10 +308,18 @@ class RedisStore:
             raise StoreUnavailable(str(error) or type(error).__name__) from error
 
 
-def connection_options() -> dict[str, Any]:
-    """How a node talks to Redis: a command may take ``TIMEOUT`` seconds, and one that failed on
-    a connection Redis dropped (it restarted) is sent once more, on a new one, at once."""
-    return {"socket_timeout": TIMEOUT, "socket_connect_timeout": TIMEOUT, "retry": Retry(NoBackoff(), 1)}
+def connect(url: str, subscriber: bool = False) -> aioredis.Redis:
+    """A client of the Redis at ``url`` as a node needs it. A command may take ``TIMEOUT``
+    seconds (a ``subscriber``'s waits for events as long as none come, and reads bytes, as
+    python-socketio's Redis manager does), and one that
+    failed on a connection Redis dropped (it restarted) is sent once more, on a new one, at
+    once. A burst of commands (the joins of a dead node's members, coming back) asks more at
+    once than the pool holds: they wait their turn, where redis-py's default pool refused
+    them ("too many connections", which read as Redis gone)."""
+    pool = aioredis.BlockingConnectionPool.from_url(
+        url, max_connections=MAX_CONNECTIONS, timeout=TIMEOUT, decode_responses=not subscriber,
+        socket_timeout=None if subscriber else TIMEOUT, socket_connect_timeout=TIMEOUT, retry=Retry(NoBackoff(), 1))
+    return aioredis.Redis(connection_pool=pool)
 
 
 def _member(document: str) -> Member:

@@ -1,15 +1,15 @@
 """The signaling server's relay rules without sockets: who may join, who receives what.
 
 What a client does goes in (a connection opens or closes, ``join``, ``message``, ``leave``
-with the payload it sent); an ``Outcome`` comes out: the acknowledgement, the room the
-sender's socket enters or leaves, and the events to send, in order. ``signaling.server``
+with the payload it sent); an ``Outcome`` comes out: the events to send, in order, and
+the acknowledgement. ``signaling.server``
 applies outcomes to Socket.IO; ``tests/test_relay.py`` reads them with no socket at all.
 
 Why this shape: the rules are written once wherever the room state lives. It sits behind
 ``signaling.store.RoomStore``, in this process or shared by several nodes; a shared store
 answers over the network, so the methods here are async, and only to await the store. An
-emit names its receivers as one connection or a room (but one connection), which is what
-python-socketio's client managers reach on one node or, through a message queue, on many.
+emit names its receivers, member ids as the store gave them (``Emit``), which python-socketio's
+client managers reach on one node or, through a message queue, on many.
 Limits on what one client may take (the join rate per address, ``signaling.limits``) stay
 with the server, which knows the client's address, and refuse through ``Relay.refuse``.
 """
@@ -42,26 +42,26 @@ itself is told every time."""
 
 @dataclass(frozen=True)
 class Emit:
-    """One event to send: to the connection ``to``, or else to every member of ``room``
-    except ``skip``."""
+    """One event to send to the connections ``to`` (member ids), in that order.
+
+    Never to "a room": who is in a room is the store's word at the moment it decided (the
+    members a join found there, those left after a leave), which on several nodes is the only
+    exact one. A member seated on another node a moment ago may not have entered any room of
+    the Socket.IO server yet, and would miss the event; one seated a moment later would hear
+    of a newcomer it also finds in its own join acknowledgement."""
 
     event: str
     payload: Union[dict[str, Any], int]
-    to: Optional[str] = None
-    room: Optional[str] = None
-    skip: Optional[str] = None
+    to: tuple[str, ...]
 
 
 @dataclass
 class Outcome:
-    """What one client event comes to. Applied in this order: the sender's socket enters
-    ``entered`` or leaves ``left`` (so a room's events then reach it, or no longer do),
-    ``emits`` go out, and ``ack`` answers the sender (empty where nobody waits for one)."""
+    """What one client event comes to: ``emits`` go out, in order, then ``ack`` answers the
+    sender (empty where nobody waits for one)."""
 
     ack: dict[str, Any] = field(default_factory=dict)
     emits: list[Emit] = field(default_factory=list)
-    entered: Optional[str] = None
-    left: Optional[str] = None
 
 
 class Relay:
@@ -113,12 +113,12 @@ class Relay:
         offers = await self.store.take_offers(request.room)
         logger.info("%s (%s) joined %s", me.name, sid, request.room)
         classic = isinstance(payload, str)
+        there = tuple(member.id for member in others)
         return Outcome(
             ack=protocol.join_ack(me, request.room, others, self.store.capacity, [] if classic else offers,
                                   self.turn.servers_for(sid, self.wall_clock()) if self.turn else None),
-            entered=request.room,
-            emits=[Emit(protocol.PEER_JOINED, me.to_payload(), room=request.room, skip=sid),
-                   _head_count(request.room, len(others) + 1)],
+            emits=[*_to_any(protocol.PEER_JOINED, me.to_payload(), there),
+                   Emit(protocol.USER_IN_ROOM, len(others) + 1, (*there, sid))],
         )
 
     async def message(self, sid: str, payload: Any) -> Outcome:
@@ -137,9 +137,9 @@ class Relay:
             return self.refuse(sid, protocol.MESSAGE, error)
         out = protocol.relayed(message, sender)
         if target is not None:
-            return Outcome(ack={"ok": True}, emits=[Emit(protocol.MESSAGE, out, to=target)])
-        await self.store.keep(sid, out)  # only if it reaches nobody
-        return Outcome(ack={"ok": True}, emits=[Emit(protocol.MESSAGE, out, room=room, skip=sid)])
+            return Outcome(ack={"ok": True}, emits=[Emit(protocol.MESSAGE, out, (target,))])
+        receivers = await self.store.broadcast(sid, out)  # kept if it reaches nobody
+        return Outcome(ack={"ok": True}, emits=_to_any(protocol.MESSAGE, out, tuple(receivers)))
 
     async def leave(self, sid: str) -> Outcome:
         """``leave``: out of the room, which hears it (``peer-left``, then the head count)."""
@@ -151,7 +151,7 @@ class Relay:
         (classic clients never ask for acks)."""
         self._log_refusal(sid, event, error)
         payload = error.to_payload(event)
-        return Outcome(ack=payload, emits=[Emit(protocol.ERROR, payload, to=sid)])
+        return Outcome(ack=payload, emits=[Emit(protocol.ERROR, payload, (sid,))])
 
     def _log_refusal(self, sid: str, event: str, error: ProtocolError) -> None:
         now = self.clock()
@@ -204,14 +204,16 @@ class Relay:
         room, member = left
         logger.info("%s (%s) left %s", member.name, sid, room)
         outcome = await self._told_left(room, member)
-        outcome.ack, outcome.left = {"ok": True}, room
+        outcome.ack = {"ok": True}
         return outcome
 
     async def _told_left(self, room: str, member: Member) -> Outcome:
-        return Outcome(emits=[Emit(protocol.PEER_LEFT, member.to_payload(), room=room),
-                              _head_count(room, len(await self.store.members(room)))])
+        """``peer-left``, then the head count, to who is still in the room."""
+        there = tuple(each.id for each in await self.store.members(room))
+        return Outcome(emits=[*_to_any(protocol.PEER_LEFT, member.to_payload(), there),
+                              *_to_any(protocol.USER_IN_ROOM, len(there), there)])
 
 
-def _head_count(room: str, count: int) -> Emit:
-    """The classic ``userInRoom`` head count, sent only to the room it counts."""
-    return Emit(protocol.USER_IN_ROOM, count, room=room)
+def _to_any(event: str, payload: Union[dict[str, Any], int], to: tuple[str, ...]) -> list[Emit]:
+    """The emit of ``event`` to ``to``; none when that is nobody."""
+    return [Emit(event, payload, to)] if to else []

@@ -3,7 +3,7 @@
 The wire format is ``signaling.protocol``'s, the relay rules (who may join, who receives
 what) are ``signaling.relay``'s, and the room state is a ``signaling.store``; this module
 serves HTTP, keeps the limits on clients, hands each Socket.IO event to the relay and
-applies what comes out (rooms entered and left, events sent, the acknowledgement).
+applies what comes out (events sent, the acknowledgement).
 """
 
 from __future__ import annotations
@@ -192,7 +192,7 @@ class SignalingServer:
         try:
             # A node of several that stops tells the rooms: their members on other nodes stay.
             announce = not self._stopping or self.node is not None
-            await self._apply(sid, await self.relay.disconnect(sid, announce=announce))
+            await self._apply(await self.relay.disconnect(sid, announce=announce))
         except StoreUnavailable:  # this node forgot it; Redis does when back (``Node``)
             logger.debug("disconnect %s while the room store is gone", sid)
         logger.debug("disconnect %s", sid)
@@ -201,7 +201,7 @@ class SignalingServer:
         try:
             self._check_join_rate(sid)
         except ProtocolError as error:
-            return await self._apply(sid, self.relay.refuse(sid, protocol.JOIN, error))
+            return await self._apply(self.relay.refuse(sid, protocol.JOIN, error))
         return await self._handle(sid, protocol.JOIN, self.relay.join(sid, args[0] if args else None))
 
     async def _on_leave(self, sid: str, *args: Any) -> dict[str, Any]:
@@ -216,29 +216,21 @@ class SignalingServer:
             decided = await outcome
         except StoreUnavailable as error:
             decided = self.relay.refuse(sid, event, error)
-        return await self._apply(sid, decided)
+        return await self._apply(decided)
 
     async def _departed(self, departures: list[tuple[str, Member]]) -> None:
         """Members the store took out of their rooms (their node died): the rooms hear it."""
         for room, member in departures:
-            await self._apply(member.id, await self.relay.departed(room, member))
+            await self._apply(await self.relay.departed(room, member))
 
     async def _drop(self, sids: list[str]) -> None:
         for sid in sids:
             await self.sio.disconnect(sid)
 
-    async def _apply(self, sid: str, outcome: Outcome) -> dict[str, Any]:
-        """Do what the relay decided, in its order; return the acknowledgement."""
-        if outcome.entered is not None:
-            await self.sio.enter_room(sid, _sio_room(outcome.entered))
-        if outcome.left is not None:
-            await self.sio.leave_room(sid, _sio_room(outcome.left))
+    async def _apply(self, outcome: Outcome) -> dict[str, Any]:
+        """Send the events the relay decided, in its order; return the acknowledgement."""
         for emit in outcome.emits:
-            if emit.to is not None:
-                await self.sio.emit(emit.event, emit.payload, to=emit.to)
-            else:
-                assert emit.room is not None  # an emit goes to one connection or a room
-                await self.sio.emit(emit.event, emit.payload, room=_sio_room(emit.room), skip_sid=emit.skip)
+            await self.sio.emit(emit.event, emit.payload, to=emit.to[0] if len(emit.to) == 1 else list(emit.to))
         return outcome.ack
 
 
@@ -263,12 +255,6 @@ def _names_origins(origins: Union[str, Sequence[str], None]) -> bool:
     if origins is None or origins == "*":
         return False
     return "*" not in ([origins] if isinstance(origins, str) else origins)
-
-
-def _sio_room(room: str) -> str:
-    """Socket.IO puts every sid in a room named after itself; prefixing ours (':' is not
-    allowed in room names) keeps a room called like someone's sid from reaching them."""
-    return f"room:{room}"
 
 
 def advertised_urls(host: str, port: int, scheme: str = "http") -> list[str]:

@@ -50,8 +50,11 @@ class RoomStore(Protocol):
     async def members(self, room: str) -> list[Member]:
         """Who is in ``room`` now, in the order they joined."""
 
-    async def keep(self, member_id: str, message: dict[str, Any]) -> None:
-        """Keep a broadcast message (``relayed`` form) if it reached nobody (``Rooms.keep``)."""
+    async def broadcast(self, member_id: str, message: dict[str, Any]) -> list[str]:
+        """Who receives ``message`` (``relayed`` form), sent by a member to its room: the ids of
+        everyone else there, in the order they joined. When that is nobody, the message is
+        kept for the next member (``Rooms.keep``). One question: who is there and whether
+        to keep it cannot disagree."""
 
     async def take_offers(self, room: str) -> list[dict[str, Any]]:
         """The kept messages of ``room``'s members, forgotten as they are handed out."""
@@ -96,8 +99,10 @@ class MemoryStore:
     async def members(self, room: str) -> list[Member]:
         return self.rooms.members(room)
 
-    async def keep(self, member_id: str, message: dict[str, Any]) -> None:
-        self.rooms.keep(member_id, message)
+    async def broadcast(self, member_id: str, message: dict[str, Any]) -> list[str]:
+        room = self.rooms.room_of(member_id)
+        self.rooms.keep(member_id, message)  # only when alone
+        return [] if room is None else [each.id for each in self.rooms.members(room) if each.id != member_id]
 
     async def take_offers(self, room: str) -> list[dict[str, Any]]:
         return self.rooms.take_offers(room)

@@ -75,23 +75,32 @@ async def test_a_leave_frees_the_seat_and_an_empty_room_is_gone(store):
 
 async def test_an_offer_of_a_member_alone_is_kept_for_the_next_one_once(store):
     await store.join("r", ALICE)
-    await store.keep(ALICE.id, offer(ALICE, 1))
-    await store.keep(ALICE.id, offer(ALICE, 2))  # replaces the first
+    assert await store.broadcast(ALICE.id, offer(ALICE, 1)) == []
+    await store.broadcast(ALICE.id, offer(ALICE, 2))  # replaces the first
     for n in range(MAX_KEPT_CANDIDATES + 3):
-        await store.keep(ALICE.id, candidate(ALICE, n))
+        await store.broadcast(ALICE.id, candidate(ALICE, n))
     await store.join("r", BOB)
-    await store.keep(BOB.id, offer(BOB))  # not alone: nothing kept
+    assert await store.broadcast(BOB.id, offer(BOB)) == [ALICE.id]  # not alone: nothing kept
     taken = await store.take_offers("r")
     assert taken[0] == offer(ALICE, 2)
     assert taken[1:] == [candidate(ALICE, n) for n in range(MAX_KEPT_CANDIDATES)]
     assert await store.take_offers("r") == []
 
 
+async def test_a_broadcast_reaches_everyone_else_in_the_room_in_join_order(redis_server):
+    node = await started(redis_server.url, "n1", capacity=3)
+    for member in (ALICE, BOB, CAROL):
+        await node.join("r", member)
+    assert await node.broadcast(BOB.id, {"type": "bye"}) == [ALICE.id, CAROL.id]
+    assert await node.broadcast("nobody", {"type": "bye"}) == []
+    await node.close()
+
+
 async def test_candidates_without_a_kept_offer_and_a_leaver_s_offer_are_not_kept(store):
     await store.join("r", ALICE)
-    await store.keep(ALICE.id, candidate(ALICE, 1))
+    await store.broadcast(ALICE.id, candidate(ALICE, 1))
     assert await store.take_offers("r") == []
-    await store.keep(ALICE.id, offer(ALICE))
+    await store.broadcast(ALICE.id, offer(ALICE))
     await store.leave(ALICE.id)
     await store.join("r", BOB)
     assert await store.take_offers("r") == []
@@ -114,6 +123,15 @@ async def test_fifty_joins_at_once_through_three_nodes_never_overfill_a_room(red
         assert len(await nodes[0].members(f"room-{room}")) == 2
     for node in nodes:
         await node.close()
+
+
+async def test_a_burst_of_joins_waits_for_connections_rather_than_failing(redis_server):
+    """More joins at once than the node holds connections (the members of a dead node, coming
+    back): they wait their turn, and the node stays healthy."""
+    node = await started(redis_server.url, "n1")
+    await asyncio.gather(*(node.join(f"burst-{k // 2}", Member(f"id-{k}", f"m{k}")) for k in range(300)))
+    assert node.healthy and await node.member_count() == 300
+    await node.close()
 
 
 async def test_a_dead_node_s_members_are_swept_once_and_a_live_one_s_stay(redis_server):

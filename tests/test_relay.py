@@ -41,31 +41,30 @@ async def seated(rooms: Rooms, *joins: tuple[str, str, str]) -> Relay:
 
 
 def assert_refused(outcome: Outcome, sid: str, event: str, code: str, error: str = "") -> None:
-    """A refusal: the same payload as the ack and as an ``error`` event to the sender
-    alone, and no room entered or left."""
+    """A refusal: the same payload as the ack and as an ``error`` event to the sender alone."""
     assert outcome.ack["ok"] is False and outcome.ack["event"] == event and outcome.ack["code"] == code
     assert error in outcome.ack["error"]
-    assert outcome.emits == [Emit(ERROR, outcome.ack, to=sid)]
-    assert outcome.entered is None and outcome.left is None
+    assert outcome.emits == [Emit(ERROR, outcome.ack, (sid,))]
 
 
 # join
 
 
-async def test_join_enters_the_room_announces_the_joiner_then_counts(caplog):
+async def test_join_announces_the_joiner_to_who_was_there_then_counts_to_all(caplog):
     caplog.set_level("INFO", logger="signaling")
     rooms = Rooms(capacity=3)
     relay = relay_of(rooms)
     first = await relay.join(A, {"room": "r", "name": "alice"})
     assert first == Outcome(
         ack={"ok": True, "id": A, "name": "alice", "room": "r", "members": [], "capacity": 3, "offers": []},
-        entered="r",
-        emits=[Emit(PEER_JOINED, ALICE, room="r", skip=A), Emit(USER_IN_ROOM, 1, room="r")],
+        emits=[Emit(USER_IN_ROOM, 1, (A,))],
     )
     second = await relay.join(B, {"room": "r", "name": "bob"})
-    assert second.ack["members"] == [ALICE] and second.entered == "r"
-    assert second.emits == [Emit(PEER_JOINED, BOB, room="r", skip=B), Emit(USER_IN_ROOM, 2, room="r")]
-    assert rooms.members("r") == [Member(A, "alice"), Member(B, "bob")]
+    assert second.ack["members"] == [ALICE]
+    assert second.emits == [Emit(PEER_JOINED, BOB, (A,)), Emit(USER_IN_ROOM, 2, (A, B))]
+    third = await relay.join(C, {"room": "r", "name": "carol"})
+    assert third.emits[0].to == (A, B) and third.emits[1] == Emit(USER_IN_ROOM, 3, (A, B, C))
+    assert rooms.members("r") == [Member(A, "alice"), Member(B, "bob"), Member(C, "carol")]
     assert "alice (alice-sid) joined r" in caplog.messages and "bob (bob-sid) joined r" in caplog.messages
 
 
@@ -74,7 +73,7 @@ async def test_a_joiner_without_a_name_is_a_guest_named_after_its_id():
     assert (await relay.join(A, "r")).ack["name"] == "guest-alic"
     assert (await relay.join(B, {"room": "r", "name": "   "})).ack["name"] == "guest-bob-"
     assert (await relay.join(C, {"room": "r", "name": None})).emits[0] == \
-        Emit(PEER_JOINED, {"id": C, "name": "guest-caro"}, room="r", skip=C)
+        Emit(PEER_JOINED, {"id": C, "name": "guest-caro"}, (A, B))
 
 
 async def test_a_bad_join_is_refused_to_its_sender_alone(caplog):
@@ -99,7 +98,7 @@ async def test_a_room_token_admits_to_its_room_only():
                    A, "join", BAD_TOKEN)
     assert len(rooms) == 0
     joined = await relay.join(A, {"room": "demo", "token": make_token("s3cret", "demo", ttl=60)})
-    assert joined.ack["ok"] is True and joined.entered == "demo"
+    assert joined.ack["ok"] is True and rooms.members("demo") == [Member(A, "guest-alic")]
 
 
 async def test_the_store_refuses_a_full_room_and_a_second_join():
@@ -156,10 +155,9 @@ async def test_an_offer_sent_alone_goes_to_the_next_joiner_in_its_ack():
     relay = await seated(rooms, (A, "r", "alice"))
     offer = await relay.message(A, {"type": "offer", "sdp": SDP})
     candidate = await relay.message(A, {"type": "candidate", "candidate": CANDIDATE})
-    assert offer.ack == candidate.ack == OK
-    kept = [offer.emits[0].payload, candidate.emits[0].payload]
-    assert kept == [{"type": "offer", "sdp": SDP, "from": A, "name": "alice"},
-                    {"type": "candidate", "candidate": CANDIDATE, "from": A, "name": "alice"}]
+    assert offer == candidate == Outcome(ack=OK), "nobody to send them to"
+    kept = [{"type": "offer", "sdp": SDP, "from": A, "name": "alice"},
+            {"type": "candidate", "candidate": CANDIDATE, "from": A, "name": "alice"}]
     assert (await relay.join(B, {"room": "r", "name": "bob"})).ack["offers"] == kept
     assert (await relay.join(C, {"room": "r"})).ack["offers"] == [], "an offer is answered once"
 
@@ -184,9 +182,10 @@ async def test_a_message_goes_to_the_rest_of_the_room_stamped_with_its_sender():
     relay = await seated(rooms, (A, "r", "alice"), (B, "r", "bob"), (C, "s", "carol"))
     sent = await relay.message(A, {"type": "answer", "sdp": SDP, "from": B, "name": "bob", "extra": 1})
     assert sent == Outcome(ack=OK, emits=[
-        Emit(MESSAGE, {"type": "answer", "sdp": SDP, "from": A, "name": "alice"}, room="r", skip=A)])
+        Emit(MESSAGE, {"type": "answer", "sdp": SDP, "from": A, "name": "alice"}, (B,))])
     bye = await relay.message(B, {"type": "bye"})
-    assert bye.emits == [Emit(MESSAGE, {"type": "bye", "from": B, "name": "bob"}, room="r", skip=B)]
+    assert bye.emits == [Emit(MESSAGE, {"type": "bye", "from": B, "name": "bob"}, (A,))]
+    assert (await relay.message(C, {"type": "bye"})) == Outcome(ack=OK), "alone: nobody to send it to"
 
 
 async def test_to_reaches_another_member_of_the_senders_room_only():
@@ -194,7 +193,7 @@ async def test_to_reaches_another_member_of_the_senders_room_only():
     relay = await seated(rooms, (A, "r", "alice"), (B, "r", "bob"), (C, "r", "carol"), (D, "s", "dave"))
     direct = await relay.message(A, {"type": "offer", "sdp": SDP, "to": C})
     assert direct == Outcome(ack=OK, emits=[
-        Emit(MESSAGE, {"type": "offer", "sdp": SDP, "from": A, "name": "alice"}, to=C)])
+        Emit(MESSAGE, {"type": "offer", "sdp": SDP, "from": A, "name": "alice"}, (C,))])
     for target in (A, D, "nobody"):  # oneself, another room, no one
         assert_refused(await relay.message(A, {"type": "offer", "sdp": SDP, "to": target}),
                        A, "message", UNKNOWN_TARGET, f"no member {target!r} in room 'r'")
@@ -218,11 +217,11 @@ async def test_leave_goes_out_of_the_room_then_tells_it_and_counts(caplog):
     rooms = Rooms()
     relay = await seated(rooms, (A, "r", "alice"), (B, "r", "bob"))
     assert await relay.leave(A) == Outcome(
-        ack=OK, left="r", emits=[Emit(PEER_LEFT, ALICE, room="r"), Emit(USER_IN_ROOM, 1, room="r")])
+        ack=OK, emits=[Emit(PEER_LEFT, ALICE, (B,)), Emit(USER_IN_ROOM, 1, (B,))])
     assert "alice (alice-sid) left r" in caplog.messages
     assert_refused(await relay.leave(A), A, "leave", NOT_JOINED, "not in a room")
-    assert (await relay.join(A, {"room": "s"})).entered == "s", "a member that left may join again"
-    assert (await relay.leave(B)).emits[-1] == Emit(USER_IN_ROOM, 0, room="r")
+    assert (await relay.join(A, {"room": "s"})).ack["ok"] is True, "a member that left may join again"
+    assert await relay.leave(B) == Outcome(ack=OK), "the last one: nobody to tell"
     assert rooms.members("r") == []
 
 
@@ -230,7 +229,7 @@ async def test_a_disconnect_leaves_as_leave_does_unless_the_server_is_going():
     rooms = Rooms(capacity=3)
     relay = await seated(rooms, (A, "r", "alice"), (B, "r", "bob"), (C, "r", "carol"))
     assert await relay.disconnect(B) == Outcome(
-        ack=OK, left="r", emits=[Emit(PEER_LEFT, BOB, room="r"), Emit(USER_IN_ROOM, 2, room="r")])
+        ack=OK, emits=[Emit(PEER_LEFT, BOB, (A, C)), Emit(USER_IN_ROOM, 2, (A, C))])
     assert await relay.disconnect(A, announce=False) == Outcome(), "nobody left: the server went"
     assert rooms.members("r") == [Member(C, "carol")]
     assert await relay.disconnect(D) == Outcome(), "never joined: nothing to tell"
