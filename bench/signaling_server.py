@@ -92,6 +92,8 @@ UNAVAILABLE_FOR = 60.0
 """Seconds a join refused with ``unavailable`` is asked again (each second), as ``python -m peer`` does."""
 NODE_RATE = 500.0
 """The fixed offered rate of the rows on Redis, messages a second (``--node-rate``)."""
+STOP_WITHIN = 10.0
+"""Seconds a server has to stop after SIGTERM (ours takes at most its --shutdown-timeout, 3 s)."""
 STEP = 1.25
 """Each climb step offers this many times the last step's rate."""
 SATURATED_MEDIAN_MS = 50.0
@@ -489,11 +491,15 @@ async def start_signaling(name: str, root: Path, *flags: str, log: Optional[Path
 
 
 def stopper(process: asyncio.subprocess.Process) -> Any:
-    """A function that ends ``process`` (SIGTERM) and waits for it."""
+    """A function that ends ``process`` (SIGTERM, SIGKILL after ``STOP_WITHIN`` seconds) and waits for it."""
     async def stop() -> None:
         if process.returncode is None:
             process.terminate()
-            await process.wait()
+            try:
+                await asyncio.wait_for(process.wait(), STOP_WITHIN)
+            except asyncio.TimeoutError:
+                process.kill()
+                await process.wait()
     return stop
 
 
@@ -687,15 +693,19 @@ async def node_round(servers: list[Server], redis: Optional[Server], generators:
     await generators.close()
     per_join = [cpu / joins * 1e6 for cpu in join_cpu]
     per_message = [cpu / max(1, fixed.received) * 1e6 for cpu in relay_cpu]
-    redis_part = (lambda shares: f" (Redis {shares[-1]:.0f})") if redis else (lambda shares: "")
     print(f"    {len(servers)} server(s){' on Redis' if redis else ', no Redis'}: {joins / elapsed:.0f} joins/s, "
-          f"{sum(per_join):.0f} us CPU a join{redis_part(per_join)}"
+          f"{sum(per_join):.0f} us CPU a join{redis_part(per_join, redis)}"
           + (f", {unavailable} refused as 'unavailable' (asked again a second later)" if unavailable else "")
           + f"; {rate:g}/s offered: "
           f"{fixed.delivered_per_second:.0f}/s delivered, median {relay_median(fixed):.1f} ms, "
           f"p99 {relay_p99(fixed):.1f} ms, loss {fixed.loss:.1%}; {sum(per_message):.0f} us CPU a message"
-          f"{redis_part(per_message)}", file=sys.stderr)
+          f"{redis_part(per_message, redis)}", file=sys.stderr)
     return NodeResult(joins / elapsed, sum(per_join), fixed, sum(per_message))
+
+
+def redis_part(shares: list[float], redis: Optional[Server]) -> str:
+    """Redis's share (the last of ``shares``), for the progress line."""
+    return f" (Redis {shares[-1]:.0f})" if redis else ""
 
 
 async def profile_all(servers: list[Server], directory: Optional[Path],
