@@ -105,6 +105,9 @@ class Node:
         self._task: Optional[asyncio.Task] = None
         self._up_since = 0.0
         self._said_lost = False
+        self._emptied = False
+        """Redis lost its data since our last restore: kept until a restore has used the news
+        (the turn that heard it may fail before, its subscription not back yet)."""
 
     async def start(self) -> None:
         """Check Redis (``StoreUnavailable`` when it does not answer), then serve."""
@@ -137,13 +140,14 @@ class Node:
 
     async def _serve_once(self) -> None:
         was_healthy = self.store.healthy
-        same_redis = await self.store.renew()
+        self._emptied |= not await self.store.renew()
         if not self.manager.listening:
             # Events between nodes do not flow (yet): joins stay refused until they do.
             self.store.healthy = False
             raise StoreUnavailable("not subscribed to the nodes' events")
-        if not was_healthy or not same_redis:
-            gone, lost = await self.store.restore(emptied=not same_redis)
+        if not was_healthy or self._emptied:
+            gone, lost = await self.store.restore(emptied=self._emptied)
+            self._emptied = False
             self.store.healthy = True
             self._up_since = time.monotonic()
             if self._said_lost:
