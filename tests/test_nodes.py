@@ -239,6 +239,11 @@ def test_a_killed_node_behind_nginx(redis_server, processes, tmp_path):
         # the same call all along (the README: a peer back from a signaling outage keeps its
         # calls instead of calling twice), as after a restart of the only server
         assert alice.output.count("connected to bob") == 1 and bob.output.count("connected to alice") == 1
+        # and its statistics follow bob under his new id: his video's frame rate, not "-"
+        before = len(alice.lines)
+        until(lambda: any(line.startswith("status: ") for line in list(alice.lines)[before:]), 7, "a status line")
+        status = next(line for line in list(alice.lines)[before:] if line.startswith("status: "))
+        assert re.search(r"\bbob \d+(\.\d+)?/\d+(\.\d+)? fps in/out", status), status
         alice.interrupt()
         assert alice.wait() == 0
         no_traceback(alice, bob, alice_node)
