@@ -31,7 +31,7 @@ from redis.exceptions import RedisError
 
 from . import protocol
 from .protocol import ALREADY_JOINED, ROOM_FULL, Member, ProtocolError
-from .store import StoreUnavailable
+from .store import Seat, StoreUnavailable
 
 logger = logging.getLogger("signaling")
 
@@ -74,21 +74,38 @@ local function members(p, room)
 end
 """
 
-JOIN = _MEMBERS + """
+_TAKE = """
+local function take(p, room)
+  local taken = {}
+  for _, sid in ipairs(redis.call('LRANGE', p .. 'room:' .. room, 0, -1)) do
+    local key = p .. 'kept:' .. sid
+    for _, message in ipairs(redis.call('LRANGE', key, 0, -1)) do taken[#taken + 1] = message end
+    redis.call('DEL', key)
+  end
+  return taken
+end
+"""
+
+JOIN = _MEMBERS + _TAKE + """
 local p, room, sid, member, node, capacity = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], tonumber(ARGV[6])
 local current = redis.call('HGET', p .. 'member:' .. sid, 'room')
 if current then return {'already', current} end
 local others = members(p, room)
 if #others >= capacity then return {'full'} end
+local offers = {}
+if ARGV[7] == 'take' then offers = take(p, room) end
 redis.call('RPUSH', p .. 'room:' .. room, sid)
 redis.call('HSET', p .. 'member:' .. sid, 'room', room, 'member', member, 'node', node)
 redis.call('SADD', p .. 'node:' .. node, sid)
 redis.call('SADD', p .. 'members', sid)
 redis.call('SADD', p .. 'rooms', room)
-table.insert(others, 1, 'ok')
-return others
+local answer = {'ok', #others}
+for _, each in ipairs(others) do answer[#answer + 1] = each end
+for _, each in ipairs(offers) do answer[#answer + 1] = each end
+return answer
 """
-"""Seat ``sid`` in ``room``: ``{'ok', member JSON of those already there...}``, or
+"""Seat ``sid`` in ``room``, taking what its members kept if ARGV[7] is ``take``:
+``{'ok', N, N member JSON of those already there..., kept message JSON...}``, or
 ``{'already', room}``, or ``{'full'}`` (nothing changed)."""
 
 LEAVE = _LEAVE + "return leave(ARGV[1], ARGV[2])"
@@ -116,17 +133,6 @@ return others
 """
 """Who else is in the sender's room; when nobody, ``Rooms.keep``'s rule: an offer replaces the
 kept one, candidates follow a kept offer, at most ``most`` of them."""
-
-TAKE_OFFERS = """
-local p, room = ARGV[1], ARGV[2]
-local taken = {}
-for _, sid in ipairs(redis.call('LRANGE', p .. 'room:' .. room, 0, -1)) do
-  local key = p .. 'kept:' .. sid
-  for _, message in ipairs(redis.call('LRANGE', key, 0, -1)) do taken[#taken + 1] = message end
-  redis.call('DEL', key)
-end
-return taken
-"""
 
 SWEEP = _LEAVE + """
 local p = ARGV[1]
@@ -184,7 +190,6 @@ class RedisStore:
         self._leave = self.redis.register_script(LEAVE)
         self._members = self.redis.register_script(MEMBERS)
         self._broadcast = self.redis.register_script(BROADCAST)
-        self._take_offers = self.redis.register_script(TAKE_OFFERS)
         self._sweep = self.redis.register_script(SWEEP)
         self._reconcile = self.redis.register_script(RECONCILE)
 
@@ -194,17 +199,17 @@ class RedisStore:
 
     # The room store (signaling.store.RoomStore)
 
-    async def join(self, room: str, member: Member) -> list[Member]:
+    async def join(self, room: str, member: Member) -> Seat:
         if not self.healthy:
             raise StoreUnavailable()
-        document = json.dumps(member.to_payload())
-        answer = await self._ask(self._join(args=[self._prefix, room, member.id, document, self.node, self._capacity]))
+        answer = await self._seat(room, member, take="take")
         if answer[0] == "already":
             raise ProtocolError(ALREADY_JOINED, f"already in room {answer[1]!r}; leave it first")
         if answer[0] == "full":
             raise ProtocolError(ROOM_FULL, f"room {room!r} is full ({self._capacity} members)")
         self.local[member.id] = (room, member)
-        return [_member(each) for each in answer[1:]]
+        count = int(answer[1])
+        return Seat([_member(each) for each in answer[2:2 + count]], [json.loads(each) for each in answer[2 + count:]])
 
     async def leave(self, member_id: str) -> Optional[tuple[str, Member]]:
         """Also while Redis is gone, this node forgets the member; Redis forgets it when back
@@ -230,9 +235,6 @@ class RedisStore:
         kept = json.dumps(message) if message.get("type") in (protocol.OFFER, protocol.CANDIDATE) else ""
         return list(await self._ask(self._broadcast(args=[self._prefix, member_id, message.get("type", ""), kept,
                                                           protocol.MAX_KEPT_CANDIDATES])))
-
-    async def take_offers(self, room: str) -> list[dict[str, Any]]:
-        return [json.loads(each) for each in await self._ask(self._take_offers(args=[self._prefix, room]))]
 
     async def count(self) -> int:
         return int(await self._ask(self.redis.scard(self._key("rooms"))))
@@ -280,10 +282,7 @@ class RedisStore:
         lost = []
         for member_id, (room, member) in list(self.local.items()):
             if emptied:
-                document = json.dumps(member.to_payload())
-                answer = await self._ask(self._join(args=[self._prefix, room, member_id, document, self.node,
-                                                          self._capacity]))
-                seated = answer[0] != "full"
+                seated = (await self._seat(room, member, take="keep"))[0] != "full"
             else:
                 seated = bool(await self._ask(self.redis.exists(self._key("member", member_id))))
             if not seated:
@@ -295,6 +294,12 @@ class RedisStore:
 
     async def close(self) -> None:
         await self.redis.aclose(close_connection_pool=True)
+
+    async def _seat(self, room: str, member: Member, take: str) -> list[Any]:
+        """The JOIN script's answer; with ``take`` "take", the room's kept offers go to ``member``."""
+        document = json.dumps(member.to_payload())
+        return await self._ask(self._join(args=[self._prefix, room, member.id, document, self.node, self._capacity,
+                                                take]))
 
     def _key(self, *parts: str) -> str:
         return self._prefix + ":".join(parts)
