@@ -1,6 +1,8 @@
-"""The signaling server under 1,000 clients in 500 rooms, ours beside a bare python-socketio relay.
+"""The signaling server under 1,000 clients in 500 rooms, ours beside a bare python-socketio relay;
+then ours on Redis with 1, 2 and 3 nodes beside ours alone.
 
-    python bench/signaling_server.py [--rounds 3] [--seconds 3] [--clients 1000] [--rate 2000] [--quick]
+    python bench/signaling_server.py [--rounds 3] [--seconds 3] [--clients 1000] [--rate 2000]
+                                     [--nodes 1,2,3|none] [--node-rate 500] [--quick]
 
 Ours is ``python -m signaling --host 127.0.0.1 --port P``, started as a user starts it (its
 own process, default settings and limits). The baseline is a bare python-socketio relay done
@@ -31,6 +33,29 @@ Per round, for each server in turn (ours, then the baseline):
 
 Then everyone disconnects. ``--profile DIR`` records each server with py-spy during its first
 climb (``DIR/ours.txt``, ``DIR/bare.txt``: collapsed stacks, and the same as ``.svg``).
+
+**Several nodes on Redis** (``--nodes``, default 1, 2 and 3; 1 and 2 with ``--quick``; ``none``
+leaves them out; they need ``redis-server``, which the bench starts on a free port of 127.0.0.1
+with nothing on disk). In each round, after the rows above, the same clients are spread over
+the servers of one set in turn: ours alone without Redis (the reference, the baseline column of
+these rows), then ``k`` nodes, each ``python -m signaling --redis URL --node-name nK`` in its own
+process, started afresh for the set and stopped after it (an idle node on the same Redis would
+still read every message published). Client ``i`` of a generator talks to server ``i % k``, so
+the two members of a room are on different nodes when there are two or more: every relay then
+crosses Redis. For each set:
+
+1. **joins per second**: every client joins its room at once, each generator keeping
+   ``JOIN_WINDOW`` joins awaiting their ack (the next sent as soon as one is answered); the
+   joins over the time from the first join sent to the last ack read, in either generator (a
+   join refused because the node cannot reach Redis is asked again a second later, as ``python
+   -m peer`` does, and counted on stderr);
+   and the **CPU time of every node and of Redis per join**, until a second after the last ack
+   (what a join sends to its room goes on after the ack);
+2. **relay latency**, median and p99, at ``--node-rate`` messages a second for ``--seconds``,
+   as in step 2 above; and the **CPU time of every node and of Redis per message** relayed.
+
+``--profile DIR`` also records each node of the first round during the relay at the fixed rate
+(``DIR/2-nodes-n1.txt``...) and during the joins (``DIR/2-nodes-n1-joins.txt``...).
 """
 
 from __future__ import annotations
@@ -40,9 +65,11 @@ import asyncio
 import json
 import os
 import resource
+import shutil
 import socket
 import statistics
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,6 +86,14 @@ PER_ADDRESS = 10
 """Clients per source address: under our server's default of 20 per address."""
 JOIN_RATE = 500.0
 """Joins a second, overall: a busy server's steady arrival, not one thundering herd."""
+JOIN_WINDOW = 50
+"""Joins awaiting their ack in each generator when every client joins at once (the rows on Redis)."""
+UNAVAILABLE_FOR = 60.0
+"""Seconds a join refused with ``unavailable`` is asked again (each second), as ``python -m peer`` does."""
+NODE_RATE = 500.0
+"""The fixed offered rate of the rows on Redis, messages a second (``--node-rate``)."""
+STOP_WITHIN = 10.0
+"""Seconds a server has to stop after SIGTERM (ours takes at most its --shutdown-timeout, 3 s)."""
 STEP = 1.25
 """Each climb step offers this many times the last step's rate."""
 SATURATED_MEDIAN_MS = 50.0
@@ -193,7 +228,9 @@ async def connect(load: Load, url: str, session: Any) -> Client:
     return client
 
 
-async def open_clients(load: Load, url: str, count: int, generator: int) -> None:
+async def open_clients(load: Load, urls: list[str], count: int, generator: int) -> None:
+    """``count`` clients, client ``i`` on server ``urls[i % len(urls)]``: with two servers or
+    more, the two members of a room (clients ``2j`` and ``2j + 1``) are on different ones."""
     import aiohttp
     addresses = range((count + PER_ADDRESS - 1) // PER_ADDRESS)
     load.sessions = [aiohttp.ClientSession(connector=aiohttp.TCPConnector(
@@ -202,32 +239,72 @@ async def open_clients(load: Load, url: str, count: int, generator: int) -> None
 
     async def one(index: int) -> Client:
         async with gate:
-            return await connect(load, url, load.sessions[index // PER_ADDRESS])
+            return await connect(load, urls[index % len(urls)], load.sessions[index // PER_ADDRESS])
 
     load.clients = list(await asyncio.gather(*(one(i) for i in range(count))))
     for a, b in zip(load.clients[0::2], load.clients[1::2]):
         a.partner, b.partner = b, a
 
 
-async def join_all(load: Load, generator: int, rate: float) -> list[float]:
+async def join(client: Client, room: str, name: str) -> int:
+    """``join`` with an acknowledgement; an error if the server refuses it, except when it
+    cannot reach its room store (a node on Redis): then asked again each second, as ``python -m
+    peer`` does, up to ``UNAVAILABLE_FOR`` seconds. How many times it was refused so."""
+    for refused in range(int(UNAVAILABLE_FOR) + 1):
+        ack = await client.call("join", {"room": room, "name": name})
+        answer = ack[0] if isinstance(ack, list) and ack and isinstance(ack[0], dict) else {}
+        if answer.get("ok"):
+            return refused
+        if answer.get("code") != "unavailable":
+            break
+        await asyncio.sleep(1)
+    raise RuntimeError(f"join refused: {ack}")
+
+
+def room_of(prefix: str, generator: int, index: int) -> str:
+    """Client ``index``'s room: two clients a room, its partner's."""
+    return f"{prefix}-{generator}-{index // 2}"
+
+
+async def join_all(load: Load, generator: int, rate: float, prefix: str) -> list[float]:
     """Each client joins its room (two a room), ``rate`` joins a second; the latencies, s."""
     latencies: list[float] = []
 
     async def one(index: int, client: Client) -> None:
         await asyncio.sleep(index / rate)
         start = time.monotonic()
-        ack = await client.call("join", {"room": f"bench-{generator}-{index // 2}", "name": f"c{index}"})
+        await join(client, room_of(prefix, generator, index), f"c{index}")
         latencies.append(time.monotonic() - start)
-        if not (isinstance(ack, list) and ack and isinstance(ack[0], dict) and ack[0].get("ok")):
-            raise RuntimeError(f"join refused: {ack}")
 
     await asyncio.gather(*(one(i, c) for i, c in enumerate(load.clients)))
+    address_partners(load)
+    return latencies
+
+
+async def join_burst(load: Load, generator: int, window: int, prefix: str) -> dict[str, float]:
+    """Every client joins its room at once, at most ``window`` joins awaiting their ack (the
+    next sent as soon as one is answered): when the first was sent and the last answered, and
+    how many times a join was refused because the server could not reach its room store."""
+    gate = asyncio.Semaphore(window)
+
+    async def one(index: int, client: Client) -> int:
+        async with gate:
+            return await join(client, room_of(prefix, generator, index), f"c{index}")
+
+    start = time.monotonic()
+    refused = sum(await asyncio.gather(*(one(i, c) for i, c in enumerate(load.clients))))
+    end = time.monotonic()
+    address_partners(load)
+    return {"start": start, "end": end, "joins": len(load.clients), "unavailable": refused}
+
+
+def address_partners(load: Load) -> None:
+    """Each client's ``message`` to its partner, which needs the partner's sid (known once joined)."""
     for client in load.clients:
         assert client.partner is not None
         client.message_head = ('42["message",{"type":"candidate","candidate":{"candidate":"' + CANDIDATE
                                + '","sdpMid":"0","sdpMLineIndex":0,' + SEQ_KEY)
         client.message_tail = '"},"to":"' + client.partner.sid + '"}]'
-    return latencies
 
 
 async def relay(load: Load, rate: float, seconds: float) -> dict[str, Any]:
@@ -275,10 +352,13 @@ async def generator(link: harness.Link, options: argparse.Namespace, rest: list[
             return
         do = command["do"]
         if do == "open":
-            await open_clients(load, command["url"], command["clients"], command["generator"])
+            await open_clients(load, command["urls"], command["clients"], command["generator"])
             link.send("opened")
         elif do == "join":
-            link.send("joined", latencies=[x * 1000 for x in await join_all(load, command["generator"], command["rate"])])
+            latencies = await join_all(load, command["generator"], command["rate"], command["prefix"])
+            link.send("joined", latencies=[x * 1000 for x in latencies])
+        elif do == "burst":
+            link.send("burst", **await join_burst(load, command["generator"], command["window"], command["prefix"]))
         elif do == "relay":
             link.send("relayed", **await relay(load, command["rate"], command["seconds"]))
         elif do == "close":
@@ -348,12 +428,20 @@ class Generators:
                 wait.cancel()
             raise
 
-    async def open(self, url: str, clients: int) -> None:
-        await self.ask("opened", 120, do="open", url=url, clients=clients // (2 * GENERATORS) * 2)
+    async def open(self, urls: list[str], clients: int) -> None:
+        await self.ask("opened", 120, do="open", urls=urls, clients=clients // (2 * GENERATORS) * 2)
 
-    async def join(self) -> list[float]:
-        answers = await self.ask("joined", 120, do="join", rate=JOIN_RATE / GENERATORS)
+    async def join(self, prefix: str = "bench") -> list[float]:
+        answers = await self.ask("joined", 120, do="join", rate=JOIN_RATE / GENERATORS, prefix=prefix)
         return [x for answer in answers for x in answer["latencies"]]
+
+    async def burst(self, prefix: str) -> tuple[int, float, int]:
+        """Every client joins at once (``JOIN_WINDOW`` awaiting their ack in each generator):
+        the joins, the seconds from the first sent to the last ack read in either generator, and
+        the refusals of a server that could not reach its room store (each asked again)."""
+        answers = await self.ask("burst", 120 + UNAVAILABLE_FOR, do="burst", window=JOIN_WINDOW, prefix=prefix)
+        return (sum(a["joins"] for a in answers), max(a["end"] for a in answers) - min(a["start"] for a in answers),
+                sum(a["unavailable"] for a in answers))
 
     async def relay(self, rate: float, seconds: float) -> Step:
         answers = await self.ask("relayed", seconds + 60, do="relay", rate=rate / GENERATORS, seconds=seconds)
@@ -381,18 +469,38 @@ class Server:
 async def start_ours(root: Path = harness.ROOT) -> Server:
     """``python -m signaling`` as a user runs it, on a free port (from ``root``: another
     version of the package can be measured, for a before and after)."""
-    port = free_port()
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "signaling", "--host", LOCAL, "--port", str(port),
-        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
-        cwd=root, env={**os.environ, "PYTHONPATH": str(root)})
-    await wait_listening(port, process)
+    return await start_signaling("ours", root)
 
+
+async def start_signaling(name: str, root: Path, *flags: str, log: Optional[Path] = None) -> Server:
+    """``python -m signaling --host 127.0.0.1 --port P [flags]`` from ``root``, once it answers
+    ``/healthz``; its stderr into ``log`` (said when it fails to start), else nowhere."""
+    port = free_port()
+    with open(log or os.devnull, "wb") as stderr:  # the child holds its own copy
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "signaling", "--host", LOCAL, "--port", str(port), *flags,
+            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL, stderr=stderr,
+            cwd=root, env={**os.environ, "PYTHONPATH": str(root)})
+    try:
+        await wait_listening(port, process, f"python -m signaling {' '.join(flags)}".strip(), healthz=True)
+    except RuntimeError as error:
+        await stopper(process)()
+        said = log.read_text(errors="replace").strip().splitlines()[-3:] if log else []
+        raise RuntimeError("; ".join([str(error), *said])) from None
+    return Server(name, f"http://{LOCAL}:{port}", process.pid, stopper(process))
+
+
+def stopper(process: asyncio.subprocess.Process) -> Any:
+    """A function that ends ``process`` (SIGTERM, SIGKILL after ``STOP_WITHIN`` seconds) and waits for it."""
     async def stop() -> None:
         if process.returncode is None:
             process.terminate()
-            await process.wait()
-    return Server("ours", f"http://{LOCAL}:{port}", process.pid, stop)
+            try:
+                await asyncio.wait_for(process.wait(), STOP_WITHIN)
+            except asyncio.TimeoutError:
+                process.kill()
+                await process.wait()
+    return stop
 
 
 async def start_bare() -> Server:
@@ -407,18 +515,31 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-async def wait_listening(port: int, process: asyncio.subprocess.Process, timeout: float = 30) -> None:
+async def wait_listening(port: int, process: asyncio.subprocess.Process, what: str = "python -m signaling",
+                         timeout: float = 30, healthz: bool = False) -> None:
+    """Until ``process`` accepts connections on ``port`` (and, with ``healthz``, answers
+    ``GET /healthz`` with 200: a node on Redis is ready once it has reached Redis)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.returncode is not None:
-            raise RuntimeError(f"python -m signaling exited ({process.returncode})")
+            raise RuntimeError(f"{what} exited ({process.returncode})")
         try:
-            _, writer = await asyncio.open_connection(LOCAL, port)
-            writer.close()
-            return
+            reader, writer = await asyncio.open_connection(LOCAL, port)
         except OSError:
             await asyncio.sleep(0.05)
-    raise RuntimeError("python -m signaling did not listen in time")
+            continue
+        try:
+            if not healthz:
+                return
+            writer.write(f"GET /healthz HTTP/1.0\r\nHost: {LOCAL}:{port}\r\n\r\n".encode())
+            if (await reader.readline()).split()[1:2] == [b"200"]:
+                return
+        except OSError:
+            pass
+        finally:
+            writer.close()
+        await asyncio.sleep(0.05)
+    raise RuntimeError(f"{what} was not ready within {timeout:g} s")
 
 
 @dataclass
@@ -435,7 +556,7 @@ class Result:
 
 async def one_round(server: Server, generators: Generators, clients: int, rate: float, seconds: float,
                     max_steps: int, profile: Optional[Path]) -> Result:
-    await generators.open(server.url, clients)
+    await generators.open([server.url], clients)
     joins = await generators.join()
     before = harness.usage(server.pid).cpu_seconds
     fixed = await generators.relay(rate, seconds)
@@ -475,11 +596,13 @@ async def climb_rates(server: Server, generators: Generators, rate: float, secon
     return climb
 
 
-async def start_py_spy(server: Server, directory: Path) -> list[asyncio.subprocess.Process]:
+async def start_py_spy(server: Server, directory: Path, phase: str = "") -> list[asyncio.subprocess.Process]:
+    """py-spy on ``server``, into ``DIR/NAME[-PHASE].txt`` (collapsed stacks) and ``.svg``."""
     directory.mkdir(parents=True, exist_ok=True)
+    name = f"{server.name}-{phase}" if phase else server.name
     return [await asyncio.create_subprocess_exec(
         "py-spy", "record", "--pid", str(server.pid), "--rate", "200", "--format", fmt,
-        "-o", str(directory / f"{server.name}.{suffix}"), stdout=asyncio.subprocess.DEVNULL,
+        "-o", str(directory / f"{name}.{suffix}"), stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.DEVNULL) for fmt, suffix in (("raw", "txt"), ("flamegraph", "svg"))]
 
 
@@ -489,26 +612,190 @@ async def stop_py_spy(spies: list[asyncio.subprocess.Process]) -> None:
         await spy.wait()
 
 
+# Several nodes on Redis --------------------------------------------------------------------
+
+class NoRedis(Exception):
+    """The node rows were asked for and redis-server is not installed."""
+
+
+def redis_program() -> str:
+    program = shutil.which("redis-server")
+    if program is None:
+        raise NoRedis("bench/signaling_server.py: redis-server is not installed, and the rows with several "
+                      "nodes need one (apt-get install redis-server; or --nodes none to leave those rows out)")
+    return program
+
+
+async def start_redis(program: str, directory: Path) -> Server:
+    """A redis-server of the bench's own on a free port of 127.0.0.1, nothing on disk (as
+    tests/redis_server.py runs one)."""
+    port = free_port()
+    process = await asyncio.create_subprocess_exec(
+        program, "--port", str(port), "--bind", LOCAL, "--save", "", "--appendonly", "no", "--dir", str(directory),
+        "--protected-mode", "yes", "--loglevel", "warning",
+        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+    await wait_listening(port, process, "redis-server")
+    return Server("redis", f"redis://{LOCAL}:{port}/0", process.pid, stopper(process))
+
+
+async def start_nodes(count: int, redis: Server, root: Path, logs: Path) -> list[Server]:
+    """``count`` nodes, ``python -m signaling --redis URL --node-name nK`` each, started together;
+    all or none (those that started are stopped if one fails)."""
+    started = await asyncio.gather(*(
+        start_signaling(f"{count}-nodes-n{k}", root, "--redis", redis.url, "--node-name", f"n{k}",
+                        log=logs / f"{count}-nodes-n{k}.log")
+        for k in range(1, count + 1)), return_exceptions=True)
+    nodes = [node for node in started if isinstance(node, Server)]
+    failed = [error for error in started if isinstance(error, BaseException)]
+    if failed:
+        await stop_all(nodes)
+        raise failed[0]
+    return nodes
+
+
+async def stop_all(servers: list[Server]) -> None:
+    await asyncio.gather(*(server.stop() for server in servers))
+
+
+@dataclass
+class NodeResult:
+    """One round of one set of servers: ours alone (the reference) or ``k`` nodes on Redis."""
+
+    joins_per_second: float
+    cpu_per_join: float
+    """The CPU time of every node and of Redis per join of the burst, us."""
+    fixed: Step
+    cpu_per_message: float
+    """The CPU time of every node and of Redis per message relayed at the fixed rate, us."""
+
+
+async def node_round(servers: list[Server], redis: Optional[Server], generators: Generators, clients: int,
+                     rate: float, seconds: float, prefix: str, profile: Optional[Path]) -> NodeResult:
+    """Clients spread over ``servers`` (the two of a room on different ones when there are
+    two or more), a burst of joins, then messages at ``rate`` for ``seconds``."""
+    pids = [server.pid for server in servers] + ([redis.pid] if redis else [])
+    await generators.open([server.url for server in servers], clients)
+    spies = await profile_all(servers, profile, "joins")
+    before = cpu_seconds(pids)
+    try:
+        joins, elapsed, unavailable = await generators.burst(prefix)
+        await asyncio.sleep(GRACE)  # what the joins sent (presence, to each room) is through before the relay
+    finally:
+        await stop_py_spy(spies)
+    join_cpu = [after - was for after, was in zip(cpu_seconds(pids), before)]  # a join costs more after its ack
+    spies = await profile_all(servers, profile)
+    before = cpu_seconds(pids)
+    try:
+        fixed = await generators.relay(rate, seconds)
+    finally:
+        await stop_py_spy(spies)
+    relay_cpu = [after - was for after, was in zip(cpu_seconds(pids), before)]
+    await generators.close()
+    per_join = [cpu / joins * 1e6 for cpu in join_cpu]
+    per_message = [cpu / max(1, fixed.received) * 1e6 for cpu in relay_cpu]
+    print(f"    {len(servers)} server(s){' on Redis' if redis else ', no Redis'}: {joins / elapsed:.0f} joins/s, "
+          f"{sum(per_join):.0f} us CPU a join{redis_part(per_join, redis)}"
+          + (f", {unavailable} refused as 'unavailable' (asked again a second later)" if unavailable else "")
+          + f"; {rate:g}/s offered: "
+          f"{fixed.delivered_per_second:.0f}/s delivered, median {relay_median(fixed):.1f} ms, "
+          f"p99 {relay_p99(fixed):.1f} ms, loss {fixed.loss:.1%}; {sum(per_message):.0f} us CPU a message"
+          f"{redis_part(per_message, redis)}", file=sys.stderr)
+    return NodeResult(joins / elapsed, sum(per_join), fixed, sum(per_message))
+
+
+def redis_part(shares: list[float], redis: Optional[Server]) -> str:
+    """Redis's share (the last of ``shares``), for the progress line."""
+    return f" (Redis {shares[-1]:.0f})" if redis else ""
+
+
+async def profile_all(servers: list[Server], directory: Optional[Path],
+                      phase: str = "") -> list[asyncio.subprocess.Process]:
+    return [spy for server in servers for spy in await start_py_spy(server, directory, phase)] if directory else []
+
+
+def cpu_seconds(pids: list[int]) -> list[float]:
+    return [harness.usage(pid).cpu_seconds for pid in pids]
+
+
+async def node_rounds(number: int, ours: Server, redis: Server, nodes: list[int], generators: Generators,
+                      clients: int, rate: float, seconds: float, root: Path, logs: Path,
+                      profile: Optional[Path]) -> dict[int, NodeResult]:
+    """One round of the node rows: ours alone (key 0), then each count of nodes, started afresh
+    (a node idle on the same Redis would still decode every message published)."""
+    print(f"round {number + 1}, ours without Redis, then on Redis with {', '.join(map(str, nodes))} node(s):",
+          file=sys.stderr)
+    results = {0: await node_round([ours], None, generators, clients, rate, seconds, f"r{number}n0", None)}
+    for count in nodes:
+        cluster = await start_nodes(count, redis, root, logs)
+        try:
+            results[count] = await node_round(cluster, redis, generators, clients, rate, seconds,
+                                              f"r{number}n{count}", profile)
+        except Exception:
+            for node in cluster:  # what the nodes said beyond their joins: the logs go with the bench's directory
+                lines = (logs / f"{node.name}.log").read_text(errors="replace").splitlines()
+                said = [line for line in lines if " INFO " not in line][-5:] or lines[-5:]
+                print(f"{node.name}'s log:", *said, sep="\n    ", file=sys.stderr)
+            raise
+        finally:
+            await stop_all(cluster)
+    return results
+
+
+def relay_median(step: Step) -> float:
+    return statistics.median(step.latencies) if step.latencies else float("nan")
+
+
+def relay_p99(step: Step) -> float:
+    return percentile(step.latencies, 99)
+
+
+def node_rows(results: list[dict[int, NodeResult]], nodes: list[int], clients: int, rate: float) -> list[harness.Row]:
+    """Each count of nodes beside ours alone without Redis (the baseline column)."""
+    made = [
+        ("joins per second", "per s", lambda r: r.joins_per_second, True),
+        ("CPU of nodes and Redis per join", "us", lambda r: r.cpu_per_join, False),
+        (f"relay latency median at {rate:g}/s", "ms", lambda r: relay_median(r.fixed), False),
+        (f"relay latency p99 at {rate:g}/s", "ms", lambda r: relay_p99(r.fixed), False),
+        (f"CPU of nodes and Redis per message relayed at {rate:g}/s", "us", lambda r: r.cpu_per_message, False),
+    ]
+    return [harness.Row(f"signaling on Redis, {count} node{'s' if count > 1 else ''}, {clients} clients: {name}",
+                        unit, [measure(r[count]) for r in results], [measure(r[0]) for r in results],
+                        higher_is_better=higher)
+            for count in nodes for name, unit, measure, higher in made]
+
+
 async def run(rounds: int, seconds: float, quick: bool, clients: int = 1000, rate: float = 2000,
-              profile: Optional[Path] = None, ours_from: Path = harness.ROOT) -> list[harness.Row]:
+              profile: Optional[Path] = None, ours_from: Path = harness.ROOT, nodes: Optional[list[int]] = None,
+              node_rate: float = NODE_RATE) -> list[harness.Row]:
+    """The rows of ours beside the bare relay, then (``nodes``: counts of nodes; None, 1 to 3,
+    or 1 and 2 when ``quick``) those of ours on Redis beside ours alone."""
+    nodes = ([1, 2] if quick else [1, 2, 3]) if nodes is None else nodes
+    program = redis_program() if nodes else ""  # before anything starts
     if quick:
         rounds, clients, rate, seconds = 1, min(clients, 50), min(rate, 200), min(seconds, 0.5)
+        node_rate = min(node_rate, 200)
     max_steps = 2 if quick else 30
     generators = await Generators.start()
     servers = [await start_ours(ours_from), await start_bare()]
     print(f"ours: pid {servers[0].pid}, bare python-socketio: pid {servers[1].pid}", file=sys.stderr)
     results: dict[str, list[Result]] = {"ours": [], "bare": []}
-    try:
-        for number in range(rounds):
-            for server in servers:
-                print(f"round {number + 1}, {server.name}:", file=sys.stderr)
-                results[server.name].append(await one_round(
-                    server, generators, clients, rate, seconds, max_steps, profile if number == 0 else None))
-    finally:
-        for server in servers:
-            await server.stop()
-        await generators.stop()
-    return rows(results, clients, rate)
+    on_redis: list[dict[int, NodeResult]] = []
+    with tempfile.TemporaryDirectory(prefix="bench-redis-") as directory:
+        redis = await start_redis(program, Path(directory)) if nodes else None
+        try:
+            for number in range(rounds):
+                for server in servers:
+                    print(f"round {number + 1}, {server.name}:", file=sys.stderr)
+                    results[server.name].append(await one_round(
+                        server, generators, clients, rate, seconds, max_steps, profile if number == 0 else None))
+                if redis is not None:
+                    on_redis.append(await node_rounds(number, servers[0], redis, nodes, generators, clients, node_rate,
+                                                      seconds, ours_from, Path(directory),
+                                                      profile if number == 0 else None))
+        finally:
+            await stop_all(servers + ([redis] if redis else []))
+            await generators.stop()
+    return rows(results, clients, rate) + node_rows(on_redis, nodes, clients, node_rate)
 
 
 def rows(results: dict[str, list[Result]], clients: int, rate: float) -> list[harness.Row]:
@@ -520,9 +807,8 @@ def rows(results: dict[str, list[Result]], clients: int, rate: float) -> list[ha
     made = [
         (f"signaling {rooms}: join latency median", "ms", lambda r: statistics.median(r.joins), False),
         (f"signaling {rooms}: join latency p99", "ms", lambda r: percentile(r.joins, 99), False),
-        (f"signaling {rooms}: relay latency median at {rate:g}/s", "ms",
-         lambda r: statistics.median(r.fixed.latencies) if r.fixed.latencies else float("nan"), False),
-        (f"signaling {rooms}: relay latency p99 at {rate:g}/s", "ms", lambda r: percentile(r.fixed.latencies, 99), False),
+        (f"signaling {rooms}: relay latency median at {rate:g}/s", "ms", lambda r: relay_median(r.fixed), False),
+        (f"signaling {rooms}: relay latency p99 at {rate:g}/s", "ms", lambda r: relay_p99(r.fixed), False),
         (f"signaling {rooms}: server CPU per message relayed at {rate:g}/s", "us", lambda r: r.cpu_per_message, False),
         (f"signaling {rooms}: relays at saturation", "per s", lambda r: r.saturation, True),
     ]
@@ -534,8 +820,21 @@ def rows(results: dict[str, list[Result]], clients: int, rate: float) -> list[ha
 
 
 async def measure(rounds: int, seconds: float, quick: bool) -> list[harness.Row]:
-    """For bench/run.py: the rows, baseline bare python-socketio."""
+    """For bench/run.py: the rows, baseline bare python-socketio (ours alone for those on Redis)."""
     return await run(rounds, seconds, quick)
+
+
+def node_counts(text: str) -> list[int]:
+    """``--nodes``: counts of nodes separated by commas, or ``none``."""
+    if text.strip().lower() == "none":
+        return []
+    try:
+        counts = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: counts of nodes separated by commas (1,2,3), or none") from None
+    if not counts or min(counts) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: every count of nodes is 1 or more")
+    return counts
 
 
 def main() -> None:
@@ -546,14 +845,24 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=3, help="seconds at the fixed rate, and per climb step (default 3)")
     parser.add_argument("--clients", type=int, default=1000, help="clients, two a room (default 1000)")
     parser.add_argument("--rate", type=float, default=2000, help="the fixed offered rate, messages a second (default 2000)")
+    parser.add_argument("--nodes", type=node_counts, default=None,
+                        help="counts of nodes on Redis to measure, e.g. 1,2,3 (the default; 1,2 with --quick), "
+                             "or none: needs redis-server")
+    parser.add_argument("--node-rate", type=float, default=NODE_RATE,
+                        help=f"the fixed offered rate of the rows on Redis, messages a second (default {NODE_RATE:g})")
     parser.add_argument("--quick", action="store_true", help="50 clients, half a second: a smoke test")
-    parser.add_argument("--profile", type=Path, help="py-spy each server during its first climb, into this directory")
+    parser.add_argument("--profile", type=Path, help="py-spy each server during its first climb (each node during its "
+                                                     "first round's joins and relay), into this directory")
     parser.add_argument("--ours-from", type=Path, default=harness.ROOT,
                         help="a directory holding another version of the signaling package, to measure it as ours")
     args = parser.parse_args()
-    rows_ = asyncio.run(run(args.rounds, args.seconds, args.quick, args.clients, args.rate, args.profile,
-                            args.ours_from.resolve()))
-    print("baseline: a bare python-socketio relay (the 'bare' column)")
+    try:
+        rows_ = asyncio.run(run(args.rounds, args.seconds, args.quick, args.clients, args.rate, args.profile,
+                                args.ours_from.resolve(), args.nodes, args.node_rate))
+    except NoRedis as error:
+        parser.exit(1, f"{error}\n")
+    print("baseline: a bare python-socketio relay (the 'bare' column); "
+          "for the rows 'on Redis', ours alone without Redis")
     print(harness.format_table(rows_))
 
 

@@ -125,6 +125,7 @@ class Room:
         self._stats = StatsSampler()
         self._closed = False
         session.publish = self._on_event
+        session.on_moved = self._on_moved
 
     # Lifetime
 
@@ -371,6 +372,14 @@ class Room:
             for speaker in self._speakers:
                 speaker.follow(remote.frames(latest=False))
         self._media_change()
+
+    def _on_moved(self, old: Member, new: Member) -> None:
+        """Its media goes on under its new id: in the statistics, ``frames(new)``, and ended
+        with its call."""
+        for key in [key for key in self._remote if key[0] == old.id]:
+            remote = self._remote.pop(key)
+            remote.member = new
+            self._remote[(new.id, key[1])] = remote
 
     def _on_call_ended(self, event: CallEnded) -> None:
         # Its tracks end with the call, also those aiortc never started receiving on (a call

@@ -89,6 +89,9 @@ class Session:
         self.members: dict[str, Member] = {}
         self.calls: dict[str, Call] = {}
         self.publish: Callable[[Event], None] = lambda event: None
+        self.on_moved: Callable[[Member, Member], None] = lambda old, new: None
+        """Told (old member, new member) when a live call's member rejoined under a new id
+        (``_moved``): no event, but what is kept by member id follows it."""
         """Where the events of the room go (``Room`` takes them); until then, nowhere."""
         self.classic = False
         """True against a server that speaks only the classic room-relay pattern."""
@@ -587,9 +590,10 @@ class Session:
         if self.calls.get(old_id) is call:
             del self.calls[old_id]
         self.members.pop(old_id, None)
-        call.remote = Member(new_id, call.remote.name)
+        old, call.remote = call.remote, Member(new_id, call.remote.name)
         self.calls[new_id] = call
         self.members[new_id] = call.remote
+        self.on_moved(old, call.remote)
 
     async def _hang_up(self, call: Call) -> None:
         await self._signal(protocol.bye_message(call.remote.id))

@@ -23,10 +23,12 @@ use).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
 import json as std_json
 import logging
 import re
-from typing import Any, Callable, Optional
+from typing import Any, AsyncIterator, Callable, Optional
 
 import socketio
 from engineio import exceptions as engineio_exceptions
@@ -119,9 +121,35 @@ class FastPacket(sio_packet.Packet):
         return holds_binary(data)
 
 
+OWN = contextvars.ContextVar[Optional[str]]("OWN", default=None)
+"""The member whose own events are being sent (``DirectManager.holding``)."""
+
+
 class DirectManager(socketio.AsyncManager):
     """python-socketio's client manager of one process, whose emit queues the packet for
-    each receiver in turn instead of a task per receiver and a wait for them all."""
+    each receiver in turn instead of a task per receiver and a wait for them all.
+
+    It can also hold back what others send one member while its join is decided
+    (``holding``): on several nodes the join of a member seated a moment later can be
+    announced (by another node, through Redis) before the first one's own join is answered;
+    held, it goes after the first one's own events, as on a server of one process."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._held: dict[str, list[tuple[str, list[eio_packet.Packet]]]] = {}
+
+    @contextlib.asynccontextmanager
+    async def holding(self, sid: str) -> AsyncIterator[None]:
+        """Hold back events for ``sid`` but its own (sent with ``OWN`` set to it) until the end."""
+        if sid in self._held:  # a second join of the same member at once: the first one releases
+            yield
+            return
+        self._held[sid] = []
+        try:
+            yield
+        finally:
+            for eio_sid, packets in self._held.pop(sid, []):
+                await self._send(sid, eio_sid, packets)
 
     async def emit(self, event: str, data: Any, namespace: str, room: Optional[Any] = None,
                    skip_sid: Any = None, callback: Any = None, to: Optional[Any] = None, **kwargs: Any) -> None:
@@ -133,12 +161,19 @@ class DirectManager(socketio.AsyncManager):
         encoded = self.server.packet_class(sio_packet.EVENT, namespace=namespace, data=[event, *args]).encode()
         packets = [eio_packet.Packet(eio_packet.MESSAGE, part) for part in (encoded if isinstance(encoded, list) else [encoded])]
         for sid, eio_sid in self.get_participants(namespace, to or room):
-            if sid not in skip:
-                try:
-                    for each in packets:
-                        await self.server._send_eio_packet(eio_sid, each)
-                except Exception:  # one receiver's failure (closing it, say) must not cost the others theirs
-                    logger.exception("could not send %s to %s", event, sid)
+            if sid in skip:
+                continue
+            if sid in self._held and OWN.get() != sid:
+                self._held[sid].append((eio_sid, packets))
+            else:
+                await self._send(sid, eio_sid, packets)
+
+    async def _send(self, sid: str, eio_sid: str, packets: list[eio_packet.Packet]) -> None:
+        try:
+            for each in packets:
+                await self.server._send_eio_packet(eio_sid, each)
+        except Exception:  # one receiver's failure (closing it, say) must not cost the others theirs
+            logger.exception("could not send a packet to %s", sid)
 
 
 class Deadline:

@@ -31,7 +31,7 @@ from redis.exceptions import RedisError
 
 from . import protocol
 from .protocol import ALREADY_JOINED, ROOM_FULL, Member, ProtocolError
-from .store import StoreUnavailable
+from .store import Seat, StoreUnavailable
 
 logger = logging.getLogger("signaling")
 
@@ -74,25 +74,42 @@ local function members(p, room)
 end
 """
 
-JOIN = _MEMBERS + """
+_TAKE = """
+local function take(p, room)
+  local taken = {}
+  for _, sid in ipairs(redis.call('LRANGE', p .. 'room:' .. room, 0, -1)) do
+    local key = p .. 'kept:' .. sid
+    for _, message in ipairs(redis.call('LRANGE', key, 0, -1)) do taken[#taken + 1] = message end
+    redis.call('DEL', key)
+  end
+  return taken
+end
+"""
+
+JOIN = _MEMBERS + _TAKE + """
 local p, room, sid, member, node, capacity = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], tonumber(ARGV[6])
-if redis.call('GET', p .. 'epoch') ~= ARGV[7] then return {'stale'} end
+if redis.call('GET', p .. 'epoch') ~= ARGV[8] then return {'stale'} end
 local current = redis.call('HGET', p .. 'member:' .. sid, 'room')
 if current then return {'already', current} end
 local others = members(p, room)
 if #others >= capacity then return {'full'} end
+local offers = {}
+if ARGV[7] == 'take' then offers = take(p, room) end
 redis.call('RPUSH', p .. 'room:' .. room, sid)
 redis.call('HSET', p .. 'member:' .. sid, 'room', room, 'member', member, 'node', node)
 redis.call('SADD', p .. 'node:' .. node, sid)
 redis.call('SADD', p .. 'members', sid)
 redis.call('SADD', p .. 'rooms', room)
-table.insert(others, 1, 'ok')
-return others
+local answer = {'ok', #others}
+for _, each in ipairs(others) do answer[#answer + 1] = each end
+for _, each in ipairs(offers) do answer[#answer + 1] = each end
+return answer
 """
-"""Seat ``sid`` in ``room``: ``{'ok', member JSON of those already there...}``, or
+"""Seat ``sid`` in ``room``, taking what its members kept if ARGV[7] is ``take``:
+``{'ok', N, N member JSON of those already there..., kept message JSON...}``, or
 ``{'already', room}``, or ``{'full'}``, or ``{'stale'}`` when Redis is not the one of the
-node's last renewal (``ARGV[7]``, its epoch: it lost its data, and a seat taken now could be
-one a node is about to put back) (nothing changed)."""
+node's last renewal (ARGV[8], its epoch: it lost its data, and a seat taken now could be one
+a node is about to put back) (nothing changed)."""
 
 LEAVE = _LEAVE + "return leave(ARGV[1], ARGV[2])"
 """Take ``sid`` out of its room: ``{room, member JSON}``, or nil when it was in none."""
@@ -119,17 +136,6 @@ return others
 """
 """Who else is in the sender's room; when nobody, ``Rooms.keep``'s rule: an offer replaces the
 kept one, candidates follow a kept offer, at most ``most`` of them."""
-
-TAKE_OFFERS = """
-local p, room = ARGV[1], ARGV[2]
-local taken = {}
-for _, sid in ipairs(redis.call('LRANGE', p .. 'room:' .. room, 0, -1)) do
-  local key = p .. 'kept:' .. sid
-  for _, message in ipairs(redis.call('LRANGE', key, 0, -1)) do taken[#taken + 1] = message end
-  redis.call('DEL', key)
-end
-return taken
-"""
 
 SWEEP = _LEAVE + """
 local p, me, fresh = ARGV[1], ARGV[2], tonumber(ARGV[3])
@@ -198,7 +204,6 @@ class RedisStore:
         self._leave = self.redis.register_script(LEAVE)
         self._members = self.redis.register_script(MEMBERS)
         self._broadcast = self.redis.register_script(BROADCAST)
-        self._take_offers = self.redis.register_script(TAKE_OFFERS)
         self._sweep = self.redis.register_script(SWEEP)
         self._reconcile = self.redis.register_script(RECONCILE)
 
@@ -208,12 +213,12 @@ class RedisStore:
 
     # The room store (signaling.store.RoomStore)
 
-    async def join(self, room: str, member: Member) -> list[Member]:
+    async def join(self, room: str, member: Member) -> Seat:
         if not self.healthy:
             raise StoreUnavailable()
         self._joining.add(member.id)
         try:
-            answer = await self._seat(room, member)
+            answer = await self._seat(room, member, take="take")
         finally:
             self._joining.discard(member.id)
         if answer[0] == "already":
@@ -221,7 +226,8 @@ class RedisStore:
         if answer[0] == "full":
             raise ProtocolError(ROOM_FULL, f"room {room!r} is full ({self._capacity} members)")
         self.local[member.id] = (room, member)
-        return [_member(each) for each in answer[1:]]
+        count = int(answer[1])
+        return Seat([_member(each) for each in answer[2:2 + count]], [json.loads(each) for each in answer[2 + count:]])
 
     async def leave(self, member_id: str) -> Optional[tuple[str, Member]]:
         """Also while Redis is gone, this node forgets the member; Redis forgets it when back
@@ -247,9 +253,6 @@ class RedisStore:
         kept = json.dumps(message) if message.get("type") in (protocol.OFFER, protocol.CANDIDATE) else ""
         return list(await self._ask(self._broadcast(args=[self._prefix, member_id, message.get("type", ""), kept,
                                                           protocol.MAX_KEPT_CANDIDATES])))
-
-    async def take_offers(self, room: str) -> list[dict[str, Any]]:
-        return [json.loads(each) for each in await self._ask(self._take_offers(args=[self._prefix, room]))]
 
     async def count(self) -> int:
         return int(await self._ask(self.redis.scard(self._key("rooms"))))
@@ -301,7 +304,7 @@ class RedisStore:
         lost = []
         for member_id, (room, member) in list(self.local.items()):
             if emptied:
-                seated = (await self._seat(room, member))[0] != "full"
+                seated = (await self._seat(room, member, take="keep"))[0] != "full"
             else:
                 seated = bool(await self._ask(self.redis.exists(self._key("member", member_id))))
                 if not seated:  # swept: its room heard it leave, and must not hear it twice
@@ -310,22 +313,23 @@ class RedisStore:
                 lost.append(member_id)
         return gone, lost
 
-    async def _seat(self, room: str, member: Member) -> list[str]:
-        """The JOIN script's answer; ``StoreUnavailable`` (and unhealthy) when Redis lost its
-        data since our last renewal: the node puts its members back first."""
-        document = json.dumps(member.to_payload())
-        answer = await self._ask(self._join(args=[self._prefix, room, member.id, document, self.node, self._capacity,
-                                                  self._epoch or ""]))
-        if answer[0] == "stale":
-            self.healthy = False
-            raise StoreUnavailable("Redis lost its data")
-        return list(answer)
-
     async def ping(self) -> None:
         await self._ask(self.redis.ping())
 
     async def close(self) -> None:
         await self.redis.aclose(close_connection_pool=True)
+
+    async def _seat(self, room: str, member: Member, take: str) -> list[Any]:
+        """The JOIN script's answer; with ``take`` "take", the room's kept offers go to ``member``.
+        ``StoreUnavailable`` (and unhealthy) when Redis lost its data since our last renewal:
+        the node puts its members back first."""
+        document = json.dumps(member.to_payload())
+        answer = await self._ask(self._join(args=[self._prefix, room, member.id, document, self.node, self._capacity,
+                                                  take, self._epoch or ""]))
+        if answer[0] == "stale":
+            self.healthy = False
+            raise StoreUnavailable("Redis lost its data")
+        return list(answer)
 
     def _key(self, *parts: str) -> str:
         return self._prefix + ":".join(parts)

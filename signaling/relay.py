@@ -23,7 +23,7 @@ from typing import Any, Callable, Optional, Union
 
 from . import protocol
 from .protocol import Member, ProtocolError
-from .store import RoomStore
+from .store import RoomStore, Seat
 from .token import check_token
 from .turn import TurnGrant
 
@@ -105,12 +105,12 @@ class Relay:
             request = protocol.parse_join(payload)
             self._check_token(request)
             me = Member(id=sid, name=request.name or f"guest-{sid[:4]}")
-            others = await self._seat(request.room, me)
+            seat = await self._seat(request.room, me)
         except ProtocolError as error:
             return self.refuse(sid, protocol.JOIN, error)
         # Offers that reached nobody go to a newcomer of ours, who answers them; a classic
         # newcomer offers itself, which makes them moot. Either way they are gone now.
-        offers = await self.store.take_offers(request.room)
+        others, offers = seat.others, seat.offers
         logger.info("%s (%s) joined %s", me.name, sid, request.room)
         classic = isinstance(payload, str)
         there = tuple(member.id for member in others)
@@ -171,7 +171,7 @@ class Relay:
             if reason is not None:
                 raise ProtocolError(protocol.BAD_TOKEN, reason)
 
-    async def _seat(self, room: str, me: Member) -> list[Member]:
+    async def _seat(self, room: str, me: Member) -> Seat:
         """The store's join, for an open connection only. A polling client can send join
         and disconnect in one request, and the join is then handled after the disconnect:
         joining would leave a ghost member that fills the room forever. A store that
@@ -179,11 +179,13 @@ class Relay:
         disconnect finding no seat to free: the seat is given back here."""
         if me.id not in self.connections:
             raise ProtocolError(protocol.NOT_JOINED, GONE)
-        others = await self.store.join(room, me)
+        seat = await self.store.join(room, me)
         if me.id not in self.connections:
             await self.store.leave(me.id)
+            for message in seat.offers:  # the one who offered is alone again: kept again for the next
+                await self.store.broadcast(message["from"], message)
             raise ProtocolError(protocol.NOT_JOINED, GONE)
-        return others
+        return seat
 
     async def _check_target(self, sid: str, room: str, target: str) -> None:
         """``to`` names another member of the sender's room, or the message goes nowhere."""

@@ -20,7 +20,7 @@ import ifaddr
 from aiohttp import web
 
 from . import protocol
-from .fastpath import DirectManager
+from .fastpath import OWN, DirectManager
 from .limits import ConnectionGate, GuardedSocketIO, JoinRate, Limits, Refusals, handler_args, request_address
 from .protocol import Member, ProtocolError
 from .relay import Outcome, Relay
@@ -202,7 +202,13 @@ class SignalingServer:
             self._check_join_rate(sid)
         except ProtocolError as error:
             return await self._apply(self.relay.refuse(sid, protocol.JOIN, error))
-        return await self._handle(sid, protocol.JOIN, self.relay.join(sid, args[0] if args else None))
+        manager: DirectManager = self.sio.manager
+        async with manager.holding(sid):  # a later joiner's presence comes after our own head count
+            own = OWN.set(sid)
+            try:
+                return await self._handle(sid, protocol.JOIN, self.relay.join(sid, args[0] if args else None))
+            finally:
+                OWN.reset(own)
 
     async def _on_leave(self, sid: str, *args: Any) -> dict[str, Any]:
         return await self._handle(sid, protocol.LEAVE, self.relay.leave(sid))

@@ -14,6 +14,7 @@ the relay's and is written once.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Any, Optional, Protocol
 
 from .protocol import UNAVAILABLE, Member, ProtocolError
@@ -29,6 +30,18 @@ class StoreUnavailable(ProtocolError):
         self.cause = cause
 
 
+@dataclass(frozen=True)
+class Seat:
+    """What a join found: who was already in the room, in the order they joined, and the
+    messages they kept for the next member (``Rooms.keep``: an offer and its candidates),
+    handed to this one and forgotten. One answer, so that nothing happens between the two:
+    on several nodes the newcomer's own events could otherwise come after those of a member
+    who joined a moment later."""
+
+    others: list[Member]
+    offers: list[dict[str, Any]]
+
+
 class RoomStore(Protocol):
     """The room state the relay reads and changes. Member ids are Socket.IO sids."""
 
@@ -36,9 +49,9 @@ class RoomStore(Protocol):
     def capacity(self) -> int:
         """The most members a room holds (told to joiners in the join acknowledgement)."""
 
-    async def join(self, room: str, member: Member) -> list[Member]:
-        """Add ``member`` to ``room`` and return who was already there, in the order they
-        joined. Raises ProtocolError (``ALREADY_JOINED``, ``ROOM_FULL``), changing nothing."""
+    async def join(self, room: str, member: Member) -> Seat:
+        """Add ``member`` to ``room``; who was already there, and what they kept for it. Raises
+        ProtocolError (``ALREADY_JOINED``, ``ROOM_FULL``), changing nothing."""
 
     async def leave(self, member_id: str) -> Optional[tuple[str, Member]]:
         """Remove a member (and what was kept of it) wherever it is; return (room, member),
@@ -56,9 +69,6 @@ class RoomStore(Protocol):
         everyone else there, in the order they joined. When that is nobody, the message is
         kept for the next member (``Rooms.keep``). One question: who is there and whether
         to keep it cannot disagree."""
-
-    async def take_offers(self, room: str) -> list[dict[str, Any]]:
-        """The kept messages of ``room``'s members, forgotten as they are handed out."""
 
     async def count(self) -> int:
         """The number of rooms with at least one member (for the health check)."""
@@ -93,8 +103,8 @@ class MemoryStore:
     def capacity(self) -> int:
         return self.rooms.capacity
 
-    async def join(self, room: str, member: Member) -> list[Member]:
-        return self.rooms.join(room, member)
+    async def join(self, room: str, member: Member) -> Seat:
+        return Seat(self.rooms.join(room, member), self.rooms.take_offers(room))
 
     async def leave(self, member_id: str) -> Optional[tuple[str, Member]]:
         return self.rooms.leave(member_id)
@@ -110,9 +120,6 @@ class MemoryStore:
         room = self.rooms.room_of(member_id)
         self.rooms.keep(member_id, message)  # only when alone
         return [] if room is None else [each.id for each in self.rooms.members(room) if each.id != member_id]
-
-    async def take_offers(self, room: str) -> list[dict[str, Any]]:
-        return self.rooms.take_offers(room)
 
     async def count(self) -> int:
         return len(self.rooms)

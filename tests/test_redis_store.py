@@ -16,7 +16,7 @@ import pytest
 from signaling.protocol import ALREADY_JOINED, CANDIDATE, MAX_KEPT_CANDIDATES, OFFER, ROOM_FULL, UNAVAILABLE, Member, ProtocolError
 from signaling.redis_store import NODE_TTL, RedisStore
 from signaling.rooms import Rooms
-from signaling.store import MemoryStore, StoreUnavailable, redacted
+from signaling.store import MemoryStore, Seat, StoreUnavailable, redacted
 
 ALICE, BOB, CAROL = Member("alice-id", "alice"), Member("bob-id", "bob"), Member("carol-id", "carol")
 
@@ -48,8 +48,8 @@ async def started(url: str, name: str, capacity: int = 2) -> RedisStore:
 
 
 async def test_a_join_answers_who_was_there_in_order_and_refuses_what_it_must(store):
-    assert await store.join("r", ALICE) == []
-    assert await store.join("r", BOB) == [ALICE]
+    assert await store.join("r", ALICE) == Seat([], [])
+    assert await store.join("r", BOB) == Seat([ALICE], [])
     with pytest.raises(ProtocolError) as full:
         await store.join("r", CAROL)
     assert full.value.code == ROOM_FULL
@@ -67,7 +67,7 @@ async def test_a_leave_frees_the_seat_and_an_empty_room_is_gone(store):
     assert await store.leave(ALICE.id) == ("r", ALICE)
     assert await store.leave(ALICE.id) is None
     assert await store.members("r") == [BOB]
-    assert await store.join("r", CAROL) == [BOB]
+    assert (await store.join("r", CAROL)).others == [BOB]
     await store.leave(BOB.id)
     await store.leave(CAROL.id)
     assert (await store.count(), await store.member_count()) == (0, 0)
@@ -79,12 +79,12 @@ async def test_an_offer_of_a_member_alone_is_kept_for_the_next_one_once(store):
     await store.broadcast(ALICE.id, offer(ALICE, 2))  # replaces the first
     for n in range(MAX_KEPT_CANDIDATES + 3):
         await store.broadcast(ALICE.id, candidate(ALICE, n))
-    await store.join("r", BOB)
-    assert await store.broadcast(BOB.id, offer(BOB)) == [ALICE.id]  # not alone: nothing kept
-    taken = await store.take_offers("r")
+    taken = (await store.join("r", BOB)).offers
     assert taken[0] == offer(ALICE, 2)
     assert taken[1:] == [candidate(ALICE, n) for n in range(MAX_KEPT_CANDIDATES)]
-    assert await store.take_offers("r") == []
+    assert await store.broadcast(BOB.id, offer(BOB)) == [ALICE.id]  # not alone: nothing kept
+    await store.leave(BOB.id)
+    assert (await store.join("r", CAROL)).offers == [], "an offer is handed out once"
 
 
 async def test_a_broadcast_reaches_everyone_else_in_the_room_in_join_order(redis_server):
@@ -99,11 +99,12 @@ async def test_a_broadcast_reaches_everyone_else_in_the_room_in_join_order(redis
 async def test_candidates_without_a_kept_offer_and_a_leaver_s_offer_are_not_kept(store):
     await store.join("r", ALICE)
     await store.broadcast(ALICE.id, candidate(ALICE, 1))
-    assert await store.take_offers("r") == []
+    await store.broadcast(CAROL.id, offer(CAROL))  # in no room
+    assert (await store.join("r", BOB)).offers == []
+    await store.leave(BOB.id)
     await store.broadcast(ALICE.id, offer(ALICE))
     await store.leave(ALICE.id)
-    await store.join("r", BOB)
-    assert await store.take_offers("r") == []
+    assert (await store.join("r", BOB)).offers == []
 
 
 async def test_fifty_joins_at_once_through_three_nodes_never_overfill_a_room(redis_server):

@@ -13,7 +13,7 @@ from signaling.protocol import (
 )
 from signaling.relay import Emit, Outcome, Relay
 from signaling.rooms import Rooms
-from signaling.store import MemoryStore
+from signaling.store import MemoryStore, Seat
 from signaling.token import make_token
 
 SDP = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n"
@@ -128,7 +128,7 @@ class SlowStore(MemoryStore):
         self.asked = asyncio.Event()
         self.answer = asyncio.Event()
 
-    async def join(self, room: str, member: Member) -> list[Member]:
+    async def join(self, room: str, member: Member) -> Seat:
         self.asked.set()
         await self.answer.wait()
         return await super().join(room, member)
@@ -145,6 +145,26 @@ async def test_a_connection_that_closes_while_the_store_seats_it_leaves_no_ghost
     store.answer.set()
     assert_refused(await joining, A, "join", NOT_JOINED, "disconnected before the join was handled")
     assert len(rooms) == 0 and rooms.room_of(A) is None
+
+
+async def test_offers_handed_to_a_joiner_that_closed_meanwhile_are_kept_again():
+    """The seat it took came with the offer kept in the room: the one who offered is alone
+    again, and the next member gets it."""
+    rooms = Rooms()
+    store = SlowStore(rooms)
+    store.answer.set()
+    relay = relay_of(rooms)
+    relay.store = store
+    await relay.join(A, {"room": "r", "name": "alice"})
+    await relay.message(A, {"type": "offer", "sdp": SDP})
+    store.answer.clear()
+    store.asked.clear()
+    joining = asyncio.ensure_future(relay.join(B, {"room": "r", "name": "bob"}))
+    await store.asked.wait()
+    await relay.disconnect(B)
+    store.answer.set()
+    assert_refused(await joining, B, "join", NOT_JOINED)
+    assert (await relay.join(C, {"room": "r"})).ack["offers"] == [{"type": "offer", "sdp": SDP, "from": A, "name": "alice"}]
 
 
 # offers kept for the next member
