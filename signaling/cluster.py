@@ -134,14 +134,16 @@ class Node:
         self._up_since = time.monotonic()
         self._task = asyncio.ensure_future(self._run())
 
-    async def stop(self) -> None:
-        """Stop serving; the other nodes need not wait for our key to expire."""
+    async def stop(self, within: float) -> None:
+        """Stop serving; the other nodes need not wait for our key to expire. Unless Redis
+        does not answer within ``within`` seconds (a stop keeps its time, whatever Redis
+        does): then they sweep our members, as a dead node's."""
         if self._task is not None:
             self._task.cancel()
             self._task = None
         try:
-            await self.store.retire()
-        except StoreUnavailable:
+            await asyncio.wait_for(self.store.retire(), within)
+        except (StoreUnavailable, asyncio.TimeoutError):
             pass
         await self.store.close()
 

@@ -130,7 +130,7 @@ class SignalingServer:
             self._runner = None
             self._stopping = False
         if self.node is not None:
-            await self.node.stop()
+            await self.node.stop(self.config.shutdown_timeout / 4)
 
     async def _goodbye(self) -> None:
         """Disconnect every client, giving up on those that do not take it in time: a
