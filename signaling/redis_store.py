@@ -20,7 +20,6 @@ nobody, then its candidates; see ``signaling.rooms.Rooms.keep``).
 from __future__ import annotations
 
 import json
-import logging
 import secrets
 from typing import Any, Awaitable, Optional, TypeVar
 
@@ -32,8 +31,6 @@ from redis.exceptions import RedisError
 from . import protocol
 from .protocol import ALREADY_JOINED, ROOM_FULL, Member, ProtocolError
 from .store import Seat, StoreUnavailable
-
-logger = logging.getLogger("signaling")
 
 PREFIX = "signaling:"
 NODE_TTL = 3.0
