@@ -1,7 +1,7 @@
 """A server node among several on one Redis: the relaying between nodes, and the node's duties.
 
 Events go between nodes through python-socketio's own ``AsyncRedisManager`` (Redis
-pub/sub): an emit to a room or to a member reaches the members connected to any node.
+pub/sub): an emit to members (the relay names them, never rooms) reaches them on any node.
 ``RedisManager`` keeps our one-process fast path (``signaling.fastpath.DirectManager``) for
 the delivery on each node, sends an event for one member of this node without a trip
 through Redis, and changes the library's reconnecting: it retried after 1, 2, 4... up to
